@@ -1,0 +1,117 @@
+//! `chiso-api` is chiso's HTTP surface (DESIGN §6) on axum: the log endpoints, Server-Sent
+//! Events, and the operator endpoints. Every error leaves through one mapping
+//! ([`ApiError`]) as `{"error": {"code", "message", "details"}}`; internal errors never show
+//! their text. Nothing of a refused request is written.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = chiso_store::EventStore::open("./chiso-data/log")?;
+//! let state = chiso_api::AppState::new(store, chiso_api::Limits::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//! axum::serve(listener, chiso_api::router(state)).await?;
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod error;
+mod log;
+mod ops;
+mod subscribe;
+mod wire;
+
+pub use error::{ApiError, Result};
+pub use ops::HttpMetrics;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use chiso_store::EventStore;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Request size limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event log.
+    pub store: EventStore,
+    /// Request limits.
+    pub limits: Limits,
+    /// Cancelled when the server shuts down: ends live subscriptions.
+    pub shutdown: CancellationToken,
+    http_metrics: HttpMetrics,
+    registry: Arc<Registry>,
+}
+
+impl AppState {
+    /// State over `store`, with a metrics registry holding the store's and the HTTP
+    /// instruments.
+    pub fn new(store: EventStore, limits: Limits) -> Self {
+        let mut registry = Registry::default();
+        store.metrics().register(&mut registry);
+        let http_metrics = HttpMetrics::default();
+        http_metrics.register(&mut registry);
+        Self {
+            store,
+            limits,
+            shutdown: CancellationToken::new(),
+            http_metrics,
+            registry: Arc::new(registry),
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/streams/{stream}",
+            post(log::append_to_stream).get(log::read_stream),
+        )
+        .route("/v1/events", post(log::append_batch).get(log::read_all))
+        .route("/v1/subscribe", get(subscribe::subscribe))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
+        // Bodies are read by `body::read_limited` under `Limits::max_body_bytes`.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see DESIGN §6 for the API",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

@@ -1,0 +1,199 @@
+//! The log endpoints: append to a stream, NDJSON batches, and reads.
+
+use crate::body::{parse_json, read_limited};
+use crate::error::{ApiError, Result};
+use crate::wire::{events_response, AppendBody, NdjsonLine};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use chiso_store::{AppendRequest, ReadDirection, StreamName};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Most events one read answers.
+pub const MAX_READ_LIMIT: usize = 10_000;
+const DEFAULT_READ_LIMIT: usize = 100;
+
+/// `POST /v1/streams/{stream}`: append `{expected_revision, events}` atomically.
+#[tracing::instrument(skip_all, fields(stream = %stream))]
+pub async fn append_to_stream(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>> {
+    let stream = StreamName::new(stream)?;
+    let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    let body: AppendBody = parse_json(&bytes, "")?;
+    if body.events.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_append",
+            "`events` is empty: an append carries at least one event",
+        ));
+    }
+    let events = (0..)
+        .zip(body.events)
+        .map(|(i, event)| event.into_proposed(&format!("/events/{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let request = AppendRequest {
+        stream,
+        expected: body.expected_revision.0,
+        events,
+    };
+    let result = state.store.append(request).await?;
+    Ok(Json(json!({
+        "stream": result.stream,
+        "first_revision": result.first_revision,
+        "last_revision": result.last_revision,
+        "first_position": result.first_position,
+        "last_position": result.last_position,
+    })))
+}
+
+/// `POST /v1/events`: NDJSON, one event per line with its `stream`; all lines or none.
+#[tracing::instrument(skip_all)]
+pub async fn append_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>> {
+    let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    let (requests, line_numbers) = parse_ndjson(&bytes)?;
+    let count = requests.len();
+    let results = state.store.append_all(requests).await.map_err(|error| {
+        let line = error.request_index().map(|i| line_numbers[i]);
+        with_line(ApiError::from(error), line)
+    })?;
+    let first = results.iter().map(|r| r.first_position).min();
+    let last = results.iter().map(|r| r.last_position).max();
+    Ok(Json(json!({
+        "count": count,
+        "first_position": first,
+        "last_position": last,
+    })))
+}
+
+/// Decodes every non-blank line; the first bad one fails the whole body, naming its line.
+fn parse_ndjson(bytes: &[u8]) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
+    let mut requests = Vec::new();
+    let mut line_numbers = Vec::new();
+    for (number, line) in (1..).zip(bytes.split(|&b| b == b'\n')) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let request = parse_line(line).map_err(|e| with_line(e, Some(number)))?;
+        requests.push(request);
+        line_numbers.push(number);
+    }
+    if requests.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_append",
+            "the body has no events: send one JSON event per line",
+        ));
+    }
+    Ok((requests, line_numbers))
+}
+
+fn parse_line(line: &[u8]) -> Result<AppendRequest> {
+    let line: NdjsonLine = parse_json(line, "")?;
+    let (stream, expected, event) = line.into_event();
+    let stream = StreamName::new(stream)?;
+    Ok(AppendRequest {
+        stream,
+        expected: expected.0,
+        events: vec![event.into_proposed("")?],
+    })
+}
+
+fn with_line(mut error: ApiError, line: Option<usize>) -> ApiError {
+    if let Some(line) = line {
+        error.message = format!("line {line}: {}", error.message);
+        if let Some(details) = error.details.as_object_mut() {
+            details.remove("index");
+            details.insert("line".into(), line.into());
+        }
+    }
+    error
+}
+
+/// Query of `GET /v1/streams/{stream}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamReadQuery {
+    from: Option<u64>,
+    #[serde(default)]
+    direction: Direction,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Direction {
+    #[default]
+    Forwards,
+    Backwards,
+}
+
+/// `GET /v1/streams/{stream}?from=&direction=&limit=`.
+pub async fn read_stream(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    query: std::result::Result<Query<StreamReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(invalid_query)?;
+    let stream = StreamName::new(stream)?;
+    let limit = read_limit(query.limit)?;
+    let direction = match query.direction {
+        Direction::Forwards => ReadDirection::Forwards,
+        Direction::Backwards => ReadDirection::Backwards,
+    };
+    let store = state.store.clone();
+    let events = tokio::task::spawn_blocking(move || {
+        store.read_stream(&stream, query.from, direction, limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
+    events_response(&events)
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllReadQuery {
+    #[serde(default)]
+    from: u64,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/events?from=&limit=`: the whole log in position order.
+pub async fn read_all(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<AllReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(invalid_query)?;
+    let limit = read_limit(query.limit)?;
+    let store = state.store.clone();
+    let events = tokio::task::spawn_blocking(move || store.read_all(query.from, limit))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+    events_response(&events)
+}
+
+fn read_limit(limit: Option<usize>) -> Result<usize> {
+    match limit.unwrap_or(DEFAULT_READ_LIMIT) {
+        limit @ 1..=MAX_READ_LIMIT => Ok(limit),
+        _ => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("`limit` must be between 1 and {MAX_READ_LIMIT}"),
+        )
+        .with_details(json!({"parameter": "limit"}))),
+    }
+}
+
+/// 400 `invalid_parameter` for a query string that does not parse.
+pub fn invalid_query(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_parameter", rejection.body_text())
+}

@@ -1,0 +1,99 @@
+//! Operator endpoints: liveness, readiness, Prometheus metrics, and HTTP instrumentation.
+
+use crate::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use std::time::Instant;
+
+/// Labels of the HTTP request histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// HTTP instruments: request latency by method, route and status (appends included).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
+            }),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Registers `chiso_http_request_duration_seconds`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "chiso_http_request_duration_seconds",
+            "HTTP request latency by method, route and status",
+            self.requests.clone(),
+        );
+    }
+}
+
+/// Middleware that times each request under its route template.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    state
+        .http_metrics
+        .requests
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /health`: the process answers.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 200 while the log takes writes, 503 otherwise.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let head = state.store.head();
+    if state.store.is_writable() && !state.shutdown.is_cancelled() {
+        Json(json!({"ready": true, "log_head": head})).into_response()
+    } else {
+        let body =
+            json!({"ready": false, "log_head": head, "reason": "the log is not taking writes"});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return crate::error::ApiError::internal(&error).into_response();
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}

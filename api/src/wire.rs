@@ -1,0 +1,203 @@
+//! JSON shapes of the log API (DESIGN §6), decoded strictly: unknown fields are refused.
+
+use crate::error::{ApiError, Result};
+use chiso_store::{ExpectedRevision, ProposedEvent, RecordedEvent};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// Longest event type name, in bytes.
+const MAX_TYPE_LEN: usize = 128;
+
+/// Body of `POST /v1/streams/{stream}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendBody {
+    /// Defaults to `any`.
+    #[serde(default)]
+    pub expected_revision: WireExpectedRevision,
+    /// The events, in order.
+    pub events: Vec<EventIn>,
+}
+
+/// One event of a request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    /// Client-chosen UUID.
+    pub id: Uuid,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// JSON object.
+    pub data: Box<RawValue>,
+    /// JSON object, `{}` when absent.
+    pub metadata: Option<Box<RawValue>>,
+}
+
+/// One line of `POST /v1/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NdjsonLine {
+    /// Target stream.
+    pub stream: String,
+    /// Defaults to `any`.
+    #[serde(default)]
+    pub expected_revision: WireExpectedRevision,
+    /// Client-chosen UUID.
+    pub id: Uuid,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// JSON object.
+    pub data: Box<RawValue>,
+    /// JSON object, `{}` when absent.
+    pub metadata: Option<Box<RawValue>>,
+}
+
+impl NdjsonLine {
+    /// The event part of the line.
+    pub fn into_event(self) -> (String, WireExpectedRevision, EventIn) {
+        let event = EventIn {
+            id: self.id,
+            event_type: self.event_type,
+            data: self.data,
+            metadata: self.metadata,
+        };
+        (self.stream, self.expected_revision, event)
+    }
+}
+
+impl EventIn {
+    /// Checks the envelope (type name, object data and metadata) and hands the event to the
+    /// store. `pointer` locates the event in the request for error messages.
+    pub fn into_proposed(self, pointer: &str) -> Result<ProposedEvent> {
+        check_type_name(&self.event_type, pointer)?;
+        let data = object_text(self.data, &format!("{pointer}/data"))?;
+        let metadata = match self.metadata {
+            Some(metadata) => object_text(metadata, &format!("{pointer}/metadata"))?,
+            None => "{}".to_owned(),
+        };
+        Ok(ProposedEvent {
+            id: self.id,
+            event_type: self.event_type,
+            data,
+            metadata,
+        })
+    }
+}
+
+fn check_type_name(name: &str, pointer: &str) -> Result<()> {
+    let well_formed = name.len() <= MAX_TYPE_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    if well_formed {
+        return Ok(());
+    }
+    let pointer = format!("{pointer}/type");
+    Err(invalid_event(
+        &pointer,
+        "an event type is a letter followed by letters, digits, '_' or '.', at most 128 bytes",
+    ))
+}
+
+fn object_text(raw: Box<RawValue>, pointer: &str) -> Result<String> {
+    if raw.get().starts_with('{') {
+        return Ok(String::from(Box::<str>::from(raw)));
+    }
+    Err(invalid_event(pointer, "must be a JSON object"))
+}
+
+/// 400 `invalid_event` naming the field.
+pub fn invalid_event(pointer: &str, message: &str) -> ApiError {
+    ApiError::bad_request("invalid_event", format!("{pointer}: {message}"))
+        .with_details(json!({"pointer": pointer}))
+}
+
+/// `expected_revision` on the wire: `"any"`, `"no_stream"`, `"stream_exists"` or a number.
+#[derive(Default, Clone, Copy)]
+pub struct WireExpectedRevision(pub ExpectedRevision);
+
+impl<'de> Deserialize<'de> for WireExpectedRevision {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExpectedVisitor;
+        impl Visitor<'_> for ExpectedVisitor {
+            type Value = WireExpectedRevision;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#""any", "no_stream", "stream_exists" or a revision number"#)
+            }
+            fn visit_u64<E: de::Error>(self, revision: u64) -> Result<Self::Value, E> {
+                Ok(WireExpectedRevision(ExpectedRevision::Exact(revision)))
+            }
+            fn visit_str<E: de::Error>(self, word: &str) -> Result<Self::Value, E> {
+                let expected = match word {
+                    "any" => ExpectedRevision::Any,
+                    "no_stream" => ExpectedRevision::NoStream,
+                    "stream_exists" => ExpectedRevision::StreamExists,
+                    _ => return Err(E::invalid_value(de::Unexpected::Str(word), &self)),
+                };
+                Ok(WireExpectedRevision(expected))
+            }
+        }
+        deserializer.deserialize_any(ExpectedVisitor)
+    }
+}
+
+/// An event as the API answers it.
+#[derive(Serialize)]
+pub struct EventOut<'a> {
+    position: u64,
+    stream: &'a str,
+    revision: u64,
+    id: Uuid,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: &'a RawValue,
+    metadata: &'a RawValue,
+    recorded_at: String,
+}
+
+impl<'a> EventOut<'a> {
+    /// Borrows a stored event for serialisation.
+    pub fn new(event: &'a RecordedEvent) -> Result<Self> {
+        let raw = |text: &'a str| -> Result<&'a RawValue> {
+            serde_json::from_str(text).map_err(|e| ApiError::internal(&e))
+        };
+        Ok(Self {
+            position: event.position,
+            stream: &event.stream,
+            revision: event.revision,
+            id: event.id,
+            event_type: &event.event_type,
+            data: raw(&event.data)?,
+            metadata: raw(&event.metadata)?,
+            recorded_at: format_micros(event.recorded_at_micros),
+        })
+    }
+}
+
+/// RFC 3339 in UTC with microseconds.
+pub fn format_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// `{"events": [...]}` for a read, serialised straight from the stored JSON texts.
+pub fn events_response(events: &[RecordedEvent]) -> Result<axum::response::Response> {
+    #[derive(Serialize)]
+    struct EventsBody<'a> {
+        events: Vec<EventOut<'a>>,
+    }
+    let events = events.iter().map(EventOut::new).collect::<Result<_>>()?;
+    let body = serde_json::to_vec(&EventsBody { events }).map_err(|e| ApiError::internal(&e))?;
+    let content_type = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    Ok(axum::response::IntoResponse::into_response((
+        content_type,
+        body,
+    )))
+}

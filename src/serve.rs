@@ -1,0 +1,78 @@
+//! `chiso serve`: open the log, serve HTTP, and on SIGTERM or Ctrl-C drain in-flight appends
+//! before exiting.
+
+use chiso_api::{router, AppState, Limits};
+use chiso_store::EventStore;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Options of `chiso serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Data directory (the log lives in DIR/log).
+    #[arg(
+        long,
+        env = "CHISO_DATA_DIR",
+        default_value = "./chiso-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CHISO_LISTEN",
+        default_value = "127.0.0.1:7878",
+        value_name = "ADDR"
+    )]
+    listen: SocketAddr,
+    /// Largest request body in bytes.
+    #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {} without authentication: tokens are not configured, \
+             so chiso serves loopback only (use 127.0.0.1)",
+            args.listen
+        )
+        .into());
+    }
+    tracing::warn!("no admin token configured: serving loopback only, without authentication");
+    let store = EventStore::open(args.data_dir.join("log"))?;
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+    };
+    let state = AppState::new(store.clone(), limits);
+    let shutdown = state.shutdown.clone();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "chiso listening");
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    store.shutdown().await;
+    tracing::info!("chiso stopped cleanly");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,396 @@
+//! Group commit: one thread drains every pending append into one `WriteBatch` written with
+//! `sync = true`, so concurrent requests share a single fsync and nobody waits on a timer.
+
+use super::keys::*;
+use crate::error::{Error, Result};
+use crate::metrics::StoreMetrics;
+use crate::{AppendRequest, AppendResult, ProposedEvent, RecordedEvent};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+/// Most events one group commit takes before it writes (bounds memory and latency).
+const MAX_GROUP_EVENTS: usize = 200_000;
+
+const UNWRITABLE: &str = "the log could not be written";
+
+pub(crate) struct Job {
+    pub requests: Vec<AppendRequest>,
+    pub reply: oneshot::Sender<Result<Vec<AppendResult>>>,
+}
+
+pub(crate) enum Command {
+    Append(Job),
+    Shutdown,
+}
+
+pub(crate) struct Writer {
+    db: Arc<DB>,
+    next_position: u64,
+    head: watch::Sender<u64>,
+    metrics: StoreMetrics,
+}
+
+impl Writer {
+    pub fn new(
+        db: Arc<DB>,
+        next_position: u64,
+        head: watch::Sender<u64>,
+        metrics: StoreMetrics,
+    ) -> Self {
+        Self {
+            db,
+            next_position,
+            head,
+            metrics,
+        }
+    }
+
+    pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(first) = commands.blocking_recv() {
+            let mut jobs = Vec::new();
+            let mut events = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append(job) => {
+                        events += job.requests.iter().map(|r| r.events.len()).sum::<usize>();
+                        jobs.push(job);
+                    }
+                    // Stop taking new work; what is already queued is still committed.
+                    Command::Shutdown => commands.close(),
+                }
+                if events < MAX_GROUP_EVENTS {
+                    next = commands.try_recv().ok();
+                }
+            }
+            if !jobs.is_empty() && !self.commit_group(jobs) {
+                tracing::error!("the event log stops taking writes after a failed write");
+                commands.close();
+                while let Ok(command) = commands.try_recv() {
+                    if let Command::Append(job) = command {
+                        let _ = job.reply.send(Err(Error::Unavailable(UNWRITABLE)));
+                    }
+                }
+                break;
+            }
+        }
+        tracing::info!(next_position = self.next_position, "log writer stopped");
+    }
+
+    /// Stages every job, writes the successful ones in one synced batch, answers each job.
+    /// Returns false if the write failed: after a failed fsync the file state is unknown.
+    fn commit_group(&mut self, jobs: Vec<Job>) -> bool {
+        let recorded_at_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut group = Group::new(&self.db, self.next_position);
+        let outcomes: Vec<_> = jobs.iter().map(|job| group.stage(&job.requests)).collect();
+        let written = group.writes.len();
+        let next_position = group.next_position;
+        let write = if written == 0 {
+            Ok(())
+        } else {
+            let batch = group.into_batch(recorded_at_micros);
+            let started = Instant::now();
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            let result = self.db.write_opt(batch, &options);
+            self.metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            result
+        };
+        let ok = write.is_ok();
+        if let Err(error) = write {
+            tracing::error!(%error, "synced write failed");
+        } else if written > 0 {
+            self.next_position = next_position;
+            let _ = self.head.send(next_position);
+            self.metrics.fsync_batches.inc();
+            self.metrics.fsync_batch_events.observe(written as f64);
+            self.metrics.events_appended.inc_by(written as u64);
+            self.metrics.head_position.set(next_position);
+        }
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            self.metrics.append_requests.inc();
+            let outcome = match outcome {
+                Ok(_) if !ok => Err(Error::Unavailable(UNWRITABLE)),
+                other => other,
+            };
+            if outcome.is_err() {
+                self.metrics.append_failures.inc();
+            }
+            let _ = job.reply.send(outcome);
+        }
+        ok
+    }
+}
+
+/// One event placed in the group: where it goes and which request it comes from.
+struct Staged<'j> {
+    stream: &'j str,
+    revision: u64,
+    position: u64,
+    event: &'j ProposedEvent,
+}
+
+/// The writes of one group commit, and an overlay of what they change (stream heads, ids) so
+/// later requests in the same group see earlier ones.
+struct Group<'j> {
+    db: &'j DB,
+    next_position: u64,
+    writes: Vec<Staged<'j>>,
+    heads: HashMap<&'j str, u64>,
+    /// Heads as they were before the current job changed them, to roll a failed job back.
+    heads_undo: Vec<(&'j str, Option<u64>)>,
+    ids: HashMap<Uuid, usize>,
+}
+
+impl<'j> Group<'j> {
+    fn new(db: &'j DB, next_position: u64) -> Self {
+        Self {
+            db,
+            next_position,
+            writes: Vec::new(),
+            heads: HashMap::new(),
+            heads_undo: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Stages one all-or-nothing job: on error nothing of it stays in the group.
+    fn stage(&mut self, requests: &'j [AppendRequest]) -> Result<Vec<AppendResult>> {
+        check_shape(requests)?;
+        let rollback = (self.next_position, self.writes.len());
+        self.heads_undo.clear();
+        let results = requests
+            .iter()
+            .enumerate()
+            .map(|(index, request)| self.stage_request(index, request))
+            .collect::<Result<Vec<_>>>();
+        if results.is_err() {
+            let (next_position, writes) = rollback;
+            for staged in self.writes.drain(writes..) {
+                self.ids.remove(&staged.event.id);
+            }
+            self.next_position = next_position;
+            while let Some((stream, previous)) = self.heads_undo.pop() {
+                match previous {
+                    Some(last) => self.heads.insert(stream, last),
+                    None => self.heads.remove(stream),
+                };
+            }
+        }
+        results
+    }
+
+    fn stage_request(&mut self, index: usize, request: &'j AppendRequest) -> Result<AppendResult> {
+        if let Some(result) = self.idempotent_result(index, request)? {
+            return Ok(result);
+        }
+        let stream = request.stream.as_str();
+        let current = self.head_of(stream)?;
+        if !request.expected.accepts(current) {
+            return Err(Error::WrongExpectedRevision {
+                index,
+                stream: stream.to_owned(),
+                expected: request.expected,
+                actual: current,
+            });
+        }
+        let first_revision = current.map_or(0, |last| last + 1);
+        let first_position = self.next_position;
+        for (offset, event) in (0..).zip(&request.events) {
+            self.ids.insert(event.id, self.writes.len());
+            self.writes.push(Staged {
+                stream,
+                revision: first_revision + offset,
+                position: self.next_position,
+                event,
+            });
+            self.next_position += 1;
+        }
+        let last_revision = first_revision + request.events.len() as u64 - 1;
+        let previous = self.heads.insert(stream, last_revision);
+        self.heads_undo.push((stream, previous));
+        Ok(AppendResult {
+            stream: stream.to_owned(),
+            first_revision,
+            last_revision,
+            first_position,
+            last_position: self.next_position - 1,
+        })
+    }
+
+    /// `Some` when every event of the request is already stored, in this stream, in this order,
+    /// with the same content: the original result, and nothing to write. A partial or
+    /// different match is a conflict.
+    fn idempotent_result(
+        &self,
+        index: usize,
+        request: &AppendRequest,
+    ) -> Result<Option<AppendResult>> {
+        let mut existing = Vec::with_capacity(request.events.len());
+        for event in &request.events {
+            existing.push(self.lookup_id(&event.id)?);
+        }
+        if existing.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let stream = request.stream.as_str();
+        let first = existing[0].as_ref();
+        for (offset, (event, stored)) in (0..).zip(request.events.iter().zip(&existing)) {
+            let matches = match (stored, first) {
+                (Some(stored), Some(first)) => {
+                    stored.stream == stream
+                        && stored.revision == first.revision + offset
+                        && same_content(event, stored)
+                }
+                _ => false,
+            };
+            if !matches {
+                let conflicting = stored.as_ref().or(first).expect("some id exists");
+                return Err(Error::DuplicateEventId {
+                    index,
+                    id: conflicting.id,
+                    existing_stream: conflicting.stream.clone(),
+                    position: conflicting.position,
+                });
+            }
+        }
+        let last = existing.last().and_then(Option::as_ref).expect("all exist");
+        let first = first.expect("all exist");
+        Ok(Some(AppendResult {
+            stream: stream.to_owned(),
+            first_revision: first.revision,
+            last_revision: last.revision,
+            first_position: first.position,
+            last_position: last.position,
+        }))
+    }
+
+    fn lookup_id(&self, id: &Uuid) -> Result<Option<RecordedEvent>> {
+        if let Some(&at) = self.ids.get(id) {
+            let staged = &self.writes[at];
+            return Ok(Some(RecordedEvent {
+                position: staged.position,
+                stream: staged.stream.to_owned(),
+                revision: staged.revision,
+                id: *id,
+                event_type: staged.event.event_type.clone(),
+                data: staged.event.data.clone(),
+                metadata: staged.event.metadata.clone(),
+                recorded_at_micros: 0,
+            }));
+        }
+        let ids = self.db.cf_handle(CF_EVENT_IDS).expect("cf exists");
+        let Some(position) = self.db.get_pinned_cf(ids, event_id_key(id))? else {
+            return Ok(None);
+        };
+        let position = decode_u64(&position).ok_or_else(|| Error::Corrupt {
+            key: format!("event id {id}"),
+            reason: "bad position",
+        })?;
+        let events = self.db.cf_handle(CF_EVENTS).expect("cf exists");
+        let record = self
+            .db
+            .get_pinned_cf(events, position_key(position))?
+            .ok_or_else(|| Error::Corrupt {
+                key: format!("position {position}"),
+                reason: "indexed event missing",
+            })?;
+        crate::record::decode(position, &record).map(Some)
+    }
+
+    fn head_of(&self, stream: &str) -> Result<Option<u64>> {
+        if let Some(&last) = self.heads.get(stream) {
+            return Ok(Some(last));
+        }
+        let cf = self.db.cf_handle(CF_STREAMS).expect("cf exists");
+        let value = self.db.get_pinned_cf(cf, stream)?;
+        value
+            .map(|v| {
+                decode_u64(&v).ok_or_else(|| Error::Corrupt {
+                    key: format!("stream {stream}"),
+                    reason: "bad stream head",
+                })
+            })
+            .transpose()
+    }
+
+    fn into_batch(self, recorded_at_micros: i64) -> WriteBatch {
+        let cf = |name| self.db.cf_handle(name).expect("cf exists");
+        let (events, index, ids, streams) = (
+            cf(CF_EVENTS),
+            cf(CF_STREAM_INDEX),
+            cf(CF_EVENT_IDS),
+            cf(CF_STREAMS),
+        );
+        let mut batch = WriteBatch::default();
+        let mut record = Vec::with_capacity(512);
+        for staged in &self.writes {
+            crate::record::encode(
+                &crate::record::RecordRef {
+                    stream: staged.stream,
+                    revision: staged.revision,
+                    recorded_at_micros,
+                    event: staged.event,
+                },
+                &mut record,
+            );
+            let position = position_key(staged.position);
+            batch.put_cf(events, position, &record);
+            batch.put_cf(
+                index,
+                stream_index_key(staged.stream, staged.revision),
+                position,
+            );
+            batch.put_cf(ids, event_id_key(&staged.event.id), position);
+        }
+        for (stream, last) in &self.heads {
+            batch.put_cf(streams, stream, last.to_be_bytes());
+        }
+        batch
+    }
+}
+
+/// Refuses empty appends and ids used twice in one job, before anything is looked up.
+fn check_shape(requests: &[AppendRequest]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for (index, request) in requests.iter().enumerate() {
+        if request.events.is_empty() {
+            return Err(Error::EmptyAppend {
+                index,
+                stream: request.stream.to_string(),
+            });
+        }
+        for event in &request.events {
+            if !seen.insert(event.id) {
+                return Err(Error::DuplicateIdInRequest {
+                    index,
+                    id: event.id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_content(proposed: &ProposedEvent, stored: &RecordedEvent) -> bool {
+    proposed.event_type == stored.event_type
+        && same_json(&proposed.data, &stored.data)
+        && same_json(&proposed.metadata, &stored.metadata)
+}
+
+/// Equal bytes, or equal JSON values (a retry may format or order keys differently).
+fn same_json(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}

@@ -1,0 +1,324 @@
+//! Model test: random sequences of appends (random expected revisions, retries with the same
+//! ids, reused ids with other content, multi-stream batches) and reopenings, every answer and
+//! every read checked against a plain in-memory model of the log.
+
+use chiso_store::{
+    AppendRequest, AppendResult, Error, EventStore, ExpectedRevision, ProposedEvent, ReadDirection,
+    StreamName,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+enum Expect {
+    Any,
+    NoStream,
+    StreamExists,
+    Exact(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Req {
+    stream: u8,
+    expect: Expect,
+    events: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Req>),
+    Retry(usize),
+    ReuseIdWithOtherData(usize),
+    RetryReordered(usize),
+    RetryInOtherStream(usize),
+    RepeatIdInUnit,
+    Reopen,
+}
+
+fn req() -> impl Strategy<Value = Req> {
+    let expect = prop_oneof![
+        Just(Expect::Any),
+        Just(Expect::NoStream),
+        Just(Expect::StreamExists),
+        (0u64..4).prop_map(Expect::Exact),
+    ];
+    (0u8..4, expect, 1usize..4).prop_map(|(stream, expect, events)| Req {
+        stream,
+        expect,
+        events,
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec(req(), 1..4).prop_map(Op::Append),
+        2 => any::<usize>().prop_map(Op::Retry),
+        1 => any::<usize>().prop_map(Op::ReuseIdWithOtherData),
+        1 => any::<usize>().prop_map(Op::RetryReordered),
+        1 => any::<usize>().prop_map(Op::RetryInOtherStream),
+        1 => Just(Op::RepeatIdInUnit),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// What the model expects an append unit to answer.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Ok(Vec<AppendResult>),
+    WrongRevision { index: usize, actual: Option<u64> },
+    DuplicateId { index: usize },
+    RepeatedInUnit { index: usize },
+}
+
+#[derive(Clone, Default)]
+struct Model {
+    /// Every event in position order: (stream, revision, event).
+    all: Vec<(String, u64, ProposedEvent)>,
+    streams: BTreeMap<String, Vec<u64>>,
+}
+
+impl Model {
+    fn find(&self, id: Uuid) -> Option<(u64, &(String, u64, ProposedEvent))> {
+        (0..).zip(&self.all).find(|(_, (_, _, e))| e.id == id)
+    }
+
+    fn apply(&mut self, unit: &[AppendRequest]) -> Outcome {
+        let mut seen = std::collections::HashSet::new();
+        for (index, request) in unit.iter().enumerate() {
+            if request.events.iter().any(|e| !seen.insert(e.id)) {
+                return Outcome::RepeatedInUnit { index };
+            }
+        }
+        let mut next = self.clone();
+        let mut results = Vec::new();
+        for (index, request) in unit.iter().enumerate() {
+            match next.apply_one(request) {
+                Ok(result) => results.push(result),
+                Err(outcome) => return outcome(index),
+            }
+        }
+        *self = next;
+        Outcome::Ok(results)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_one(
+        &mut self,
+        request: &AppendRequest,
+    ) -> Result<AppendResult, Box<dyn Fn(usize) -> Outcome>> {
+        let stream = request.stream.as_str().to_owned();
+        let found: Vec<_> = request.events.iter().map(|e| self.find(e.id)).collect();
+        if found.iter().any(Option::is_some) {
+            let first = found[0];
+            let all_match = (0..)
+                .zip(request.events.iter().zip(&found))
+                .all(|(k, (e, f))| {
+                    matches!((f, first), (Some((_, (s, r, stored))), Some((_, (_, r0, _))))
+                    if *s == stream && *r == r0 + k && stored == e)
+                });
+            if !all_match {
+                return Err(Box::new(|index| Outcome::DuplicateId { index }));
+            }
+            let (p0, (_, r0, _)) = first.unwrap();
+            let (p1, (_, r1, _)) = found.last().unwrap().unwrap();
+            return Ok(AppendResult {
+                stream,
+                first_revision: *r0,
+                last_revision: *r1,
+                first_position: p0,
+                last_position: p1,
+            });
+        }
+        let positions = self.streams.entry(stream.clone()).or_default();
+        let actual = (positions.len() as u64).checked_sub(1);
+        if !request.expected.accepts(actual) {
+            if positions.is_empty() {
+                self.streams.remove(&stream);
+            }
+            return Err(Box::new(move |index| Outcome::WrongRevision {
+                index,
+                actual,
+            }));
+        }
+        let first_revision = positions.len() as u64;
+        let first_position = self.all.len() as u64;
+        for event in &request.events {
+            let revision = positions.len() as u64;
+            positions.push(self.all.len() as u64);
+            self.all.push((stream.clone(), revision, event.clone()));
+        }
+        Ok(AppendResult {
+            stream,
+            first_revision,
+            last_revision: first_revision + request.events.len() as u64 - 1,
+            first_position,
+            last_position: self.all.len() as u64 - 1,
+        })
+    }
+}
+
+fn outcome_of(result: Result<Vec<AppendResult>, Error>) -> Outcome {
+    match result {
+        Ok(results) => Outcome::Ok(results),
+        Err(Error::WrongExpectedRevision { index, actual, .. }) => {
+            Outcome::WrongRevision { index, actual }
+        }
+        Err(Error::DuplicateEventId { index, .. }) => Outcome::DuplicateId { index },
+        Err(Error::DuplicateIdInRequest { index, .. }) => Outcome::RepeatedInUnit { index },
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    store: Option<EventStore>,
+    runtime: tokio::runtime::Runtime,
+    model: Model,
+    applied: Vec<Vec<AppendRequest>>,
+    counter: u128,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Some(EventStore::open(dir.path()).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        Self {
+            dir,
+            store,
+            runtime,
+            model: Model::default(),
+            applied: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    fn store(&self) -> &EventStore {
+        self.store.as_ref().unwrap()
+    }
+
+    fn event(&mut self) -> ProposedEvent {
+        self.counter += 1;
+        ProposedEvent {
+            id: Uuid::from_u128(self.counter),
+            event_type: format!("Type{}", self.counter % 3),
+            data: format!(r#"{{"n":{}}}"#, self.counter),
+            metadata: "{}".into(),
+        }
+    }
+
+    fn unit(&mut self, reqs: &[Req]) -> Vec<AppendRequest> {
+        reqs.iter()
+            .map(|r| AppendRequest {
+                stream: StreamName::new(format!("s-{}", r.stream)).unwrap(),
+                expected: match r.expect {
+                    Expect::Any => ExpectedRevision::Any,
+                    Expect::NoStream => ExpectedRevision::NoStream,
+                    Expect::StreamExists => ExpectedRevision::StreamExists,
+                    Expect::Exact(n) => ExpectedRevision::Exact(n),
+                },
+                events: (0..r.events).map(|_| self.event()).collect(),
+            })
+            .collect()
+    }
+
+    fn run(&mut self, op: Op) {
+        let unit = match op {
+            Op::Append(reqs) => self.unit(&reqs),
+            Op::Retry(i) if !self.applied.is_empty() => {
+                self.applied[i % self.applied.len()].clone()
+            }
+            Op::ReuseIdWithOtherData(i) if !self.applied.is_empty() => {
+                let mut unit = self.applied[i % self.applied.len()].clone();
+                unit[0].events[0].data = r#"{"other":true}"#.into();
+                unit
+            }
+            Op::RetryReordered(i) if !self.applied.is_empty() => {
+                let mut unit = self.applied[i % self.applied.len()].clone();
+                unit[0].events.reverse();
+                unit
+            }
+            Op::RetryInOtherStream(i) if !self.applied.is_empty() => {
+                let mut unit = self.applied[i % self.applied.len()].clone();
+                unit[0].stream = StreamName::new("s-other").unwrap();
+                unit
+            }
+            Op::RepeatIdInUnit => {
+                let mut unit = self.unit(&[Req {
+                    stream: 0,
+                    expect: Expect::Any,
+                    events: 2,
+                }]);
+                unit[0].events[1].id = unit[0].events[0].id;
+                unit
+            }
+            Op::Reopen => {
+                let store = self.store.take().unwrap();
+                self.runtime.block_on(store.shutdown());
+                drop(store);
+                self.store = Some(EventStore::open(self.dir.path()).unwrap());
+                return self.check_reads();
+            }
+            _ => return,
+        };
+        let expected = self.model.apply(&unit);
+        let actual = outcome_of(self.runtime.block_on(self.store().append_all(unit.clone())));
+        assert_eq!(actual, expected);
+        if matches!(expected, Outcome::Ok(_)) {
+            self.applied.push(unit);
+        }
+        self.check_reads();
+    }
+
+    fn check_reads(&self) {
+        let store = self.store();
+        assert_eq!(store.head(), self.model.all.len() as u64);
+        let all = store.read_all(0, usize::MAX).unwrap();
+        assert_eq!(all.len(), self.model.all.len());
+        for (position, (event, (stream, revision, proposed))) in
+            (0..).zip(all.iter().zip(&self.model.all))
+        {
+            assert_eq!(event.position, position);
+            assert_eq!(&event.stream, stream);
+            assert_eq!(event.revision, *revision);
+            assert_eq!(event.id, proposed.id);
+            assert_eq!(event.data, proposed.data);
+        }
+        for (stream, positions) in &self.model.streams {
+            let name = StreamName::new(stream.clone()).unwrap();
+            let forwards = store
+                .read_stream(&name, None, ReadDirection::Forwards, usize::MAX)
+                .unwrap();
+            let got: Vec<u64> = forwards.iter().map(|e| e.position).collect();
+            assert_eq!(&got, positions);
+            let backwards = store
+                .read_stream(&name, None, ReadDirection::Backwards, 2)
+                .unwrap();
+            let expected: Vec<u64> = positions.iter().rev().take(2).copied().collect();
+            let got: Vec<u64> = backwards.iter().map(|e| e.position).collect();
+            assert_eq!(got, expected);
+        }
+        let absent = StreamName::new("s-absent").unwrap();
+        assert!(matches!(
+            store.read_stream(&absent, None, ReadDirection::Forwards, 10),
+            Err(Error::StreamNotFound(_))
+        ));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_log_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        let mut harness = Harness::new();
+        for op in ops {
+            harness.run(op);
+        }
+    }
+}
