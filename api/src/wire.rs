@@ -105,11 +105,53 @@ fn check_type_name(name: &str, pointer: &str) -> Result<()> {
     ))
 }
 
+/// Deepest nesting of objects and arrays accepted in `data` and `metadata`.
+const MAX_DEPTH: usize = 32;
+
 fn object_text(raw: Box<RawValue>, pointer: &str) -> Result<String> {
-    if raw.get().starts_with('{') {
-        return Ok(String::from(Box::<str>::from(raw)));
+    if !raw.get().starts_with('{') {
+        return Err(invalid_event(pointer, "must be a JSON object"));
     }
-    Err(invalid_event(pointer, "must be a JSON object"))
+    if nesting_depth(raw.get()) > MAX_DEPTH {
+        return Err(invalid_event(
+            pointer,
+            "nests objects and arrays deeper than 32 levels",
+        ));
+    }
+    Ok(String::from(Box::<str>::from(raw)))
+}
+
+/// Deepest nesting of `{`/`[` in valid JSON text (brackets inside strings do not count).
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for byte in json.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[{"}]}"#), 3);
+        assert_eq!(nesting_depth(r#"{"a":"\"[["}"#), 1);
+        assert_eq!(nesting_depth("{}"), 1);
+    }
 }
 
 /// 400 `invalid_event` naming the field.

@@ -232,6 +232,18 @@ impl EventStore {
     }
 }
 
+impl Drop for Inner {
+    /// Closes the queue and waits for the writer, so the database is closed when the last
+    /// handle goes, not later on another thread (RocksDB must not outlive the process exit).
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.commands, closed));
+        if let Some(handle) = self.writer.get_mut().ok().and_then(Option::take) {
+            let _ = handle.join();
+        }
+    }
+}
+
 fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name)
         .expect("every column family is created at open")
