@@ -506,19 +506,22 @@ async fn a_stopped_log_answers_503() {
 #[tokio::test]
 async fn a_corrupt_record_is_a_500_that_shows_no_internals() {
     let api = Api::new();
-    api.post("/v1/streams/s-1", &json!({"events": [event(1), event(2)]}))
+    // Two appends, two group commits, two chunks: one is damaged, the other stays readable.
+    api.post("/v1/streams/s-1", &json!({"events": [event(1)]}))
+        .await;
+    api.post("/v1/streams/s-1", &json!({"events": [event(2)]}))
         .await;
     let Api { state, dir, router } = api;
     state.store.shutdown().await;
     drop((state, router));
     {
-        let cfs = ["events", "streams", "stream_index", "event_ids"];
+        let cfs = ["chunks", "streams", "ids"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
-        let events = db.cf_handle("events").unwrap();
-        let mut record = db.get_cf(events, 1u64.to_be_bytes()).unwrap().unwrap();
+        let events = db.cf_handle("chunks").unwrap();
+        let mut record = db.get_cf(events, 0u64.to_be_bytes()).unwrap().unwrap();
         let last = record.len() - 2;
         record[last] ^= 0x01;
-        db.put_cf(events, 1u64.to_be_bytes(), record).unwrap();
+        db.put_cf(events, 0u64.to_be_bytes(), record).unwrap();
     }
     let api = Api::open(dir, Limits::default());
     let (status, answer) = api.call("GET", "/v1/events", Body::empty()).await;
@@ -532,7 +535,7 @@ async fn a_corrupt_record_is_a_500_that_shows_no_internals() {
         "{text}"
     );
     let (status, _) = api
-        .call("GET", "/v1/streams/s-1?from=0&limit=1", Body::empty())
+        .call("GET", "/v1/streams/s-1?from=1&limit=1", Body::empty())
         .await;
     assert_eq!(status, StatusCode::OK, "the intact record still reads");
 }

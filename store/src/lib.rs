@@ -28,10 +28,10 @@
 //! # Ok(()) }
 //! ```
 
+mod chunk;
 mod error;
 mod log;
 mod metrics;
-mod record;
 mod stream;
 
 pub use error::{Error, ErrorKind, Result};

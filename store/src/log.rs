@@ -6,15 +6,20 @@ mod writer;
 
 pub use subscription::Subscription;
 
+use crate::chunk::Chunk;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::{AppendRequest, AppendResult, RecordedEvent, StreamName};
 use keys::*;
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBRawIterator, Options, SliceTransform, DB,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
 
 /// Direction of a stream read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,6 +30,10 @@ pub enum ReadDirection {
     /// Newest first, from the given revision down.
     Backwards,
 }
+
+/// Every stored event id → its position. foldhash: fast, and seeded per process, so clients
+/// cannot choose ids that collide.
+pub(crate) type IdIndex = std::collections::HashMap<Uuid, u64, foldhash::fast::RandomState>;
 
 /// Pending append units the writer may hold before callers wait for room (back-pressure).
 const QUEUE_CAPACITY: usize = 8192;
@@ -56,11 +65,18 @@ impl EventStore {
         std::fs::create_dir_all(path)?;
         let db = Arc::new(open_db(path)?);
         let next_position = recover_head(&db)?;
-        tracing::info!(path = %path.display(), next_position, "event log opened");
+        let started = Instant::now();
+        let ids = load_id_index(&db)?;
+        tracing::info!(
+            path = %path.display(),
+            next_position,
+            index_ms = started.elapsed().as_millis() as u64,
+            "event log opened"
+        );
         metrics.head_position.set(next_position);
         let (head_tx, head_rx) = watch::channel(next_position);
         let (commands_tx, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = writer::Writer::new(db.clone(), next_position, head_tx, metrics.clone());
+        let writer = writer::Writer::new(db.clone(), next_position, ids, head_tx, metrics.clone());
         let handle = std::thread::Builder::new()
             .name("chiso-log-writer".into())
             .spawn(move || writer.run(commands_rx))?;
@@ -123,42 +139,17 @@ impl EventStore {
 
     /// The last revision of `stream`, `None` if it has no events.
     pub fn stream_revision(&self, stream: &StreamName) -> Result<Option<u64>> {
-        let cf = self.cf(CF_STREAMS);
-        let value = self.inner.db.get_pinned_cf(cf, stream.as_str())?;
-        value
-            .map(|v| decode_last_revision(stream.as_str(), &v))
-            .transpose()
+        let mut runs = self.inner.db.raw_iterator_cf(self.cf(CF_STREAMS));
+        Ok(last_run(&mut runs, stream.as_str())?.map(|run| run.last_revision()))
     }
 
     /// Reads up to `limit` events of the whole log from `from` (inclusive), in position order.
     pub fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let head = self.head();
-        let count = head.saturating_sub(from).min(limit as u64) as usize;
-        let mut events = Vec::with_capacity(count);
-        if count == 0 {
-            return Ok(events);
-        }
-        let cf = self.cf(CF_EVENTS);
-        let start = position_key(from);
-        let iter = self
-            .inner
-            .db
-            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
-        for (expected, item) in (from..).zip(iter.take(count)) {
-            let (key, value) = item?;
-            if decode_u64(&key) != Some(expected) {
-                return Err(Error::Corrupt {
-                    key: format!("position {expected}"),
-                    reason: "gap in the global order",
-                });
-            }
-            events.push(crate::record::decode(expected, &value)?);
-        }
-        if events.len() < count {
-            return Err(Error::Corrupt {
-                key: format!("position {}", from + events.len() as u64),
-                reason: "acknowledged event missing",
-            });
+        let end = self.head().min(from.saturating_add(limit as u64));
+        let mut events = Vec::with_capacity(end.saturating_sub(from).min(100_000) as usize);
+        let mut chunks = ChunkCursor::new(&self.inner.db);
+        for position in from..end {
+            events.push(chunks.event(position)?);
         }
         Ok(events)
     }
@@ -172,54 +163,51 @@ impl EventStore {
         direction: ReadDirection,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let last = self
-            .stream_revision(stream)?
-            .ok_or_else(|| Error::StreamNotFound(stream.to_string()))?;
-        let revisions: Vec<u64> = match direction {
-            ReadDirection::Forwards => (from.unwrap_or(0)..=last).take(limit).collect(),
-            ReadDirection::Backwards => {
-                let start = from.unwrap_or(last).min(last);
-                (0..=start).rev().take(limit).collect()
-            }
-        };
-        let index_cf = self.cf(CF_STREAM_INDEX);
-        let keys: Vec<_> = revisions
-            .iter()
-            .map(|&revision| (index_cf, stream_index_key(stream.as_str(), revision)))
-            .collect();
-        let positions = self
-            .inner
-            .db
-            .multi_get_cf(keys)
-            .into_iter()
-            .zip(&revisions)
-            .map(|(value, revision)| {
-                let missing = || Error::Corrupt {
-                    key: format!("{stream}@{revision}"),
-                    reason: "stream index entry missing",
-                };
-                value?.as_deref().and_then(decode_u64).ok_or_else(missing)
-            })
-            .collect::<Result<Vec<u64>>>()?;
-        self.read_positions(&positions)
+        let positions = self.stream_positions(stream.as_str(), from, direction, limit)?;
+        let mut chunks = ChunkCursor::new(&self.inner.db);
+        positions.into_iter().map(|p| chunks.event(p)).collect()
     }
 
-    /// Reads the events at the given positions, in the given order.
-    fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
-        let cf = self.cf(CF_EVENTS);
-        let keys = positions.iter().map(|&p| (cf, position_key(p)));
-        let values = self.inner.db.multi_get_cf(keys);
-        positions
-            .iter()
-            .zip(values)
-            .map(|(&position, value)| match value? {
-                Some(bytes) => crate::record::decode(position, &bytes),
-                None => Err(Error::Corrupt {
-                    key: format!("position {position}"),
-                    reason: "indexed event missing",
-                }),
-            })
-            .collect()
+    fn stream_positions(
+        &self,
+        stream: &str,
+        from: Option<u64>,
+        direction: ReadDirection,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let mut runs = self.inner.db.raw_iterator_cf(self.cf(CF_STREAMS));
+        let last = last_run(&mut runs, stream)?
+            .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?
+            .last_revision();
+        let start = match direction {
+            ReadDirection::Forwards => from.unwrap_or(0),
+            ReadDirection::Backwards => from.unwrap_or(last).min(last),
+        };
+        let mut positions = Vec::new();
+        if start > last || limit == 0 {
+            return Ok(positions);
+        }
+        runs.seek_for_prev(run_key(stream, start));
+        while positions.len() < limit {
+            let Some(run) = current_run(&runs, stream)? else {
+                break;
+            };
+            let room = limit - positions.len();
+            match direction {
+                ReadDirection::Forwards => {
+                    let revisions = start.max(run.first_revision)..=run.last_revision();
+                    positions.extend(revisions.take(room).map(|r| run.position_of(r)));
+                    runs.next();
+                }
+                ReadDirection::Backwards => {
+                    let revisions = run.first_revision..=start.min(run.last_revision());
+                    positions.extend(revisions.rev().take(room).map(|r| run.position_of(r)));
+                    runs.prev();
+                }
+            }
+        }
+        runs.status()?;
+        Ok(positions)
     }
 
     /// Follows the log from `from` (inclusive): first what is stored, then each new commit.
@@ -249,11 +237,94 @@ fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .expect("every column family is created at open")
 }
 
-fn decode_last_revision(stream: &str, bytes: &[u8]) -> Result<u64> {
-    decode_u64(bytes).ok_or_else(|| Error::Corrupt {
-        key: format!("stream {stream}"),
-        reason: "bad stream head",
-    })
+/// Reads events by position through one iterator over the chunks, keeping the chunk it is on.
+pub(crate) struct ChunkCursor<'a> {
+    iter: DBRawIterator<'a>,
+    current: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl<'a> ChunkCursor<'a> {
+    pub fn new(db: &'a DB) -> Self {
+        Self {
+            iter: db.raw_iterator_cf(cf_handle(db, CF_CHUNKS)),
+            current: None,
+        }
+    }
+
+    /// The event at `position`; an acknowledged position that is missing is corruption.
+    pub fn event(&mut self, position: u64) -> Result<RecordedEvent> {
+        let cached =
+            matches!(&self.current, Some((first, last, _)) if (*first..=*last).contains(&position));
+        if !cached {
+            self.load(position)?;
+        }
+        let (first, _, bytes) = self.current.as_ref().expect("loaded");
+        Chunk::parse(*first, bytes)?.event(position)
+    }
+
+    fn load(&mut self, position: u64) -> Result<()> {
+        let missing = || Error::Corrupt {
+            key: format!("position {position}"),
+            reason: "acknowledged event missing",
+        };
+        self.iter.seek_for_prev(position_key(position));
+        self.iter.status()?;
+        let (Some(key), Some(value)) = (self.iter.key(), self.iter.value()) else {
+            return Err(missing());
+        };
+        let first = decode_u64(key).ok_or_else(missing)?;
+        let chunk = Chunk::parse(first, value)?;
+        if !chunk.contains(position) {
+            return Err(missing());
+        }
+        self.current = Some((first, chunk.last_position(), value.to_vec()));
+        Ok(())
+    }
+}
+
+/// The last run of `stream`, which holds its last revision.
+pub(crate) fn last_run(runs: &mut DBRawIterator<'_>, stream: &str) -> Result<Option<Run>> {
+    runs.seek_for_prev(run_key(stream, u64::MAX));
+    current_run(runs, stream)
+}
+
+/// The run under the iterator, if it belongs to `stream`.
+fn current_run(runs: &DBRawIterator<'_>, stream: &str) -> Result<Option<Run>> {
+    runs.status()?;
+    let (Some(key), Some(value)) = (runs.key(), runs.value()) else {
+        return Ok(None);
+    };
+    if !key.starts_with(stream.as_bytes()) || key.get(stream.len()) != Some(&0) {
+        return Ok(None);
+    }
+    Run::decode(stream, key, value)
+        .map(Some)
+        .ok_or_else(|| Error::Corrupt {
+            key: format!("stream {stream}"),
+            reason: "bad run entry",
+        })
+}
+
+/// Rebuilds the id → position index from the compact id lists, one per chunk.
+fn load_id_index(db: &DB) -> Result<IdIndex> {
+    let mut index = IdIndex::default();
+    let mut iter = db.raw_iterator_cf(cf_handle(db, CF_IDS));
+    iter.seek_to_first();
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        let first = decode_u64(key)
+            .filter(|_| value.len() % 16 == 0)
+            .ok_or(Error::Corrupt {
+                key: "id list".into(),
+                reason: "bad id list",
+            })?;
+        index.reserve(value.len() / 16);
+        for (position, id) in (first..).zip(value.chunks_exact(16)) {
+            index.insert(Uuid::from_slice(id).expect("16 bytes"), position);
+        }
+        iter.next();
+    }
+    iter.status()?;
+    Ok(index)
 }
 
 fn open_db(path: &Path) -> Result<DB> {
@@ -266,33 +337,41 @@ fn open_db(path: &Path) -> Result<DB> {
         let mut cf_options = Options::default();
         cf_options.set_write_buffer_size(64 << 20);
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        if *name != CF_EVENTS {
-            // Point lookups (idempotency, stream heads) mostly miss: bloom filters keep them cheap.
-            let mut table = BlockBasedOptions::default();
+        let mut table = BlockBasedOptions::default();
+        if *name == CF_CHUNKS {
+            table.set_block_size(64 << 10);
+        } else {
             table.set_bloom_filter(10.0, false);
-            cf_options.set_block_based_table_factory(&table);
-            cf_options.set_memtable_whole_key_filtering(true);
+        }
+        if *name == CF_STREAMS {
+            let transform = SliceTransform::create(
+                "chiso.stream_prefix",
+                stream_prefix,
+                Some(has_stream_prefix),
+            );
+            cf_options.set_prefix_extractor(transform);
             cf_options.set_memtable_prefix_bloom_ratio(0.1);
         }
+        cf_options.set_block_based_table_factory(&table);
         ColumnFamilyDescriptor::new(*name, cf_options)
     });
     Ok(DB::open_cf_descriptors(&options, path, descriptors)?)
 }
 
-/// The next position is one past the last record; writes are atomic batches, so the last
-/// record is the end of the last acknowledged (or at least fully written) batch.
+/// The next position is one past the last event of the last chunk; writes are atomic
+/// batches, so that is the end of the last acknowledged (or at least fully written) batch.
 fn recover_head(db: &DB) -> Result<u64> {
-    let cf = cf_handle(db, CF_EVENTS);
-    let mut iter = db.raw_iterator_cf(cf);
+    let mut iter = db.raw_iterator_cf(cf_handle(db, CF_CHUNKS));
     iter.seek_to_last();
     iter.status()?;
-    match iter.key() {
-        None => Ok(0),
-        Some(key) => decode_u64(key)
-            .map(|last| last + 1)
-            .ok_or_else(|| Error::Corrupt {
-                key: "last event".into(),
+    match (iter.key(), iter.value()) {
+        (Some(key), Some(value)) => {
+            let first = decode_u64(key).ok_or(Error::Corrupt {
+                key: "last chunk".into(),
                 reason: "bad position key",
-            }),
+            })?;
+            Ok(Chunk::parse(first, value)?.last_position() + 1)
+        }
+        _ => Ok(0),
     }
 }

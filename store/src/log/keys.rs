@@ -1,34 +1,79 @@
 //! Column families and key layouts of the log.
 
-use uuid::Uuid;
-
-/// `position (u64 BE)` → encoded record.
-pub(crate) const CF_EVENTS: &str = "events";
-/// `stream name` → last revision (u64 BE).
+/// `first position (u64 BE)` → a chunk of consecutive events (see `chunk.rs`).
+pub(crate) const CF_CHUNKS: &str = "chunks";
+/// `stream · 0x00 · first revision (u64 BE)` → `first position (u64 BE) · count (u32 BE)`:
+/// one entry per run of consecutive events an append put in a stream.
 pub(crate) const CF_STREAMS: &str = "streams";
-/// `stream name · 0x00 · revision (u64 BE)` → position (u64 BE).
-pub(crate) const CF_STREAM_INDEX: &str = "stream_index";
-/// `event id (16 bytes)` → position (u64 BE).
-pub(crate) const CF_EVENT_IDS: &str = "event_ids";
+/// `first position (u64 BE)` → the ids of that chunk's events, 16 bytes each: a compact copy
+/// from which the in-memory idempotency index is rebuilt at open.
+pub(crate) const CF_IDS: &str = "ids";
 
-pub(crate) const ALL_CFS: [&str; 4] = [CF_EVENTS, CF_STREAMS, CF_STREAM_INDEX, CF_EVENT_IDS];
+pub(crate) const ALL_CFS: [&str; 3] = [CF_CHUNKS, CF_STREAMS, CF_IDS];
 
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
 }
 
-pub(crate) fn event_id_key(id: &Uuid) -> [u8; 16] {
-    *id.as_bytes()
-}
-
-/// Stream names never contain 0x00, so it separates the name from the revision and keeps one
-/// stream's entries contiguous and ordered by revision.
-pub(crate) fn stream_index_key(stream: &str, revision: u64) -> Vec<u8> {
+/// Stream names never contain 0x00, so it ends the name and keeps one stream's runs together,
+/// ordered by revision.
+pub(crate) fn run_key(stream: &str, first_revision: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.len() + 9);
     key.extend_from_slice(stream.as_bytes());
     key.push(0);
-    key.extend_from_slice(&revision.to_be_bytes());
+    key.extend_from_slice(&first_revision.to_be_bytes());
     key
+}
+
+/// The prefix of a run key that names its stream (`stream · 0x00`): RocksDB's prefix bloom
+/// filters make looking up a stream that does not exist yet (every new dossier) cheap.
+pub(crate) fn stream_prefix(key: &[u8]) -> &[u8] {
+    match key.iter().position(|&b| b == 0) {
+        Some(end) => &key[..=end],
+        None => key,
+    }
+}
+
+pub(crate) fn has_stream_prefix(key: &[u8]) -> bool {
+    key.contains(&0)
+}
+
+/// A run of consecutive events of one stream at consecutive positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub first_revision: u64,
+    pub first_position: u64,
+    pub count: u64,
+}
+
+impl Run {
+    pub fn last_revision(&self) -> u64 {
+        self.first_revision + self.count - 1
+    }
+
+    pub fn position_of(&self, revision: u64) -> u64 {
+        self.first_position + (revision - self.first_revision)
+    }
+
+    pub fn encode_value(&self) -> [u8; 12] {
+        let mut value = [0; 12];
+        value[..8].copy_from_slice(&self.first_position.to_be_bytes());
+        value[8..].copy_from_slice(&(self.count as u32).to_be_bytes());
+        value
+    }
+
+    /// Decodes the entry `key → value` if the key belongs to `stream`.
+    pub fn decode(stream: &str, key: &[u8], value: &[u8]) -> Option<Self> {
+        let rest = key.strip_prefix(stream.as_bytes())?.strip_prefix(&[0])?;
+        let first_revision = decode_u64(rest)?;
+        let first_position = decode_u64(value.get(..8)?)?;
+        let count = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?) as u64;
+        (count > 0 && value.len() == 12).then_some(Self {
+            first_revision,
+            first_position,
+            count,
+        })
+    }
 }
 
 pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {

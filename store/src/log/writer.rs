@@ -2,11 +2,15 @@
 //! `sync = true`, so concurrent requests share a single fsync and nobody waits on a timer.
 
 use super::keys::*;
+use super::{cf_handle, last_run, ChunkCursor, IdIndex};
+use crate::chunk::{self, RecordRef, MAX_CHUNK_EVENTS};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::{AppendRequest, AppendResult, ProposedEvent, RecordedEvent};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{DBRawIterator, WriteBatch, WriteOptions, DB};
 use std::collections::{HashMap, HashSet};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +34,8 @@ pub(crate) enum Command {
 pub(crate) struct Writer {
     db: Arc<DB>,
     next_position: u64,
+    /// Every stored event id → its position: the idempotency index, owned by this thread.
+    ids: IdIndex,
     head: watch::Sender<u64>,
     metrics: StoreMetrics,
 }
@@ -38,12 +44,14 @@ impl Writer {
     pub fn new(
         db: Arc<DB>,
         next_position: u64,
+        ids: IdIndex,
         head: watch::Sender<u64>,
         metrics: StoreMetrics,
     ) -> Self {
         Self {
             db,
             next_position,
+            ids,
             head,
             metrics,
         }
@@ -87,14 +95,14 @@ impl Writer {
         let recorded_at_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let mut group = Group::new(&self.db, self.next_position);
+        let mut group = Group::new(&self.db, &self.ids, self.next_position);
         let outcomes: Vec<_> = jobs.iter().map(|job| group.stage(&job.requests)).collect();
         let written = group.writes.len();
         let next_position = group.next_position;
         let write = if written == 0 {
             Ok(())
         } else {
-            let batch = group.into_batch(recorded_at_micros);
+            let batch = group.to_batch(recorded_at_micros);
             let started = Instant::now();
             let mut options = WriteOptions::default();
             options.set_sync(true);
@@ -105,6 +113,16 @@ impl Writer {
             result
         };
         let ok = write.is_ok();
+        let new_ids: Vec<(Uuid, u64)> = match ok {
+            true => group
+                .writes
+                .iter()
+                .map(|w| (w.event.id, w.position))
+                .collect(),
+            false => Vec::new(),
+        };
+        drop(group);
+        self.ids.extend(new_ids);
         if let Err(error) = write {
             tracing::error!(%error, "synced write failed");
         } else if written > 0 {
@@ -142,30 +160,38 @@ struct Staged<'j> {
 /// later requests in the same group see earlier ones.
 struct Group<'j> {
     db: &'j DB,
+    /// Ids stored before this group.
+    stored_ids: &'j IdIndex,
     next_position: u64,
     writes: Vec<Staged<'j>>,
-    heads: HashMap<&'j str, u64>,
+    /// One run per request: (stream, run).
+    runs: Vec<(&'j str, Run)>,
+    stream_runs: DBRawIterator<'j>,
+    heads: FastMap<&'j str, u64>,
     /// Heads as they were before the current job changed them, to roll a failed job back.
     heads_undo: Vec<(&'j str, Option<u64>)>,
-    ids: HashMap<Uuid, usize>,
+    ids: FastMap<Uuid, usize>,
 }
 
 impl<'j> Group<'j> {
-    fn new(db: &'j DB, next_position: u64) -> Self {
+    fn new(db: &'j DB, stored_ids: &'j IdIndex, next_position: u64) -> Self {
         Self {
             db,
+            stored_ids,
             next_position,
             writes: Vec::new(),
-            heads: HashMap::new(),
+            runs: Vec::new(),
+            stream_runs: db.raw_iterator_cf(cf_handle(db, CF_STREAMS)),
+            heads: FastMap::default(),
             heads_undo: Vec::new(),
-            ids: HashMap::new(),
+            ids: FastMap::default(),
         }
     }
 
     /// Stages one all-or-nothing job: on error nothing of it stays in the group.
     fn stage(&mut self, requests: &'j [AppendRequest]) -> Result<Vec<AppendResult>> {
         check_shape(requests)?;
-        let rollback = (self.next_position, self.writes.len());
+        let rollback = (self.next_position, self.writes.len(), self.runs.len());
         self.heads_undo.clear();
         let results = requests
             .iter()
@@ -173,10 +199,11 @@ impl<'j> Group<'j> {
             .map(|(index, request)| self.stage_request(index, request))
             .collect::<Result<Vec<_>>>();
         if results.is_err() {
-            let (next_position, writes) = rollback;
+            let (next_position, writes, runs) = rollback;
             for staged in self.writes.drain(writes..) {
                 self.ids.remove(&staged.event.id);
             }
+            self.runs.truncate(runs);
             self.next_position = next_position;
             while let Some((stream, previous)) = self.heads_undo.pop() {
                 match previous {
@@ -214,7 +241,14 @@ impl<'j> Group<'j> {
             });
             self.next_position += 1;
         }
-        let last_revision = first_revision + request.events.len() as u64 - 1;
+        let count = request.events.len() as u64;
+        let last_revision = first_revision + count - 1;
+        let run = Run {
+            first_revision,
+            first_position,
+            count,
+        };
+        self.runs.push((stream, run));
         let previous = self.heads.insert(stream, last_revision);
         self.heads_undo.push((stream, previous));
         Ok(AppendResult {
@@ -230,7 +264,7 @@ impl<'j> Group<'j> {
     /// with the same content: the original result, and nothing to write. A partial or
     /// different match is a conflict.
     fn idempotent_result(
-        &self,
+        &mut self,
         index: usize,
         request: &AppendRequest,
     ) -> Result<Option<AppendResult>> {
@@ -273,7 +307,7 @@ impl<'j> Group<'j> {
         }))
     }
 
-    fn lookup_id(&self, id: &Uuid) -> Result<Option<RecordedEvent>> {
+    fn lookup_id(&mut self, id: &Uuid) -> Result<Option<RecordedEvent>> {
         if let Some(&at) = self.ids.get(id) {
             let staged = &self.writes[at];
             return Ok(Some(RecordedEvent {
@@ -287,72 +321,45 @@ impl<'j> Group<'j> {
                 recorded_at_micros: 0,
             }));
         }
-        let ids = self.db.cf_handle(CF_EVENT_IDS).expect("cf exists");
-        let Some(position) = self.db.get_pinned_cf(ids, event_id_key(id))? else {
-            return Ok(None);
-        };
-        let position = decode_u64(&position).ok_or_else(|| Error::Corrupt {
-            key: format!("event id {id}"),
-            reason: "bad position",
-        })?;
-        let events = self.db.cf_handle(CF_EVENTS).expect("cf exists");
-        let record = self
-            .db
-            .get_pinned_cf(events, position_key(position))?
-            .ok_or_else(|| Error::Corrupt {
-                key: format!("position {position}"),
-                reason: "indexed event missing",
-            })?;
-        crate::record::decode(position, &record).map(Some)
+        match self.stored_ids.get(id) {
+            Some(&position) => ChunkCursor::new(self.db).event(position).map(Some),
+            None => Ok(None),
+        }
     }
 
-    fn head_of(&self, stream: &str) -> Result<Option<u64>> {
+    fn head_of(&mut self, stream: &str) -> Result<Option<u64>> {
         if let Some(&last) = self.heads.get(stream) {
             return Ok(Some(last));
         }
-        let cf = self.db.cf_handle(CF_STREAMS).expect("cf exists");
-        let value = self.db.get_pinned_cf(cf, stream)?;
-        value
-            .map(|v| {
-                decode_u64(&v).ok_or_else(|| Error::Corrupt {
-                    key: format!("stream {stream}"),
-                    reason: "bad stream head",
-                })
-            })
-            .transpose()
+        Ok(last_run(&mut self.stream_runs, stream)?.map(|run| run.last_revision()))
     }
 
-    fn into_batch(self, recorded_at_micros: i64) -> WriteBatch {
-        let cf = |name| self.db.cf_handle(name).expect("cf exists");
-        let (events, index, ids, streams) = (
-            cf(CF_EVENTS),
-            cf(CF_STREAM_INDEX),
-            cf(CF_EVENT_IDS),
-            cf(CF_STREAMS),
-        );
+    /// The group's writes: chunks of consecutive events with their id lists, and one run
+    /// entry per request.
+    fn to_batch(&self, recorded_at_micros: i64) -> WriteBatch {
+        let cf = |name| cf_handle(self.db, name);
+        let (chunks, ids, streams) = (cf(CF_CHUNKS), cf(CF_IDS), cf(CF_STREAMS));
         let mut batch = WriteBatch::default();
-        let mut record = Vec::with_capacity(512);
-        for staged in &self.writes {
-            crate::record::encode(
-                &crate::record::RecordRef {
+        for slice in self.writes.chunks(MAX_CHUNK_EVENTS) {
+            let records: Vec<RecordRef<'_>> = slice
+                .iter()
+                .map(|staged| RecordRef {
                     stream: staged.stream,
                     revision: staged.revision,
-                    recorded_at_micros,
                     event: staged.event,
-                },
-                &mut record,
-            );
-            let position = position_key(staged.position);
-            batch.put_cf(events, position, &record);
-            batch.put_cf(
-                index,
-                stream_index_key(staged.stream, staged.revision),
-                position,
-            );
-            batch.put_cf(ids, event_id_key(&staged.event.id), position);
+                })
+                .collect();
+            let key = position_key(slice[0].position);
+            batch.put_cf(chunks, key, chunk::encode(&records, recorded_at_micros));
+            let id_list: Vec<u8> = slice.iter().flat_map(|s| *s.event.id.as_bytes()).collect();
+            batch.put_cf(ids, key, id_list);
         }
-        for (stream, last) in &self.heads {
-            batch.put_cf(streams, stream, last.to_be_bytes());
+        for (stream, run) in &self.runs {
+            batch.put_cf(
+                streams,
+                run_key(stream, run.first_revision),
+                run.encode_value(),
+            );
         }
         batch
     }
@@ -360,7 +367,7 @@ impl<'j> Group<'j> {
 
 /// Refuses empty appends and ids used twice in one job, before anything is looked up.
 fn check_shape(requests: &[AppendRequest]) -> Result<()> {
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<Uuid, foldhash::fast::RandomState> = HashSet::default();
     for (index, request) in requests.iter().enumerate() {
         if request.events.is_empty() {
             return Err(Error::EmptyAppend {

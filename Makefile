@@ -1,0 +1,30 @@
+# chiso: `make run` serves on 127.0.0.1:7878 with data in ./chiso-data; `make test` runs every
+# check CI runs. Both install the system packages they need when missing.
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/chiso-target
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := librocksdb-dev libclang-dev pkg-config
+
+.PHONY: run test deps build bench fmt lint
+
+deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	cargo build --release --bin chiso
+
+run: build
+	$(CARGO_TARGET_DIR)/release/chiso serve
+
+test: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --workspace
+
+bench: deps
+	bash bench/run.sh

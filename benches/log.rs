@@ -1,0 +1,260 @@
+//! Log benchmarks (issue #2): the machine's own fsync latency and sequential write speed, the
+//! store's fsynced batch append, NDJSON over HTTP, and 64 concurrent single-event clients.
+//! Run with `cargo bench --bench log`; each figure is the median of `RUNS` runs.
+
+use chiso_api::{router, AppState, Limits};
+use chiso_store::{AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StreamName};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const RUNS: usize = 5;
+const BATCH: usize = 10_000;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scratch =
+        std::env::var("CHISO_BENCH_DIR").unwrap_or_else(|_| "target/bench-scratch".into());
+    std::fs::create_dir_all(&scratch).unwrap();
+    println!("scratch directory: {scratch} (same filesystem as the data)");
+    // `cargo bench --bench log -- store http` runs only the named sections.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted =
+        |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
+    if wanted("machine") {
+        machine_limits(&scratch);
+    }
+    if wanted("store") {
+        runtime.block_on(store_batches(&scratch));
+    }
+    if wanted("http-ndjson") {
+        runtime.block_on(http_ndjson(&scratch));
+    }
+    if wanted("http-concurrent") {
+        runtime.block_on(http_concurrent(&scratch));
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// fdatasync of a 4 KiB write, and a 1 GiB sequential write closed by one fsync.
+fn machine_limits(scratch: &str) {
+    let path = format!("{scratch}/fsync-probe");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![7u8; 4096];
+    let mut latencies = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "machine: write 4 KiB + fdatasync: p50 {:.3} ms, p99 {:.3} ms ({:.0} fsyncs/s at p50)",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        1.0 / percentile(&latencies, 0.5).as_secs_f64()
+    );
+    let chunk = vec![1u8; 8 << 20];
+    let speeds: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let mut file = std::fs::File::create(&path).unwrap();
+            let started = Instant::now();
+            for _ in 0..128 {
+                file.write_all(&chunk).unwrap();
+            }
+            file.sync_all().unwrap();
+            1024.0 / started.elapsed().as_secs_f64()
+        })
+        .collect();
+    println!(
+        "machine: sequential write 1 GiB + fsync: {:.0} MiB/s (median of {RUNS})",
+        median(speeds)
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A `DossierReceived` as agencies will send it (~230 bytes of JSON data).
+fn dossier_event(n: usize) -> ProposedEvent {
+    ProposedEvent {
+        id: Uuid::new_v4(),
+        event_type: "DossierReceived".into(),
+        data: format!(
+            r#"{{"agency":"000.00.31.H56","service":"1.011442.000.00.00.H56","channel":"online","received_at":"2019-03-04T08:{:02}:00+07:00","due_at":"2019-03-11T17:00:00+07:00","n":{n}}}"#,
+            n % 60
+        ),
+        metadata: r#"{"source":"bench"}"#.into(),
+    }
+}
+
+async fn store_batches(scratch: &str) {
+    let dir = tempfile::tempdir_in(scratch).unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    let mut counter = 0;
+    let mut one_stream = Vec::new();
+    let mut many_streams = Vec::new();
+    for run in 0..RUNS {
+        let events: Vec<_> = (0..BATCH)
+            .map(|_| {
+                counter += 1;
+                dossier_event(counter)
+            })
+            .collect();
+        let request = AppendRequest {
+            stream: StreamName::new(format!("dossier-bulk-{run}")).unwrap(),
+            expected: ExpectedRevision::Any,
+            events,
+        };
+        let started = Instant::now();
+        store.append(request).await.unwrap();
+        one_stream.push(BATCH as f64 / started.elapsed().as_secs_f64());
+
+        let requests: Vec<_> = (0..BATCH)
+            .map(|_| {
+                counter += 1;
+                AppendRequest {
+                    stream: StreamName::new(format!("dossier-{counter}")).unwrap(),
+                    expected: ExpectedRevision::NoStream,
+                    events: vec![dossier_event(counter)],
+                }
+            })
+            .collect();
+        let started = Instant::now();
+        store.append_all(requests).await.unwrap();
+        many_streams.push(BATCH as f64 / started.elapsed().as_secs_f64());
+    }
+    println!(
+        "store: {BATCH} events to one stream, one fsynced append: {:.0} events/s (median of {RUNS})",
+        median(one_stream)
+    );
+    println!(
+        "store: {BATCH} events to {BATCH} new streams (expected no_stream), one fsynced unit: {:.0} events/s (median of {RUNS})",
+        median(many_streams)
+    );
+    store.shutdown().await;
+}
+
+async fn start_server(scratch: &str) -> (String, EventStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir_in(scratch).unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    let state = AppState::new(store.clone(), Limits::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    (url, store, dir)
+}
+
+async fn http_ndjson(scratch: &str) {
+    let (url, _store, _dir) = start_server(scratch).await;
+    let client = reqwest::Client::new();
+    let mut rates = Vec::new();
+    let mut counter = 0;
+    for _ in 0..RUNS * 3 {
+        let body: String = (0..BATCH)
+            .map(|_| {
+                counter += 1;
+                let event = dossier_event(counter);
+                format!(
+                    r#"{{"stream":"dossier-{counter}","id":"{}","type":"{}","data":{},"metadata":{}}}"#,
+                    event.id, event.event_type, event.data, event.metadata
+                ) + "\n"
+            })
+            .collect();
+        let started = Instant::now();
+        let response = client
+            .post(format!("{url}/v1/events"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        response.bytes().await.unwrap();
+        rates.push(BATCH as f64 / started.elapsed().as_secs_f64());
+    }
+    println!(
+        "http: NDJSON, {BATCH} events a request, each to its own stream, fsynced: {:.0} events/s (median of {} requests)",
+        median(rates),
+        RUNS * 3
+    );
+}
+
+async fn http_concurrent(scratch: &str) {
+    const CLIENTS: usize = 64;
+    const SECONDS: u64 = 5;
+    let mut results = Vec::new();
+    for _ in 0..RUNS {
+        let (url, store, _dir) = start_server(scratch).await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(SECONDS);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        n += 1;
+                        let event = dossier_event(n);
+                        let body = format!(
+                            r#"{{"events":[{{"id":"{}","type":"{}","data":{},"metadata":{}}}]}}"#,
+                            event.id, event.event_type, event.data, event.metadata
+                        );
+                        let sent = Instant::now();
+                        let response = client
+                            .post(format!("{url}/v1/streams/dossier-{c}-{n}"))
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(response.status().is_success());
+                        response.bytes().await.unwrap();
+                        latencies.push(sent.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.unwrap());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort();
+        let batches = store.metrics().fsync_batches.get();
+        results.push((
+            latencies.len() as f64 / elapsed,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.len() as f64 / batches as f64,
+        ));
+    }
+    results.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (rate, p50, p99, per_fsync) = results[RUNS / 2];
+    println!(
+        "http: {CLIENTS} concurrent clients, one event a request, fsynced: {rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {per_fsync:.1} events per fsync (median run of {RUNS}, {SECONDS} s each)",
+        ms(p50),
+        ms(p99)
+    );
+}

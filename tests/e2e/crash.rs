@@ -1,0 +1,180 @@
+//! Crash test: 8 concurrent clients append to the real binary, which is killed with SIGKILL at
+//! a random moment, again and again. Every acknowledged event must be there exactly once, at
+//! the position it was acknowledged with, in a gapless order; unacknowledged requests, retried
+//! with the same ids after the restart, must not duplicate anything.
+
+use crate::support::{read_everything, Server};
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+const KILLS: usize = 6;
+const CLIENTS: usize = 8;
+
+/// What the clients learnt: acknowledged ids with their positions, and requests in doubt.
+#[derive(Default)]
+struct Ledger {
+    acked: HashMap<Uuid, u64>,
+    in_doubt: Vec<(String, Value)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_and_duplicates_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    for round in 0..KILLS {
+        let mut server = Server::start(dir.path()).await;
+        retry_in_doubt(&server.url, &ledger).await;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                tokio::spawn(run_client(
+                    server.url.clone(),
+                    round,
+                    client,
+                    ledger.clone(),
+                ))
+            })
+            .collect();
+        let delay = rand::rng().random_range(150..900);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        for client in clients {
+            client.await.unwrap();
+        }
+    }
+    let server = Server::start(dir.path()).await;
+    retry_in_doubt(&server.url, &ledger).await;
+    let events = read_everything(&server.url).await;
+    let ledger = ledger.lock().unwrap();
+    assert!(
+        ledger.acked.len() > 1_000,
+        "too few appends were acknowledged to mean anything"
+    );
+
+    eprintln!(
+        "crash test: {KILLS} SIGKILLs, {} events acknowledged, {} stored",
+        ledger.acked.len(),
+        events.len()
+    );
+    let mut seen: HashMap<Uuid, u64> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(
+            event["position"], index as u64,
+            "gap or disorder at {index}"
+        );
+        let id: Uuid = event["id"].as_str().unwrap().parse().unwrap();
+        assert!(
+            seen.insert(id, index as u64).is_none(),
+            "event {id} stored twice"
+        );
+    }
+    for (id, position) in &ledger.acked {
+        assert_eq!(
+            seen.get(id),
+            Some(position),
+            "acknowledged event {id} lost or moved"
+        );
+    }
+}
+
+/// Appends until the server goes away: single-stream appends and NDJSON batches.
+async fn run_client(url: String, round: usize, client: usize, ledger: Arc<Mutex<Ledger>>) {
+    let http = reqwest::Client::new();
+    for n in 0.. {
+        let (path, body) = next_request(round, client, n);
+        let request = match &body {
+            Value::String(ndjson) => http.post(format!("{url}{path}")).body(ndjson.clone()),
+            json => http.post(format!("{url}{path}")).json(json),
+        };
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                let answer: Value = response.json().await.unwrap();
+                record_ack(&ledger, &body, &answer);
+            }
+            Ok(response) => panic!("unexpected refusal {}", response.status()),
+            Err(_) => {
+                ledger.lock().unwrap().in_doubt.push((path, body));
+                return;
+            }
+        }
+    }
+}
+
+fn next_request(round: usize, client: usize, n: usize) -> (String, Value) {
+    let mut rng = rand::rng();
+    let event = |_| {
+        json!({"id": Uuid::new_v4(), "type": "DossierReceived",
+               "data": {"round": round, "client": client, "n": n}})
+    };
+    if n % 4 == 3 {
+        let lines: String = (0..rng.random_range(2..50))
+            .map(|k| {
+                let mut line = event(k);
+                line["stream"] = json!(format!("dossier-{}", rng.random_range(0..200)));
+                format!("{line}\n")
+            })
+            .collect();
+        return ("/v1/events".into(), Value::String(lines));
+    }
+    let stream = format!("dossier-{}", rng.random_range(0..200));
+    let events: Vec<Value> = (0..rng.random_range(1..4)).map(event).collect();
+    (format!("/v1/streams/{stream}"), json!({"events": events}))
+}
+
+/// Positions of acknowledged events: a stream append answers a contiguous range; a batch
+/// answers its range too, and its events were written in line order.
+fn record_ack(ledger: &Mutex<Ledger>, body: &Value, answer: &Value) {
+    let ids: Vec<Uuid> = match body {
+        Value::String(ndjson) => ndjson
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect(),
+        json => json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+            .collect(),
+    };
+    let first = answer["first_position"].as_u64().unwrap();
+    let last = answer["last_position"].as_u64().unwrap();
+    assert_eq!(
+        last - first + 1,
+        ids.len() as u64,
+        "a fresh append is contiguous"
+    );
+    let mut ledger = ledger.lock().unwrap();
+    for (offset, id) in (0..).zip(ids) {
+        ledger.acked.insert(id, first + offset);
+    }
+}
+
+/// Re-sends every request whose answer was lost with the crash: each must now succeed, either
+/// writing it or returning where it already is.
+async fn retry_in_doubt(url: &str, ledger: &Mutex<Ledger>) {
+    let in_doubt = std::mem::take(&mut ledger.lock().unwrap().in_doubt);
+    let http = reqwest::Client::new();
+    for (path, body) in in_doubt {
+        let request = match &body {
+            Value::String(ndjson) => http.post(format!("{url}{path}")).body(ndjson.clone()),
+            json => http.post(format!("{url}{path}")).json(json),
+        };
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "retry refused: {}",
+            response.status()
+        );
+        let answer: Value = response.json().await.unwrap();
+        record_ack(ledger, &body, &answer);
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests through the real `chiso` binary and HTTP: one test binary for all of them.
+
+mod crash;
+mod serve;
+mod support;

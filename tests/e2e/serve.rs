@@ -1,0 +1,82 @@
+//! `chiso serve` as an operator runs it: loopback only without tokens, a clean SIGTERM that
+//! drains in-flight appends, and a restart that continues where the log ended.
+
+use crate::support::{read_everything, Server};
+use serde_json::json;
+use std::process::Command;
+use uuid::Uuid;
+
+#[test]
+fn refuses_a_public_address_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["serve", "--listen", "0.0.0.0:7999", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback only"), "{stderr}");
+}
+
+#[test]
+fn data_dir_and_listen_come_from_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["serve"])
+        .env("CHISO_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not-an-address"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_appends_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let appends: Vec<_> = (0..32)
+        .map(|n| {
+            let (http, url) = (http.clone(), server.url.clone());
+            tokio::spawn(async move {
+                let body =
+                    json!({"events": [{"id": Uuid::new_v4(), "type": "T", "data": {"n": n}}]});
+                http.post(format!("{url}/v1/streams/s-{n}"))
+                    .json(&body)
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    let status = server.terminate();
+    assert!(status.success(), "chiso exited with {status}");
+    let mut acknowledged = 0;
+    for append in appends {
+        if append.await.unwrap().is_ok_and(|r| r.status().is_success()) {
+            acknowledged += 1;
+        }
+    }
+    let server = Server::start(dir.path()).await;
+    let events = read_everything(&server.url).await;
+    assert!(
+        events.len() >= acknowledged,
+        "{} stored, {acknowledged} acknowledged",
+        events.len()
+    );
+    let body = json!({"events": [{"id": Uuid::new_v4(), "type": "T", "data": {}}]});
+    let answer: serde_json::Value = http
+        .post(format!("{}/v1/streams/s-after", server.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["first_position"],
+        events.len() as u64,
+        "continues after the last event"
+    );
+}

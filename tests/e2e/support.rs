@@ -1,0 +1,98 @@
+//! Starting and stopping the real `chiso` binary on a free loopback port.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `chiso serve`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `chiso serve` on `data_dir` and waits until `/health` answers.
+    pub async fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_chiso"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CHISO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chiso starts");
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            let health = client.get(format!("{}/health", self.url)).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("chiso did not become healthy at {}", self.url);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("reaped")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Every event in the log, paging through `GET /v1/events`.
+pub async fn read_everything(url: &str) -> Vec<serde_json::Value> {
+    let client = reqwest::Client::new();
+    let mut events = Vec::new();
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{url}/v1/events?from={}&limit=10000", events.len()))
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("json");
+        let page = page["events"].as_array().expect("events").clone();
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
+}
