@@ -1,6 +1,7 @@
 //! Log benchmarks (issue #2): the machine's own fsync latency and sequential write speed, the
-//! store's fsynced batch append, NDJSON over HTTP, and 64 concurrent single-event clients.
-//! Run with `cargo bench --bench log`; each figure is the median of `RUNS` runs.
+//! store's fsynced batch append, and NDJSON over HTTP. `bench/run.sh` runs it beside the
+//! 64-client load (wrk against the release binary) and the PostgreSQL peers.
+//! Run alone with `cargo bench --bench log`; each figure is the median of `RUNS` runs.
 
 use chiso_api::{router, AppState, Limits};
 use chiso_store::{AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StreamName};
@@ -35,9 +36,6 @@ fn main() {
     }
     if wanted("http-ndjson") {
         runtime.block_on(http_ndjson(&scratch));
-    }
-    if wanted("http-concurrent") {
-        runtime.block_on(http_concurrent(&scratch));
     }
 }
 
@@ -193,68 +191,5 @@ async fn http_ndjson(scratch: &str) {
         "http: NDJSON, {BATCH} events a request, each to its own stream, fsynced: {:.0} events/s (median of {} requests)",
         median(rates),
         RUNS * 3
-    );
-}
-
-async fn http_concurrent(scratch: &str) {
-    const CLIENTS: usize = 64;
-    const SECONDS: u64 = 5;
-    let mut results = Vec::new();
-    for _ in 0..RUNS {
-        let (url, store, _dir) = start_server(scratch).await;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(CLIENTS)
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(SECONDS);
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                let (client, url) = (client.clone(), url.clone());
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    let mut n = 0;
-                    while Instant::now() < deadline {
-                        n += 1;
-                        let event = dossier_event(n);
-                        let body = format!(
-                            r#"{{"events":[{{"id":"{}","type":"{}","data":{},"metadata":{}}}]}}"#,
-                            event.id, event.event_type, event.data, event.metadata
-                        );
-                        let sent = Instant::now();
-                        let response = client
-                            .post(format!("{url}/v1/streams/dossier-{c}-{n}"))
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
-                        assert!(response.status().is_success());
-                        response.bytes().await.unwrap();
-                        latencies.push(sent.elapsed());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        let mut latencies = Vec::new();
-        for task in tasks {
-            latencies.extend(task.await.unwrap());
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort();
-        let batches = store.metrics().fsync_batches.get();
-        results.push((
-            latencies.len() as f64 / elapsed,
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            latencies.len() as f64 / batches as f64,
-        ));
-    }
-    results.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (rate, p50, p99, per_fsync) = results[RUNS / 2];
-    println!(
-        "http: {CLIENTS} concurrent clients, one event a request, fsynced: {rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {per_fsync:.1} events per fsync (median run of {RUNS}, {SECONDS} s each)",
-        ms(p50),
-        ms(p99)
     );
 }
