@@ -40,19 +40,29 @@ fn too_large(limit: usize) -> ApiError {
 /// Parses `bytes` as JSON into `T`. Syntax errors are `invalid_json`; a value of the wrong
 /// shape is `invalid_event` with a JSON pointer under `pointer_prefix`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], pointer_prefix: &str) -> Result<T> {
+    // The plain parser is the fast path; only a refused body is parsed again to find the path.
+    serde_json::from_slice(bytes).map_err(|_| explain::<T>(bytes, pointer_prefix))
+}
+
+fn explain<T: DeserializeOwned>(bytes: &[u8], pointer_prefix: &str) -> ApiError {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let pointer = format!("{pointer_prefix}{}", json_pointer(error.path()));
-        let inner = error.into_inner();
-        if inner.is_data() {
-            ApiError::bad_request("invalid_event", format!("{pointer}: {inner}"))
-                .with_details(json!({"pointer": pointer}))
-        } else {
-            malformed(&inner)
+    let error = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(error) => error,
+        Ok(_) => {
+            return match deserializer.end() {
+                Err(error) => malformed(&error),
+                Ok(()) => ApiError::internal(&"a body refused once was accepted on re-parsing"),
+            }
         }
-    })?;
-    deserializer.end().map_err(|error| malformed(&error))?;
-    Ok(value)
+    };
+    let pointer = format!("{pointer_prefix}{}", json_pointer(error.path()));
+    let inner = error.into_inner();
+    if inner.is_data() {
+        ApiError::bad_request("invalid_event", format!("{pointer}: {inner}"))
+            .with_details(json!({"pointer": pointer}))
+    } else {
+        malformed(&inner)
+    }
 }
 
 fn malformed(error: &serde_json::Error) -> ApiError {
