@@ -139,6 +139,21 @@ async fn store_batches(scratch: &str) {
         store.append_all(requests).await.unwrap();
         many_streams.push(BATCH as f64 / started.elapsed().as_secs_f64());
     }
+    let head = store.head();
+    let reads: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let mut position = 0;
+            while position < head {
+                position += store.read_all(position, 10_000).unwrap().len() as u64;
+            }
+            head as f64 / started.elapsed().as_secs_f64()
+        })
+        .collect();
+    println!(
+        "store: read the whole log ({head} events) in position order, 10000 a call: {:.0} events/s (median of {RUNS})",
+        median(reads)
+    );
     println!(
         "store: {BATCH} events to one stream, one fsynced append: {:.0} events/s (median of {RUNS})",
         median(one_stream)

@@ -86,6 +86,15 @@ impl<'a> Chunk<'a> {
         if crc32fast::hash(&bytes[HEADER_LEN..]) != stored_crc {
             return Err(corrupt("checksum mismatch"));
         }
+        Self::parse_verified(first_position, bytes)
+    }
+
+    /// Like [`Chunk::parse`] for bytes that already passed it: skips the checksum.
+    pub fn parse_verified(first_position: u64, bytes: &'a [u8]) -> Result<Self> {
+        let corrupt = |reason| corrupt(first_position, reason);
+        if bytes.len() < HEADER_LEN + 4 {
+            return Err(corrupt("truncated chunk"));
+        }
         let count_at = HEADER_LEN + 4;
         let count = u32::from_le_bytes(bytes[HEADER_LEN..count_at].try_into().expect("4")) as usize;
         let records_at = count_at + 4 * count;
