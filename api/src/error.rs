@@ -79,6 +79,7 @@ impl From<chiso_store::Error> for ApiError {
                 "empty_append",
                 json!({"stream": stream}),
             ),
+            E::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event", json!({})),
             E::DuplicateIdInRequest { id, .. } => (
                 StatusCode::BAD_REQUEST,
                 "duplicate_id_in_request",

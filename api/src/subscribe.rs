@@ -35,7 +35,7 @@ pub async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let Query(query) = query.map_err(invalid_query)?;
     let from = match last_event_id(&headers)? {
-        Some(seen) => seen + 1,
+        Some(seen) => seen.checked_add(1).ok_or_else(bad_last_event_id)?,
         None => query.from.unwrap_or(0),
     };
     let categories: Option<Vec<String>> = query
@@ -75,12 +75,14 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_parameter",
-                "Last-Event-ID must be the position of an event (a whole number)",
-            )
-        })
+        .ok_or_else(bad_last_event_id)
+}
+
+fn bad_last_event_id() -> ApiError {
+    ApiError::bad_request(
+        "invalid_parameter",
+        "Last-Event-ID must be the position of an event (a whole number)",
+    )
 }
 
 fn wanted(event: &RecordedEvent, categories: Option<&[String]>) -> bool {

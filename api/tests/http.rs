@@ -160,6 +160,7 @@ async fn conflicts_are_409_with_the_actual_revision() {
         ("s-1", json!({"events": [changed]})),
         ("s-3", json!({"events": [event(1)]})),
         ("s-1", json!({"events": [event(1), event(7)]})),
+        ("s-1", json!({"events": [event(8), event(1)]})),
     ];
     for (stream, body) in duplicates {
         let (status, answer) = api
@@ -636,6 +637,15 @@ async fn sse_catches_up_follows_live_and_resumes_after_last_event_id() {
         .body(Body::empty())
         .unwrap();
     let (status, answer) = api.send(bad).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    let overflow = Request::get("/v1/subscribe")
+        .header("Last-Event-ID", u64::MAX.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let (status, answer) = api.send(overflow).await;
     assert_eq!(
         (status, code(&answer)),
         (StatusCode::BAD_REQUEST, "invalid_parameter")

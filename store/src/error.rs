@@ -40,6 +40,14 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// An event breaks the record limits (type length, body size).
+    #[error("append {index} has an event the log cannot store: {reason}")]
+    InvalidEvent {
+        /// Index of the offending request in the atomic unit.
+        index: usize,
+        /// Which limit.
+        reason: &'static str,
+    },
     /// One event id appears twice in one atomic unit.
     #[error("event id {id} appears more than once in the request")]
     DuplicateIdInRequest {
@@ -106,6 +114,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidStreamName { .. }
+            | Self::InvalidEvent { .. }
             | Self::EmptyAppend { .. }
             | Self::DuplicateIdInRequest { .. } => ErrorKind::InvalidInput,
             Self::WrongExpectedRevision { .. } | Self::DuplicateEventId { .. } => {
@@ -121,6 +130,7 @@ impl Error {
     pub fn request_index(&self) -> Option<usize> {
         match self {
             Self::EmptyAppend { index, .. }
+            | Self::InvalidEvent { index, .. }
             | Self::DuplicateIdInRequest { index, .. }
             | Self::WrongExpectedRevision { index, .. }
             | Self::DuplicateEventId { index, .. } => Some(*index),

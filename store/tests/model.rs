@@ -32,6 +32,7 @@ enum Op {
     ReuseIdWithOtherData(usize),
     RetryReordered(usize),
     RetryInOtherStream(usize),
+    RetryWithNewFirst(usize),
     RepeatIdInUnit,
     Reopen,
 }
@@ -57,6 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::ReuseIdWithOtherData),
         1 => any::<usize>().prop_map(Op::RetryReordered),
         1 => any::<usize>().prop_map(Op::RetryInOtherStream),
+        1 => any::<usize>().prop_map(Op::RetryWithNewFirst),
         1 => Just(Op::RepeatIdInUnit),
         1 => Just(Op::Reopen),
     ]
@@ -114,8 +116,8 @@ impl Model {
             let all_match = (0..)
                 .zip(request.events.iter().zip(&found))
                 .all(|(k, (e, f))| {
-                    matches!((f, first), (Some((_, (s, r, stored))), Some((_, (_, r0, _))))
-                    if *s == stream && *r == r0 + k && stored == e)
+                    matches!((f, first), (Some((p, (s, r, stored))), Some((p0, (_, r0, _))))
+                    if *s == stream && *r == r0 + k && *p == p0 + k && stored == e)
                 });
             if !all_match {
                 return Err(Box::new(|index| Outcome::DuplicateId { index }));
@@ -246,6 +248,12 @@ impl Harness {
             Op::RetryInOtherStream(i) if !self.applied.is_empty() => {
                 let mut unit = self.applied[i % self.applied.len()].clone();
                 unit[0].stream = StreamName::new("s-other").unwrap();
+                unit
+            }
+            Op::RetryWithNewFirst(i) if !self.applied.is_empty() => {
+                let mut unit = self.applied[i % self.applied.len()].clone();
+                let fresh = self.event();
+                unit[0].events.insert(0, fresh);
                 unit
             }
             Op::RepeatIdInUnit => {

@@ -19,6 +19,11 @@ use uuid::Uuid;
 /// Most events one group commit takes before it writes (bounds memory and latency).
 const MAX_GROUP_EVENTS: usize = 200_000;
 
+/// Longest event type a record can hold.
+const MAX_EVENT_TYPE_LEN: usize = 255;
+/// Longest `data` or `metadata` a record can hold.
+const MAX_JSON_LEN: usize = 1 << 30;
+
 const UNWRITABLE: &str = "the log could not be written";
 
 pub(crate) struct Job {
@@ -277,17 +282,21 @@ impl<'j> Group<'j> {
         }
         let stream = request.stream.as_str();
         let first = existing[0].as_ref();
+        let some_stored = existing.iter().flatten().next().expect("some id exists");
         for (offset, (event, stored)) in (0..).zip(request.events.iter().zip(&existing)) {
+            // The original append is one contiguous run: same stream, consecutive revisions
+            // and positions, same content.
             let matches = match (stored, first) {
                 (Some(stored), Some(first)) => {
                     stored.stream == stream
                         && stored.revision == first.revision + offset
+                        && stored.position == first.position + offset
                         && same_content(event, stored)
                 }
                 _ => false,
             };
             if !matches {
-                let conflicting = stored.as_ref().or(first).expect("some id exists");
+                let conflicting = stored.as_ref().unwrap_or(some_stored);
                 return Err(Error::DuplicateEventId {
                     index,
                     id: conflicting.id,
@@ -380,6 +389,18 @@ fn check_shape(requests: &[AppendRequest]) -> Result<()> {
             });
         }
         for event in &request.events {
+            if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
+                return Err(Error::InvalidEvent {
+                    index,
+                    reason: "the event type must be 1 to 255 bytes",
+                });
+            }
+            if event.data.len() > MAX_JSON_LEN || event.metadata.len() > MAX_JSON_LEN {
+                return Err(Error::InvalidEvent {
+                    index,
+                    reason: "data and metadata must each be under 1 GiB",
+                });
+            }
             if !seen.insert(event.id) {
                 return Err(Error::DuplicateIdInRequest {
                     index,
