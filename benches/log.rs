@@ -100,6 +100,7 @@ fn dossier_event(n: usize) -> ProposedEvent {
             n % 60
         ),
         metadata: r#"{"source":"bench"}"#.into(),
+        decoded: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! before exiting.
 
 use chiso_api::{router, AppState, Limits};
+use chiso_ingest::IngestModel;
 use chiso_store::EventStore;
 use clap::Args;
 use std::net::SocketAddr;
@@ -41,7 +42,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     tracing::warn!("no admin token configured: serving loopback only, without authentication");
-    let store = EventStore::open(args.data_dir.join("log"))?;
+    let metrics = chiso_store::StoreMetrics::default();
+    let store = EventStore::open_with(args.data_dir.join("log"), metrics, IngestModel::new())?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };

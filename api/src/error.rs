@@ -44,6 +44,40 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A refusal of the catalog, for the event at `pointer` in the request.
+    pub fn from_ingest(error: chiso_ingest::IngestError, pointer: &str) -> Self {
+        use chiso_ingest::IngestErrorKind as K;
+        let status = match error.kind {
+            K::Malformed => StatusCode::BAD_REQUEST,
+            K::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            K::Conflict => StatusCode::CONFLICT,
+        };
+        let field = format!("{pointer}{}", error.pointer.as_deref().unwrap_or(""));
+        let message = match &error.pointer {
+            Some(_) if !error.message.starts_with('/') => format!("{field}: {}", error.message),
+            _ => error
+                .message
+                .replacen("/data", &format!("{pointer}/data"), 1),
+        };
+        Self::new(status, error.code, message).with_details(json!({"pointer": field}))
+    }
+
+    /// Puts the pointer of a write-model refusal under the event's place in the request.
+    pub fn under_pointer(mut self, prefix: Option<String>) -> Self {
+        if let (Some(prefix), Some(details)) = (prefix, self.details.as_object_mut()) {
+            let inner = details
+                .get("pointer")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let pointer = format!("{prefix}{inner}");
+            self.message = self.message.replacen(&inner, &pointer, 1);
+            details.insert("pointer".into(), pointer.into());
+            details.remove("event");
+        }
+        self
+    }
+
     /// 500 that shows nothing of `cause` to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -105,6 +139,18 @@ impl From<chiso_store::Error> for ApiError {
                 "duplicate_event_id",
                 json!({"id": id, "stream": existing_stream, "position": position}),
             ),
+            E::Rejected { rejection, .. } => {
+                let status = match rejection.kind {
+                    chiso_store::RejectionKind::Conflict => StatusCode::CONFLICT,
+                    chiso_store::RejectionKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                let pointer = rejection.pointer.clone().unwrap_or_default();
+                (
+                    status,
+                    rejection.code,
+                    json!({"event": rejection.event, "pointer": pointer}),
+                )
+            }
             E::StreamNotFound(stream) => (
                 StatusCode::NOT_FOUND,
                 "stream_not_found",

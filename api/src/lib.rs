@@ -55,6 +55,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Cancelled when the server shuts down: ends live subscriptions.
     pub shutdown: CancellationToken,
+    /// Whether appends are decoded and checked against the event catalog (DESIGN §4).
+    catalog: bool,
     http_metrics: HttpMetrics,
     registry: Arc<Registry>,
 }
@@ -71,9 +73,24 @@ impl AppState {
             store,
             limits,
             shutdown: CancellationToken::new(),
+            catalog: true,
             http_metrics,
             registry: Arc::new(registry),
         }
+    }
+}
+
+impl AppState {
+    /// Takes any event type and JSON object data, checking only the envelope: chiso's log
+    /// as a generic event store, without the catalog. The write model must be off too.
+    pub fn without_catalog(mut self) -> Self {
+        self.catalog = false;
+        self
+    }
+
+    /// The time appends are checked against, or `None` when the catalog is off.
+    fn catalog_clock(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.catalog.then(chrono::Utc::now)
     }
 }
 
@@ -86,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/events", post(log::append_batch).get(log::read_all))
         .route("/v1/subscribe", get(subscribe::subscribe))
+        .route("/v1/schema", get(schema))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
@@ -98,6 +116,11 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read by `body::read_limited` under `Limits::max_body_bytes`.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// `GET /v1/schema`: the JSON Schema of the event catalog, generated from its types.
+async fn schema() -> axum::Json<serde_json::Value> {
+    axum::Json(chiso_ingest::json_schema())
 }
 
 async fn not_found() -> ApiError {

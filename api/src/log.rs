@@ -34,16 +34,20 @@ pub async fn append_to_stream(
             "`events` is empty: an append carries at least one event",
         ));
     }
+    let catalog = state.catalog_clock();
     let events = (0..)
         .zip(body.events)
-        .map(|(i, event)| event.into_proposed(&format!("/events/{i}")))
+        .map(|(i, event)| event.into_proposed(&format!("/events/{i}"), &stream, catalog))
         .collect::<Result<Vec<_>>>()?;
     let request = AppendRequest {
         stream,
         expected: body.expected_revision.0,
         events,
     };
-    let result = state.store.append(request).await?;
+    let result = state.store.append(request).await.map_err(|error| {
+        let event = error.rejected_event();
+        ApiError::from(error).under_pointer(event.map(|i| format!("/events/{i}")))
+    })?;
     Ok(Json(json!({
         "stream": result.stream,
         "first_revision": result.first_revision,
@@ -61,7 +65,7 @@ pub async fn append_batch(
     body: Body,
 ) -> Result<Json<Value>> {
     let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
-    let (requests, line_numbers) = parse_ndjson(&bytes)?;
+    let (requests, line_numbers) = parse_ndjson(&bytes, state.catalog_clock())?;
     let count = requests.len();
     let results = state.store.append_all(requests).await.map_err(|error| {
         let line = error.request_index().map(|i| line_numbers[i]);
@@ -77,14 +81,17 @@ pub async fn append_batch(
 }
 
 /// Decodes every non-blank line; the first bad one fails the whole body, naming its line.
-fn parse_ndjson(bytes: &[u8]) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
+fn parse_ndjson(
+    bytes: &[u8],
+    catalog: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
     let mut requests = Vec::new();
     let mut line_numbers = Vec::new();
     for (number, line) in (1..).zip(bytes.split(|&b| b == b'\n')) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let request = parse_line(line).map_err(|e| with_line(e, Some(number)))?;
+        let request = parse_line(line, catalog).map_err(|e| with_line(e, Some(number)))?;
         requests.push(request);
         line_numbers.push(number);
     }
@@ -97,14 +104,18 @@ fn parse_ndjson(bytes: &[u8]) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
     Ok((requests, line_numbers))
 }
 
-fn parse_line(line: &[u8]) -> Result<AppendRequest> {
+fn parse_line(
+    line: &[u8],
+    catalog: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<AppendRequest> {
     let line: NdjsonLine = parse_json(line, "")?;
     let (stream, expected, event) = line.into_event();
     let stream = StreamName::new(stream)?;
+    let event = event.into_proposed("", &stream, catalog)?;
     Ok(AppendRequest {
         stream,
         expected: expected.0,
-        events: vec![event.into_proposed("")?],
+        events: vec![event],
     })
 }
 
@@ -113,6 +124,7 @@ fn with_line(mut error: ApiError, line: Option<usize>) -> ApiError {
         error.message = format!("line {line}: {}", error.message);
         if let Some(details) = error.details.as_object_mut() {
             details.remove("index");
+            details.remove("event");
             details.insert("line".into(), line.into());
         }
     }

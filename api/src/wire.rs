@@ -1,11 +1,14 @@
 //! JSON shapes of the log API (DESIGN §6), decoded strictly: unknown fields are refused.
 
 use crate::error::{ApiError, Result};
-use chiso_store::{ExpectedRevision, ProposedEvent, RecordedEvent};
+use chiso_store::{ExpectedRevision, ProposedEvent, RecordedEvent, StreamName};
+use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
+use std::any::Any;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Longest event type name, in bytes.
@@ -71,20 +74,35 @@ impl NdjsonLine {
 }
 
 impl EventIn {
-    /// Checks the envelope (type name, object data and metadata) and hands the event to the
-    /// store. `pointer` locates the event in the request for error messages.
-    pub fn into_proposed(self, pointer: &str) -> Result<ProposedEvent> {
+    /// Checks the envelope (type name, object data and metadata) and, when `catalog` gives
+    /// the time to check against, the event itself (DESIGN §4); then hands it to the store.
+    /// `pointer` locates the event in the request for error messages.
+    pub fn into_proposed(
+        self,
+        pointer: &str,
+        stream: &StreamName,
+        catalog: Option<DateTime<Utc>>,
+    ) -> Result<ProposedEvent> {
         check_type_name(&self.event_type, pointer)?;
         let data = object_text(self.data, &format!("{pointer}/data"))?;
         let metadata = match self.metadata {
             Some(metadata) => object_text(metadata, &format!("{pointer}/metadata"))?,
             None => "{}".to_owned(),
         };
+        let decoded = match catalog {
+            Some(now) => {
+                let event = chiso_ingest::decode(stream, &self.event_type, &data, now)
+                    .map_err(|e| ApiError::from_ingest(e, pointer))?;
+                Some(Arc::new(event) as Arc<dyn Any + Send + Sync>)
+            }
+            None => None,
+        };
         Ok(ProposedEvent {
             id: self.id,
             event_type: self.event_type,
             data,
             metadata,
+            decoded,
         })
     }
 }

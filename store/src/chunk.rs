@@ -196,6 +196,7 @@ mod tests {
             event_type: "DossierReceived".into(),
             data: format!(r#"{{"n":{n}}}"#),
             metadata: "{}".into(),
+            decoded: None,
         }
     }
 

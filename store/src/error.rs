@@ -80,6 +80,14 @@ pub enum Error {
         /// Its position.
         position: u64,
     },
+    /// The write model refused an event.
+    #[error("{rejection}")]
+    Rejected {
+        /// Index of the offending request in the atomic unit.
+        index: usize,
+        /// Why.
+        rejection: crate::Rejection,
+    },
     /// The stream has no events.
     #[error("stream {0} not found")]
     StreamNotFound(String),
@@ -93,6 +101,14 @@ pub enum Error {
         key: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A stored event could not be replayed into the write model.
+    #[error("replaying position {position} into the write model failed: {reason}")]
+    Replay {
+        /// The event.
+        position: u64,
+        /// Why.
+        reason: String,
     },
     /// RocksDB reported an error.
     #[error("storage error: {0}")]
@@ -120,9 +136,23 @@ impl Error {
             Self::WrongExpectedRevision { .. } | Self::DuplicateEventId { .. } => {
                 ErrorKind::Conflict
             }
+            Self::Rejected { rejection, .. } => match rejection.kind {
+                crate::RejectionKind::Conflict => ErrorKind::Conflict,
+                crate::RejectionKind::Unprocessable => ErrorKind::InvalidInput,
+            },
             Self::StreamNotFound(_) => ErrorKind::NotFound,
             Self::Unavailable(_) => ErrorKind::Unavailable,
-            Self::Corrupt { .. } | Self::Storage(_) | Self::Io(_) => ErrorKind::Internal,
+            Self::Corrupt { .. } | Self::Replay { .. } | Self::Storage(_) | Self::Io(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    /// For a write-model refusal, the index of the refused event within its request.
+    pub fn rejected_event(&self) -> Option<usize> {
+        match self {
+            Self::Rejected { rejection, .. } => Some(rejection.event),
+            _ => None,
         }
     }
 
@@ -133,7 +163,8 @@ impl Error {
             | Self::InvalidEvent { index, .. }
             | Self::DuplicateIdInRequest { index, .. }
             | Self::WrongExpectedRevision { index, .. }
-            | Self::DuplicateEventId { index, .. } => Some(*index),
+            | Self::DuplicateEventId { index, .. }
+            | Self::Rejected { index, .. } => Some(*index),
             _ => None,
         }
     }

@@ -20,6 +20,7 @@
 //!     event_type: "AgencyRegistered".into(),
 //!     data: r#"{"code":"26"}"#.into(),
 //!     metadata: "{}".into(),
+//!     decoded: None,
 //! };
 //! let stream = StreamName::new("agency-26")?;
 //! let request = AppendRequest { stream, expected: ExpectedRevision::NoStream, events: vec![event] };
@@ -33,17 +34,21 @@ mod error;
 mod log;
 mod metrics;
 mod stream;
+mod write_model;
 
 pub use error::{Error, ErrorKind, Result};
 pub use log::{EventStore, ReadDirection, Subscription};
 pub use metrics::StoreMetrics;
 pub use stream::{category_of, ExpectedRevision, StreamName, MAX_STREAM_NAME_LEN};
+pub use write_model::{NoRules, Rejection, RejectionKind, WriteModel};
 
+use std::any::Any;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// An event as a client proposes it. `data` and `metadata` are JSON texts (objects); the
 /// store keeps their bytes and compares them as JSON values on idempotent retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProposedEvent {
     /// Client-chosen id: the idempotency key.
     pub id: Uuid,
@@ -53,7 +58,19 @@ pub struct ProposedEvent {
     pub data: String,
     /// JSON object text.
     pub metadata: String,
+    /// The decoded form of `data`, if the caller already parsed it: handed to the
+    /// [`WriteModel`] untouched so the writer does not parse it again. Not stored.
+    pub decoded: Option<Arc<dyn Any + Send + Sync>>,
 }
+
+impl PartialEq for ProposedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, &self.event_type, &self.data, &self.metadata)
+            == (&other.id, &other.event_type, &other.data, &other.metadata)
+    }
+}
+
+impl Eq for ProposedEvent {}
 
 /// One atomic append to one stream.
 #[derive(Debug, Clone)]

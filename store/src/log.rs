@@ -9,6 +9,7 @@ pub use subscription::Subscription;
 use crate::chunk::Chunk;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
+use crate::write_model::{NoRules, WriteModel};
 use crate::{AppendRequest, AppendResult, RecordedEvent, StreamName};
 use keys::*;
 use rocksdb::{
@@ -61,22 +62,42 @@ impl EventStore {
 
     /// Like [`EventStore::open`], updating the given instruments.
     pub fn open_with_metrics(path: impl AsRef<Path>, metrics: StoreMetrics) -> Result<Self> {
+        Self::open_with(path, metrics, NoRules)
+    }
+
+    /// Opens the log with a [`WriteModel`] that checks every append in the writer. The model
+    /// is first rebuilt by replaying the whole log.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        metrics: StoreMetrics,
+        mut model: impl WriteModel,
+    ) -> Result<Self> {
         let path = path.as_ref();
         std::fs::create_dir_all(path)?;
         let db = Arc::new(open_db(path)?);
         let next_position = recover_head(&db)?;
         let started = Instant::now();
         let ids = load_id_index(&db)?;
+        let index_ms = started.elapsed().as_millis() as u64;
+        replay(&db, next_position, &mut model)?;
         tracing::info!(
             path = %path.display(),
             next_position,
-            index_ms = started.elapsed().as_millis() as u64,
+            index_ms,
+            replay_ms = started.elapsed().as_millis() as u64 - index_ms,
             "event log opened"
         );
         metrics.head_position.set(next_position);
         let (head_tx, head_rx) = watch::channel(next_position);
         let (commands_tx, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = writer::Writer::new(db.clone(), next_position, ids, head_tx, metrics.clone());
+        let writer = writer::Writer {
+            db: db.clone(),
+            next_position,
+            ids,
+            model: Box::new(model),
+            head: head_tx,
+            metrics: metrics.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("chiso-log-writer".into())
             .spawn(move || writer.run(commands_rx))?;
@@ -304,6 +325,28 @@ fn current_run(runs: &DBRawIterator<'_>, stream: &str) -> Result<Option<Run>> {
             key: format!("stream {stream}"),
             reason: "bad run entry",
         })
+}
+
+/// Feeds every stored event to the write model, in order.
+fn replay(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<()> {
+    if !model.needs_replay() {
+        return Ok(());
+    }
+    let mut chunks = ChunkCursor::new(db);
+    for position in 0..head {
+        let event = chunks.event(position)?;
+        model
+            .replay(&event)
+            .map_err(|reason| Error::Replay { position, reason })?;
+        if position % 1_000_000 == 999_999 {
+            tracing::info!(
+                replayed = position + 1,
+                of = head,
+                "rebuilding the write model"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds the id → position index from the compact id lists, one per chunk.

@@ -211,6 +211,7 @@ impl Harness {
             event_type: format!("Type{}", self.counter % 3),
             data: format!(r#"{{"n":{}}}"#, self.counter),
             metadata: "{}".into(),
+            decoded: None,
         }
     }
 

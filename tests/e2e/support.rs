@@ -96,3 +96,36 @@ pub async fn read_everything(url: &str) -> Vec<serde_json::Value> {
         events.extend(page);
     }
 }
+
+/// The agency and service every test dossier refers to (fixed ids: registering twice is an
+/// idempotent retry).
+pub async fn register_reference_data(url: &str) {
+    let http = reqwest::Client::new();
+    let agency = serde_json::json!({"events": [{
+        "id": "00000000-0000-4000-8000-000000000026", "type": "AgencyRegistered",
+        "data": {"code": "26", "name": "Tỉnh Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}}]});
+    let service = serde_json::json!({"events": [{
+        "id": "00000000-0000-4000-8000-000000000027", "type": "ServiceLaunched",
+        "data": {"code": "1.001", "agency": "26", "name": "Cấp giấy phép", "field": "Xây dựng",
+                 "level": 3, "at": "2019-01-02T08:00:00+07:00"}}]});
+    for (stream, body) in [("agency-26", agency), ("service-1.001", service)] {
+        let response = http
+            .post(format!("{url}/v1/streams/{stream}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("reference data");
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+}
+
+/// A `DossierReceived` event for the reference agency and service.
+pub fn dossier_received(id: uuid::Uuid) -> serde_json::Value {
+    serde_json::json!({"id": id, "type": "DossierReceived", "data": {
+        "agency": "26", "service": "1.001", "channel": "online",
+        "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"}})
+}

@@ -6,6 +6,7 @@ use super::{cf_handle, last_run, ChunkCursor, IdIndex};
 use crate::chunk::{self, RecordRef, MAX_CHUNK_EVENTS};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
+use crate::write_model::WriteModel;
 use crate::{AppendRequest, AppendResult, ProposedEvent, RecordedEvent};
 use rocksdb::{DBRawIterator, WriteBatch, WriteOptions, DB};
 use std::collections::{HashMap, HashSet};
@@ -37,31 +38,17 @@ pub(crate) enum Command {
 }
 
 pub(crate) struct Writer {
-    db: Arc<DB>,
-    next_position: u64,
+    pub db: Arc<DB>,
+    pub next_position: u64,
     /// Every stored event id → its position: the idempotency index, owned by this thread.
-    ids: IdIndex,
-    head: watch::Sender<u64>,
-    metrics: StoreMetrics,
+    pub ids: IdIndex,
+    /// Domain rules, checked in log order.
+    pub model: Box<dyn WriteModel>,
+    pub head: watch::Sender<u64>,
+    pub metrics: StoreMetrics,
 }
 
 impl Writer {
-    pub fn new(
-        db: Arc<DB>,
-        next_position: u64,
-        ids: IdIndex,
-        head: watch::Sender<u64>,
-        metrics: StoreMetrics,
-    ) -> Self {
-        Self {
-            db,
-            next_position,
-            ids,
-            head,
-            metrics,
-        }
-    }
-
     pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(first) = commands.blocking_recv() {
             let mut jobs = Vec::new();
@@ -100,7 +87,7 @@ impl Writer {
         let recorded_at_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let mut group = Group::new(&self.db, &self.ids, self.next_position);
+        let mut group = Group::new(&self.db, &self.ids, self.model.as_mut(), self.next_position);
         let outcomes: Vec<_> = jobs.iter().map(|job| group.stage(&job.requests)).collect();
         let written = group.writes.len();
         let next_position = group.next_position;
@@ -128,6 +115,10 @@ impl Writer {
         };
         drop(group);
         self.ids.extend(new_ids);
+        match ok {
+            true => self.model.commit_group(),
+            false => self.model.abort_group(),
+        }
         if let Err(error) = write {
             tracing::error!(%error, "synced write failed");
         } else if written > 0 {
@@ -167,6 +158,7 @@ struct Group<'j> {
     db: &'j DB,
     /// Ids stored before this group.
     stored_ids: &'j IdIndex,
+    model: &'j mut dyn WriteModel,
     next_position: u64,
     writes: Vec<Staged<'j>>,
     /// One run per request: (stream, run).
@@ -179,10 +171,16 @@ struct Group<'j> {
 }
 
 impl<'j> Group<'j> {
-    fn new(db: &'j DB, stored_ids: &'j IdIndex, next_position: u64) -> Self {
+    fn new(
+        db: &'j DB,
+        stored_ids: &'j IdIndex,
+        model: &'j mut dyn WriteModel,
+        next_position: u64,
+    ) -> Self {
         Self {
             db,
             stored_ids,
+            model,
             next_position,
             writes: Vec::new(),
             runs: Vec::new(),
@@ -198,12 +196,14 @@ impl<'j> Group<'j> {
         check_shape(requests)?;
         let rollback = (self.next_position, self.writes.len(), self.runs.len());
         self.heads_undo.clear();
+        self.model.begin_job();
         let results = requests
             .iter()
             .enumerate()
             .map(|(index, request)| self.stage_request(index, request))
             .collect::<Result<Vec<_>>>();
         if results.is_err() {
+            self.model.abort_job();
             let (next_position, writes, runs) = rollback;
             for staged in self.writes.drain(writes..) {
                 self.ids.remove(&staged.event.id);
@@ -234,6 +234,9 @@ impl<'j> Group<'j> {
                 actual: current,
             });
         }
+        self.model
+            .stage(request)
+            .map_err(|rejection| Error::Rejected { index, rejection })?;
         let first_revision = current.map_or(0, |last| last + 1);
         let first_position = self.next_position;
         for (offset, event) in (0..).zip(&request.events) {

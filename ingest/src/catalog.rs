@@ -1,0 +1,292 @@
+//! The event catalog (DESIGN §4): one typed struct per event, each allowed in one stream
+//! category, decoded strictly (unknown fields are refused) and checked on its own: value
+//! ranges, times, and that the stream names what the data says.
+
+mod events;
+
+pub use events::*;
+
+use crate::error::{IngestError, Result};
+use chiso_store::StreamName;
+use chrono::{DateTime, Datelike, Duration, FixedOffset, Utc};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A stream category of the catalog: the part of a stream name before the first `-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// `agency-{code}`
+    Agency,
+    /// `service-{code}`
+    Service,
+    /// `dossier-{id}`
+    Dossier,
+    /// `ictindex-{year}`
+    IctIndex,
+    /// `ranking-{YYYY-MM}`
+    Ranking,
+}
+
+impl Category {
+    /// Every category, in catalog order.
+    pub const ALL: [Category; 5] = [
+        Self::Agency,
+        Self::Service,
+        Self::Dossier,
+        Self::IctIndex,
+        Self::Ranking,
+    ];
+
+    /// The category's prefix in stream names.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Agency => "agency",
+            Self::Service => "service",
+            Self::Dossier => "dossier",
+            Self::IctIndex => "ictindex",
+            Self::Ranking => "ranking",
+        }
+    }
+
+    /// The category of a stream and the id after its prefix.
+    pub fn of(stream: &StreamName) -> Result<(Self, &str)> {
+        let name = stream.as_str();
+        Self::ALL
+            .into_iter()
+            .find_map(|category| {
+                let id = name.strip_prefix(category.prefix())?.strip_prefix('-')?;
+                (!id.is_empty()).then_some((category, id))
+            })
+            .ok_or_else(|| {
+                let known: Vec<String> = Self::ALL
+                    .iter()
+                    .map(|c| format!("{}-…", c.prefix()))
+                    .collect();
+                IngestError::malformed(
+                    "unknown_category",
+                    format!(
+                        "stream {name} is in no category of the catalog; streams are {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// A decoded event of the catalog, tagged by its type as on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum DomainEvent {
+    /// `agency-{code}`
+    AgencyRegistered(AgencyRegistered),
+    /// `service-{code}`
+    ServiceLaunched(ServiceLaunched),
+    /// `service-{code}`
+    ServiceLevelChanged(ServiceLevelChanged),
+    /// `service-{code}`
+    ServiceWithdrawn(ServiceWithdrawn),
+    /// `dossier-{id}`
+    DossierReceived(DossierReceived),
+    /// `dossier-{id}`
+    DossierPaused(DossierPaused),
+    /// `dossier-{id}`
+    DossierResumed(DossierResumed),
+    /// `dossier-{id}`
+    DossierResolved(DossierResolved),
+    /// `dossier-{id}`
+    DossierWithdrawn(DossierWithdrawn),
+    /// `dossier-{id}`
+    DossierPaid(DossierPaid),
+    /// `dossier-{id}`
+    DossierRated(DossierRated),
+    /// `ictindex-{year}`
+    IctIndexPublished(IctIndexPublished),
+    /// `ranking-{YYYY-MM}`
+    RankingPublished(RankingPublished),
+}
+
+/// Every event type with its category, in catalog order.
+pub const EVENT_TYPES: [(&str, Category); 13] = [
+    ("AgencyRegistered", Category::Agency),
+    ("ServiceLaunched", Category::Service),
+    ("ServiceLevelChanged", Category::Service),
+    ("ServiceWithdrawn", Category::Service),
+    ("DossierReceived", Category::Dossier),
+    ("DossierPaused", Category::Dossier),
+    ("DossierResumed", Category::Dossier),
+    ("DossierResolved", Category::Dossier),
+    ("DossierWithdrawn", Category::Dossier),
+    ("DossierPaid", Category::Dossier),
+    ("DossierRated", Category::Dossier),
+    ("IctIndexPublished", Category::IctIndex),
+    ("RankingPublished", Category::Ranking),
+];
+
+/// Decodes and checks one event for `stream`: its type must belong to the stream's category,
+/// its data must have exactly the type's fields, and its values must be in range. `now`
+/// bounds the times (no more than a day ahead).
+pub fn decode(
+    stream: &StreamName,
+    event_type: &str,
+    data: &str,
+    now: DateTime<Utc>,
+) -> Result<DomainEvent> {
+    let (category, id) = Category::of(stream)?;
+    let Some(&(_, expected)) = EVENT_TYPES.iter().find(|(name, _)| *name == event_type) else {
+        let known: Vec<&str> = EVENT_TYPES.iter().map(|(name, _)| *name).collect();
+        return Err(IngestError::malformed(
+            "unknown_event_type",
+            format!(
+                "{event_type} is not an event type of the catalog ({})",
+                known.join(", ")
+            ),
+        )
+        .at("/type"));
+    };
+    if expected != category {
+        return Err(IngestError::malformed(
+            "wrong_category",
+            format!(
+                "{event_type} belongs in {}-… streams, not in {stream}",
+                expected.prefix()
+            ),
+        )
+        .at("/type"));
+    }
+    let event = parse_data(event_type, data)?;
+    event.check(id, &Limits::at(now))?;
+    Ok(event)
+}
+
+/// Decodes a stored event without the checks that depend on the clock (for replay).
+pub fn decode_stored(event_type: &str, data: &str) -> Result<DomainEvent> {
+    parse_data(event_type, data)
+}
+
+fn parse_data(event_type: &str, data: &str) -> Result<DomainEvent> {
+    fn typed<T: DeserializeOwned>(data: &str, wrap: fn(T) -> DomainEvent) -> Result<DomainEvent> {
+        match serde_json::from_str(data) {
+            Ok(value) => Ok(wrap(value)),
+            Err(_) => Err(explain::<T>(data)),
+        }
+    }
+    match event_type {
+        "AgencyRegistered" => typed(data, DomainEvent::AgencyRegistered),
+        "ServiceLaunched" => typed(data, DomainEvent::ServiceLaunched),
+        "ServiceLevelChanged" => typed(data, DomainEvent::ServiceLevelChanged),
+        "ServiceWithdrawn" => typed(data, DomainEvent::ServiceWithdrawn),
+        "DossierReceived" => typed(data, DomainEvent::DossierReceived),
+        "DossierPaused" => typed(data, DomainEvent::DossierPaused),
+        "DossierResumed" => typed(data, DomainEvent::DossierResumed),
+        "DossierResolved" => typed(data, DomainEvent::DossierResolved),
+        "DossierWithdrawn" => typed(data, DomainEvent::DossierWithdrawn),
+        "DossierPaid" => typed(data, DomainEvent::DossierPaid),
+        "DossierRated" => typed(data, DomainEvent::DossierRated),
+        "IctIndexPublished" => typed(data, DomainEvent::IctIndexPublished),
+        "RankingPublished" => typed(data, DomainEvent::RankingPublished),
+        other => Err(IngestError::malformed(
+            "unknown_event_type",
+            format!("{other} is not an event type of the catalog"),
+        )),
+    }
+}
+
+/// Parses again with path tracking to name the field that made the fast parse fail.
+fn explain<T: DeserializeOwned>(data: &str) -> IngestError {
+    let mut deserializer = serde_json::Deserializer::from_str(data);
+    let error = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(error) => error,
+        Ok(_) => {
+            return IngestError::malformed("invalid_event", "data has trailing characters")
+                .at("/data")
+        }
+    };
+    let pointer: String = error
+        .path()
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Seq { index } => Some(format!("/{index}")),
+            serde_path_to_error::Segment::Map { key } => Some(format!("/{key}")),
+            _ => None,
+        })
+        .collect();
+    let pointer = format!("/data{pointer}");
+    let message = format!("{pointer}: {}", error.into_inner());
+    IngestError::malformed("invalid_event", message).at(pointer)
+}
+
+/// The bounds an event's values are checked against.
+pub struct Limits {
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    latest_year: i32,
+}
+
+impl Limits {
+    /// Times from 2000-01-01 to one day after `now`.
+    pub fn at(now: DateTime<Utc>) -> Self {
+        let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
+            .expect("a valid constant")
+            .with_timezone(&Utc);
+        Self {
+            earliest,
+            latest: now + Duration::days(1),
+            latest_year: now.year() + 1,
+        }
+    }
+
+    /// Checks a time of the event named by `pointer`.
+    pub fn time(&self, time: &Timestamp, pointer: &str) -> Result<()> {
+        let utc = time.0.with_timezone(&Utc);
+        if utc < self.earliest || utc > self.latest {
+            return Err(IngestError::unprocessable(
+                "time_out_of_range",
+                format!(
+                    "{pointer}: {} is outside 2000-01-01 … {} (times may be at most a day ahead)",
+                    time.0.to_rfc3339(),
+                    self.latest.format("%Y-%m-%d %H:%M UTC")
+                ),
+            )
+            .at(pointer));
+        }
+        Ok(())
+    }
+}
+
+/// A time with an explicit UTC offset, RFC 3339 (`2019-03-04T08:00:00+07:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Timestamp(pub DateTime<FixedOffset>);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(Timestamp)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                "{text:?} is not an RFC 3339 time with an offset, e.g. 2019-03-04T08:00:00+07:00"
+            ))
+            })
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset, e.g. 2019-03-04T08:00:00+07:00"
+        })
+    }
+}
+
+/// The JSON Schema of the catalog: the envelope's `type` and the `data` of each type.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(DomainEvent);
+    serde_json::to_value(schema).expect("a schema is JSON")
+}

@@ -1,0 +1,408 @@
+//! The events of the catalog and the checks each makes on its own.
+
+use super::{Limits, Timestamp};
+use crate::error::{IngestError, Result};
+use chrono::Duration;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Kinds of agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgencyKind {
+    /// A ministry (bộ).
+    Ministry,
+    /// A province (tỉnh, thành phố).
+    Province,
+    /// A provincial department (sở, ban, ngành).
+    Department,
+    /// A Public Administration Service Center.
+    Center,
+    /// A district (huyện, thị xã, thành phố thuộc tỉnh).
+    District,
+    /// A commune (xã, phường, thị trấn).
+    Commune,
+}
+
+/// An agency joins the system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyRegistered {
+    /// The agency code; the stream is `agency-{code}`.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// What kind of agency.
+    pub kind: AgencyKind,
+    /// The code of the agency above it, or null.
+    pub parent: Option<String>,
+    /// Two-digit province code (Decision 124/2004/QĐ-TTg), e.g. `26`.
+    pub province: String,
+}
+
+/// A public service goes online at a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLaunched {
+    /// The procedure code; the stream is `service-{code}`.
+    pub code: String,
+    /// The agency that offers it.
+    pub agency: String,
+    /// Its name.
+    pub name: String,
+    /// Its field (lĩnh vực).
+    pub field: String,
+    /// Online service level, 1–4 (Decree 43/2011).
+    pub level: u8,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A service moves to another level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLevelChanged {
+    /// The new level, 1–4.
+    pub level: u8,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A service is taken offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceWithdrawn {
+    /// When.
+    pub at: Timestamp,
+}
+
+/// How a dossier reached the one-stop desk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// At the desk.
+    Direct,
+    /// Through the online portal.
+    Online,
+    /// By public postal service.
+    Postal,
+}
+
+/// A dossier is received at a one-stop desk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierReceived {
+    /// The receiving agency.
+    pub agency: String,
+    /// The service (procedure) it is for.
+    pub service: String,
+    /// How it came in.
+    pub channel: Channel,
+    /// When it was received.
+    pub received_at: Timestamp,
+    /// The legal deadline; not before `received_at`.
+    pub due_at: Timestamp,
+}
+
+/// A dossier's clock stops (waiting for supplements) or restarts; also withdrawal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierPaused {
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The clock of a paused dossier restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierResumed {
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The result of a resolved dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Granted.
+    Approved,
+    /// Refused.
+    Rejected,
+}
+
+/// A dossier is resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierResolved {
+    /// When.
+    pub at: Timestamp,
+    /// The result.
+    pub outcome: Outcome,
+}
+
+/// The citizen withdraws an open dossier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierWithdrawn {
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A fee is paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierPaid {
+    /// When.
+    pub at: Timestamp,
+    /// Paid online.
+    pub online: bool,
+    /// Amount in VND.
+    pub amount: u64,
+}
+
+/// The citizen rates a resolved dossier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierRated {
+    /// When.
+    pub at: Timestamp,
+    /// 1 (worst) to 5 (best).
+    pub score: u8,
+}
+
+/// A province's place in the Vietnam ICT Index of a year.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IctIndexPublished {
+    /// The year; the stream is `ictindex-{year}`.
+    pub year: u16,
+    /// Two-digit province code.
+    pub province: String,
+    /// 1 to 63.
+    pub rank: u8,
+    /// The index score, if published.
+    pub score: Option<f64>,
+}
+
+/// What a ranking ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// (early + on time) / resolved in the month.
+    OnTimeRate,
+    /// received online / received in the month.
+    OnlineShare,
+    /// The Decision 766 scorecard, scaled to 100.
+    Scorecard,
+}
+
+/// One place in a ranking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankingEntry {
+    /// The agency.
+    pub agency: String,
+    /// Its value of the metric.
+    pub value: f64,
+    /// 1 + the number of agencies with a strictly greater value.
+    pub rank: u32,
+}
+
+/// A monthly ranking is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankingPublished {
+    /// `YYYY-MM`; the stream is `ranking-{month}`.
+    pub month: String,
+    /// What is ranked against what (a province's agencies of one kind, or the provinces).
+    pub scope: String,
+    /// The metric.
+    pub metric: Metric,
+    /// The places.
+    pub entries: Vec<RankingEntry>,
+}
+
+/// A dossier may be due at most this long after it is received.
+const LONGEST_DEADLINE_DAYS: i64 = 366;
+
+impl super::DomainEvent {
+    /// The checks the event makes on its own, for the stream id `id` (the part after the
+    /// category prefix).
+    pub fn check(&self, id: &str, limits: &Limits) -> Result<()> {
+        use super::DomainEvent as E;
+        match self {
+            E::AgencyRegistered(e) => {
+                same_as_stream(&e.code, id, "/data/code")?;
+                code_like(&e.code, "/data/code")?;
+                province_code(&e.province, "/data/province")?;
+                if e.parent.as_deref() == Some(e.code.as_str()) {
+                    return Err(IngestError::unprocessable(
+                        "invalid_parent",
+                        "an agency cannot be its own parent",
+                    )
+                    .at("/data/parent"));
+                }
+                not_blank(&e.name, "/data/name")
+            }
+            E::ServiceLaunched(e) => {
+                same_as_stream(&e.code, id, "/data/code")?;
+                not_blank(&e.name, "/data/name")?;
+                level(e.level)?;
+                limits.time(&e.at, "/data/at")
+            }
+            E::ServiceLevelChanged(e) => {
+                level(e.level)?;
+                limits.time(&e.at, "/data/at")
+            }
+            E::ServiceWithdrawn(ServiceWithdrawn { at })
+            | E::DossierPaused(DossierPaused { at })
+            | E::DossierResumed(DossierResumed { at })
+            | E::DossierResolved(DossierResolved { at, .. })
+            | E::DossierWithdrawn(DossierWithdrawn { at })
+            | E::DossierPaid(DossierPaid { at, .. }) => limits.time(at, "/data/at"),
+            E::DossierReceived(e) => {
+                limits.time(&e.received_at, "/data/received_at")?;
+                deadline(e)
+            }
+            E::DossierRated(e) => {
+                in_range(e.score.into(), 1, 5, "/data/score")?;
+                limits.time(&e.at, "/data/at")
+            }
+            E::IctIndexPublished(e) => {
+                same_as_stream(&e.year.to_string(), id, "/data/year")?;
+                in_range(e.year.into(), 2000, limits.latest_year.into(), "/data/year")?;
+                province_code(&e.province, "/data/province")?;
+                in_range(e.rank.into(), 1, 63, "/data/rank")?;
+                match e.score {
+                    Some(score) if !score.is_finite() || score < 0.0 => {
+                        Err(IngestError::unprocessable(
+                            "out_of_range",
+                            "/data/score: must be a non-negative number",
+                        )
+                        .at("/data/score"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            E::RankingPublished(e) => {
+                same_as_stream(&e.month, id, "/data/month")?;
+                month(&e.month)?;
+                not_blank(&e.scope, "/data/scope")?;
+                for (i, entry) in e.entries.iter().enumerate() {
+                    in_range(
+                        entry.rank.into(),
+                        1,
+                        u32::MAX.into(),
+                        &format!("/data/entries/{i}/rank"),
+                    )?;
+                    if !entry.value.is_finite() {
+                        return Err(IngestError::unprocessable(
+                            "out_of_range",
+                            "a ranking value must be a finite number",
+                        )
+                        .at(format!("/data/entries/{i}/value")));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn same_as_stream(value: &str, id: &str, pointer: &str) -> Result<()> {
+    if value == id {
+        return Ok(());
+    }
+    Err(IngestError::unprocessable(
+        "stream_mismatch",
+        format!("{pointer} is {value:?} but the stream names {id:?}: they must be the same"),
+    )
+    .at(pointer))
+}
+
+fn code_like(code: &str, pointer: &str) -> Result<()> {
+    let ok = (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+    if ok {
+        return Ok(());
+    }
+    Err(IngestError::unprocessable(
+        "invalid_code",
+        format!("{pointer}: codes are 1–64 letters, digits, '.' or '_'"),
+    )
+    .at(pointer))
+}
+
+fn province_code(code: &str, pointer: &str) -> Result<()> {
+    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(());
+    }
+    Err(IngestError::unprocessable(
+        "invalid_code",
+        format!("{pointer}: a province code has two digits, e.g. \"26\" (got {code:?})"),
+    )
+    .at(pointer))
+}
+
+fn not_blank(text: &str, pointer: &str) -> Result<()> {
+    if !text.trim().is_empty() {
+        return Ok(());
+    }
+    Err(
+        IngestError::unprocessable("blank_field", format!("{pointer} must not be blank"))
+            .at(pointer),
+    )
+}
+
+fn level(level: u8) -> Result<()> {
+    in_range(level.into(), 1, 4, "/data/level")
+}
+
+fn in_range(value: i64, low: i64, high: i64, pointer: &str) -> Result<()> {
+    if (low..=high).contains(&value) {
+        return Ok(());
+    }
+    Err(IngestError::unprocessable(
+        "out_of_range",
+        format!("{pointer} is {value}; it must be between {low} and {high}"),
+    )
+    .at(pointer))
+}
+
+fn deadline(received: &DossierReceived) -> Result<()> {
+    let (from, due) = (received.received_at.0, received.due_at.0);
+    if due < from {
+        return Err(IngestError::unprocessable(
+            "due_before_received",
+            format!(
+                "/data/due_at ({}) is before /data/received_at ({})",
+                due.to_rfc3339(),
+                from.to_rfc3339()
+            ),
+        )
+        .at("/data/due_at"));
+    }
+    if due - from > Duration::days(LONGEST_DEADLINE_DAYS) {
+        return Err(IngestError::unprocessable(
+            "time_out_of_range",
+            "/data/due_at is more than a year after /data/received_at",
+        )
+        .at("/data/due_at"));
+    }
+    Ok(())
+}
+
+fn month(month: &str) -> Result<()> {
+    let valid = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").is_ok()
+        && month.len() == 7;
+    if valid {
+        return Ok(());
+    }
+    Err(IngestError::unprocessable(
+        "invalid_month",
+        format!("/data/month: {month:?} is not YYYY-MM"),
+    )
+    .at("/data/month"))
+}

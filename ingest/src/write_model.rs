@@ -1,0 +1,385 @@
+//! The write model: the state the rules need (agencies, services, open dossiers, published
+//! ICT ranks), checked and changed inside the log's writer so validation and append are one
+//! step. Staged changes are applied at once and undone if their job or group fails.
+
+use crate::catalog::{decode_stored, Category, DomainEvent, Timestamp};
+use crate::error::{IngestError, Result};
+use chiso_store::{AppendRequest, ProposedEvent, RecordedEvent, Rejection, StreamName, WriteModel};
+use std::collections::{HashMap, HashSet};
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+#[derive(Debug, Clone)]
+struct Agency {
+    #[allow(dead_code)]
+    parent: Option<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
+struct Service {
+    launched_at: i64,
+    withdrawn: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DossierStatus {
+    Open,
+    Paused { since: i64 },
+    Resolved { rated: bool },
+    Withdrawn,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dossier {
+    received_at: i64,
+    status: DossierStatus,
+}
+
+/// How to undo one staged change.
+enum Undo {
+    Agency(Box<str>),
+    Service(Box<str>, Option<Service>),
+    Dossier(Box<str>, Option<Dossier>),
+    Ict(u16, Box<str>),
+}
+
+/// The state the catalog's rules need, rebuilt from the log at open.
+#[derive(Default)]
+pub struct IngestModel {
+    agencies: Map<Box<str>, Agency>,
+    services: Map<Box<str>, Service>,
+    dossiers: Map<Box<str>, Dossier>,
+    ict: HashSet<(u16, Box<str>), foldhash::fast::RandomState>,
+    undo: Vec<Undo>,
+    job_start: usize,
+}
+
+impl IngestModel {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `code` is a registered agency.
+    pub fn has_agency(&self, code: &str) -> bool {
+        self.agencies.contains_key(code)
+    }
+
+    /// Checks one event of `stream` against the state and applies it.
+    fn check_and_apply(&mut self, stream: &StreamName, event: &DomainEvent) -> Result<()> {
+        let (_, id) = Category::of(stream)?;
+        self.check(id, event)?;
+        self.apply(id, event);
+        Ok(())
+    }
+
+    fn check(&self, id: &str, event: &DomainEvent) -> Result<()> {
+        use DomainEvent as E;
+        match event {
+            E::AgencyRegistered(e) => {
+                if self.agencies.contains_key(id) {
+                    return Err(IngestError::conflict(
+                        "already_exists",
+                        format!("agency {id} is already registered"),
+                    ));
+                }
+                match &e.parent {
+                    Some(parent) => self.agency_exists(parent, "/data/parent"),
+                    None => Ok(()),
+                }
+            }
+            E::ServiceLaunched(e) => {
+                if self.services.contains_key(id) {
+                    return Err(IngestError::conflict(
+                        "already_exists",
+                        format!("service {id} was already launched"),
+                    ));
+                }
+                self.agency_exists(&e.agency, "/data/agency")
+            }
+            E::ServiceLevelChanged(e) => self.live_service(id, &e.at).map(|_| ()),
+            E::ServiceWithdrawn(e) => self.live_service(id, &e.at).map(|_| ()),
+            E::DossierReceived(e) => {
+                if self.dossiers.contains_key(id) {
+                    return Err(IngestError::conflict(
+                        "already_exists",
+                        format!("dossier {id} was already received"),
+                    ));
+                }
+                self.agency_exists(&e.agency, "/data/agency")?;
+                match self.services.get(e.service.as_str()) {
+                    None => Err(IngestError::unprocessable(
+                        "unknown_service",
+                        format!("service {} has not been launched", e.service),
+                    )
+                    .at("/data/service")),
+                    Some(service) if service.withdrawn => Err(IngestError::unprocessable(
+                        "service_withdrawn",
+                        format!("service {} has been withdrawn", e.service),
+                    )
+                    .at("/data/service")),
+                    Some(_) => Ok(()),
+                }
+            }
+            E::DossierPaused(e) => {
+                self.transition(id, &e.at, "pause", |s| s == DossierStatus::Open)
+            }
+            E::DossierResumed(e) => self.transition(id, &e.at, "resume", |s| {
+                matches!(s, DossierStatus::Paused { .. })
+            }),
+            E::DossierResolved(e) => {
+                self.transition(id, &e.at, "resolve", |s| s == DossierStatus::Open)
+            }
+            E::DossierWithdrawn(e) => self.transition(id, &e.at, "withdraw", |s| {
+                matches!(s, DossierStatus::Open | DossierStatus::Paused { .. })
+            }),
+            E::DossierPaid(e) => {
+                self.transition(id, &e.at, "pay for", |s| s != DossierStatus::Withdrawn)
+            }
+            E::DossierRated(e) => self.transition(id, &e.at, "rate", |s| {
+                s == DossierStatus::Resolved { rated: false }
+            }),
+            E::IctIndexPublished(e) => {
+                if self.ict.contains(&(e.year, e.province.as_str().into())) {
+                    return Err(IngestError::conflict(
+                        "already_exists",
+                        format!(
+                            "province {} already has an ICT Index rank for {}",
+                            e.province, e.year
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            E::RankingPublished(e) => {
+                for (i, entry) in e.entries.iter().enumerate() {
+                    self.agency_exists(&entry.agency, &format!("/data/entries/{i}/agency"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn agency_exists(&self, code: &str, pointer: &str) -> Result<()> {
+        if self.agencies.contains_key(code) {
+            return Ok(());
+        }
+        Err(IngestError::unprocessable(
+            "unknown_agency",
+            format!("{pointer}: agency {code} is not registered"),
+        )
+        .at(pointer))
+    }
+
+    fn live_service(&self, id: &str, at: &Timestamp) -> Result<&Service> {
+        let service = self.services.get(id).ok_or_else(|| {
+            IngestError::conflict(
+                "invalid_transition",
+                format!("service {id} has not been launched"),
+            )
+        })?;
+        if service.withdrawn {
+            return Err(IngestError::conflict(
+                "invalid_transition",
+                format!("service {id} has been withdrawn"),
+            ));
+        }
+        if at.0.timestamp() < service.launched_at {
+            return Err(IngestError::conflict(
+                "invalid_transition",
+                format!("service {id} was launched after this time"),
+            )
+            .at("/data/at"));
+        }
+        Ok(service)
+    }
+
+    fn transition(
+        &self,
+        id: &str,
+        at: &Timestamp,
+        action: &str,
+        allowed: impl Fn(DossierStatus) -> bool,
+    ) -> Result<()> {
+        let Some(dossier) = self.dossiers.get(id) else {
+            return Err(IngestError::conflict(
+                "invalid_transition",
+                format!("cannot {action} dossier {id}: it has not been received"),
+            ));
+        };
+        if !allowed(dossier.status) {
+            let state = match dossier.status {
+                DossierStatus::Open => "open",
+                DossierStatus::Paused { .. } => "paused",
+                DossierStatus::Resolved { rated: false } => "resolved",
+                DossierStatus::Resolved { rated: true } => "resolved and rated",
+                DossierStatus::Withdrawn => "withdrawn",
+            };
+            return Err(IngestError::conflict(
+                "invalid_transition",
+                format!("cannot {action} dossier {id}: it is {state}"),
+            ));
+        }
+        let earliest = match dossier.status {
+            DossierStatus::Paused { since } => since,
+            _ => dossier.received_at,
+        };
+        if at.0.timestamp() < earliest {
+            return Err(IngestError::conflict(
+                "invalid_transition",
+                format!("cannot {action} dossier {id} at a time before it was received or paused"),
+            )
+            .at("/data/at"));
+        }
+        Ok(())
+    }
+
+    /// Applies an event whose rules hold (or that is already in the log).
+    fn apply(&mut self, id: &str, event: &DomainEvent) {
+        use DomainEvent as E;
+        let key: Box<str> = id.into();
+        match event {
+            E::AgencyRegistered(e) => {
+                self.agencies.insert(
+                    key.clone(),
+                    Agency {
+                        parent: e.parent.as_deref().map(Into::into),
+                    },
+                );
+                self.undo.push(Undo::Agency(key));
+            }
+            E::ServiceLaunched(e) => self.set_service(
+                key,
+                Service {
+                    launched_at: e.at.0.timestamp(),
+                    withdrawn: false,
+                },
+            ),
+            E::ServiceLevelChanged(_) => {}
+            E::ServiceWithdrawn(_) => {
+                if let Some(service) = self.services.get(id).cloned() {
+                    self.set_service(
+                        key,
+                        Service {
+                            withdrawn: true,
+                            ..service
+                        },
+                    );
+                }
+            }
+            E::DossierReceived(e) => self.set_dossier(
+                key,
+                Dossier {
+                    received_at: e.received_at.0.timestamp(),
+                    status: DossierStatus::Open,
+                },
+            ),
+            E::DossierPaused(e) => self.set_status(
+                key,
+                DossierStatus::Paused {
+                    since: e.at.0.timestamp(),
+                },
+            ),
+            E::DossierResumed(_) => self.set_status(key, DossierStatus::Open),
+            E::DossierResolved(_) => self.set_status(key, DossierStatus::Resolved { rated: false }),
+            E::DossierWithdrawn(_) => self.set_status(key, DossierStatus::Withdrawn),
+            E::DossierRated(_) => self.set_status(key, DossierStatus::Resolved { rated: true }),
+            E::DossierPaid(_) | E::RankingPublished(_) => {}
+            E::IctIndexPublished(e) => {
+                let province: Box<str> = e.province.as_str().into();
+                self.ict.insert((e.year, province.clone()));
+                self.undo.push(Undo::Ict(e.year, province));
+            }
+        }
+    }
+
+    fn set_service(&mut self, key: Box<str>, service: Service) {
+        let previous = self.services.insert(key.clone(), service);
+        self.undo.push(Undo::Service(key, previous));
+    }
+
+    fn set_dossier(&mut self, key: Box<str>, dossier: Dossier) {
+        let previous = self.dossiers.insert(key.clone(), dossier);
+        self.undo.push(Undo::Dossier(key, previous));
+    }
+
+    fn set_status(&mut self, key: Box<str>, status: DossierStatus) {
+        if let Some(&dossier) = self.dossiers.get(&key) {
+            self.set_dossier(key, Dossier { status, ..dossier });
+        }
+    }
+
+    fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            match self.undo.pop().expect("len > mark") {
+                Undo::Agency(key) => {
+                    self.agencies.remove(&key);
+                }
+                Undo::Service(key, previous) => restore(&mut self.services, key, previous),
+                Undo::Dossier(key, previous) => restore(&mut self.dossiers, key, previous),
+                Undo::Ict(year, province) => {
+                    self.ict.remove(&(year, province));
+                }
+            }
+        }
+    }
+}
+
+fn restore<V>(map: &mut Map<Box<str>, V>, key: Box<str>, previous: Option<V>) {
+    match previous {
+        Some(value) => map.insert(key, value),
+        None => map.remove(&key),
+    };
+}
+
+/// The decoded event, from what the API attached or by parsing the stored text.
+fn decoded(event: &ProposedEvent) -> Result<DomainEvent> {
+    if let Some(decoded) = event
+        .decoded
+        .as_ref()
+        .and_then(|d| d.downcast_ref::<DomainEvent>())
+    {
+        return Ok(decoded.clone());
+    }
+    decode_stored(&event.event_type, &event.data)
+}
+
+impl WriteModel for IngestModel {
+    fn replay(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        let stream = StreamName::new(event.stream.clone()).map_err(|e| e.to_string())?;
+        let Ok((_, id)) = Category::of(&stream) else {
+            return Ok(());
+        };
+        let decoded = decode_stored(&event.event_type, &event.data).map_err(|e| e.to_string())?;
+        self.apply(id, &decoded);
+        self.undo.clear();
+        Ok(())
+    }
+
+    fn begin_job(&mut self) {
+        self.job_start = self.undo.len();
+    }
+
+    fn stage(&mut self, request: &AppendRequest) -> Result<(), Rejection> {
+        for (index, event) in request.events.iter().enumerate() {
+            let outcome =
+                decoded(event).and_then(|decoded| self.check_and_apply(&request.stream, &decoded));
+            outcome.map_err(|error| error.into_rejection(index))?;
+        }
+        Ok(())
+    }
+
+    fn abort_job(&mut self) {
+        self.undo_to(self.job_start);
+    }
+
+    fn commit_group(&mut self) {
+        self.undo.clear();
+        self.job_start = 0;
+    }
+
+    fn abort_group(&mut self) {
+        self.undo_to(0);
+        self.job_start = 0;
+    }
+}
