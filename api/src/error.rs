@@ -55,9 +55,7 @@ impl ApiError {
         let field = format!("{pointer}{}", error.pointer.as_deref().unwrap_or(""));
         let message = match &error.pointer {
             Some(_) if !error.message.starts_with('/') => format!("{field}: {}", error.message),
-            _ => error
-                .message
-                .replacen("/data", &format!("{pointer}/data"), 1),
+            _ => error.message.replace("/data", &format!("{pointer}/data")),
         };
         Self::new(status, error.code, message).with_details(json!({"pointer": field}))
     }
@@ -71,9 +69,12 @@ impl ApiError {
                 .unwrap_or("")
                 .to_owned();
             let pointer = format!("{prefix}{inner}");
-            self.message = self.message.replacen(&inner, &pointer, 1);
+            if !inner.is_empty() {
+                self.message = self.message.replace(&inner, &pointer);
+            }
             details.insert("pointer".into(), pointer.into());
             details.remove("event");
+            details.remove("index");
         }
         self
     }
