@@ -4,7 +4,10 @@
 //! Run alone with `cargo bench --bench log`; each figure is the median of `RUNS` runs.
 
 use chiso_api::{router, AppState, Limits};
-use chiso_store::{AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StreamName};
+use chiso_ingest::IngestModel;
+use chiso_store::{
+    AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
+};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -35,7 +38,10 @@ fn main() {
         runtime.block_on(store_batches(&scratch));
     }
     if wanted("http-ndjson") {
-        runtime.block_on(http_ndjson(&scratch));
+        runtime.block_on(http_ndjson(&scratch, false));
+    }
+    if wanted("http-ndjson-validated") {
+        runtime.block_on(http_ndjson(&scratch, true));
     }
 }
 
@@ -96,7 +102,7 @@ fn dossier_event(n: usize) -> ProposedEvent {
         id: Uuid::new_v4(),
         event_type: "DossierReceived".into(),
         data: format!(
-            r#"{{"agency":"000.00.31.H56","service":"1.011442.000.00.00.H56","channel":"online","received_at":"2019-03-04T08:{:02}:00+07:00","due_at":"2019-03-11T17:00:00+07:00","n":{n}}}"#,
+            r#"{{"agency":"000.00.31.H56","service":"1.011442.000.00.00.H56","channel":"online","received_at":"2019-03-04T08:{:02}:00+07:00","due_at":"2019-03-11T17:00:00+07:00"}}"#,
             n % 60
         ),
         metadata: r#"{"source":"bench"}"#.into(),
@@ -166,18 +172,56 @@ async fn store_batches(scratch: &str) {
     store.shutdown().await;
 }
 
-async fn start_server(scratch: &str) -> (String, EventStore, tempfile::TempDir) {
+/// An in-process server; `validated` puts the catalog and the write model in the path, with
+/// the agency and service the benchmark's dossiers refer to.
+async fn start_server(scratch: &str, validated: bool) -> (String, EventStore, tempfile::TempDir) {
     let dir = tempfile::tempdir_in(scratch).unwrap();
-    let store = EventStore::open(dir.path()).unwrap();
-    let state = AppState::new(store.clone(), Limits::default());
+    let (store, state) = if validated {
+        let store =
+            EventStore::open_with(dir.path(), StoreMetrics::default(), IngestModel::new()).unwrap();
+        (store.clone(), AppState::new(store, Limits::default()))
+    } else {
+        let store = EventStore::open(dir.path()).unwrap();
+        (
+            store.clone(),
+            AppState::new(store, Limits::default()).without_catalog(),
+        )
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    if validated {
+        let client = reqwest::Client::new();
+        let reference = [
+            (
+                "agency-000.00.31.H56",
+                r#"{"id":"00000000-0000-4000-8000-000000000001","type":"AgencyRegistered","data":{"code":"000.00.31.H56","name":"Sở Xây dựng","kind":"department","parent":null,"province":"26"}}"#,
+            ),
+            (
+                "service-1.011442.000.00.00.H56",
+                r#"{"id":"00000000-0000-4000-8000-000000000002","type":"ServiceLaunched","data":{"code":"1.011442.000.00.00.H56","agency":"000.00.31.H56","name":"Cấp giấy phép xây dựng","field":"Xây dựng","level":4,"at":"2019-01-02T08:00:00+07:00"}}"#,
+            ),
+        ];
+        for (stream, event) in reference {
+            let body = format!(r#"{{"events":[{event}]}}"#);
+            let response = client
+                .post(format!("{url}/v1/streams/{stream}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_success(),
+                "{}",
+                response.text().await.unwrap()
+            );
+        }
+    }
     (url, store, dir)
 }
 
-async fn http_ndjson(scratch: &str) {
-    let (url, _store, _dir) = start_server(scratch).await;
+async fn http_ndjson(scratch: &str, validated: bool) {
+    let (url, _store, _dir) = start_server(scratch, validated).await;
     let client = reqwest::Client::new();
     let mut rates = Vec::new();
     let mut counter = 0;
@@ -199,12 +243,19 @@ async fn http_ndjson(scratch: &str) {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success());
-        response.bytes().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
         rates.push(BATCH as f64 / started.elapsed().as_secs_f64());
     }
+    let checks = match validated {
+        true => "validated (catalog + write model)",
+        false => "envelope only",
+    };
     println!(
-        "http: NDJSON, {BATCH} events a request, each to its own stream, fsynced: {:.0} events/s (median of {} requests)",
+        "http: NDJSON DossierReceived, {BATCH} events a request, each its own new dossier, {checks}, fsynced: {:.0} events/s (median of {} requests)",
         median(rates),
         RUNS * 3
     );
