@@ -1,5 +1,6 @@
 //! Command-line interface (DESIGN §9).
 
+use crate::import::{import, ImportArgs};
 use crate::serve::{serve, ServeArgs};
 use clap::{Parser, Subcommand};
 
@@ -16,12 +17,15 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API over the log in the data directory.
     Serve(ServeArgs),
+    /// Import NDJSON event files, through a running chiso or into a data directory.
+    Import(ImportArgs),
 }
 
 impl Command {
     pub async fn run(self) -> Result<(), Box<dyn std::error::Error>> {
         match self {
             Self::Serve(args) => serve(args).await,
+            Self::Import(args) => import(args).await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `chiso` binary's library half: command line, tracing setup, wiring and shutdown.
 
 mod cli;
+mod import;
 mod serve;
 
 use clap::Parser;

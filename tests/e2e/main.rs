@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `chiso` binary and HTTP: one test binary for all of them.
 
 mod crash;
+mod import;
 mod serve;
 mod support;
