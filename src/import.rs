@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tower::ServiceExt;
 
 /// Options of `chiso import`.
@@ -112,7 +112,7 @@ pub async fn import(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> 
 /// Sends one file in batches; returns how many events it holds.
 async fn import_file(
     sink: &Sink,
-    path: &PathBuf,
+    path: &Path,
     batch: usize,
 ) -> Result<u64, Box<dyn std::error::Error>> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -153,7 +153,7 @@ async fn import_file(
 /// Sends a batch; on refusal, names the file line of the first bad event.
 async fn send(
     sink: &Sink,
-    path: &PathBuf,
+    path: &Path,
     body: String,
     lines: Vec<usize>,
 ) -> Result<u64, Box<dyn std::error::Error>> {
