@@ -127,6 +127,7 @@ async fn store_batches(scratch: &str) {
             stream: StreamName::new(format!("dossier-bulk-{run}")).unwrap(),
             expected: ExpectedRevision::Any,
             events,
+            principal: None,
         };
         let started = Instant::now();
         store.append(request).await.unwrap();
@@ -139,6 +140,7 @@ async fn store_batches(scratch: &str) {
                     stream: StreamName::new(format!("dossier-{counter}")).unwrap(),
                     expected: ExpectedRevision::NoStream,
                     events: vec![dossier_event(counter)],
+                    principal: None,
                 }
             })
             .collect();

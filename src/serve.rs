@@ -1,7 +1,7 @@
 //! `chiso serve`: open the log, serve HTTP, and on SIGTERM or Ctrl-C drain in-flight appends
 //! before exiting.
 
-use chiso_api::{router, AppState, Limits};
+use chiso_api::{router, AppState, Auth, Limits};
 use chiso_ingest::IngestModel;
 use chiso_store::EventStore;
 use clap::Args;
@@ -27,27 +27,46 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     listen: SocketAddr,
+    /// Turns authentication on, with this admin token (at least 16 characters).
+    #[arg(
+        long,
+        env = "CHISO_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
     /// Largest request body in bytes.
     #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if !args.listen.ip().is_loopback() {
-        return Err(format!(
-            "refusing to listen on {} without authentication: tokens are not configured, \
-             so chiso serves loopback only (use 127.0.0.1)",
-            args.listen
-        )
-        .into());
+    match &args.admin_token {
+        Some(token) if token.len() < 16 => {
+            return Err("CHISO_ADMIN_TOKEN must be at least 16 characters long".into());
+        }
+        Some(_) => {}
+        None if !args.listen.ip().is_loopback() => {
+            return Err(format!(
+                "refusing to listen on {} without authentication: set CHISO_ADMIN_TOKEN, \
+                 or keep chiso on loopback only (127.0.0.1)",
+                args.listen
+            )
+            .into());
+        }
+        None => tracing::warn!(
+            "no admin token (CHISO_ADMIN_TOKEN): serving loopback only, without authentication"
+        ),
     }
-    tracing::warn!("no admin token configured: serving loopback only, without authentication");
     let metrics = chiso_store::StoreMetrics::default();
     let store = EventStore::open_with(args.data_dir.join("log"), metrics, IngestModel::new())?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };
-    let state = AppState::new(store.clone(), limits);
+    let mut state = AppState::new(store.clone(), limits);
+    if let Some(token) = &args.admin_token {
+        state = state.with_auth(Auth::enabled(token, &store)?);
+    }
     let shutdown = state.shutdown.clone();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "chiso listening");

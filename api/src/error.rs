@@ -51,6 +51,7 @@ impl ApiError {
             K::Malformed => StatusCode::BAD_REQUEST,
             K::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             K::Conflict => StatusCode::CONFLICT,
+            K::Forbidden => StatusCode::FORBIDDEN,
         };
         let field = format!("{pointer}{}", error.pointer.as_deref().unwrap_or(""));
         let message = match &error.pointer {
@@ -143,6 +144,7 @@ impl From<chiso_store::Error> for ApiError {
             E::Rejected { rejection, .. } => {
                 let status = match rejection.kind {
                     chiso_store::RejectionKind::Conflict => StatusCode::CONFLICT,
+                    chiso_store::RejectionKind::Forbidden => StatusCode::FORBIDDEN,
                     chiso_store::RejectionKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 let pointer = rejection.pointer.clone().unwrap_or_default();

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod body;
 mod error;
 mod log;
@@ -19,6 +20,7 @@ mod ops;
 mod subscribe;
 mod wire;
 
+pub use auth::{Auth, Principal, Scope};
 pub use error::{ApiError, Result};
 pub use ops::HttpMetrics;
 
@@ -57,6 +59,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Whether appends are decoded and checked against the event catalog (DESIGN §4).
     catalog: bool,
+    /// Tokens and scopes; off unless configured.
+    auth: Auth,
     http_metrics: HttpMetrics,
     registry: Arc<Registry>,
 }
@@ -74,6 +78,7 @@ impl AppState {
             limits,
             shutdown: CancellationToken::new(),
             catalog: true,
+            auth: Auth::default(),
             http_metrics,
             registry: Arc::new(registry),
         }
@@ -85,6 +90,12 @@ impl AppState {
     /// as a generic event store, without the catalog. The write model must be off too.
     pub fn without_catalog(mut self) -> Self {
         self.catalog = false;
+        self
+    }
+
+    /// Requires tokens (see [`Auth::enabled`]).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -104,6 +115,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(log::append_batch).get(log::read_all))
         .route("/v1/subscribe", get(subscribe::subscribe))
         .route("/v1/schema", get(schema))
+        .route("/v1/tokens", post(auth::create_token))
+        .route(
+            "/v1/tokens/{token}",
+            axum::routing::delete(auth::revoke_token),
+        )
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -3,7 +3,7 @@
 use crate::body::{parse_json, read_limited};
 use crate::error::{ApiError, Result};
 use crate::wire::{events_response, AppendBody, NdjsonLine};
-use crate::AppState;
+use crate::{AppState, Principal};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -12,6 +12,8 @@ use axum::Json;
 use chiso_store::{AppendRequest, ReadDirection, StreamName};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::any::Any;
+use std::sync::Arc;
 
 /// Most events one read answers.
 pub const MAX_READ_LIMIT: usize = 10_000;
@@ -21,10 +23,12 @@ const DEFAULT_READ_LIMIT: usize = 100;
 #[tracing::instrument(skip_all, fields(stream = %stream))]
 pub async fn append_to_stream(
     State(state): State<AppState>,
+    principal: Principal,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
+    let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
     let stream = StreamName::new(stream)?;
     let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
     let body: AppendBody = parse_json(&bytes, "")?;
@@ -43,6 +47,7 @@ pub async fn append_to_stream(
         stream,
         expected: body.expected_revision.0,
         events,
+        principal: Some(grant),
     };
     let result = state.store.append(request).await.map_err(|error| {
         let event = error.rejected_event();
@@ -61,11 +66,16 @@ pub async fn append_to_stream(
 #[tracing::instrument(skip_all)]
 pub async fn append_batch(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
+    let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
     let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
-    let (requests, line_numbers) = parse_ndjson(&bytes, state.catalog_clock())?;
+    let (mut requests, line_numbers) = parse_ndjson(&bytes, state.catalog_clock())?;
+    for request in &mut requests {
+        request.principal = Some(grant.clone());
+    }
     let count = requests.len();
     let results = state.store.append_all(requests).await.map_err(|error| {
         let line = error.request_index().map(|i| line_numbers[i]);
@@ -116,6 +126,7 @@ fn parse_line(
         stream,
         expected: expected.0,
         events: vec![event],
+        principal: None,
     })
 }
 
@@ -152,9 +163,11 @@ enum Direction {
 /// `GET /v1/streams/{stream}?from=&direction=&limit=`.
 pub async fn read_stream(
     State(state): State<AppState>,
+    principal: Principal,
     Path(stream): Path<String>,
     query: std::result::Result<Query<StreamReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
+    principal.require_query()?;
     let Query(query) = query.map_err(invalid_query)?;
     let stream = StreamName::new(stream)?;
     let limit = read_limit(query.limit)?;
@@ -183,8 +196,10 @@ pub struct AllReadQuery {
 /// `GET /v1/events?from=&limit=`: the whole log in position order.
 pub async fn read_all(
     State(state): State<AppState>,
+    principal: Principal,
     query: std::result::Result<Query<AllReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
+    principal.require_query()?;
     let Query(query) = query.map_err(invalid_query)?;
     let limit = read_limit(query.limit)?;
     let store = state.store.clone();

@@ -89,7 +89,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, principal: crate::Principal) -> Response {
+    if let Err(error) = principal.require_admin() {
+        return error.into_response();
+    }
     let mut text = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return crate::error::ApiError::internal(&error).into_response();

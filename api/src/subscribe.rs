@@ -30,9 +30,11 @@ pub struct SubscribeQuery {
 /// Streams the log from `from` (or after `Last-Event-ID`) as SSE.
 pub async fn subscribe(
     State(state): State<AppState>,
+    principal: crate::Principal,
     headers: HeaderMap,
     query: std::result::Result<Query<SubscribeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    principal.require_query()?;
     let Query(query) = query.map_err(invalid_query)?;
     let from = match last_event_id(&headers)? {
         Some(seen) => seen.checked_add(1).ok_or_else(bad_last_event_id)?,

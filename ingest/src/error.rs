@@ -11,6 +11,8 @@ pub enum IngestErrorKind {
     Unprocessable,
     /// Contradicts the current state (HTTP 409).
     Conflict,
+    /// The principal may not write it (HTTP 403).
+    Forbidden,
 }
 
 /// A refused event: a stable code, a message a person can act on, and the field.
@@ -41,6 +43,11 @@ impl IngestError {
         Self::new(IngestErrorKind::Unprocessable, code, message)
     }
 
+    /// Outside the principal's scopes (403).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(IngestErrorKind::Forbidden, "forbidden", message)
+    }
+
     /// A state conflict (409).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(IngestErrorKind::Conflict, code, message)
@@ -65,6 +72,7 @@ impl IngestError {
     pub fn into_rejection(self, event: usize) -> Rejection {
         let kind = match self.kind {
             IngestErrorKind::Conflict => RejectionKind::Conflict,
+            IngestErrorKind::Forbidden => RejectionKind::Forbidden,
             _ => RejectionKind::Unprocessable,
         };
         Rejection {

@@ -19,4 +19,4 @@ mod write_model;
 
 pub use catalog::*;
 pub use error::{IngestError, IngestErrorKind, Result};
-pub use write_model::IngestModel;
+pub use write_model::{Grant, IngestModel};

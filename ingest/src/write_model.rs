@@ -9,14 +9,24 @@ use std::collections::{HashMap, HashSet};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// What a principal may append: everything, or the events of these agencies and of every
+/// agency below them in the `parent` hierarchy. Attached to an append as its principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Every event (the admin scope).
+    All,
+    /// The events of these agencies' subtrees (`append:{code}` scopes).
+    Agencies(Vec<String>),
+}
+
 #[derive(Debug, Clone)]
 struct Agency {
-    #[allow(dead_code)]
     parent: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone)]
 struct Service {
+    agency: Box<str>,
     launched_at: i64,
     withdrawn: bool,
 }
@@ -29,8 +39,9 @@ enum DossierStatus {
     Withdrawn,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Dossier {
+    agency: Box<str>,
     received_at: i64,
     status: DossierStatus,
 }
@@ -251,6 +262,7 @@ impl IngestModel {
             E::ServiceLaunched(e) => self.set_service(
                 key,
                 Service {
+                    agency: e.agency.as_str().into(),
                     launched_at: e.at.0.timestamp(),
                     withdrawn: false,
                 },
@@ -270,6 +282,7 @@ impl IngestModel {
             E::DossierReceived(e) => self.set_dossier(
                 key,
                 Dossier {
+                    agency: e.agency.as_str().into(),
                     received_at: e.received_at.0.timestamp(),
                     status: DossierStatus::Open,
                 },
@@ -304,9 +317,50 @@ impl IngestModel {
     }
 
     fn set_status(&mut self, key: Box<str>, status: DossierStatus) {
-        if let Some(&dossier) = self.dossiers.get(&key) {
+        if let Some(dossier) = self.dossiers.get(&key).cloned() {
             self.set_dossier(key, Dossier { status, ..dossier });
         }
+    }
+
+    /// Refuses an event outside the grant: its agency must be a granted one or below one.
+    fn authorize(&self, grant: &Grant, id: &str, event: &DomainEvent) -> Result<()> {
+        let Grant::Agencies(granted) = grant else {
+            return Ok(());
+        };
+        use DomainEvent as E;
+        let agency: Option<&str> = match event {
+            E::AgencyRegistered(e) => e.parent.as_deref().or(Some(id)),
+            E::ServiceLaunched(e) => Some(&e.agency),
+            E::ServiceLevelChanged(_) | E::ServiceWithdrawn(_) => {
+                self.services.get(id).map(|s| &*s.agency)
+            }
+            E::DossierReceived(e) => Some(&e.agency),
+            E::IctIndexPublished(_) | E::RankingPublished(_) => None,
+            _ => self.dossiers.get(id).map(|d| &*d.agency),
+        };
+        let covered = agency.is_some_and(|agency| self.within(agency, granted));
+        if covered {
+            return Ok(());
+        }
+        let whose = agency.map_or_else(|| "this stream".to_owned(), |a| format!("agency {a}"));
+        Err(IngestError::forbidden(format!(
+            "the token's append scopes ({}) do not cover {whose}",
+            granted.join(", ")
+        )))
+    }
+
+    /// Whether `agency` is one of `granted` or below one of them.
+    fn within(&self, agency: &str, granted: &[String]) -> bool {
+        let mut current = Some(agency);
+        // Parents must exist before their children, so the chain ends; the bound is a guard.
+        for _ in 0..64 {
+            let Some(code) = current else { return false };
+            if granted.iter().any(|g| g == code) {
+                return true;
+            }
+            current = self.agencies.get(code).and_then(|a| a.parent.as_deref());
+        }
+        false
     }
 
     fn undo_to(&mut self, mark: usize) {
@@ -361,9 +415,18 @@ impl WriteModel for IngestModel {
     }
 
     fn stage(&mut self, request: &AppendRequest) -> Result<(), Rejection> {
+        let grant = request
+            .principal
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<Grant>());
         for (index, event) in request.events.iter().enumerate() {
-            let outcome =
-                decoded(event).and_then(|decoded| self.check_and_apply(&request.stream, &decoded));
+            let outcome = decoded(event).and_then(|decoded| {
+                if let Some(grant) = grant {
+                    let (_, id) = Category::of(&request.stream)?;
+                    self.authorize(grant, id, &decoded)?;
+                }
+                self.check_and_apply(&request.stream, &decoded)
+            });
             outcome.map_err(|error| error.into_rejection(index))?;
         }
         Ok(())

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Conflict,
     /// The named thing does not exist.
     NotFound,
+    /// The caller may not do this.
+    Unauthorized,
     /// The store cannot take writes now (shutting down, or a failed fsync).
     Unavailable,
     /// A bug or an I/O failure: never shown to clients in detail.
@@ -138,6 +140,7 @@ impl Error {
             }
             Self::Rejected { rejection, .. } => match rejection.kind {
                 crate::RejectionKind::Conflict => ErrorKind::Conflict,
+                crate::RejectionKind::Forbidden => ErrorKind::Unauthorized,
                 crate::RejectionKind::Unprocessable => ErrorKind::InvalidInput,
             },
             Self::StreamNotFound(_) => ErrorKind::NotFound,

@@ -23,7 +23,12 @@
 //!     decoded: None,
 //! };
 //! let stream = StreamName::new("agency-26")?;
-//! let request = AppendRequest { stream, expected: ExpectedRevision::NoStream, events: vec![event] };
+//! let request = AppendRequest {
+//!     stream,
+//!     expected: ExpectedRevision::NoStream,
+//!     events: vec![event],
+//!     principal: None,
+//! };
 //! let result = store.append(request).await?;
 //! assert_eq!(result.first_revision, 0);
 //! # Ok(()) }
@@ -81,6 +86,8 @@ pub struct AppendRequest {
     pub expected: ExpectedRevision,
     /// At least one event.
     pub events: Vec<ProposedEvent>,
+    /// Who asks, for the [`WriteModel`] to authorise (opaque to the store).
+    pub principal: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 /// Where an append's events landed.

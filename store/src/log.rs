@@ -231,6 +231,48 @@ impl EventStore {
         Ok(positions)
     }
 
+    /// Stores a setting under `key`, fsynced before it returns. Settings live beside the log,
+    /// not in it: they are not events and are not replayed.
+    pub fn put_setting(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        Ok(self
+            .inner
+            .db
+            .put_cf_opt(self.cf(CF_META), key, value, &options)?)
+    }
+
+    /// Removes a setting (fsynced); whether it existed.
+    pub fn delete_setting(&self, key: &[u8]) -> Result<bool> {
+        let existed = self
+            .inner
+            .db
+            .get_pinned_cf(self.cf(CF_META), key)?
+            .is_some();
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.inner
+            .db
+            .delete_cf_opt(self.cf(CF_META), key, &options)?;
+        Ok(existed)
+    }
+
+    /// Every setting whose key starts with `prefix`.
+    pub fn settings(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut iter = self.inner.db.raw_iterator_cf(self.cf(CF_META));
+        iter.seek(prefix);
+        let mut found = Vec::new();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            found.push((key.to_vec(), value.to_vec()));
+            iter.next();
+        }
+        iter.status()?;
+        Ok(found)
+    }
+
     /// Follows the log from `from` (inclusive): first what is stored, then each new commit.
     pub fn subscribe(&self, from: u64) -> Subscription {
         Subscription::new(self.clone(), from, self.inner.head.clone())

@@ -55,6 +55,8 @@ pub enum RejectionKind {
     Unprocessable,
     /// The event contradicts the current state, e.g. resolving a closed dossier (HTTP 409).
     Conflict,
+    /// The principal may not write this event (HTTP 403).
+    Forbidden,
 }
 
 /// Why a write model refused an event.

@@ -226,6 +226,7 @@ impl Harness {
                     Expect::Exact(n) => ExpectedRevision::Exact(n),
                 },
                 events: (0..r.events).map(|_| self.event()).collect(),
+                principal: None,
             })
             .collect()
     }

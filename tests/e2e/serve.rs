@@ -97,3 +97,41 @@ async fn sigterm_drains_in_flight_appends_and_exits_cleanly() {
         "continues after the last event"
     );
 }
+
+#[test]
+fn a_short_admin_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("CHISO_ADMIN_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_an_admin_token_requests_need_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[("CHISO_ADMIN_TOKEN", "e2e-admin-token-0123456789")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .get(format!("{}/v1/events", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let admin = http
+        .get(format!("{}/v1/events", server.url))
+        .bearer_auth("e2e-admin-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+}

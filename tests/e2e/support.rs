@@ -14,12 +14,18 @@ pub struct Server {
 impl Server {
     /// Starts `chiso serve` on `data_dir` and waits until `/health` answers.
     pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_chiso"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("CHISO_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -9,7 +9,10 @@ pub(crate) const CF_STREAMS: &str = "streams";
 /// from which the in-memory idempotency index is rebuilt at open.
 pub(crate) const CF_IDS: &str = "ids";
 
-pub(crate) const ALL_CFS: [&str; 3] = [CF_CHUNKS, CF_STREAMS, CF_IDS];
+/// Small settings of the crates above (tokens, …): written directly, synced, outside the log.
+pub(crate) const CF_META: &str = "meta";
+
+pub(crate) const ALL_CFS: [&str; 4] = [CF_CHUNKS, CF_STREAMS, CF_IDS, CF_META];
 
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()

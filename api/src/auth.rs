@@ -1,0 +1,308 @@
+//! Bearer tokens with scopes (DESIGN §6–§7): `admin`, `query`, and `append:{agency}` (that
+//! agency and every agency below it). Tokens are random, shown once, and stored only as
+//! SHA-256 hashes beside the log, so they survive restarts; the admin token comes from the
+//! environment and is compared in constant time. With no admin token, auth is off.
+
+use crate::error::{ApiError, Result};
+use crate::AppState;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chiso_ingest::Grant;
+use chiso_store::EventStore;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use subtle::ConstantTimeEq;
+
+const TOKEN_KEY_PREFIX: &[u8] = b"token/";
+
+/// A scope a token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything, including tokens.
+    Admin,
+    /// Reads and SQL.
+    Query,
+    /// Appends for this agency and the agencies below it.
+    Append(String),
+}
+
+impl Scope {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Self::Admin),
+            "query" => Some(Self::Query),
+            _ => {
+                let agency = text.strip_prefix("append:")?;
+                let valid = (1..=64).contains(&agency.len())
+                    && agency
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+                valid.then(|| Self::Append(agency.to_owned()))
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Admin => "admin".into(),
+            Self::Query => "query".into(),
+            Self::Append(agency) => format!("append:{agency}"),
+        }
+    }
+}
+
+type Digest32 = [u8; 32];
+
+/// The token registry; `None` inside when auth is off.
+#[derive(Clone, Default)]
+pub struct Auth {
+    inner: Option<Arc<AuthInner>>,
+}
+
+struct AuthInner {
+    admin: Digest32,
+    tokens: RwLock<HashMap<Digest32, Vec<Scope>>>,
+    store: EventStore,
+}
+
+fn digest(token: &str) -> Digest32 {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Auth {
+    /// Auth on, with `admin_token`, and the tokens stored beside `store`'s log.
+    pub fn enabled(admin_token: &str, store: &EventStore) -> chiso_store::Result<Self> {
+        let mut tokens = HashMap::new();
+        for (key, value) in store.settings(TOKEN_KEY_PREFIX)? {
+            let Some(hash) = decode_key(&key) else {
+                continue;
+            };
+            let scopes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&value)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["scopes"].clone()).ok())
+                .unwrap_or_default();
+            tokens.insert(
+                hash,
+                scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            );
+        }
+        tracing::info!(tokens = tokens.len(), "authentication on");
+        Ok(Self {
+            inner: Some(Arc::new(AuthInner {
+                admin: digest(admin_token),
+                tokens: RwLock::new(tokens),
+                store: store.clone(),
+            })),
+        })
+    }
+
+    /// Whether requests need tokens.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    fn principal(&self, parts: &Parts) -> Result<Principal> {
+        let Some(inner) = &self.inner else {
+            return Ok(Principal::Unrestricted);
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("unauthorized", "send `Authorization: Bearer <token>`"))?;
+        let hash = digest(token);
+        if bool::from(hash.ct_eq(&inner.admin)) {
+            return Ok(Principal::Unrestricted);
+        }
+        let tokens = inner.tokens.read().expect("token lock");
+        match tokens.get(&hash) {
+            Some(scopes) if scopes.contains(&Scope::Admin) => Ok(Principal::Unrestricted),
+            Some(scopes) => Ok(Principal::Scoped(scopes.clone())),
+            None => Err(unauthorized(
+                "invalid_token",
+                "the token is unknown or was revoked",
+            )),
+        }
+    }
+}
+
+fn decode_key(key: &[u8]) -> Option<Digest32> {
+    let hex = std::str::from_utf8(key.strip_prefix(TOKEN_KEY_PREFIX)?).ok()?;
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Who is asking: everyone when auth is off or for the admin, else a token's scopes.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Auth off, or an admin.
+    Unrestricted,
+    /// A token's scopes.
+    Scoped(Vec<Scope>),
+}
+
+impl Principal {
+    /// Reads and queries need `query` (or admin).
+    pub fn require_query(&self) -> Result<()> {
+        match self {
+            Self::Scoped(scopes) if !scopes.contains(&Scope::Query) => {
+                Err(forbidden("this token has no `query` scope"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Token management and metrics need `admin`.
+    pub fn require_admin(&self) -> Result<()> {
+        match self {
+            Self::Unrestricted => Ok(()),
+            Self::Scoped(_) => Err(forbidden("this needs the `admin` scope")),
+        }
+    }
+
+    /// What the write model lets this principal append; refused without any append scope.
+    pub fn append_grant(&self) -> Result<Grant> {
+        match self {
+            Self::Unrestricted => Ok(Grant::All),
+            Self::Scoped(scopes) => {
+                let agencies: Vec<String> = scopes
+                    .iter()
+                    .filter_map(|s| match s {
+                        Scope::Append(agency) => Some(agency.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if agencies.is_empty() {
+                    return Err(forbidden("this token has no `append:` scope"));
+                }
+                Ok(Grant::Agencies(agencies))
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        state.auth.principal(parts).map_err(|error| {
+            let mut response = error.into_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                let challenge = HeaderValue::from_static("Bearer realm=\"chiso\"");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            response
+        })
+    }
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    scopes: Vec<String>,
+}
+
+/// `POST /v1/tokens` (admin): a new random token with the given scopes, shown once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    principal.require_admin()?;
+    let Some(inner) = &state.auth.inner else {
+        return Err(ApiError::bad_request(
+            "auth_disabled",
+            "tokens need authentication on: start chiso with CHISO_ADMIN_TOKEN",
+        ));
+    };
+    let request: NewToken = crate::body::parse_json(&body, "")?;
+    if request.scopes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_scope",
+            "give at least one scope",
+        ));
+    }
+    let scopes = request
+        .scopes
+        .iter()
+        .map(|text| {
+            Scope::parse(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_scope",
+                    format!("{text:?} is not a scope: use admin, query or append:{{agency code}}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("chiso_{}", hex(&secret));
+    let hash = digest(&token);
+    let texts: Vec<String> = scopes.iter().map(Scope::text).collect();
+    let record = json!({"scopes": texts, "created_at": chrono::Utc::now().to_rfc3339()});
+    let key = [TOKEN_KEY_PREFIX, hex(&hash).as_bytes()].concat();
+    inner
+        .store
+        .put_setting(&key, record.to_string().as_bytes())?;
+    inner
+        .tokens
+        .write()
+        .expect("token lock")
+        .insert(hash, scopes);
+    let body = json!({"token": token, "scopes": texts});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `DELETE /v1/tokens/{token}` (admin): revokes it at once.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(token): Path<String>,
+) -> Result<StatusCode> {
+    principal.require_admin()?;
+    let Some(inner) = &state.auth.inner else {
+        return Err(ApiError::bad_request(
+            "auth_disabled",
+            "authentication is off",
+        ));
+    };
+    let hash = digest(&token);
+    let key = [TOKEN_KEY_PREFIX, hex(&hash).as_bytes()].concat();
+    let existed = inner.store.delete_setting(&key)?;
+    inner.tokens.write().expect("token lock").remove(&hash);
+    match existed {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "token_not_found",
+            "no such token",
+        )),
+    }
+}

@@ -1,0 +1,344 @@
+//! The token matrix: every scope against every endpoint, revocation, and tokens that survive
+//! a restart.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use chiso_api::{router, AppState, Auth, Limits};
+use chiso_ingest::IngestModel;
+use chiso_store::{EventStore, StoreMetrics};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const ADMIN: &str = "admin-token-0123456789";
+const DEPT: &str = "000.00.31.H56";
+
+fn open(dir: &std::path::Path) -> (Router, EventStore) {
+    let store = EventStore::open_with(dir, StoreMetrics::default(), IngestModel::new()).unwrap();
+    let auth = Auth::enabled(ADMIN, &store).unwrap();
+    let state = AppState::new(store.clone(), Limits::default()).with_auth(auth);
+    (router(state), store)
+}
+
+async fn call(
+    router: &Router,
+    token: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: String,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        assert!(response.headers().contains_key("www-authenticate"));
+    }
+    if response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "text/event-stream")
+    {
+        return (status, Value::Null);
+    }
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn new_token(router: &Router, scopes: &[&str]) -> String {
+    let (status, answer) = call(
+        router,
+        Some(ADMIN),
+        "POST",
+        "/v1/tokens",
+        json!({"scopes": scopes}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+fn received(agency: &str) -> Value {
+    json!({"id": Uuid::new_v4(), "type": "DossierReceived", "data": {"agency": agency, "service": "1.001", "channel": "online",
+        "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"}})
+}
+
+async fn reference(router: &Router) {
+    let events = [
+        (
+            "agency-26",
+            json!({"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": "26", "name": "Tỉnh Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}}),
+        ),
+        (
+            &format!("agency-{DEPT}") as &str,
+            json!({"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": DEPT, "name": "Sở Xây dựng", "kind": "department", "parent": "26", "province": "26"}}),
+        ),
+        (
+            "agency-99",
+            json!({"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": "99", "name": "Other", "kind": "province", "parent": null, "province": "99"}}),
+        ),
+        (
+            "service-1.001",
+            json!({"id": Uuid::new_v4(), "type": "ServiceLaunched", "data": {"code": "1.001", "agency": DEPT, "name": "Cấp phép", "field": "Xây dựng", "level": 3, "at": "2019-01-02T08:00:00+07:00"}}),
+        ),
+        ("dossier-existing", received(DEPT)),
+    ];
+    for (stream, event) in events {
+        let (status, answer) = call(
+            router,
+            Some(ADMIN),
+            "POST",
+            &format!("/v1/streams/{stream}"),
+            json!({"events": [event]}).to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn every_scope_against_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open(dir.path());
+    reference(&router).await;
+    let query = new_token(&router, &["query"]).await;
+    let province = new_token(&router, &["append:26"]).await;
+    let dept = new_token(&router, &["append:000.00.31.H56"]).await;
+    let other = new_token(&router, &["append:99"]).await;
+    let principals: [(&str, Option<&str>); 7] = [
+        ("none", None),
+        ("unknown", Some("chiso_0000")),
+        ("query", Some(&query)),
+        ("append:26", Some(&province)),
+        ("append:dept", Some(&dept)),
+        ("append:99", Some(&other)),
+        ("admin", Some(ADMIN)),
+    ];
+    use StatusCode as S;
+    const OK: S = S::OK;
+    const NO: S = S::UNAUTHORIZED;
+    const FB: S = S::FORBIDDEN;
+    // endpoint → expected status for: none, unknown, query, append:26, append:dept, append:99, admin
+    type Request = fn(u32) -> (&'static str, String, String);
+    let endpoints: Vec<(&str, Request, [S; 7])> = vec![
+        (
+            "health",
+            |_| ("GET", "/health".into(), String::new()),
+            [OK, OK, OK, OK, OK, OK, OK],
+        ),
+        (
+            "ready",
+            |_| ("GET", "/ready".into(), String::new()),
+            [OK, OK, OK, OK, OK, OK, OK],
+        ),
+        (
+            "schema",
+            |_| ("GET", "/v1/schema".into(), String::new()),
+            [OK, OK, OK, OK, OK, OK, OK],
+        ),
+        (
+            "metrics",
+            |_| ("GET", "/metrics".into(), String::new()),
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
+            "read $all",
+            |_| ("GET", "/v1/events".into(), String::new()),
+            [NO, NO, OK, FB, FB, FB, OK],
+        ),
+        (
+            "read stream",
+            |_| ("GET", "/v1/streams/agency-26".into(), String::new()),
+            [NO, NO, OK, FB, FB, FB, OK],
+        ),
+        (
+            "subscribe",
+            |_| ("GET", "/v1/subscribe".into(), String::new()),
+            [NO, NO, OK, FB, FB, FB, OK],
+        ),
+        (
+            "append, department dossier",
+            |n| {
+                (
+                    "POST",
+                    format!("/v1/streams/dossier-d{n}"),
+                    json!({"events": [received(DEPT)]}).to_string(),
+                )
+            },
+            [NO, NO, FB, OK, OK, FB, OK],
+        ),
+        (
+            "append, province dossier",
+            |n| {
+                (
+                    "POST",
+                    format!("/v1/streams/dossier-p{n}"),
+                    json!({"events": [received("26")]}).to_string(),
+                )
+            },
+            [NO, NO, FB, OK, FB, FB, OK],
+        ),
+        (
+            "append, department agency",
+            |n| {
+                ("POST", format!("/v1/streams/agency-x{n}"), json!({"events": [{"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": format!("x{n}"), "name": "Phòng", "kind": "department", "parent": DEPT, "province": "26"}}]}).to_string())
+            },
+            [NO, NO, FB, OK, OK, FB, OK],
+        ),
+        (
+            "append, resolve existing",
+            |_| {
+                ("POST", "/v1/streams/dossier-existing".into(), json!({"events": [{"id": Uuid::new_v4(), "type": "DossierPaid", "data": {"at": "2019-03-05T08:00:00+07:00", "online": true, "amount": 1000}}]}).to_string())
+            },
+            [NO, NO, FB, OK, OK, FB, OK],
+        ),
+        (
+            "batch, department dossier",
+            |n| {
+                ("POST", "/v1/events".into(), {
+                    let mut e = received(DEPT);
+                    e["stream"] = json!(format!("dossier-b{n}"));
+                    format!("{e}\n")
+                })
+            },
+            [NO, NO, FB, OK, OK, FB, OK],
+        ),
+        (
+            "append, ICT index",
+            |n| {
+                ("POST", format!("/v1/streams/ictindex-{}", 2000 + n % 20), json!({"events": [{"id": Uuid::new_v4(), "type": "IctIndexPublished", "data": {"year": 2000 + n % 20, "province": "26", "rank": 9, "score": null}}]}).to_string())
+            },
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
+            "create token",
+            |_| {
+                (
+                    "POST",
+                    "/v1/tokens".into(),
+                    json!({"scopes": ["query"]}).to_string(),
+                )
+            },
+            [NO, NO, FB, FB, FB, FB, S::CREATED],
+        ),
+    ];
+    let mut n = 0;
+    for (endpoint, request, expected) in &endpoints {
+        for ((who, token), want) in principals.iter().zip(expected) {
+            n += 1;
+            let (method, uri, body) = request(n);
+            let (status, answer) = call(&router, *token, method, &uri, body).await;
+            assert_eq!(status, *want, "{endpoint} as {who}: {answer}");
+            if status == S::FORBIDDEN {
+                assert_eq!(answer["error"]["code"], "forbidden", "{endpoint} as {who}");
+            }
+        }
+    }
+    // Revoking needs admin; a revoked token is refused at once.
+    for (who, token) in principals.iter().take(6) {
+        let victim = new_token(&router, &["query"]).await;
+        let (status, _) = call(
+            &router,
+            *token,
+            "DELETE",
+            &format!("/v1/tokens/{victim}"),
+            String::new(),
+        )
+        .await;
+        let want = if token.is_none() || *who == "unknown" {
+            NO
+        } else {
+            FB
+        };
+        assert_eq!(status, want, "revoke as {who}");
+    }
+    let (status, _) = call(
+        &router,
+        Some(ADMIN),
+        "DELETE",
+        &format!("/v1/tokens/{query}"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, S::NO_CONTENT);
+    let (status, answer) = call(&router, Some(&query), "GET", "/v1/events", String::new()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (NO, Some("invalid_token"))
+    );
+    let (status, answer) = call(
+        &router,
+        Some(ADMIN),
+        "DELETE",
+        &format!("/v1/tokens/{query}"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (S::NOT_FOUND, Some("token_not_found"))
+    );
+    for scopes in [
+        json!([]),
+        json!(["root"]),
+        json!(["append:"]),
+        json!(["append:a/b"]),
+    ] {
+        let (status, answer) = call(
+            &router,
+            Some(ADMIN),
+            "POST",
+            "/v1/tokens",
+            json!({"scopes": scopes}).to_string(),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (S::BAD_REQUEST, Some("invalid_scope")),
+            "{scopes}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_survive_a_restart_and_are_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = {
+        let (router, store) = open(dir.path());
+        reference(&router).await;
+        let token = new_token(&router, &["append:000.00.31.H56", "query"]).await;
+        store.shutdown().await;
+        token
+    };
+    let (router, store) = open(dir.path());
+    let body = json!({"events": [received(DEPT)]}).to_string();
+    let (status, answer) = call(
+        &router,
+        Some(&token),
+        "POST",
+        "/v1/streams/dossier-after",
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let stored = store.settings(b"").unwrap();
+    assert!(!stored.is_empty());
+    for (key, value) in stored {
+        let secret = &token["chiso_".len()..];
+        assert!(
+            !String::from_utf8_lossy(&key).contains(secret)
+                && !String::from_utf8_lossy(&value).contains(secret)
+        );
+    }
+}
