@@ -72,7 +72,11 @@ pub async fn append_batch(
 ) -> Result<Json<Value>> {
     let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
     let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
-    let (mut requests, line_numbers) = parse_ndjson(&bytes, state.catalog_clock())?;
+    let catalog = state.catalog_clock();
+    let (mut requests, line_numbers) =
+        tokio::task::spawn_blocking(move || parse_ndjson(&bytes, catalog))
+            .await
+            .map_err(|e| ApiError::internal(&e))??;
     for request in &mut requests {
         request.principal = Some(grant.clone());
     }
@@ -90,20 +94,37 @@ pub async fn append_batch(
     })))
 }
 
+/// Bodies with at least this many bytes are decoded on several threads.
+const PARALLEL_PARSE_BYTES: usize = 256 << 10;
+
 /// Decodes every non-blank line; the first bad one fails the whole body, naming its line.
+/// Large bodies are cut at line boundaries and decoded on every core, in order.
 fn parse_ndjson(
     bytes: &[u8],
     catalog: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
-    let mut requests = Vec::new();
-    let mut line_numbers = Vec::new();
-    for (number, line) in (1..).zip(bytes.split(|&b| b == b'\n')) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let request = parse_line(line, catalog).map_err(|e| with_line(e, Some(number)))?;
-        requests.push(request);
-        line_numbers.push(number);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pieces = match bytes.len() >= PARALLEL_PARSE_BYTES {
+        true => split_lines(bytes, threads),
+        false => vec![(1, bytes)],
+    };
+    let parsed: Vec<Result<Parsed>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = pieces
+            .iter()
+            .map(|&(first_line, piece)| {
+                scope.spawn(move || parse_piece(piece, first_line, catalog))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a parser thread panicked"))
+            .collect()
+    });
+    let (mut requests, mut line_numbers) = (Vec::new(), Vec::new());
+    for piece in parsed {
+        let (piece_requests, piece_lines) = piece?;
+        requests.extend(piece_requests);
+        line_numbers.extend(piece_lines);
     }
     if requests.is_empty() {
         return Err(ApiError::bad_request(
@@ -112,6 +133,68 @@ fn parse_ndjson(
         ));
     }
     Ok((requests, line_numbers))
+}
+
+type Parsed = (Vec<AppendRequest>, Vec<usize>);
+
+fn parse_piece(
+    bytes: &[u8],
+    first_line: usize,
+    catalog: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Parsed> {
+    let (mut requests, mut line_numbers) = (Vec::new(), Vec::new());
+    for (number, line) in (first_line..).zip(bytes.split(|&b| b == b'\n')) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let request = parse_line(line, catalog).map_err(|e| with_line(e, Some(number)))?;
+        requests.push(request);
+        line_numbers.push(number);
+    }
+    Ok((requests, line_numbers))
+}
+
+/// Cuts `bytes` into about `parts` pieces at line ends: (number of its first line, piece).
+fn split_lines(bytes: &[u8], parts: usize) -> Vec<(usize, &[u8])> {
+    let mut pieces = Vec::with_capacity(parts);
+    let (mut start, mut line) = (0, 1);
+    for part in 1..=parts {
+        let target = (bytes.len() * part / parts).max(start);
+        let end = match bytes[target..].iter().position(|&b| b == b'\n') {
+            Some(offset) if part < parts => target + offset + 1,
+            _ => bytes.len(),
+        };
+        let piece = &bytes[start..end];
+        pieces.push((line, piece));
+        line += piece.iter().filter(|&&b| b == b'\n').count();
+        start = end;
+        if start == bytes.len() {
+            break;
+        }
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_lines;
+
+    #[test]
+    fn pieces_keep_lines_whole_and_numbered() {
+        let body = b"a\nbb\nccc\ndddd\n\nf";
+        for parts in 1..6 {
+            let pieces = split_lines(body, parts);
+            let joined: Vec<u8> = pieces.iter().flat_map(|(_, p)| p.to_vec()).collect();
+            assert_eq!(joined, body);
+            let mut offset = 0;
+            for (first_line, piece) in pieces {
+                let before = body[..offset].iter().filter(|&&b| b == b'\n').count();
+                assert_eq!(first_line, before + 1);
+                assert!(offset == 0 || body[offset - 1] == b'\n');
+                offset += piece.len();
+            }
+        }
+    }
 }
 
 fn parse_line(

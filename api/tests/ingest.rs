@@ -834,6 +834,31 @@ async fn ndjson_batches_are_checked_line_by_line_with_the_state_they_build() {
     let (status, answer) = api.call("POST", "/v1/events", good).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["count"], 2);
+
+    // A body large enough to be decoded on several threads still names the right line.
+    let big: Vec<String> = (0..3_000)
+        .map(|n| line(&format!("dossier-big{n}"), received(DEPT, "1.001")))
+        .collect();
+    for bad_line in [1, 1_600, 2_999] {
+        let mut lines = big.clone();
+        lines[bad_line - 1] = line("dossier-bad", received("nobody", "1.001"));
+        let before = api.store.head();
+        let (status, answer) = api.call("POST", "/v1/events", lines.concat()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["error"]["details"]["line"], bad_line, "{answer}");
+        assert_eq!(api.store.head(), before);
+        lines[bad_line - 1] = line(
+            "dossier-bad",
+            with(received(DEPT, "1.001"), "channel", json!("fax")),
+        );
+        let (status, answer) = api.call("POST", "/v1/events", lines.concat()).await;
+        assert_eq!(
+            (status, &answer["error"]["details"]["line"]),
+            (StatusCode::BAD_REQUEST, &json!(bad_line))
+        );
+    }
+    let (status, answer) = api.call("POST", "/v1/events", big.concat()).await;
+    assert_eq!((status, &answer["count"]), (StatusCode::OK, &json!(3_000)));
 }
 
 #[tokio::test]
@@ -916,4 +941,69 @@ async fn the_schema_is_generated_from_the_catalog() {
         text.contains("deny") || text.contains("additionalProperties"),
         "unknown fields are refused"
     );
+}
+
+#[tokio::test]
+async fn hostile_bodies_and_names_are_refused_before_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        EventStore::open_with(dir.path(), StoreMetrics::default(), IngestModel::new()).unwrap();
+    let limits = Limits {
+        max_body_bytes: 64 << 10,
+    };
+    let api = Api {
+        router: router(AppState::new(store.clone(), limits)),
+        store,
+    };
+    reference(&api).await;
+    let huge =
+        json!({"events": [with(received(DEPT, "1.001"), "agency", json!("x".repeat(70_000)))]})
+            .to_string();
+    let long_name = format!("dossier-{}", "x".repeat(300));
+    let cases: Vec<(String, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "dossier-new".into(),
+            huge.into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "dossier-new".into(),
+            b"{\"events\": [\xff\xfe]}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "dossier-new".into(),
+            b"\xef\xbb\xbf{\"events\": []}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            long_name,
+            json!({"events": [received(DEPT, "1.001")]})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_stream_name",
+        ),
+        (
+            "dossier-new".into(),
+            b"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+    ];
+    for (stream, body, status, code) in cases {
+        let before = api.store.head();
+        let (got, answer) = api
+            .call("POST", &format!("/v1/streams/{stream}"), body)
+            .await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{stream}: {answer}"
+        );
+        assert_eq!(api.store.head(), before);
+    }
 }

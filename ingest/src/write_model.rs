@@ -5,6 +5,7 @@
 use crate::catalog::{decode_stored, Category, DomainEvent, Timestamp};
 use crate::error::{IngestError, Result};
 use chiso_store::{AppendRequest, ProposedEvent, RecordedEvent, Rejection, StreamName, WriteModel};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -387,15 +388,15 @@ fn restore<V>(map: &mut Map<Box<str>, V>, key: Box<str>, previous: Option<V>) {
 }
 
 /// The decoded event, from what the API attached or by parsing the stored text.
-fn decoded(event: &ProposedEvent) -> Result<DomainEvent> {
+fn decoded(event: &ProposedEvent) -> Result<Cow<'_, DomainEvent>> {
     if let Some(decoded) = event
         .decoded
         .as_ref()
         .and_then(|d| d.downcast_ref::<DomainEvent>())
     {
-        return Ok(decoded.clone());
+        return Ok(Cow::Borrowed(decoded));
     }
-    decode_stored(&event.event_type, &event.data)
+    decode_stored(&event.event_type, &event.data).map(Cow::Owned)
 }
 
 impl WriteModel for IngestModel {
