@@ -9,6 +9,8 @@ end
 function init(args)
   math.randomseed(os.time() * 1000 + tid)
   counter = 0
+  -- each run opens new dossiers: the catalog refuses receiving one twice
+  run = string.format("%08x", math.random(0, 0x7fffffff))
 end
 
 local function hex(n, width)
@@ -23,6 +25,6 @@ request = function()
   local body = '{"events":[{"id":"' .. id .. '","type":"DossierReceived","data":' ..
     '{"agency":"000.00.31.H56","service":"1.011442.000.00.00.H56","channel":"online",' ..
     '"received_at":"2019-03-04T08:00:00+07:00","due_at":"2019-03-11T17:00:00+07:00"}}]}'
-  return wrk.format("POST", "/v1/streams/dossier-" .. tid .. "-" .. counter,
+  return wrk.format("POST", "/v1/streams/dossier-" .. run .. "-" .. tid .. "-" .. counter,
     {["Content-Type"] = "application/json"}, body)
 end
