@@ -261,4 +261,52 @@ async fn http_ndjson(scratch: &str, validated: bool) {
         median(rates),
         RUNS * 3
     );
+    // Two clients at once: one body is decoded while the writer commits the other's.
+    const CLIENTS: usize = 2;
+    let bodies: Vec<Vec<String>> = (0..CLIENTS)
+        .map(|_| {
+            (0..RUNS * 2)
+                .map(|_| {
+                    (0..BATCH)
+                        .map(|_| {
+                            counter += 1;
+                            let event = dossier_event(counter);
+                            format!(
+                                r#"{{"stream":"dossier-{counter}","id":"{}","type":"{}","data":{},"metadata":{}}}"#,
+                                event.id, event.event_type, event.data, event.metadata
+                            ) + "\n"
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let events = (CLIENTS * RUNS * 2 * BATCH) as f64;
+    let started = Instant::now();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                for body in bodies {
+                    let response = client
+                        .post(format!("{url}/v1/events"))
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success());
+                    response.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!(
+        "http: the same, {CLIENTS} clients at once, {checks}: {:.0} events/s ({} requests of {BATCH})",
+        events / started.elapsed().as_secs_f64(),
+        CLIENTS * RUNS * 2
+    );
 }
