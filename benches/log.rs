@@ -222,22 +222,27 @@ async fn start_server(scratch: &str, validated: bool) -> (String, EventStore, te
     (url, store, dir)
 }
 
+/// `BATCH` NDJSON lines, each a `DossierReceived` opening its own dossier.
+fn ndjson_batch(counter: &mut usize) -> String {
+    (0..BATCH)
+        .map(|_| {
+            *counter += 1;
+            let event = dossier_event(*counter);
+            format!(
+                r#"{{"stream":"dossier-{}","id":"{}","type":"{}","data":{},"metadata":{}}}"#,
+                counter, event.id, event.event_type, event.data, event.metadata
+            ) + "\n"
+        })
+        .collect()
+}
+
 async fn http_ndjson(scratch: &str, validated: bool) {
     let (url, _store, _dir) = start_server(scratch, validated).await;
     let client = reqwest::Client::new();
     let mut rates = Vec::new();
     let mut counter = 0;
     for _ in 0..RUNS * 3 {
-        let body: String = (0..BATCH)
-            .map(|_| {
-                counter += 1;
-                let event = dossier_event(counter);
-                format!(
-                    r#"{{"stream":"dossier-{counter}","id":"{}","type":"{}","data":{},"metadata":{}}}"#,
-                    event.id, event.event_type, event.data, event.metadata
-                ) + "\n"
-            })
-            .collect();
+        let body = ndjson_batch(&mut counter);
         let started = Instant::now();
         let response = client
             .post(format!("{url}/v1/events"))
@@ -264,22 +269,7 @@ async fn http_ndjson(scratch: &str, validated: bool) {
     // Two clients at once: one body is decoded while the writer commits the other's.
     const CLIENTS: usize = 2;
     let bodies: Vec<Vec<String>> = (0..CLIENTS)
-        .map(|_| {
-            (0..RUNS * 2)
-                .map(|_| {
-                    (0..BATCH)
-                        .map(|_| {
-                            counter += 1;
-                            let event = dossier_event(counter);
-                            format!(
-                                r#"{{"stream":"dossier-{counter}","id":"{}","type":"{}","data":{},"metadata":{}}}"#,
-                                event.id, event.event_type, event.data, event.metadata
-                            ) + "\n"
-                        })
-                        .collect()
-                })
-                .collect()
-        })
+        .map(|_| (0..RUNS * 2).map(|_| ndjson_batch(&mut counter)).collect())
         .collect();
     let events = (CLIENTS * RUNS * 2 * BATCH) as f64;
     let started = Instant::now();
