@@ -78,6 +78,12 @@ impl Writer {
                 break;
             }
         }
+        // Memtables to SST files, so the next open does not replay the write-ahead log.
+        for name in ALL_CFS {
+            if let Err(error) = self.db.flush_cf(cf_handle(&self.db, name)) {
+                tracing::warn!(%error, cf = name, "flush at shutdown failed; the next open replays the WAL");
+            }
+        }
         tracing::info!(next_position = self.next_position, "log writer stopped");
     }
 
