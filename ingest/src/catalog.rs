@@ -290,3 +290,54 @@ pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(DomainEvent);
     serde_json::to_value(schema).expect("a schema is JSON")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(event_type: &str) -> (&'static str, String) {
+        let at = r#""at": "2019-03-05T10:00:00+07:00""#;
+        match event_type {
+            "AgencyRegistered" => ("agency-26", r#"{"code": "26", "name": "Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}"#.into()),
+            "ServiceLaunched" => ("service-1.001", format!(r#"{{"code": "1.001", "agency": "26", "name": "n", "field": "f", "level": 2, {at}}}"#)),
+            "ServiceLevelChanged" => ("service-1.001", format!(r#"{{"level": 4, {at}}}"#)),
+            "DossierReceived" => ("dossier-1", r#"{"agency": "26", "service": "1.001", "channel": "postal", "received_at": "2019-03-04T23:30:00+07:00", "due_at": "2019-03-04T23:30:00+07:00"}"#.into()),
+            "DossierResolved" => ("dossier-1", format!(r#"{{{at}, "outcome": "rejected"}}"#)),
+            "DossierPaid" => ("dossier-1", format!(r#"{{{at}, "online": false, "amount": 0}}"#)),
+            "DossierRated" => ("dossier-1", format!(r#"{{{at}, "score": 1}}"#)),
+            "IctIndexPublished" => ("ictindex-2019", r#"{"year": 2019, "province": "48", "rank": 1, "score": 0.8654}"#.into()),
+            "RankingPublished" => ("ranking-2019-12", r#"{"month": "2019-12", "scope": "26/district", "metric": "scorecard", "entries": []}"#.into()),
+            "ServiceWithdrawn" => ("service-1.001", format!("{{{at}}}")),
+            _ => ("dossier-1", format!("{{{at}}}")),
+        }
+    }
+
+    #[test]
+    fn every_type_of_the_catalog_decodes_a_valid_sample() {
+        for (event_type, category) in EVENT_TYPES {
+            let (stream, data) = sample(event_type);
+            let stream = StreamName::new(stream).unwrap();
+            assert_eq!(Category::of(&stream).unwrap().0, category);
+            let event = decode(&stream, event_type, &data, Utc::now())
+                .unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            let wire = serde_json::to_value(&event).unwrap();
+            assert_eq!(wire["type"], event_type, "the tag is the wire type");
+        }
+    }
+
+    #[test]
+    fn times_keep_their_offset_and_are_bounded() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let limits = Limits::at(now);
+        let at = |text: &str| Timestamp(DateTime::parse_from_rfc3339(text).unwrap());
+        assert!(limits.time(&at("2000-01-01T07:00:00+07:00"), "/t").is_ok());
+        assert!(limits.time(&at("2000-01-01T06:59:59+07:00"), "/t").is_err());
+        assert!(limits.time(&at("2026-11-24T00:00:00Z"), "/t").is_ok());
+        assert!(limits.time(&at("2026-11-24T00:00:01Z"), "/t").is_err());
+        let parsed: Timestamp = serde_json::from_str(r#""2019-12-31T23:30:00+07:00""#).unwrap();
+        assert_eq!(parsed.0.offset().local_minus_utc(), 7 * 3600);
+        assert!(serde_json::from_str::<Timestamp>(r#""2019-12-31 23:30:00""#).is_err());
+    }
+}
