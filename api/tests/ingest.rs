@@ -1007,3 +1007,60 @@ async fn hostile_bodies_and_names_are_refused_before_the_catalog() {
         assert_eq!(api.store.head(), before);
     }
 }
+
+#[tokio::test]
+async fn a_restart_restores_the_snapshot_and_replays_only_what_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = b"chiso/write-model-snapshot";
+    let (early_snapshot, head) = {
+        let api = Api::open(dir.path());
+        reference(&api).await;
+        api.store.shutdown().await;
+        let saved = api.store.settings(key).unwrap().pop();
+        (saved.expect("a snapshot at shutdown").1, api.store.head())
+    };
+    assert_eq!(
+        &early_snapshot[..8],
+        &head.to_be_bytes(),
+        "it covers every reference event"
+    );
+    {
+        let api = Api::open(dir.path());
+        api.ok("dossier-tail", vec![received(DEPT, "1.001")]).await;
+        api.store.shutdown().await;
+        // As after a crash: the saved snapshot is older than the log.
+        api.store.put_setting(key, &early_snapshot).unwrap();
+    }
+    let api = Api::open(dir.path());
+    let (status, answer) = api
+        .append("dossier-tail", vec![received(DEPT, "1.001")])
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_exists")),
+        "the tail was replayed"
+    );
+    let (status, _) = api
+        .append(
+            "dossier-resolved",
+            vec![resolved("2019-03-06T10:00:00+07:00")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "the snapshot was restored");
+    api.store.shutdown().await;
+    // A damaged snapshot is not used: the whole log is replayed.
+    api.store
+        .put_setting(key, b"\0\0\0\0\0\0\0\x05garbage")
+        .unwrap();
+    drop(api);
+    let api = Api::open(dir.path());
+    let (status, _) = api
+        .append("dossier-tail", vec![received(DEPT, "1.001")])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    api.ok(
+        "dossier-paused",
+        vec![at("DossierResumed", "2019-03-06T08:00:00+07:00")],
+    )
+    .await;
+}

@@ -5,6 +5,8 @@
 use crate::catalog::{decode_stored, Category, DomainEvent, Timestamp};
 use crate::error::{IngestError, Result};
 use chiso_store::{AppendRequest, ProposedEvent, RecordedEvent, Rejection, StreamName, WriteModel};
+
+mod snapshot;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
@@ -408,6 +410,17 @@ impl WriteModel for IngestModel {
         let decoded = decode_stored(&event.event_type, &event.data).map_err(|e| e.to_string())?;
         self.apply(id, &decoded);
         self.undo.clear();
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(snapshot::encode(self))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let mut restored = Self::default();
+        snapshot::decode(bytes, &mut restored)?;
+        *self = restored;
         Ok(())
     }
 

@@ -51,6 +51,8 @@ struct Inner {
     head: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: StoreMetrics,
+    /// Events fed to the write model at open (those after its snapshot).
+    replayed: u64,
 }
 
 impl EventStore {
@@ -79,12 +81,13 @@ impl EventStore {
         let started = Instant::now();
         let ids = load_id_index(&db)?;
         let index_ms = started.elapsed().as_millis() as u64;
-        replay(&db, next_position, &mut model)?;
+        let replayed = replay(&db, next_position, &mut model)?;
         tracing::info!(
             path = %path.display(),
             next_position,
             index_ms,
             replay_ms = started.elapsed().as_millis() as u64 - index_ms,
+            replayed,
             "event log opened"
         );
         metrics.head_position.set(next_position);
@@ -108,6 +111,7 @@ impl EventStore {
                 head: head_rx,
                 writer: Mutex::new(Some(handle)),
                 metrics,
+                replayed,
             }),
         })
     }
@@ -151,6 +155,12 @@ impl EventStore {
     /// Whether the writer still takes appends (it stops after shutdown or a failed fsync).
     pub fn is_writable(&self) -> bool {
         !self.inner.commands.is_closed()
+    }
+
+    /// How many events the write model replayed at open: the whole log, or only those after
+    /// the snapshot it was restored from.
+    pub fn replayed_at_open(&self) -> u64 {
+        self.inner.replayed
     }
 
     /// The instruments this store updates.
@@ -370,12 +380,18 @@ fn current_run(runs: &DBRawIterator<'_>, stream: &str) -> Result<Option<Run>> {
 }
 
 /// Feeds every stored event to the write model, in order.
-fn replay(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<()> {
+/// Where the write model's snapshot lives among the settings: `position (u64 BE) · bytes`.
+pub(crate) const MODEL_SNAPSHOT_KEY: &[u8] = b"chiso/write-model-snapshot";
+
+/// Brings the write model up to `head`: from its snapshot if one loads, then by feeding it
+/// every later stored event, in order.
+fn replay(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<u64> {
     if !model.needs_replay() {
-        return Ok(());
+        return Ok(0);
     }
+    let from = restore_snapshot(db, head, model)?;
     let mut chunks = ChunkCursor::new(db);
-    for position in 0..head {
+    for position in from..head {
         let event = chunks.event(position)?;
         model
             .replay(&event)
@@ -388,7 +404,44 @@ fn replay(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(head - from)
+}
+
+/// The position the model's snapshot covers up to (0 without a usable one).
+fn restore_snapshot(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<u64> {
+    let Some(stored) = db.get_pinned_cf(cf_handle(db, CF_META), MODEL_SNAPSHOT_KEY)? else {
+        return Ok(0);
+    };
+    let position = stored.get(..8).and_then(decode_u64).filter(|&p| p <= head);
+    let restored = match position {
+        Some(position) => model.restore(&stored[8..]).map(|()| position),
+        None => Err("the snapshot is newer than the log".into()),
+    };
+    match restored {
+        Ok(position) => {
+            tracing::info!(position, "write model restored from its snapshot");
+            Ok(position)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "write model snapshot not used; replaying the whole log");
+            Ok(0)
+        }
+    }
+}
+
+/// Saves the model's snapshot at `position`, synced; a failure only costs a longer replay.
+pub(crate) fn save_snapshot(db: &DB, position: u64, model: &dyn WriteModel) {
+    let Some(bytes) = model.snapshot() else {
+        return;
+    };
+    let mut value = position.to_be_bytes().to_vec();
+    value.extend_from_slice(&bytes);
+    let mut options = rocksdb::WriteOptions::default();
+    options.set_sync(true);
+    match db.put_cf_opt(cf_handle(db, CF_META), MODEL_SNAPSHOT_KEY, value, &options) {
+        Ok(()) => tracing::info!(position, bytes = bytes.len(), "write model snapshot saved"),
+        Err(error) => tracing::warn!(%error, "write model snapshot not saved"),
+    }
 }
 
 /// Rebuilds the id → position index from the compact id lists, one per chunk.

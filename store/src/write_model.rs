@@ -16,6 +16,15 @@ pub trait WriteModel: Send + 'static {
     }
     /// Rebuilds state from one stored event, at open, in position order.
     fn replay(&mut self, event: &RecordedEvent) -> Result<(), String>;
+    /// The committed state as bytes, saved at shutdown so the next open replays only the
+    /// events after it. `None`: the model keeps no snapshot.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Loads a [`WriteModel::snapshot`] into an empty model; an error means "replay instead".
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+        Err("this model keeps no snapshot".into())
+    }
     /// A new all-or-nothing job begins.
     fn begin_job(&mut self);
     /// Checks a request against the state and what this group staged; stages it if valid.

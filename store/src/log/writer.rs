@@ -78,6 +78,9 @@ impl Writer {
                 break;
             }
         }
+        if self.model.needs_replay() {
+            super::save_snapshot(&self.db, self.next_position, self.model.as_ref());
+        }
         // Memtables to SST files, so the next open does not replay the write-ahead log.
         for name in ALL_CFS {
             if let Err(error) = self.db.flush_cf(cf_handle(&self.db, name)) {
