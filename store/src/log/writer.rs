@@ -285,6 +285,11 @@ impl<'j> Group<'j> {
         index: usize,
         request: &AppendRequest,
     ) -> Result<Option<AppendResult>> {
+        // The common case, all ids new, costs two hash lookups an event and no allocation.
+        let known = |id| self.ids.contains_key(id) || self.stored_ids.contains_key(id);
+        if !request.events.iter().any(|event| known(&event.id)) {
+            return Ok(None);
+        }
         let mut existing = Vec::with_capacity(request.events.len());
         for event in &request.events {
             existing.push(self.lookup_id(&event.id)?);
