@@ -206,20 +206,20 @@ async fn start_server(scratch: &str, validated: bool) -> (String, EventStore, te
         ];
         for (stream, event) in reference {
             let body = format!(r#"{{"events":[{event}]}}"#);
-            let response = client
-                .post(format!("{url}/v1/streams/{stream}"))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert!(
-                response.status().is_success(),
-                "{}",
-                response.text().await.unwrap()
-            );
+            post_ok(&client, format!("{url}/v1/streams/{stream}"), body).await;
         }
     }
     (url, store, dir)
+}
+
+/// Posts `body`, which must be accepted.
+async fn post_ok(client: &reqwest::Client, url: String, body: String) {
+    let response = client.post(url).body(body).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
 }
 
 /// `BATCH` NDJSON lines, each a `DossierReceived` opening its own dossier.
@@ -244,17 +244,7 @@ async fn http_ndjson(scratch: &str, validated: bool) {
     for _ in 0..RUNS * 3 {
         let body = ndjson_batch(&mut counter);
         let started = Instant::now();
-        let response = client
-            .post(format!("{url}/v1/events"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{}",
-            response.text().await.unwrap()
-        );
+        post_ok(&client, format!("{url}/v1/events"), body).await;
         rates.push(BATCH as f64 / started.elapsed().as_secs_f64());
     }
     let checks = match validated {
