@@ -70,8 +70,11 @@ impl ApiError {
                 .unwrap_or("")
                 .to_owned();
             let pointer = format!("{prefix}{inner}");
-            if !inner.is_empty() {
+            if inner.is_empty() {
+            } else if self.message.contains(&inner) {
                 self.message = self.message.replace(&inner, &pointer);
+            } else {
+                self.message = format!("{pointer}: {}", self.message);
             }
             details.insert("pointer".into(), pointer.into());
             details.remove("event");

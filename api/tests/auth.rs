@@ -222,6 +222,28 @@ async fn every_scope_against_every_endpoint() {
             [NO, NO, FB, FB, FB, FB, OK],
         ),
         (
+            "append, top-level agency",
+            |n| {
+                ("POST", format!("/v1/streams/agency-y{n}"), json!({"events": [{"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": format!("y{n}"), "name": "Tỉnh", "kind": "province", "parent": null, "province": "27"}}]}).to_string())
+            },
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
+            "append, dossier never received",
+            |n| {
+                ("POST", format!("/v1/streams/dossier-never{n}"), json!({"events": [{"id": Uuid::new_v4(), "type": "DossierResolved", "data": {"at": "2019-03-05T08:00:00+07:00", "outcome": "approved"}}]}).to_string())
+            },
+            [
+                NO,
+                NO,
+                FB,
+                S::CONFLICT,
+                S::CONFLICT,
+                S::CONFLICT,
+                S::CONFLICT,
+            ],
+        ),
+        (
             "create token",
             |_| {
                 (
@@ -245,6 +267,18 @@ async fn every_scope_against_every_endpoint() {
             }
         }
     }
+    // A scope over an agency that does not exist yet does not let it register itself at the top.
+    let squatter = new_token(&router, &["append:zz"]).await;
+    let body = json!({"events": [{"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": "zz", "name": "Tỉnh", "kind": "province", "parent": null, "province": "27"}}]});
+    let (status, _) = call(
+        &router,
+        Some(&squatter),
+        "POST",
+        "/v1/streams/agency-zz",
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, S::FORBIDDEN);
     // Revoking needs admin; a revoked token is refused at once.
     for (who, token) in principals.iter().take(6) {
         let victim = new_token(&router, &["query"]).await;

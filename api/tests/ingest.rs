@@ -642,10 +642,20 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
         ),
         (
             "dossier-paused",
-            json!([resolved("2019-03-06T10:00:00+07:00")]),
+            json!([resolved("2019-03-05T07:00:00+07:00")]),
             S::CONFLICT,
             "invalid_transition",
-            None,
+            Some("/events/0/data/at"),
+        ),
+        (
+            "dossier-resolved",
+            json!([event(
+                "DossierRated",
+                json!({"at": "2019-03-05T09:00:00+07:00", "score": 4})
+            )]),
+            S::CONFLICT,
+            "invalid_transition",
+            Some("/events/0/data/at"),
         ),
         (
             "dossier-withdrawn",
@@ -741,12 +751,13 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
             "dossier-new",
             json!([
                 rec(),
-                at("DossierPaused", "2019-03-05T08:00:00+07:00"),
-                resolved("2019-03-06T10:00:00+07:00")
+                at("DossierPaused", "2019-03-05T12:00:00+07:00"),
+                at("DossierResumed", "2019-03-05T13:00:00+07:00"),
+                at("DossierPaused", "2019-03-05T10:00:00+07:00")
             ]),
             S::CONFLICT,
             "invalid_transition",
-            None,
+            Some("/events/3/data/at"),
         ),
     ];
     assert!(cases.len() >= 50, "the corpus has {} cases", cases.len());
@@ -771,6 +782,12 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
         );
         assert_eq!(api.store.head(), before, "refused but written: {context}");
     }
+    // A paused dossier is still open: it may be resolved while paused.
+    api.ok(
+        "dossier-paused",
+        vec![resolved("2019-03-06T10:00:00+07:00")],
+    )
+    .await;
     // What the refused requests staged is gone: the same dossier can now be received.
     api.ok(
         "dossier-new",

@@ -46,6 +46,8 @@ enum DossierStatus {
 struct Dossier {
     agency: Box<str>,
     received_at: i64,
+    /// When its state last changed: later transitions may not be timed before it.
+    last_at: i64,
     status: DossierStatus,
 }
 
@@ -141,15 +143,14 @@ impl IngestModel {
             E::DossierResumed(e) => self.transition(id, &e.at, "resume", |s| {
                 matches!(s, DossierStatus::Paused { .. })
             }),
-            E::DossierResolved(e) => {
-                self.transition(id, &e.at, "resolve", |s| s == DossierStatus::Open)
-            }
+            // A paused dossier is still open: it may be resolved or withdrawn while paused.
+            E::DossierResolved(e) => self.transition(id, &e.at, "resolve", |s| {
+                matches!(s, DossierStatus::Open | DossierStatus::Paused { .. })
+            }),
             E::DossierWithdrawn(e) => self.transition(id, &e.at, "withdraw", |s| {
                 matches!(s, DossierStatus::Open | DossierStatus::Paused { .. })
             }),
-            E::DossierPaid(e) => {
-                self.transition(id, &e.at, "pay for", |s| s != DossierStatus::Withdrawn)
-            }
+            E::DossierPaid(e) => self.payment(id, &e.at),
             E::DossierRated(e) => self.transition(id, &e.at, "rate", |s| {
                 s == DossierStatus::Resolved { rated: false }
             }),
@@ -234,16 +235,32 @@ impl IngestModel {
                 format!("cannot {action} dossier {id}: it is {state}"),
             ));
         }
-        let earliest = match dossier.status {
-            DossierStatus::Paused { since } => since,
-            _ => dossier.received_at,
-        };
-        if at.0.timestamp() < earliest {
+        if at.0.timestamp() < dossier.last_at {
             return Err(IngestError::conflict(
                 "invalid_transition",
-                format!("cannot {action} dossier {id} at a time before it was received or paused"),
+                format!("cannot {action} dossier {id} at a time before its last change of state"),
             )
             .at("/data/at"));
+        }
+        Ok(())
+    }
+
+    /// A fee may be paid any time after receipt, unless the dossier was withdrawn.
+    fn payment(&self, id: &str, at: &Timestamp) -> Result<()> {
+        let dossier = match self.dossiers.get(id) {
+            Some(dossier) if dossier.status != DossierStatus::Withdrawn => dossier,
+            Some(_) => {
+                let message = format!("cannot pay for dossier {id}: it is withdrawn");
+                return Err(IngestError::conflict("invalid_transition", message));
+            }
+            None => {
+                let message = format!("cannot pay for dossier {id}: it has not been received");
+                return Err(IngestError::conflict("invalid_transition", message));
+            }
+        };
+        if at.0.timestamp() < dossier.received_at {
+            let message = format!("cannot pay for dossier {id} before it was received");
+            return Err(IngestError::conflict("invalid_transition", message).at("/data/at"));
         }
         Ok(())
     }
@@ -287,19 +304,26 @@ impl IngestModel {
                 Dossier {
                     agency: e.agency.as_str().into(),
                     received_at: e.received_at.0.timestamp(),
+                    last_at: e.received_at.0.timestamp(),
                     status: DossierStatus::Open,
                 },
             ),
-            E::DossierPaused(e) => self.set_status(
-                key,
-                DossierStatus::Paused {
-                    since: e.at.0.timestamp(),
-                },
-            ),
-            E::DossierResumed(_) => self.set_status(key, DossierStatus::Open),
-            E::DossierResolved(_) => self.set_status(key, DossierStatus::Resolved { rated: false }),
-            E::DossierWithdrawn(_) => self.set_status(key, DossierStatus::Withdrawn),
-            E::DossierRated(_) => self.set_status(key, DossierStatus::Resolved { rated: true }),
+            E::DossierPaused(e) => {
+                let since = e.at.0.timestamp();
+                self.set_status(key, DossierStatus::Paused { since }, since)
+            }
+            E::DossierResumed(e) => self.set_status(key, DossierStatus::Open, e.at.0.timestamp()),
+            E::DossierResolved(e) => {
+                let status = DossierStatus::Resolved { rated: false };
+                self.set_status(key, status, e.at.0.timestamp())
+            }
+            E::DossierWithdrawn(e) => {
+                self.set_status(key, DossierStatus::Withdrawn, e.at.0.timestamp())
+            }
+            E::DossierRated(e) => {
+                let status = DossierStatus::Resolved { rated: true };
+                self.set_status(key, status, e.at.0.timestamp())
+            }
             E::DossierPaid(_) | E::RankingPublished(_) => {}
             E::IctIndexPublished(e) => {
                 let province: Box<str> = e.province.as_str().into();
@@ -319,9 +343,17 @@ impl IngestModel {
         self.undo.push(Undo::Dossier(key, previous));
     }
 
-    fn set_status(&mut self, key: Box<str>, status: DossierStatus) {
+    fn set_status(&mut self, key: Box<str>, status: DossierStatus, at: i64) {
         if let Some(dossier) = self.dossiers.get(&key).cloned() {
-            self.set_dossier(key, Dossier { status, ..dossier });
+            let last_at = dossier.last_at.max(at);
+            self.set_dossier(
+                key,
+                Dossier {
+                    status,
+                    last_at,
+                    ..dossier
+                },
+            );
         }
     }
 
@@ -332,14 +364,20 @@ impl IngestModel {
         };
         use DomainEvent as E;
         let agency: Option<&str> = match event {
-            E::AgencyRegistered(e) => e.parent.as_deref().or(Some(id)),
+            // A new agency is covered by its parent; one without a parent needs admin.
+            E::AgencyRegistered(e) => e.parent.as_deref(),
             E::ServiceLaunched(e) => Some(&e.agency),
-            E::ServiceLevelChanged(_) | E::ServiceWithdrawn(_) => {
-                self.services.get(id).map(|s| &*s.agency)
-            }
             E::DossierReceived(e) => Some(&e.agency),
             E::IctIndexPublished(_) | E::RankingPublished(_) => None,
-            _ => self.dossiers.get(id).map(|d| &*d.agency),
+            // An unknown service or dossier has no agency yet: the state check answers (409).
+            E::ServiceLevelChanged(_) | E::ServiceWithdrawn(_) => match self.services.get(id) {
+                Some(service) => Some(&*service.agency),
+                None => return Ok(()),
+            },
+            _ => match self.dossiers.get(id) {
+                Some(dossier) => Some(&*dossier.agency),
+                None => return Ok(()),
+            },
         };
         let covered = agency.is_some_and(|agency| self.within(agency, granted));
         if covered {
@@ -389,8 +427,9 @@ fn restore<V>(map: &mut Map<Box<str>, V>, key: Box<str>, previous: Option<V>) {
     };
 }
 
-/// The decoded event, from what the API attached or by parsing the stored text.
-fn decoded(event: &ProposedEvent) -> Result<Cow<'_, DomainEvent>> {
+/// The decoded event, from what the API attached, or decoded and checked here for appends
+/// that come without one.
+fn decoded<'e>(stream: &StreamName, event: &'e ProposedEvent) -> Result<Cow<'e, DomainEvent>> {
     if let Some(decoded) = event
         .decoded
         .as_ref()
@@ -398,7 +437,8 @@ fn decoded(event: &ProposedEvent) -> Result<Cow<'_, DomainEvent>> {
     {
         return Ok(Cow::Borrowed(decoded));
     }
-    decode_stored(&event.event_type, &event.data).map(Cow::Owned)
+    crate::catalog::decode(stream, &event.event_type, &event.data, chrono::Utc::now())
+        .map(Cow::Owned)
 }
 
 impl WriteModel for IngestModel {
@@ -434,7 +474,7 @@ impl WriteModel for IngestModel {
             .as_ref()
             .and_then(|p| p.downcast_ref::<Grant>());
         for (index, event) in request.events.iter().enumerate() {
-            let outcome = decoded(event).and_then(|decoded| {
+            let outcome = decoded(&request.stream, event).and_then(|decoded| {
                 if let Some(grant) = grant {
                     let (_, id) = Category::of(&request.stream)?;
                     self.authorize(grant, id, &decoded)?;

@@ -4,7 +4,7 @@
 
 use super::{Agency, Dossier, DossierStatus, IngestModel, Service};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 pub(super) fn encode(model: &IngestModel) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(64 * (model.dossiers.len() + 16)));
@@ -26,6 +26,7 @@ pub(super) fn encode(model: &IngestModel) -> Vec<u8> {
         out.text(id);
         out.text(&dossier.agency);
         out.i64(dossier.received_at);
+        out.i64(dossier.last_at);
         let (tag, since) = match dossier.status {
             DossierStatus::Open => (0, 0),
             DossierStatus::Paused { since } => (1, since),
@@ -67,6 +68,7 @@ pub(super) fn decode(bytes: &[u8], model: &mut IngestModel) -> Result<(), String
         let id = input.text()?;
         let agency = input.text()?;
         let received_at = input.i64()?;
+        let last_at = input.i64()?;
         let tag = input.take(1)?[0];
         let since = input.i64()?;
         let status = match tag {
@@ -82,6 +84,7 @@ pub(super) fn decode(bytes: &[u8], model: &mut IngestModel) -> Result<(), String
             Dossier {
                 agency,
                 received_at,
+                last_at,
                 status,
             },
         );
