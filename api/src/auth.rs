@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 const TOKEN_KEY_PREFIX: &[u8] = b"token/";
 
@@ -68,7 +69,8 @@ pub struct Auth {
 
 struct AuthInner {
     admin: Digest32,
-    tokens: RwLock<HashMap<Digest32, Vec<Scope>>>,
+    /// Each token's scopes, and a signal cancelled when it is revoked (ends its live streams).
+    tokens: RwLock<HashMap<Digest32, (Vec<Scope>, CancellationToken)>>,
     store: EventStore,
 }
 
@@ -92,10 +94,8 @@ impl Auth {
                 .ok()
                 .and_then(|v| serde_json::from_value(v["scopes"].clone()).ok())
                 .unwrap_or_default();
-            tokens.insert(
-                hash,
-                scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
-            );
+            let scopes = scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+            tokens.insert(hash, (scopes, CancellationToken::new()));
         }
         tracing::info!(tokens = tokens.len(), "authentication on");
         Ok(Self {
@@ -129,13 +129,30 @@ impl Auth {
         }
         let tokens = inner.tokens.read().expect("token lock");
         match tokens.get(&hash) {
-            Some(scopes) if scopes.contains(&Scope::Admin) => Ok(Principal::Unrestricted),
-            Some(scopes) => Ok(Principal::Scoped(scopes.clone())),
+            Some((scopes, _)) if scopes.contains(&Scope::Admin) => Ok(Principal::Unrestricted),
+            Some((scopes, _)) => Ok(Principal::Scoped(scopes.clone())),
             None => Err(unauthorized(
                 "invalid_token",
                 "the token is unknown or was revoked",
             )),
         }
+    }
+}
+
+impl Auth {
+    /// Cancelled when the bearer token of `headers` is revoked; `None` for the admin token,
+    /// or with auth off.
+    pub fn revocation(&self, headers: &axum::http::HeaderMap) -> Option<CancellationToken> {
+        let inner = self.inner.as_ref()?;
+        let token = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        let tokens = inner.tokens.read().expect("token lock");
+        tokens
+            .get(&digest(token.trim()))
+            .map(|(_, revoked)| revoked.clone())
     }
 }
 
@@ -271,11 +288,12 @@ pub async fn create_token(
     inner
         .store
         .put_setting(&key, record.to_string().as_bytes())?;
+    let entry = (scopes, CancellationToken::new());
     inner
         .tokens
         .write()
         .expect("token lock")
-        .insert(hash, scopes);
+        .insert(hash, entry);
     let body = json!({"token": token, "scopes": texts});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -296,7 +314,9 @@ pub async fn revoke_token(
     let hash = digest(&token);
     let key = [TOKEN_KEY_PREFIX, hex(&hash).as_bytes()].concat();
     let existed = inner.store.delete_setting(&key)?;
-    inner.tokens.write().expect("token lock").remove(&hash);
+    if let Some((_, revoked)) = inner.tokens.write().expect("token lock").remove(&hash) {
+        revoked.cancel();
+    }
     match existed {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(ApiError::new(

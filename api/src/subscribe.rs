@@ -46,10 +46,12 @@ pub async fn subscribe(
     let (tx, rx) = mpsc::channel(CHUNK);
     let mut subscription = state.store.subscribe(from);
     let shutdown = state.shutdown.clone();
+    let revoked = state.auth.revocation(&headers).unwrap_or_default();
     tokio::spawn(async move {
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = revoked.cancelled() => break,
                 _ = tx.closed() => break,
                 batch = subscription.next_batch(CHUNK) => batch,
             };

@@ -376,3 +376,39 @@ async fn tokens_survive_a_restart_and_are_stored_hashed() {
         );
     }
 }
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_live_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open(dir.path());
+    reference(&router).await;
+    let reader = new_token(&router, &["query"]).await;
+    let request = Request::get("/v1/subscribe")
+        .header("Authorization", format!("Bearer {reader}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let streaming =
+        tokio::spawn(async move { response.into_body().collect().await.map(|b| b.to_bytes()) });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!streaming.is_finished(), "a live subscription stays open");
+    let (status, _) = call(
+        &router,
+        Some(ADMIN),
+        "DELETE",
+        &format!("/v1/tokens/{reader}"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), streaming)
+        .await
+        .expect("the stream ends when its token is revoked")
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("id: 0"),
+        "it had streamed the log"
+    );
+}
