@@ -55,7 +55,10 @@ fn explain<T: DeserializeOwned>(bytes: &[u8], pointer_prefix: &str) -> ApiError 
             }
         }
     };
-    let pointer = format!("{pointer_prefix}{}", json_pointer(error.path()));
+    let pointer = format!(
+        "{pointer_prefix}{}",
+        chiso_ingest::json_pointer(error.path())
+    );
     let inner = error.into_inner();
     if inner.is_data() {
         ApiError::bad_request("invalid_event", format!("{pointer}: {inner}"))
@@ -68,17 +71,4 @@ fn explain<T: DeserializeOwned>(bytes: &[u8], pointer_prefix: &str) -> ApiError 
 fn malformed(error: &serde_json::Error) -> ApiError {
     ApiError::bad_request("invalid_json", format!("malformed JSON: {error}"))
         .with_details(json!({"line": error.line(), "column": error.column()}))
-}
-
-/// `events[0].id` in serde_path_to_error's notation → `/events/0/id`.
-fn json_pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    path.iter()
-        .filter_map(|segment| match segment {
-            Segment::Seq { index } => Some(format!("/{index}")),
-            Segment::Map { key } => Some(format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
-            Segment::Enum { variant } => Some(format!("/{variant}")),
-            Segment::Unknown => None,
-        })
-        .collect()
 }

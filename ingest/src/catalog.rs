@@ -202,18 +202,22 @@ fn explain<T: DeserializeOwned>(data: &str) -> IngestError {
                 .at("/data")
         }
     };
-    let pointer: String = error
-        .path()
-        .iter()
-        .filter_map(|segment| match segment {
-            serde_path_to_error::Segment::Seq { index } => Some(format!("/{index}")),
-            serde_path_to_error::Segment::Map { key } => Some(format!("/{key}")),
-            _ => None,
-        })
-        .collect();
-    let pointer = format!("/data{pointer}");
+    let pointer = format!("/data{}", json_pointer(error.path()));
     let message = format!("{pointer}: {}", error.into_inner());
     IngestError::malformed("invalid_event", message).at(pointer)
+}
+
+/// A serde path (`events[0].id`) as an RFC 6901 JSON pointer (`/events/0/id`).
+pub fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(format!("/{index}")),
+            Segment::Map { key } => Some(format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
+            Segment::Enum { variant } => Some(format!("/{variant}")),
+            Segment::Unknown => None,
+        })
+        .collect()
 }
 
 /// The bounds an event's values are checked against.
