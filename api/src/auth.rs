@@ -156,6 +156,23 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// The token registry, for token management; 400 when authentication is off.
+    fn registry(&self) -> Result<&AuthInner> {
+        self.inner.as_deref().ok_or_else(|| {
+            ApiError::bad_request(
+                "auth_disabled",
+                "tokens need authentication on: start chiso with CHISO_ADMIN_TOKEN",
+            )
+        })
+    }
+}
+
+/// Where a token's hash and scopes are kept among the store's settings.
+fn token_key(hash: &Digest32) -> Vec<u8> {
+    [TOKEN_KEY_PREFIX, hex(hash).as_bytes()].concat()
+}
+
 fn decode_key(key: &[u8]) -> Option<Digest32> {
     let hex = std::str::from_utf8(key.strip_prefix(TOKEN_KEY_PREFIX)?).ok()?;
     let mut hash = [0u8; 32];
@@ -253,12 +270,7 @@ pub async fn create_token(
     body: axum::body::Bytes,
 ) -> Result<Response> {
     principal.require_admin()?;
-    let Some(inner) = &state.auth.inner else {
-        return Err(ApiError::bad_request(
-            "auth_disabled",
-            "tokens need authentication on: start chiso with CHISO_ADMIN_TOKEN",
-        ));
-    };
+    let inner = state.auth.registry()?;
     let request: NewToken = crate::body::parse_json(&body, "")?;
     if request.scopes.is_empty() {
         return Err(ApiError::bad_request(
@@ -284,7 +296,7 @@ pub async fn create_token(
     let hash = digest(&token);
     let texts: Vec<String> = scopes.iter().map(Scope::text).collect();
     let record = json!({"scopes": texts, "created_at": chrono::Utc::now().to_rfc3339()});
-    let key = [TOKEN_KEY_PREFIX, hex(&hash).as_bytes()].concat();
+    let key = token_key(&hash);
     inner
         .store
         .put_setting(&key, record.to_string().as_bytes())?;
@@ -305,14 +317,9 @@ pub async fn revoke_token(
     Path(token): Path<String>,
 ) -> Result<StatusCode> {
     principal.require_admin()?;
-    let Some(inner) = &state.auth.inner else {
-        return Err(ApiError::bad_request(
-            "auth_disabled",
-            "authentication is off",
-        ));
-    };
+    let inner = state.auth.registry()?;
     let hash = digest(&token);
-    let key = [TOKEN_KEY_PREFIX, hex(&hash).as_bytes()].concat();
+    let key = token_key(&hash);
     let existed = inner.store.delete_setting(&key)?;
     if let Some((_, revoked)) = inner.tokens.write().expect("token lock").remove(&hash) {
         revoked.cancel();

@@ -81,14 +81,6 @@ impl IngestModel {
         self.agencies.contains_key(code)
     }
 
-    /// Checks one event of `stream` against the state and applies it.
-    fn check_and_apply(&mut self, stream: &StreamName, event: &DomainEvent) -> Result<()> {
-        let (_, id) = Category::of(stream)?;
-        self.check(id, event)?;
-        self.apply(id, event);
-        Ok(())
-    }
-
     fn check(&self, id: &str, event: &DomainEvent) -> Result<()> {
         use DomainEvent as E;
         match event {
@@ -187,24 +179,20 @@ impl IngestModel {
     }
 
     fn live_service(&self, id: &str, at: &Timestamp) -> Result<&Service> {
-        let service = self.services.get(id).ok_or_else(|| {
-            IngestError::conflict(
-                "invalid_transition",
-                format!("service {id} has not been launched"),
-            )
-        })?;
+        let service = self
+            .services
+            .get(id)
+            .ok_or_else(|| invalid_transition(format!("service {id} has not been launched")))?;
         if service.withdrawn {
-            return Err(IngestError::conflict(
-                "invalid_transition",
-                format!("service {id} has been withdrawn"),
-            ));
+            return Err(invalid_transition(format!(
+                "service {id} has been withdrawn"
+            )));
         }
         if at.0.timestamp() < service.launched_at {
-            return Err(IngestError::conflict(
-                "invalid_transition",
-                format!("service {id} was launched after this time"),
-            )
-            .at("/data/at"));
+            return Err(
+                invalid_transition(format!("service {id} was launched after this time"))
+                    .at("/data/at"),
+            );
         }
         Ok(service)
     }
@@ -217,10 +205,9 @@ impl IngestModel {
         allowed: impl Fn(DossierStatus) -> bool,
     ) -> Result<()> {
         let Some(dossier) = self.dossiers.get(id) else {
-            return Err(IngestError::conflict(
-                "invalid_transition",
-                format!("cannot {action} dossier {id}: it has not been received"),
-            ));
+            return Err(invalid_transition(format!(
+                "cannot {action} dossier {id}: it has not been received"
+            )));
         };
         if !allowed(dossier.status) {
             let state = match dossier.status {
@@ -230,16 +217,14 @@ impl IngestModel {
                 DossierStatus::Resolved { rated: true } => "resolved and rated",
                 DossierStatus::Withdrawn => "withdrawn",
             };
-            return Err(IngestError::conflict(
-                "invalid_transition",
-                format!("cannot {action} dossier {id}: it is {state}"),
-            ));
+            return Err(invalid_transition(format!(
+                "cannot {action} dossier {id}: it is {state}"
+            )));
         }
         if at.0.timestamp() < dossier.last_at {
-            return Err(IngestError::conflict(
-                "invalid_transition",
-                format!("cannot {action} dossier {id} at a time before its last change of state"),
-            )
+            return Err(invalid_transition(format!(
+                "cannot {action} dossier {id} at a time before its last change of state"
+            ))
             .at("/data/at"));
         }
         Ok(())
@@ -251,16 +236,16 @@ impl IngestModel {
             Some(dossier) if dossier.status != DossierStatus::Withdrawn => dossier,
             Some(_) => {
                 let message = format!("cannot pay for dossier {id}: it is withdrawn");
-                return Err(IngestError::conflict("invalid_transition", message));
+                return Err(invalid_transition(message));
             }
             None => {
                 let message = format!("cannot pay for dossier {id}: it has not been received");
-                return Err(IngestError::conflict("invalid_transition", message));
+                return Err(invalid_transition(message));
             }
         };
         if at.0.timestamp() < dossier.received_at {
             let message = format!("cannot pay for dossier {id} before it was received");
-            return Err(IngestError::conflict("invalid_transition", message).at("/data/at"));
+            return Err(invalid_transition(message).at("/data/at"));
         }
         Ok(())
     }
@@ -420,6 +405,11 @@ impl IngestModel {
     }
 }
 
+/// 409 `invalid_transition`: the event does not follow from the current state.
+fn invalid_transition(message: impl Into<String>) -> IngestError {
+    IngestError::conflict("invalid_transition", message)
+}
+
 fn restore<V>(map: &mut Map<Box<str>, V>, key: Box<str>, previous: Option<V>) {
     match previous {
         Some(value) => map.insert(key, value),
@@ -473,13 +463,18 @@ impl WriteModel for IngestModel {
             .principal
             .as_ref()
             .and_then(|p| p.downcast_ref::<Grant>());
+        let id = match Category::of(&request.stream) {
+            Ok((_, id)) => id,
+            Err(error) => return Err(error.into_rejection(0)),
+        };
         for (index, event) in request.events.iter().enumerate() {
             let outcome = decoded(&request.stream, event).and_then(|decoded| {
                 if let Some(grant) = grant {
-                    let (_, id) = Category::of(&request.stream)?;
                     self.authorize(grant, id, &decoded)?;
                 }
-                self.check_and_apply(&request.stream, &decoded)
+                self.check(id, &decoded)?;
+                self.apply(id, &decoded);
+                Ok(())
             });
             outcome.map_err(|error| error.into_rejection(index))?;
         }
