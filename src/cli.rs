@@ -1,7 +1,9 @@
 //! Command-line interface (DESIGN §9).
 
 use crate::import::{import, ImportArgs};
+use crate::rebuild::{rebuild, RebuildArgs};
 use crate::serve::{serve, ServeArgs};
+use crate::sql::{sql, SqlArgs};
 use clap::{Parser, Subcommand};
 
 /// chiso: an event-sourced analytics backend for public-service performance data.
@@ -19,6 +21,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Import NDJSON event files, through a running chiso or into a data directory.
     Import(ImportArgs),
+    /// Run one read-only SQL statement on a running chiso and print the answer.
+    Sql(SqlArgs),
+    /// Drop every table and rebuild it by replaying the log (chiso must not be serving).
+    Rebuild(RebuildArgs),
 }
 
 impl Command {
@@ -26,6 +32,8 @@ impl Command {
         match self {
             Self::Serve(args) => serve(args).await,
             Self::Import(args) => import(args).await,
+            Self::Sql(args) => sql(args).await,
+            Self::Rebuild(args) => rebuild(args).await,
         }
     }
 }

@@ -2,7 +2,9 @@
 
 mod cli;
 mod import;
+mod rebuild;
 mod serve;
+mod sql;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 
 use chiso_api::{router, AppState, Auth, Limits};
 use chiso_ingest::IngestModel;
+use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::EventStore;
 use clap::Args;
 use std::net::SocketAddr;
@@ -35,6 +36,12 @@ pub struct ServeArgs {
         value_name = "TOKEN"
     )]
     admin_token: Option<String>,
+    /// Memory all running SQL queries may hold together, in MiB (503 past it).
+    #[arg(long, env = "CHISO_SQL_MEMORY_MB", default_value_t = 2048)]
+    sql_memory_mb: usize,
+    /// The most rows one SQL answer may have (413 past it).
+    #[arg(long, env = "CHISO_SQL_MAX_ROWS", default_value_t = SqlLimits::default().max_rows)]
+    sql_max_rows: usize,
     /// Largest request body in bytes.
     #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -63,7 +70,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };
-    let mut state = AppState::new(store.clone(), limits);
+    let projections = Projections::open(&store, args.data_dir.join("tables"))?;
+    tracing::info!(
+        checkpoint = projections.position(),
+        log_head = store.head(),
+        "tables loaded; following the log"
+    );
+    let sql_limits = SqlLimits {
+        memory_bytes: args.sql_memory_mb << 20,
+        max_rows: args.sql_max_rows,
+        ..SqlLimits::default()
+    };
+    let engine = SqlEngine::new(&store, &projections, sql_limits)?;
+    let mut state = AppState::new(store.clone(), limits).with_sql(engine);
     if let Some(token) = &args.admin_token {
         state = state.with_auth(Auth::enabled(token, &store)?);
     }
@@ -71,9 +90,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "chiso listening");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let follower = projections.follow(shutdown.clone());
+    let stopped = shutdown.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await?;
+    // Every acknowledged append is in the log now: fold it and save the tables, then close.
+    shutdown.cancel();
+    follower.await?;
     store.shutdown().await;
     tracing::info!("chiso stopped cleanly");
     Ok(())

@@ -17,12 +17,13 @@ mod body;
 mod error;
 mod log;
 mod ops;
+mod sql;
 mod subscribe;
 mod wire;
 
 pub use auth::{Auth, Principal, Scope};
 pub use error::{ApiError, Result};
-pub use ops::HttpMetrics;
+pub use ops::{HttpMetrics, SqlMetrics};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -62,6 +63,9 @@ pub struct AppState {
     /// Tokens and scopes; off unless configured.
     auth: Auth,
     http_metrics: HttpMetrics,
+    /// The SQL engine over the tables; without it the SQL endpoints answer 404.
+    sql: Option<chiso_query::SqlEngine>,
+    sql_metrics: SqlMetrics,
     registry: Arc<Registry>,
 }
 
@@ -73,6 +77,8 @@ impl AppState {
         store.metrics().register(&mut registry);
         let http_metrics = HttpMetrics::default();
         http_metrics.register(&mut registry);
+        let sql_metrics = SqlMetrics::default();
+        sql_metrics.register(&mut registry);
         Self {
             store,
             limits,
@@ -80,6 +86,8 @@ impl AppState {
             catalog: true,
             auth: Auth::default(),
             http_metrics,
+            sql: None,
+            sql_metrics,
             registry: Arc::new(registry),
         }
     }
@@ -91,6 +99,17 @@ impl AppState {
     pub fn without_catalog(mut self) -> Self {
         self.catalog = false;
         self
+    }
+
+    /// Serves SQL, the report and readiness of the tables from `engine`.
+    pub fn with_sql(mut self, engine: chiso_query::SqlEngine) -> Self {
+        self.sql = Some(engine);
+        self
+    }
+
+    /// SQL instruments (queries running now, for tests and operators).
+    pub fn sql_metrics(&self) -> &SqlMetrics {
+        &self.sql_metrics
     }
 
     /// Requires tokens (see [`Auth::enabled`]).
@@ -115,6 +134,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(log::append_batch).get(log::read_all))
         .route("/v1/subscribe", get(subscribe::subscribe))
         .route("/v1/schema", get(schema))
+        .route("/v1/sql", get(sql::get_sql).post(sql::post_sql))
+        .route("/v1/reports/dossiers", get(sql::dossier_report))
         .route("/v1/tokens", post(auth::create_token))
         .route(
             "/v1/tokens/{token}",

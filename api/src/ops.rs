@@ -48,6 +48,51 @@ impl HttpMetrics {
     }
 }
 
+/// SQL instruments: queries started, and queries whose answer is still being produced.
+#[derive(Clone, Default)]
+pub struct SqlMetrics {
+    started: prometheus_client::metrics::counter::Counter,
+    running: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl SqlMetrics {
+    /// Registers `chiso_sql_queries` and `chiso_sql_queries_running`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "chiso_sql_queries",
+            "SQL queries started",
+            self.started.clone(),
+        );
+        registry.register(
+            "chiso_sql_queries_running",
+            "SQL queries planning, running or streaming their answer",
+            self.running.clone(),
+        );
+    }
+
+    /// Counts a query as running until the returned guard drops (the answer ends or the
+    /// client goes away).
+    pub fn running(&self) -> RunningQuery {
+        self.started.inc();
+        self.running.inc();
+        RunningQuery(self.running.clone())
+    }
+
+    /// Queries running now.
+    pub fn running_now(&self) -> i64 {
+        self.running.get()
+    }
+}
+
+/// A running query; dropping it ends the count.
+pub struct RunningQuery(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for RunningQuery {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Middleware that times each request under its route template.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -79,12 +124,24 @@ pub async fn health() -> Json<serde_json::Value> {
 /// `GET /ready`: 200 while the log takes writes, 503 otherwise.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let head = state.store.head();
-    if state.store.is_writable() && !state.shutdown.is_cancelled() {
-        Json(json!({"ready": true, "log_head": head})).into_response()
+    let tables = state.sql.as_ref().map(|sql| sql.projections().position());
+    let reason = if !state.store.is_writable() || state.shutdown.is_cancelled() {
+        Some("the log is not taking writes")
+    } else if tables.is_some_and(|position| position < head) {
+        Some("the tables are catching up with the log")
     } else {
-        let body =
-            json!({"ready": false, "log_head": head, "reason": "the log is not taking writes"});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        None
+    };
+    let mut body = json!({"ready": reason.is_none(), "log_head": head});
+    if let Some(position) = tables {
+        body["tables_position"] = position.into();
+    }
+    match reason {
+        None => Json(body).into_response(),
+        Some(reason) => {
+            body["reason"] = reason.into();
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 

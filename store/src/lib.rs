@@ -38,12 +38,14 @@ mod chunk;
 mod error;
 mod log;
 mod metrics;
+mod segments;
 mod stream;
 mod write_model;
 
 pub use error::{Error, ErrorKind, Result};
 pub use log::{EventStore, ReadDirection, Subscription};
 pub use metrics::StoreMetrics;
+pub use segments::{Manifest, SegmentDir};
 pub use stream::{category_of, ExpectedRevision, StreamName, MAX_STREAM_NAME_LEN};
 pub use write_model::{NoRules, Rejection, RejectionKind, WriteModel};
 

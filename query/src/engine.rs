@@ -1,0 +1,234 @@
+//! The read-only SQL engine: DataFusion over the projections and the log, under a memory
+//! pool, a time limit and a row limit.
+
+use crate::error::{Error, Result};
+use crate::local_time::ZONE;
+use crate::projections::Projections;
+use crate::providers::{EventsTable, ProjectionTable};
+use crate::report::DossierReportFunction;
+use chiso_store::EventStore;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::common::ScalarValue;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Limits every query runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlLimits {
+    /// Memory all running queries may hold together; past it a query fails with 503.
+    pub memory_bytes: usize,
+    /// Time limit when the request names none.
+    pub default_timeout: Duration,
+    /// The longest time limit a request may ask for.
+    pub max_timeout: Duration,
+    /// The most rows an answer may have.
+    pub max_rows: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(300),
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+/// One query as a client asks it.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// One SQL statement.
+    pub sql: String,
+    /// `$1, $2, …` as a JSON array or `$name` as a JSON object.
+    pub params: Option<serde_json::Value>,
+    /// Time limit (at most [`SqlLimits::max_timeout`]).
+    pub timeout: Option<Duration>,
+    /// Row limit (at most [`SqlLimits::max_rows`]).
+    pub max_rows: Option<usize>,
+}
+
+/// The read-only SQL engine.
+#[derive(Clone)]
+pub struct SqlEngine {
+    context: SessionContext,
+    limits: SqlLimits,
+    projections: Projections,
+}
+
+impl SqlEngine {
+    /// An engine over the log and its tables.
+    pub fn new(store: &EventStore, projections: &Projections, limits: SqlLimits) -> Result<Self> {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        config.options_mut().execution.time_zone = Some(ZONE.to_owned());
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()?;
+        let context = SessionContext::new_with_config_rt(config, runtime);
+        context.register_table("events", Arc::new(EventsTable::new(store.clone())))?;
+        for (name, table) in ProjectionTable::all(projections) {
+            context.register_table(name, Arc::new(table))?;
+        }
+        context.register_udtf(
+            "dossier_report",
+            Arc::new(DossierReportFunction::new(projections.clone())),
+        );
+        Ok(Self {
+            context,
+            limits,
+            projections: projections.clone(),
+        })
+    }
+
+    /// The tables this engine reads.
+    pub fn projections(&self) -> &Projections {
+        &self.projections
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> SqlLimits {
+        self.limits
+    }
+
+    /// Plans `query` (refusing anything but a read) and starts it; the answer streams from
+    /// the returned [`QueryStream`].
+    pub async fn execute(&self, query: Query) -> Result<QueryStream> {
+        let timeout = query
+            .timeout
+            .unwrap_or(self.limits.default_timeout)
+            .min(self.limits.max_timeout);
+        let max_rows = query
+            .max_rows
+            .unwrap_or(self.limits.max_rows)
+            .min(self.limits.max_rows);
+        let deadline = Instant::now() + timeout;
+        let started = tokio::time::timeout_at(deadline, self.start(&query));
+        let inner = match started.await {
+            Ok(started) => started?,
+            Err(_) => return Err(Error::Timeout(timeout.as_millis() as u64)),
+        };
+        Ok(QueryStream {
+            schema: inner.schema(),
+            inner,
+            deadline,
+            timeout,
+            max_rows,
+            rows: 0,
+        })
+    }
+
+    async fn start(&self, query: &Query) -> Result<SendableRecordBatchStream> {
+        let state = self.context.state();
+        let plan = state.create_logical_plan(&query.sql).await?;
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        if let Err(error) = read_only.verify_plan(&plan) {
+            return Err(Error::ReadOnly(format!(
+                "chiso's SQL is read-only: {}",
+                error.strip_backtrace()
+            )));
+        }
+        let mut frame = self.context.execute_logical_plan(plan).await?;
+        if let Some(params) = &query.params {
+            frame = frame.with_param_values(param_values(params)?)?;
+        }
+        Ok(frame.execute_stream().await?)
+    }
+}
+
+/// JSON parameters as DataFusion values: an array for `$1…`, an object for `$name`.
+fn param_values(params: &serde_json::Value) -> Result<ParamValues> {
+    match params {
+        serde_json::Value::Array(values) => {
+            let values: Result<Vec<ScalarValue>> = values.iter().map(scalar).collect();
+            Ok(values?.into())
+        }
+        serde_json::Value::Object(values) => {
+            let values: Result<HashMap<String, ScalarValue>> = values
+                .iter()
+                .map(|(name, value)| Ok((name.clone(), scalar(value)?)))
+                .collect();
+            Ok(values?.into())
+        }
+        _ => Err(Error::InvalidParameter(
+            "params must be a JSON array ($1, $2, …) or object ($name)".into(),
+        )),
+    }
+}
+
+fn scalar(value: &serde_json::Value) -> Result<ScalarValue> {
+    use serde_json::Value as V;
+    Ok(match value {
+        V::Null => ScalarValue::Null,
+        V::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        V::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => ScalarValue::Float64(n.as_f64()),
+        },
+        V::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        V::Array(_) | V::Object(_) => {
+            return Err(Error::InvalidParameter(
+                "a parameter must be a string, number, boolean or null".into(),
+            ))
+        }
+    })
+}
+
+/// A running query's answer, batch by batch, under its time and row limits. Dropping it
+/// cancels the query.
+pub struct QueryStream {
+    schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+    deadline: Instant,
+    timeout: Duration,
+    max_rows: usize,
+    rows: usize,
+}
+
+impl QueryStream {
+    /// The answer's columns.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The next batch; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        let batch = match tokio::time::timeout_at(self.deadline, self.inner.next()).await {
+            Err(_) => return Some(Err(Error::Timeout(self.timeout.as_millis() as u64))),
+            Ok(None) => return None,
+            Ok(Some(Err(error))) => return Some(Err(error.into())),
+            Ok(Some(Ok(batch))) => batch,
+        };
+        self.rows += batch.num_rows();
+        if self.rows > self.max_rows {
+            return Some(Err(Error::TooManyRows(self.max_rows)));
+        }
+        Some(Ok(batch))
+    }
+
+    /// Every remaining batch.
+    pub async fn collect(mut self) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.next().await {
+            batches.push(batch?);
+        }
+        Ok(batches)
+    }
+}

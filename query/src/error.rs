@@ -1,0 +1,129 @@
+//! Errors of the query crate, classified so the api maps each kind to one status.
+
+use datafusion::error::DataFusionError;
+
+/// How a caller should treat an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's SQL or parameters are wrong (400).
+    InvalidInput,
+    /// The statement is not a read (403).
+    Forbidden,
+    /// The query ran past its time limit (408).
+    Timeout,
+    /// The answer has more rows than allowed (413).
+    TooManyRows,
+    /// The memory pool refused, or the tables are not there yet (503).
+    Unavailable,
+    /// A bug or an I/O failure: never shown in detail.
+    Internal,
+}
+
+/// Errors of projections and SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The statement is not valid SQL or does not plan.
+    #[error("{0}")]
+    Sql(String),
+    /// A parameter or option is wrong.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// Not a read-only statement.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// Past the time limit.
+    #[error("the query did not finish within {0} ms")]
+    Timeout(u64),
+    /// More rows than allowed.
+    #[error("the answer has more than {0} rows; add a LIMIT or aggregate")]
+    TooManyRows(usize),
+    /// The memory pool refused an allocation.
+    #[error("the query needs more memory than the server allows for queries: {0}")]
+    ResourcesExhausted(String),
+    /// The tables have not caught up with the asked position in time.
+    #[error("the tables have not reached position {wanted} (they are at {at})")]
+    Behind {
+        /// What the client asked for.
+        wanted: u64,
+        /// Where the tables are.
+        at: u64,
+    },
+    /// The log failed.
+    #[error(transparent)]
+    Store(#[from] chiso_store::Error),
+    /// Anything else DataFusion reports that is not the user's doing.
+    #[error("query engine: {0}")]
+    Engine(String),
+    /// A segment file could not be read or written.
+    #[error("segment {file}: {reason}")]
+    Segment {
+        /// The file.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Sql(_) | Self::InvalidParameter(_) => ErrorKind::InvalidInput,
+            Self::ReadOnly(_) => ErrorKind::Forbidden,
+            Self::Timeout(_) => ErrorKind::Timeout,
+            Self::TooManyRows(_) => ErrorKind::TooManyRows,
+            Self::ResourcesExhausted(_) | Self::Behind { .. } => ErrorKind::Unavailable,
+            Self::Store(error) if error.kind() == chiso_store::ErrorKind::Unavailable => {
+                ErrorKind::Unavailable
+            }
+            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// A stable snake_case code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Sql(_) => "invalid_sql",
+            Self::InvalidParameter(_) => "invalid_parameter",
+            Self::ReadOnly(_) => "read_only",
+            Self::Timeout(_) => "query_timeout",
+            Self::TooManyRows(_) => "too_many_rows",
+            Self::ResourcesExhausted(_) => "query_memory_exhausted",
+            Self::Behind { .. } => "tables_behind",
+            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } => "internal",
+        }
+    }
+}
+
+impl From<DataFusionError> for Error {
+    /// Plan, SQL and schema errors are the user's; resource errors are the server's limits;
+    /// the rest are ours.
+    fn from(error: DataFusionError) -> Self {
+        match error.find_root() {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => Self::Sql(error.strip_backtrace()),
+            DataFusionError::ResourcesExhausted(message) => {
+                Self::ResourcesExhausted(message.clone())
+            }
+            DataFusionError::Execution(message) => Self::Sql(message.clone()),
+            DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+                datafusion::arrow::error::ArrowError::CastError(message)
+                | datafusion::arrow::error::ArrowError::ParseError(message)
+                | datafusion::arrow::error::ArrowError::InvalidArgumentError(message)
+                | datafusion::arrow::error::ArrowError::ComputeError(message) => {
+                    Self::Sql(message.clone())
+                }
+                datafusion::arrow::error::ArrowError::DivideByZero => {
+                    Self::Sql("division by zero".into())
+                }
+                other => Self::Engine(other.to_string()),
+            },
+            other => Self::Engine(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `chiso-query` owns the tables of DESIGN §5 and the read-only SQL over them.
+//!
+//! - [`Projections`] fold the log into tables (`agencies`, `services`, `service_levels`,
+//!   `dossiers`, `agency_daily`, `ict_index`, `rankings`), follow it live, and checkpoint
+//!   changed monthly partitions as Parquet segments with an atomic manifest, so a restart
+//!   loads segments and folds only the tail.
+//! - [`SqlEngine`] answers SQL with DataFusion over those tables, the log itself (`events`)
+//!   and the table function `dossier_report(DATE, DATE)`; it refuses anything but reads and
+//!   runs every query under a shared memory pool, a time limit and a row limit.
+//!
+//! Local dates and months are in `Asia/Ho_Chi_Minh` (UTC+07:00).
+//!
+//! ```no_run
+//! # async fn example() -> chiso_query::Result<()> {
+//! use chiso_query::{Projections, Query, SqlEngine, SqlLimits};
+//! let store = chiso_store::EventStore::open("./chiso-data/log")?;
+//! let projections = Projections::open(&store, "./chiso-data/tables")?;
+//! projections.catch_up(|_, _| {})?;
+//! let engine = SqlEngine::new(&store, &projections, SqlLimits::default())?;
+//! let query = Query { sql: "SELECT count(*) FROM dossiers".into(), ..Query::default() };
+//! let batches = engine.execute(query).await?.collect().await?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod error;
+pub mod local_time;
+mod projections;
+mod providers;
+mod report;
+
+pub use datafusion;
+pub use engine::{Query, QueryStream, SqlEngine, SqlLimits};
+pub use error::{Error, ErrorKind, Result};
+pub use projections::{Projections, TableName};
+pub use report::REPORT;

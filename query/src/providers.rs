@@ -1,0 +1,405 @@
+//! DataFusion table providers over the projections and the log.
+//!
+//! Time-series tables prune their monthly partitions from time filters on their partition
+//! column (`received_at` for `dossiers`, `day` for `agency_daily`); `events` reads the log
+//! itself, in position order, from the position range its filters allow.
+
+use crate::local_time::{local_day, month_of_day, MonthKey};
+use crate::projections::{self, Projections, TableName};
+use async_trait::async_trait;
+use chiso_store::EventStore;
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+/// A table folded by the projections.
+#[derive(Clone)]
+pub struct ProjectionTable {
+    table: TableName,
+    schema: SchemaRef,
+    projections: Projections,
+}
+
+impl std::fmt::Debug for ProjectionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProjectionTable({:?})", self.table)
+    }
+}
+
+impl ProjectionTable {
+    /// Every table of DESIGN §5 but `events`, by name.
+    pub fn all(projections: &Projections) -> Vec<(&'static str, Self)> {
+        use TableName as T;
+        [
+            ("agencies", T::Agencies, &projections::AGENCIES),
+            ("services", T::Services, &projections::SERVICES),
+            (
+                "service_levels",
+                T::ServiceLevels,
+                &projections::SERVICE_LEVELS,
+            ),
+            ("dossiers", T::Dossiers, &projections::DOSSIERS),
+            ("agency_daily", T::AgencyDaily, &projections::AGENCY_DAILY),
+            ("ict_index", T::IctIndex, &projections::ICT_INDEX),
+            ("rankings", T::Rankings, &projections::RANKINGS),
+        ]
+        .into_iter()
+        .map(|(name, table, schema)| {
+            let provider = Self {
+                table,
+                schema: (*schema).clone(),
+                projections: projections.clone(),
+            };
+            (name, provider)
+        })
+        .collect()
+    }
+
+    /// The column whose local month names the partition.
+    fn partition_column(&self) -> Option<&'static str> {
+        match self.table {
+            TableName::Dossiers => Some("received_at"),
+            TableName::AgencyDaily => Some("day"),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ProjectionTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Pruning is by whole months: DataFusion still applies every filter to the rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let months = match self.partition_column() {
+            Some(column) => month_range(filters, column),
+            None => MonthKey::MIN..=MonthKey::MAX,
+        };
+        let batches = self.projections.batches(self.table, months);
+        let partitions = spread(batches, state.config().target_partitions());
+        let exec = MemorySourceConfig::try_new_exec(
+            &partitions,
+            self.schema.clone(),
+            projection.cloned(),
+        )?;
+        Ok(exec)
+    }
+}
+
+/// Deals batches round-robin over `n` partitions so both cores scan.
+fn spread(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let n = n.clamp(1, batches.len().max(1));
+    let mut partitions = vec![Vec::new(); n];
+    for (i, batch) in batches.into_iter().enumerate() {
+        partitions[i % n].push(batch);
+    }
+    partitions
+}
+
+/// The local months a conjunction of filters allows for a time column.
+fn month_range(filters: &[Expr], column: &str) -> RangeInclusive<MonthKey> {
+    let (mut low, mut high) = (i32::MIN, i32::MAX);
+    for filter in filters {
+        for (bound_low, bound_high) in day_bounds(filter, column) {
+            low = low.max(bound_low);
+            high = high.min(bound_high);
+        }
+    }
+    let to_month = |day: i32, fallback| {
+        if day == i32::MIN || day == i32::MAX {
+            fallback
+        } else {
+            month_of_day(day)
+        }
+    };
+    to_month(low, MonthKey::MIN)..=to_month(high, MonthKey::MAX)
+}
+
+/// Bounds on the local day of `column` that `filter` implies (none when it implies nothing).
+fn day_bounds(filter: &Expr, column: &str) -> Vec<(i32, i32)> {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::And => {
+            let mut bounds = day_bounds(left, column);
+            bounds.extend(day_bounds(right, column));
+            bounds
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let bound = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => {
+                    comparison(*op, scalar_day(v))
+                }
+                (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => {
+                    op.swap().and_then(|op| comparison(op, scalar_day(v)))
+                }
+                _ => None,
+            };
+            bound.into_iter().collect()
+        }
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) => match (expr.as_ref(), low.as_ref(), high.as_ref()) {
+            (Expr::Column(c), Expr::Literal(l, _), Expr::Literal(h, _)) if c.name == column => {
+                match (scalar_day(l), scalar_day(h)) {
+                    (Some(l), Some(h)) => vec![(l, h)],
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+fn comparison(op: Operator, day: Option<i32>) -> Option<(i32, i32)> {
+    let day = day?;
+    match op {
+        Operator::Eq => Some((day, day)),
+        Operator::Gt | Operator::GtEq => Some((day, i32::MAX)),
+        Operator::Lt | Operator::LtEq => Some((i32::MIN, day)),
+        _ => None,
+    }
+}
+
+/// The local day of a time or date literal.
+fn scalar_day(value: &ScalarValue) -> Option<i32> {
+    let micros = match value {
+        ScalarValue::Date32(Some(day)) => return Some(*day),
+        ScalarValue::Date64(Some(ms)) => return Some(ms.div_euclid(86_400_000) as i32),
+        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1_000_000)?,
+        ScalarValue::TimestampMillisecond(Some(ms), _) => ms.checked_mul(1_000)?,
+        ScalarValue::TimestampMicrosecond(Some(us), _) => *us,
+        ScalarValue::TimestampNanosecond(Some(ns), _) => ns.div_euclid(1_000),
+        _ => return None,
+    };
+    Some(local_day(micros))
+}
+
+/// `events`: the log itself.
+#[derive(Clone)]
+pub struct EventsTable {
+    store: EventStore,
+}
+
+impl std::fmt::Debug for EventsTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventsTable")
+    }
+}
+
+impl EventsTable {
+    /// Reads `store`.
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl TableProvider for EventsTable {
+    fn schema(&self) -> SchemaRef {
+        projections::EVENTS.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (mut from, mut to) = (0u64, self.store.head());
+        for filter in filters {
+            for (low, high) in position_bounds(filter) {
+                from = from.max(low);
+                to = to.min(high);
+            }
+        }
+        let partition = LogRange {
+            store: self.store.clone(),
+            from,
+            to,
+            limit,
+        };
+        let exec = StreamingTableExec::try_new(
+            projections::EVENTS.clone(),
+            vec![Arc::new(partition)],
+            projection,
+            Vec::new(),
+            false,
+            limit,
+        )?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// `[low, high)` bounds on `position` a filter implies.
+fn position_bounds(filter: &Expr) -> Vec<(u64, u64)> {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::And => {
+            let mut bounds = position_bounds(left);
+            bounds.extend(position_bounds(right));
+            bounds
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) if c.name == "position" => (Some(*op), v),
+                (Expr::Literal(v, _), Expr::Column(c)) if c.name == "position" => (op.swap(), v),
+                _ => return Vec::new(),
+            };
+            let Some(value) = integer(value) else {
+                return Vec::new();
+            };
+            let at = value.max(0) as u64;
+            let bound = match op {
+                Some(Operator::Eq) if value >= 0 => (at, at + 1),
+                Some(Operator::Eq) => (0, 0),
+                Some(Operator::Gt) => (at + u64::from(value >= 0), u64::MAX),
+                Some(Operator::GtEq) => (at, u64::MAX),
+                Some(Operator::Lt) if value > 0 => (0, at),
+                Some(Operator::Lt) => (0, 0),
+                Some(Operator::LtEq) if value >= 0 => (0, at + 1),
+                Some(Operator::LtEq) => (0, 0),
+                _ => return Vec::new(),
+            };
+            vec![bound]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn integer(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::Int64(Some(v)) => Some(*v),
+        ScalarValue::Int32(Some(v)) => Some((*v).into()),
+        ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// A range of log positions read as record batches.
+struct LogRange {
+    store: EventStore,
+    from: u64,
+    to: u64,
+    limit: Option<usize>,
+}
+
+impl std::fmt::Debug for LogRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogRange({}..{})", self.from, self.to)
+    }
+}
+
+const EVENTS_PER_BATCH: usize = 4096;
+
+impl PartitionStream for LogRange {
+    fn schema(&self) -> &SchemaRef {
+        &projections::EVENTS
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (store, to) = (self.store.clone(), self.to);
+        let mut remaining = self.limit.unwrap_or(usize::MAX);
+        let batches = futures_util::stream::unfold(self.from, move |next| {
+            let store = store.clone();
+            let want = (to.saturating_sub(next) as usize)
+                .min(EVENTS_PER_BATCH)
+                .min(remaining);
+            remaining -= want;
+            async move {
+                if want == 0 {
+                    return None;
+                }
+                let read = tokio::task::spawn_blocking(move || store.read_all(next, want)).await;
+                let events = match read {
+                    Ok(Ok(events)) => events,
+                    Ok(Err(error)) => return Some((Err(external(error)), u64::MAX)),
+                    Err(error) => return Some((Err(external(error)), u64::MAX)),
+                };
+                let after = events.last().map_or(u64::MAX, |e| e.position + 1);
+                Some((Ok(events_batch(&events)), after))
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            projections::EVENTS.clone(),
+            batches,
+        ))
+    }
+}
+
+fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(error))
+}
+
+fn events_batch(events: &[chiso_store::RecordedEvent]) -> RecordBatch {
+    let strings = |get: fn(&chiso_store::RecordedEvent) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(events.iter().map(get)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            events.iter().map(|e| e.position as i64),
+        )),
+        strings(|e| &e.stream),
+        Arc::new(Int64Array::from_iter_values(
+            events.iter().map(|e| e.revision as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e.id.to_string()),
+        )),
+        strings(|e| &e.event_type),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                events.iter().map(|e| e.recorded_at_micros),
+            )
+            .with_timezone(crate::local_time::ZONE),
+        ),
+        strings(|e| &e.data),
+        strings(|e| &e.metadata),
+    ];
+    RecordBatch::try_new(projections::EVENTS.clone(), columns).expect("columns match")
+}

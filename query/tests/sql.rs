@@ -1,0 +1,152 @@
+//! SQL semantics pinned in sqllogictest files (`tests/slt/*.slt`), run against the tables
+//! folded from `tests/slt/fixture.ndjson` (appended through the catalog and write model).
+
+use chiso_ingest::IngestModel;
+use chiso_query::datafusion::arrow::array::RecordBatch;
+use chiso_query::datafusion::arrow::datatypes::DataType;
+use chiso_query::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use chiso_query::{Projections, Query, SqlEngine, SqlLimits};
+use chiso_store::{
+    AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
+};
+use sqllogictest::{DBOutput, DefaultColumnType};
+use std::path::{Path, PathBuf};
+
+struct Chiso {
+    engine: SqlEngine,
+}
+
+#[derive(Debug)]
+struct QueryFailed(String);
+
+impl std::fmt::Display for QueryFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QueryFailed {}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Chiso {
+    type Error = QueryFailed;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, QueryFailed> {
+        let query = Query {
+            sql: sql.to_owned(),
+            ..Query::default()
+        };
+        let failed = |e: chiso_query::Error| QueryFailed(format!("{}: {e}", e.code()));
+        let stream = self.engine.execute(query).await.map_err(failed)?;
+        let schema = stream.schema();
+        let batches = stream.collect().await.map_err(failed)?;
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int32 | DataType::Int64 | DataType::UInt64 => DefaultColumnType::Integer,
+                DataType::Float64 => DefaultColumnType::FloatingPoint,
+                DataType::Utf8 => DefaultColumnType::Text,
+                _ => DefaultColumnType::Any,
+            })
+            .collect();
+        Ok(DBOutput::Rows {
+            types,
+            rows: rows(&batches),
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "chiso"
+    }
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters: Vec<ArrayFormatter> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| match f.value(row).to_string() {
+                        text if text.is_empty() => "(empty)".to_owned(),
+                        text => text,
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Appends the fixture through the write model, one request per line.
+async fn load_fixture(store: &EventStore, fixture: &Path) {
+    let text = std::fs::read_to_string(fixture).unwrap();
+    for (number, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let request = AppendRequest {
+            stream: StreamName::new(event["stream"].as_str().unwrap()).unwrap(),
+            expected: ExpectedRevision::Any,
+            events: vec![ProposedEvent {
+                id: event["id"].as_str().unwrap().parse().unwrap(),
+                event_type: event["type"].as_str().unwrap().to_owned(),
+                data: event["data"].to_string(),
+                metadata: "{}".into(),
+                decoded: None,
+            }],
+            principal: None,
+        };
+        if let Err(error) = store.append(request).await {
+            panic!("fixture line {}: {error}", number + 1);
+        }
+    }
+}
+
+fn slt_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open_with(
+        dir.path().join("log"),
+        StoreMetrics::default(),
+        IngestModel::new(),
+    )
+    .unwrap();
+    load_fixture(&store, &slt_dir().join("fixture.ndjson")).await;
+    let projections = Projections::open(&store, dir.path().join("tables")).unwrap();
+    projections.catch_up(|_, _| {}).unwrap();
+    let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(slt_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "the .slt files are missing");
+    for file in files {
+        let engine = engine.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let engine = engine.clone();
+            async move { Ok::<_, QueryFailed>(Chiso { engine }) }
+        });
+        if let Err(error) = runner.run_file_async(&file).await {
+            panic!("{}: {error}", file.display());
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `chiso rebuild`: drop every table and fold the whole log again, with a progress bar.
+
+use chiso_query::Projections;
+use chiso_store::EventStore;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Options of `chiso rebuild`.
+#[derive(Args)]
+pub struct RebuildArgs {
+    /// Data directory (no chiso may be serving it).
+    #[arg(
+        long,
+        env = "CHISO_DATA_DIR",
+        default_value = "./chiso-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+}
+
+pub async fn rebuild(args: RebuildArgs) -> Result<(), Box<dyn std::error::Error>> {
+    tokio::task::spawn_blocking(move || rebuild_tables(&args))
+        .await?
+        .map_err(|error| -> Box<dyn std::error::Error> { error })
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn rebuild_tables(args: &RebuildArgs) -> Result<(), BoxError> {
+    let store = EventStore::open(args.data_dir.join("log"))?;
+    let projections = Projections::open(&store, args.data_dir.join("tables"))?;
+    projections.clear()?;
+    let progress = ProgressBar::new(store.head()).with_style(ProgressStyle::with_template(
+        "rebuilding {bar:40} {human_pos}/{human_len} events, {per_sec}, {eta} left",
+    )?);
+    let started = Instant::now();
+    let folded = projections.catch_up(|done, _| progress.set_position(done))?;
+    projections.checkpoint()?;
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "rebuilt every table from {folded} events in {seconds:.2} s ({:.0} events/s); {} dossiers",
+        folded as f64 / seconds.max(1e-9),
+        projections.dossier_count()
+    );
+    drop(projections);
+    drop(store);
+    Ok(())
+}

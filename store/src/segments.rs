@@ -1,0 +1,146 @@
+//! Segment files and their manifest, for projections that fold the log into tables.
+//!
+//! A projection writes each changed partition as a new, fsynced file, then commits one
+//! [`Manifest`] — the checkpoint (the next log position to fold) and the file of every
+//! partition — as a single fsynced RocksDB key. A crash before the commit leaves the old
+//! manifest and its files intact; files no manifest names are removed at the next open.
+//! The store never looks inside a segment: it is domain-agnostic.
+
+use crate::{EventStore, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MANIFEST_VERSION: u32 = 1;
+
+/// What a projection has made durable: its checkpoint and the file holding each partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of the manifest itself.
+    pub version: u32,
+    /// The projection's own format version: a manifest of another version is ignored
+    /// (the projection rebuilds by replay).
+    pub format: u32,
+    /// The next log position to fold: every event before it is in the segments.
+    pub checkpoint: u64,
+    /// Partition name (e.g. `dossiers/2019-03`) → file name in the segment directory.
+    pub segments: BTreeMap<String, String>,
+}
+
+/// A directory of segment files whose manifest lives in the log's metadata.
+#[derive(Clone)]
+pub struct SegmentDir {
+    dir: PathBuf,
+    store: EventStore,
+    key: Vec<u8>,
+}
+
+impl SegmentDir {
+    /// Opens (creating) `dir` for the projection `name`.
+    pub fn open(store: &EventStore, dir: impl AsRef<Path>, name: &str) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            store: store.clone(),
+            key: format!("chiso/projection/{name}/manifest").into_bytes(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The committed manifest of `format`, if any; removes files it does not name.
+    pub fn load(&self, format: u32) -> Result<Option<Manifest>> {
+        let stored = self
+            .store
+            .settings(&self.key)?
+            .into_iter()
+            .find(|(key, _)| *key == self.key);
+        let manifest = stored
+            .and_then(|(_, value)| serde_json::from_slice::<Manifest>(&value).ok())
+            .filter(|m| m.version == MANIFEST_VERSION && m.format == format);
+        self.remove_unreferenced(manifest.as_ref())?;
+        Ok(manifest)
+    }
+
+    /// Writes a new segment file durably (temporary file, fsync, rename, fsync of the
+    /// directory). It counts only once a committed manifest names it.
+    pub fn write(&self, file_name: &str, bytes: &[u8]) -> Result<()> {
+        let temporary = self.dir.join(format!("{file_name}.tmp"));
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, self.dir.join(file_name))?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Reads a segment file.
+    pub fn read(&self, file_name: &str) -> Result<Vec<u8>> {
+        Ok(fs::read(self.dir.join(file_name))?)
+    }
+
+    /// Commits `manifest` (fsynced, atomic), then removes the files it no longer names.
+    pub fn commit(&self, manifest: &Manifest) -> Result<()> {
+        let mut manifest = manifest.clone();
+        manifest.version = MANIFEST_VERSION;
+        let bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        self.store.put_setting(&self.key, &bytes)?;
+        self.remove_unreferenced(Some(&manifest))
+    }
+
+    /// Forgets the manifest and every segment file (a rebuild starts from nothing).
+    pub fn clear(&self) -> Result<()> {
+        self.store.delete_setting(&self.key)?;
+        self.remove_unreferenced(None)
+    }
+
+    fn remove_unreferenced(&self, manifest: Option<&Manifest>) -> Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kept = manifest.is_some_and(|m| m.segments.values().any(|file| *file == name));
+            if !kept && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_names_the_files_that_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("log")).unwrap();
+        let segments = SegmentDir::open(&store, dir.path().join("tables"), "t").unwrap();
+        assert_eq!(segments.load(1).unwrap(), None);
+        segments.write("a.1", b"one").unwrap();
+        segments.write("b.1", b"two").unwrap();
+        let mut manifest = Manifest {
+            format: 1,
+            checkpoint: 7,
+            ..Manifest::default()
+        };
+        manifest.segments.insert("a".into(), "a.1".into());
+        segments.commit(&manifest).unwrap();
+        assert!(
+            !segments.path().join("b.1").exists(),
+            "uncommitted file removed"
+        );
+        let loaded = segments.load(1).unwrap().unwrap();
+        assert_eq!(loaded.checkpoint, 7);
+        assert_eq!(segments.read("a.1").unwrap(), b"one");
+        assert_eq!(segments.load(2).unwrap(), None, "another format is ignored");
+        segments.clear().unwrap();
+        assert_eq!(segments.load(1).unwrap(), None);
+    }
+}
