@@ -108,11 +108,7 @@ pub async fn post_sql(
         let (parts, body) = request.into_parts();
         let bytes =
             crate::body::read_limited(&parts.headers, body, state.limits.max_body_bytes).await?;
-        let raw: Vec<(String, String)> = parts
-            .uri
-            .query()
-            .map(query_pairs)
-            .unwrap_or_default();
+        let raw: Vec<(String, String)> = parts.uri.query().map(query_pairs).unwrap_or_default();
         let request = if is_json(&parts.headers) {
             if !raw.is_empty() {
                 return Err(ApiError::bad_request(
@@ -168,7 +164,8 @@ pub async fn dossier_report(
 }
 
 fn date(name: &str, value: &str) -> Result<chrono::NaiveDate> {
-    value.parse().map_err(|_| {
+    let parsed = (value.len() == 10).then(|| value.parse().ok()).flatten();
+    parsed.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_parameter",
             format!("{name} must be a date YYYY-MM-DD, not {value:?}"),

@@ -4,3 +4,4 @@ mod crash;
 mod import;
 mod serve;
 mod support;
+mod tables;

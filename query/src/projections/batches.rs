@@ -270,7 +270,11 @@ impl Tables {
 
     /// The `rankings` table.
     pub fn rankings_batch(&self) -> RecordBatch {
-        type Row<'a> = (&'a (String, String, String), &'a Ranking, &'a (String, f64, u32));
+        type Row<'a> = (
+            &'a (String, String, String),
+            &'a Ranking,
+            &'a (String, f64, u32),
+        );
         let rows: Vec<Row> = self
             .rankings
             .iter()

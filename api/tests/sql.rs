@@ -1,0 +1,421 @@
+//! `/v1/sql` and `/v1/reports/dossiers` through HTTP: every format parsed back, parameters,
+//! `min_position`, read-only refusals, the time, row and memory limits, and cancellation when
+//! the client goes away.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use chiso_api::{router, AppState, Limits};
+use chiso_ingest::IngestModel;
+use chiso_query::datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use chiso_query::datafusion::arrow::ipc::reader::StreamReader;
+use chiso_query::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use chiso_query::{Projections, SqlEngine, SqlLimits};
+use chiso_store::{EventStore, StoreMetrics};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const FIXTURE: &str = include_str!("../../query/tests/slt/fixture.ndjson");
+
+struct Api {
+    router: Router,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    /// A server whose tables follow the log, loaded with the fixture.
+    async fn start(limits: SqlLimits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open_with(
+            dir.path().join("log"),
+            StoreMetrics::default(),
+            IngestModel::new(),
+        )
+        .unwrap();
+        let projections = Projections::open(&store, dir.path().join("tables")).unwrap();
+        let engine = SqlEngine::new(&store, &projections, limits).unwrap();
+        let state = AppState::new(store, Limits::default()).with_sql(engine);
+        projections.follow(state.shutdown.clone());
+        let api = Self {
+            router: router(state.clone()),
+            state,
+            _dir: dir,
+        };
+        let (status, answer) = api.call("POST", "/v1/events", FIXTURE).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        api
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, String, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(uri);
+        let body = body.into();
+        if method == "POST" && uri.starts_with("/v1/sql") && !uri.contains('?') {
+            request = request.header("content-type", "application/json");
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, content_type, bytes.to_vec())
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let (status, _, bytes) = self.raw(method, uri, body).await;
+        let text = String::from_utf8_lossy(&bytes);
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(text.into())),
+        )
+    }
+
+    /// POSTs a JSON query; waits for the fixture to be in the tables first.
+    async fn sql(&self, body: Value) -> (StatusCode, Value) {
+        let mut body = body;
+        if body.get("min_position").is_none() {
+            body["min_position"] = json!(0);
+        }
+        self.call("POST", "/v1/sql", body.to_string()).await
+    }
+}
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn json_answers_are_arrays_of_objects_with_local_times() {
+    let api = Api::start(SqlLimits::default()).await;
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT id, received_at, timeliness, rating FROM dossiers WHERE id IN ('d2', 'd4') ORDER BY id"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!([
+            {"id": "d2", "received_at": "2019-03-04T08:00:00+07:00", "timeliness": "on_time", "rating": null},
+            {"id": "d4", "received_at": "2019-03-04T08:00:00+07:00", "timeliness": "on_time", "rating": 5},
+        ])
+    );
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT * FROM agencies WHERE code = 'none'"}))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test]
+async fn jsonl_and_csv_stream_rows() {
+    let api = Api::start(SqlLimits::default()).await;
+    api.sql(json!({"sql": "SELECT 1"})).await;
+    let q = "SELECT code, kind FROM agencies ORDER BY code";
+    let uri = |format: &str| format!("/v1/sql?format={format}&q={}", q.replace(' ', "%20"));
+    let (status, content_type, body) = api.raw("GET", &uri("jsonl"), Body::empty()).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (StatusCode::OK, "application/x-ndjson")
+    );
+    let lines: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1], json!({"code": "26.243", "kind": "district"}));
+    let (status, content_type, body) = api.raw("GET", &uri("csv"), Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/csv"));
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "code,kind\n26,province\n26.243,district\n26.STP,department\n"
+    );
+    // An empty answer still names its columns.
+    let empty = "/v1/sql?format=csv&q=SELECT%20code%20FROM%20agencies%20WHERE%20false";
+    let (_, _, body) = api.raw("GET", empty, Body::empty()).await;
+    assert_eq!(String::from_utf8(body).unwrap(), "code\n");
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn arrow_and_parquet_answers_parse_back() {
+    let api = Api::start(SqlLimits::default()).await;
+    api.sql(json!({"sql": "SELECT 1"})).await;
+    let q = "SELECT agency, count(*) AS n FROM dossiers GROUP BY agency ORDER BY agency";
+    for format in ["arrow", "parquet"] {
+        let body = json!({"sql": q, "format": format}).to_string();
+        let (status, content_type, bytes) = api.raw("POST", "/v1/sql", body).await;
+        assert_eq!(status, StatusCode::OK, "{format}");
+        let batches: Vec<RecordBatch> = if format == "arrow" {
+            assert_eq!(content_type, "application/vnd.apache.arrow.stream");
+            StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        } else {
+            assert_eq!(content_type, "application/vnd.apache.parquet");
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let batch =
+            chiso_query::datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches)
+                .unwrap();
+        let agencies = column::<StringArray>(&batch, "agency");
+        let counts = column::<Int64Array>(&batch, "n");
+        assert_eq!(
+            (agencies.value(0), counts.value(0)),
+            ("26.243", 3),
+            "{format}"
+        );
+        assert_eq!(
+            (agencies.value(1), counts.value(1)),
+            ("26.STP", 5),
+            "{format}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn parameters_bind_by_position_and_by_name() {
+    let api = Api::start(SqlLimits::default()).await;
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT id FROM dossiers WHERE agency = $1 AND rating >= $2", "params": ["26.STP", 4]}))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([{"id": "d4"}])));
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT count(*) AS n FROM dossiers WHERE channel = $channel", "params": {"channel": "online"}}))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([{"n": 3}])));
+    let uri = "/v1/sql?q=SELECT%20%241%20AS%20x&params=%5B%22a%27b%22%5D";
+    let (status, answer) = api.call("GET", uri, Body::empty()).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([{"x": "a'b"}])));
+    let (status, answer) = api.sql(json!({"sql": "SELECT $1", "params": "x"})).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    let (status, answer) = api.sql(json!({"sql": "SELECT $1 + 1", "params": []})).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_sql"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn the_report_endpoint_serves_biểu_06() {
+    let api = Api::start(SqlLimits::default()).await;
+    api.sql(json!({"sql": "SELECT 1"})).await;
+    let (status, answer) = api
+        .call(
+            "GET",
+            "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer[0]["agency"], "26.243");
+    assert_eq!(answer[0]["carried_over"], 1);
+    assert_eq!(answer[0]["open_overdue"], 1);
+    assert_eq!(answer[1]["resolved_total"], 4);
+    let (_, _, csv) = api
+        .raw(
+            "GET",
+            "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&format=csv",
+            Body::empty(),
+        )
+        .await;
+    assert!(String::from_utf8(csv)
+        .unwrap()
+        .starts_with("agency,carried_over,received_online"));
+    for bad in [
+        "/v1/reports/dossiers?from=2019-03-01",
+        "/v1/reports/dossiers?from=2019-3-1&to=2019-03-31",
+        "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31'--",
+        "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&agency=x",
+    ] {
+        let (status, answer) = api.call("GET", bad, Body::empty()).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_reads_are_allowed() {
+    let api = Api::start(SqlLimits::default()).await;
+    for statement in [
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE dossiers",
+        "INSERT INTO agencies VALUES ('x', 'x', 'province', NULL, '01')",
+        "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "SET datafusion.execution.target_partitions = 64",
+    ] {
+        let (status, answer) = api.sql(json!({ "sql": statement })).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::FORBIDDEN, "read_only"),
+            "{statement}: {answer}"
+        );
+    }
+    for statement in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELEC 1",
+        "SELECT nope FROM agencies",
+        "SELECT 1; SELECT 2",
+    ] {
+        let (status, answer) = api.sql(json!({ "sql": statement })).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_sql"),
+            "{statement}: {answer}"
+        );
+        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (status, answer) = api.call("GET", "/v1/sql", Body::empty()).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    let (status, answer) = api
+        .call("GET", "/v1/sql?q=SELECT%201&format=xml", Body::empty())
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    let (status, answer) = api.call("POST", "/v1/sql", "{not json").await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_json")
+    );
+}
+
+/// A query that runs for minutes unless stopped.
+const ENDLESS: &str = "SELECT sum(v % 7) FROM generate_series(1, 100000000000) AS t(v)";
+
+#[tokio::test]
+async fn limits_answer_408_413_503() {
+    let api = Api::start(SqlLimits::default()).await;
+    let (status, answer) = api.sql(json!({"sql": ENDLESS, "timeout_ms": 200})).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::REQUEST_TIMEOUT, "query_timeout"),
+        "{answer}"
+    );
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT * FROM dossiers", "max_rows": 3}))
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows")
+    );
+    let (status, _) = api
+        .sql(json!({"sql": "SELECT * FROM dossiers", "max_rows": 8}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let small = SqlLimits {
+        memory_bytes: 1 << 20,
+        ..SqlLimits::default()
+    };
+    let api = Api::start(small).await;
+    let group_by = "SELECT v, count(*) FROM generate_series(1, 3000000) AS t(v) GROUP BY v";
+    let (status, answer) = api.sql(json!({ "sql": group_by })).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::SERVICE_UNAVAILABLE, "query_memory_exhausted"),
+        "{answer}"
+    );
+    // The pool is free again for a query that fits.
+    let (status, _) = api
+        .sql(json!({"sql": "SELECT count(*) FROM dossiers"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn min_position_waits_for_the_tables() {
+    let api = Api::start(SqlLimits::default()).await;
+    let head = api.state.store.head();
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT count(*) AS n FROM events", "min_position": head - 1}))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([{"n": head}])));
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT 1", "min_position": head + 10, "timeout_ms": 300}))
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::SERVICE_UNAVAILABLE, "tables_behind")
+    );
+    assert_eq!(answer["error"]["details"]["position"], head);
+    // An append, then a read of it, asking for its position.
+    let event = json!({"stream": "ictindex-2018", "id": uuid::Uuid::new_v4(), "type": "IctIndexPublished",
+        "data": {"year": 2018, "province": "26", "rank": 18, "score": null}});
+    let (status, appended) = api.call("POST", "/v1/events", event.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = api
+        .sql(json!({"sql": "SELECT rank FROM ict_index WHERE year = 2018", "min_position": appended["last_position"]}))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([{"rank": 18}])));
+    let (status, ready) = api.call("GET", "/ready", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["tables_position"], ready["log_head"]);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_query() {
+    let api = Api::start(SqlLimits::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = api.router.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let metrics = api.state.sql_metrics().clone();
+    let client = reqwest::Client::new();
+    let request = client
+        .post(format!("http://{address}/v1/sql"))
+        .json(&json!({"sql": ENDLESS}))
+        .send();
+    // Give up on the answer after the query has started.
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), request).await;
+    assert!(gave_up.is_err(), "the endless query answered");
+    assert_eq!(metrics.running_now(), 1, "the query was not running");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metrics.running_now() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query kept running after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
