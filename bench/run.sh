@@ -18,7 +18,7 @@ out=bench/last-run.txt
 say() { echo "$*" | tee -a "$out"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-for p in wrk postgresql-15; do
+for p in wrk; do
   dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p"; }
 done
 
@@ -52,14 +52,7 @@ fi
 [ -n "${ONLY_PEERS:-}" ] || say "chiso: 64 clients (wrk), one DossierReceived a request, validated, fsynced: $(printf '%s\n' "${rates[@]}" | median) events/s, p50 $(printf '%s\n' "${p50s[@]}" | median), p99 $(printf '%s\n' "${p99s[@]}" | median) (median of $RUNS runs of ${SECONDS_PER_RUN}s; runs: ${rates[*]}; $(awk -v e="$events" -v f="$fsyncs" 'BEGIN{printf "%.1f", e/f}') events per fsync)"
 
 # --- PostgreSQL: same load as one-row transactions -------------------------------------
-# PostgreSQL runs as its own user, which cannot enter /root: give it a directory of its own.
-pgdata=$(mktemp -d /var/tmp/chiso-bench-pg-XXXX)
-chown postgres "$pgdata"
-runuser -u postgres -- "$PGBIN/initdb" -D "$pgdata" -A trust -U postgres >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$pgdata" -l "$pgdata/log" -w start \
-  -o "-c listen_addresses=127.0.0.1 -p 15432 -k /tmp -c max_connections=200 -c shared_buffers=512MB -c fsync=on -c synchronous_commit=on" >/dev/null
-trap 'runuser -u postgres -- "$PGBIN/pg_ctl" -D "$pgdata" -m fast stop >/dev/null 2>&1 || true; rm -rf "$pgdata"' EXIT
-psql="psql -h 127.0.0.1 -p 15432 -U postgres -q -v ON_ERROR_STOP=1"
+source bench/pg.sh
 $psql -f bench/pg_schema.sql
 rates=(); p50s=(); p99s=()
 for run in $(seq "$RUNS"); do

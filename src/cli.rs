@@ -1,6 +1,8 @@
 //! Command-line interface (DESIGN §9).
 
+use crate::demo::{demo, DemoArgs};
 use crate::import::{import, ImportArgs};
+use crate::rank::{rank, RankArgs};
 use crate::rebuild::{rebuild, RebuildArgs};
 use crate::serve::{serve, ServeArgs};
 use crate::sql::{sql, SqlArgs};
@@ -21,8 +23,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Import NDJSON event files, through a running chiso or into a data directory.
     Import(ImportArgs),
+    /// Write the demo history (Vĩnh Phúc 2010–2019) as NDJSON.
+    Demo(DemoArgs),
     /// Run one read-only SQL statement on a running chiso and print the answer.
     Sql(SqlArgs),
+    /// Compute and publish a month's rankings on a running chiso.
+    Rank(RankArgs),
     /// Drop every table and rebuild it by replaying the log (chiso must not be serving).
     Rebuild(RebuildArgs),
 }
@@ -33,7 +39,9 @@ impl Command {
             Self::Serve(args) => serve(args).await,
             Self::Import(args) => import(args).await,
             Self::Sql(args) => sql(args).await,
+            Self::Demo(args) => demo(args).await,
             Self::Rebuild(args) => rebuild(args).await,
+            Self::Rank(args) => rank(args).await,
         }
     }
 }

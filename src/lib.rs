@@ -1,7 +1,9 @@
 //! The `chiso` binary's library half: command line, tracing setup, wiring and shutdown.
 
 mod cli;
+mod demo;
 mod import;
+mod rank;
 mod rebuild;
 mod serve;
 mod sql;

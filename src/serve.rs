@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// The most rows one SQL answer may have (413 past it).
     #[arg(long, env = "CHISO_SQL_MAX_ROWS", default_value_t = SqlLimits::default().max_rows)]
     sql_max_rows: usize,
+    /// Load the demo history (Vĩnh Phúc 2010–2019) first, if the data directory is empty.
+    #[arg(long)]
+    demo: bool,
     /// Largest request body in bytes.
     #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -87,16 +90,21 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         state = state.with_auth(Auth::enabled(token, &store)?);
     }
     let shutdown = state.shutdown.clone();
+    let follower = projections.follow(shutdown.clone());
+    if args.demo {
+        load_demo(&store, router(state.clone())).await?;
+    }
+    let scheduler = chiso_api::spawn_scheduler(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "chiso listening");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let follower = projections.follow(shutdown.clone());
     let stopped = shutdown.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await?;
     // Every acknowledged append is in the log now: fold it and save the tables, then close.
     shutdown.cancel();
+    scheduler.abort();
     follower.await?;
     store.shutdown().await;
     tracing::info!("chiso stopped cleanly");
@@ -120,4 +128,28 @@ async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
     }
     shutdown.cancel();
+}
+
+/// `--demo`: the demo history into an empty log; a log with events is left as it is.
+async fn load_demo(
+    store: &EventStore,
+    router: axum::Router,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if store.head() > 0 {
+        tracing::info!(
+            events = store.head(),
+            "--demo: the log is not empty, nothing loaded"
+        );
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let loaded = crate::demo::load(router).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        events = loaded,
+        seconds,
+        events_per_second = loaded as f64 / seconds,
+        "--demo: history loaded"
+    );
+    Ok(())
 }

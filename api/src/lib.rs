@@ -17,6 +17,7 @@ mod body;
 mod error;
 mod log;
 mod ops;
+mod rankings;
 mod sql;
 mod subscribe;
 mod wire;
@@ -24,6 +25,7 @@ mod wire;
 pub use auth::{Auth, Principal, Scope};
 pub use error::{ApiError, Result};
 pub use ops::{HttpMetrics, SqlMetrics};
+pub use rankings::spawn_scheduler;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -136,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schema", get(schema))
         .route("/v1/sql", get(sql::get_sql).post(sql::post_sql))
         .route("/v1/reports/dossiers", get(sql::dossier_report))
+        .route("/v1/rankings", get(rankings::list))
+        .route("/v1/rankings/{month}/publish", post(rankings::publish))
         .route("/v1/tokens", post(auth::create_token))
         .route(
             "/v1/tokens/{token}",

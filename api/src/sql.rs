@@ -163,6 +163,27 @@ pub async fn dossier_report(
     .await
 }
 
+/// Runs `sql` with named `params` for a caller that needs the `query` scope.
+pub async fn run_for(
+    state: AppState,
+    principal: Principal,
+    sql: String,
+    params: serde_json::Value,
+    format: Option<String>,
+) -> Response {
+    respond(async {
+        principal.require_query()?;
+        let request = SqlRequest {
+            sql: Some(sql),
+            params: Some(params),
+            format,
+            ..SqlRequest::default()
+        };
+        run(&state, request).await
+    })
+    .await
+}
+
 fn date(name: &str, value: &str) -> Result<chrono::NaiveDate> {
     let parsed = (value.len() == 10).then(|| value.parse().ok()).flatten();
     parsed.ok_or_else(|| {

@@ -202,6 +202,16 @@ async fn every_scope_against_every_endpoint() {
             [NO, NO, OK, FB, FB, FB, OK],
         ),
         (
+            "rankings",
+            |_| ("GET", "/v1/rankings?month=2019-03".into(), String::new()),
+            [NO, NO, OK, FB, FB, FB, OK],
+        ),
+        (
+            "publish rankings",
+            |_| ("POST", "/v1/rankings/2019-03/publish".into(), String::new()),
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
             "report",
             |_| {
                 let uri = "/v1/reports/dossiers?from=2019-01-01&to=2019-12-31";

@@ -419,3 +419,131 @@ async fn a_client_that_goes_away_cancels_its_query() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+async fn rankings(api: &Api, query: &str) -> Vec<(String, String, f64, u64, u64)> {
+    let (status, answer) = api
+        .call("GET", &format!("/v1/rankings?{query}"), Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_owned();
+            (
+                text("scope"),
+                text("agency"),
+                r["value"].as_f64().unwrap(),
+                r["rank"].as_u64().unwrap(),
+                r["position"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rankings_publish_once_and_revise_after_late_events() {
+    let api = Api::start(SqlLimits::default()).await;
+    api.sql(json!({"sql": "SELECT 1"})).await;
+    let (status, published) = api
+        .call("POST", "/v1/rankings/2019-03/publish", Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{published}");
+    let first = published["published"].as_u64().unwrap();
+    assert!(first >= 6, "{published}");
+    let position = published["last_position"].as_u64().unwrap();
+    api.sql(json!({"sql": "SELECT 1", "min_position": position}))
+        .await;
+
+    // March: 26.STP resolved 4, 3 in time; 26.243 resolved nothing, so it has no on-time rate.
+    let on_time = rankings(&api, "month=2019-03&metric=on_time_rate").await;
+    let rows: Vec<(&str, &str, f64, u64)> = on_time
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str(), r.2, r.3))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("national:province", "26", 75.0, 1),
+            ("province:26:department", "26.STP", 75.0, 1)
+        ]
+    );
+    let online = rankings(
+        &api,
+        "month=2019-03&metric=online_share&scope=province:26:district",
+    )
+    .await;
+    assert_eq!(
+        (online[0].1.as_str(), online[0].2, online[0].3),
+        ("26.243", 50.0, 1)
+    );
+
+    // Publishing again writes nothing.
+    let head = api.state.store.head();
+    let (_, again) = api
+        .call("POST", "/v1/rankings/2019-03/publish", Body::empty())
+        .await;
+    assert_eq!(again["published"], 0);
+    assert_eq!(api.state.store.head(), head);
+
+    // A late resolution in March changes the district's figures: a new revision, the old stays.
+    let late = json!({"stream": "dossier-d5", "id": uuid::Uuid::new_v4(), "type": "DossierResolved",
+        "data": {"at": "2019-03-20T10:00:00+07:00", "outcome": "approved"}});
+    let (status, _) = api.call("POST", "/v1/events", late.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, revised) = api
+        .call("POST", "/v1/rankings/2019-03/publish", Body::empty())
+        .await;
+    let changed = revised["published"].as_u64().unwrap();
+    assert!(changed >= 1 && changed < first, "{revised}");
+    api.sql(json!({"sql": "SELECT 1", "min_position": revised["last_position"]}))
+        .await;
+    let district = rankings(
+        &api,
+        "month=2019-03&metric=on_time_rate&scope=province:26:district",
+    )
+    .await;
+    assert_eq!(
+        (district[0].1.as_str(), district[0].2, district[0].3),
+        ("26.243", 0.0, 1)
+    );
+    assert!(
+        district[0].4 > position,
+        "the row carries its new publication's position"
+    );
+    let (_, stored) = api
+        .sql(json!({"sql": "SELECT count(*) AS n FROM events WHERE stream = 'ranking-2019-03'"}))
+        .await;
+    assert_eq!(stored[0]["n"].as_u64().unwrap(), first + changed);
+
+    let (status, answer) = api
+        .call("POST", "/v1/rankings/2019-13/publish", Body::empty())
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+}
+
+#[tokio::test]
+async fn the_scheduler_publishes_every_missed_month_at_start() {
+    let api = Api::start(SqlLimits::default()).await;
+    let scheduler = chiso_api::spawn_scheduler(api.state.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, months) = api
+            .sql(json!({"sql": "SELECT DISTINCT month FROM rankings ORDER BY month"}))
+            .await;
+        // April holds only a withdrawal: nothing to rank, so nothing is published for it.
+        if months == json!([{"month": "2019-01"}, {"month": "2019-02"}, {"month": "2019-03"}]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missed months not published: {months}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scheduler.abort();
+}

@@ -14,6 +14,7 @@
 //! ```
 
 mod catalog;
+pub mod demo;
 mod error;
 mod write_model;
 

@@ -27,6 +27,7 @@ mod error;
 pub mod local_time;
 mod projections;
 mod providers;
+pub mod rankings;
 mod report;
 
 pub use datafusion;

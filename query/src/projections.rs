@@ -322,6 +322,23 @@ impl Projections {
         read(&self.state().tables)
     }
 
+    /// The rankings of `month` that differ from what is published.
+    pub fn ranking_changes(&self, month: MonthKey) -> Vec<crate::rankings::Publication> {
+        self.read(|tables| crate::rankings::changes(tables, month))
+    }
+
+    /// The months with dossier activity, and those with a published ranking.
+    pub fn ranking_months(&self) -> (Vec<MonthKey>, BTreeSet<String>) {
+        self.read(|tables| {
+            let published = tables
+                .rankings
+                .keys()
+                .map(|(month, _, _)| month.clone())
+                .collect();
+            (crate::rankings::active_months(tables), published)
+        })
+    }
+
     /// How many dossiers the tables hold.
     pub fn dossier_count(&self) -> usize {
         self.state().tables.dossier_count()

@@ -19,10 +19,21 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::launch(data_dir, env, &[], Duration::from_secs(30)).await
+    }
+
+    /// Like [`Server::start`], with extra arguments to `chiso serve`; waits up to 30 minutes
+    /// (`--demo` loads its history before it listens).
+    pub async fn start_with_args(data_dir: &Path, args: &[&str]) -> Self {
+        Self::launch(data_dir, &[], args, Duration::from_secs(1800)).await
+    }
+
+    async fn launch(data_dir: &Path, env: &[(&str, &str)], args: &[&str], wait: Duration) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_chiso"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("CHISO_LOG", "warn")
             .envs(env.iter().copied())
@@ -34,12 +45,12 @@ impl Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        server.wait_healthy().await;
+        server.wait_healthy(wait).await;
         server
     }
 
-    async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    async fn wait_healthy(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
         let client = reqwest::Client::new();
         while Instant::now() < deadline {
             let health = client.get(format!("{}/health", self.url)).send().await;

@@ -1,0 +1,203 @@
+//! Monthly rankings: `POST /v1/rankings/{month}/publish` (admin), `GET /v1/rankings`, and the
+//! scheduler inside `chiso serve` that publishes the previous month at 00:05 local time on
+//! the 1st, and at start every month it missed.
+
+use crate::error::{ApiError, Result};
+use crate::{AppState, Principal};
+use axum::extract::{Path, Query as QueryString, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chiso_ingest::Grant;
+use chiso_query::local_time::{month_name, parse_month, MonthKey};
+use chiso_store::{AppendRequest, ExpectedRevision, ProposedEvent, StreamName};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a publication waits for the tables to include the log's head.
+const CATCH_UP: Duration = Duration::from_secs(600);
+
+/// `POST /v1/rankings/{month}/publish`.
+pub async fn publish(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(month): Path<String>,
+) -> Result<Json<Value>> {
+    principal.require_admin()?;
+    let month = parse_month(&month).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("month must be YYYY-MM, not {month:?}"),
+        )
+    })?;
+    Ok(Json(publish_month(&state, month).await?))
+}
+
+/// Computes `month`'s rankings on tables that include the whole log, and appends those whose
+/// figures changed to `ranking-{YYYY-MM}` (nothing when none did).
+pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
+    let engine = state.sql.as_ref().ok_or_else(no_tables)?;
+    let head = state.store.head();
+    if head > 0 {
+        let caught_up = engine.projections().wait_for(head - 1, CATCH_UP).await;
+        caught_up.map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                e.to_string(),
+            )
+        })?;
+    }
+    let changes = engine.projections().ranking_changes(month);
+    let name = month_name(month);
+    if changes.is_empty() {
+        return Ok(json!({"month": name, "published": 0}));
+    }
+    let events = changes
+        .iter()
+        .map(|change| ProposedEvent {
+            id: change.id,
+            event_type: "RankingPublished".into(),
+            data: serde_json::to_string(&change.event).expect("a ranking serializes"),
+            metadata: json!({"publisher": "chiso rankings"}).to_string(),
+            decoded: None,
+        })
+        .collect();
+    let request = AppendRequest {
+        stream: StreamName::new(format!("ranking-{name}"))?,
+        expected: ExpectedRevision::Any,
+        events,
+        principal: Some(Arc::new(Grant::All)),
+    };
+    let appended = state.store.append(request).await?;
+    tracing::info!(month = %name, rankings = changes.len(), "rankings published");
+    Ok(json!({
+        "month": name,
+        "published": changes.len(),
+        "first_position": appended.first_position,
+        "last_position": appended.last_position,
+    }))
+}
+
+fn no_tables() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "this server has no tables",
+    )
+}
+
+/// `GET /v1/rankings?month=&scope=&metric=&format=`: the latest publication of each ranking.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    QueryString(raw): QueryString<Vec<(String, String)>>,
+) -> Response {
+    let mut conditions = Vec::new();
+    let mut params = serde_json::Map::new();
+    let mut format = None;
+    for (name, value) in raw {
+        match name.as_str() {
+            "month" | "scope" | "metric" => {
+                conditions.push(format!("{name} = ${name}"));
+                params.insert(name, value.into());
+            }
+            "format" => format = Some(value),
+            other => {
+                let message =
+                    format!("unknown parameter {other:?}; use month, scope, metric, format");
+                return ApiError::bad_request("invalid_parameter", message).into_response();
+            }
+        }
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT month, scope, metric, agency, value, rank, position FROM rankings{filter} \
+         ORDER BY month, scope, metric, rank, agency"
+    );
+    crate::sql::run_for(state, principal, sql, Value::Object(params), format).await
+}
+
+/// Publishes every month with dossiers and no ranking yet, before the current one.
+async fn publish_missed(state: &AppState) {
+    let Some(engine) = &state.sql else { return };
+    let head = state.store.head();
+    if head > 0
+        && engine
+            .projections()
+            .wait_for(head - 1, CATCH_UP)
+            .await
+            .is_err()
+    {
+        tracing::warn!("rankings: the tables did not catch up; will try again");
+        return;
+    }
+    let current = chiso_query::rankings::month_at(chrono::Utc::now().timestamp_micros());
+    let (active, published) = engine.projections().ranking_months();
+    for month in active.into_iter().filter(|m| *m < current) {
+        if published.contains(&month_name(month)) {
+            continue;
+        }
+        if let Err(error) = publish_month(state, month).await {
+            tracing::error!(month = %month_name(month), error = %error.message, "rankings not published");
+        }
+    }
+}
+
+/// Time until the next 1st of a month, 00:05 local (+07:00).
+fn until_next_run(now: chrono::DateTime<chrono::Utc>) -> Duration {
+    use chrono::{Datelike, TimeZone};
+    let zone = chrono::FixedOffset::east_opt(7 * 3600).expect("+07:00");
+    let local = now.with_timezone(&zone);
+    let (year, month) = if local.month() == 12 {
+        (local.year() + 1, 1)
+    } else {
+        (local.year(), local.month() + 1)
+    };
+    let next = zone
+        .with_ymd_and_hms(year, month, 1, 0, 5, 0)
+        .single()
+        .expect("a real time");
+    (next - local).to_std().unwrap_or(Duration::from_secs(60))
+}
+
+/// The scheduler: publishes what it missed at start, then the previous month on each 1st at
+/// 00:05 local time, until shutdown.
+pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            publish_missed(&state).await;
+            let wait = until_next_run(chrono::Utc::now());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = state.shutdown.cancelled() => return,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_run_is_the_first_at_five_past_midnight_local() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        // 31 January 23:00 local → 1 February 00:05 local: 65 minutes.
+        assert_eq!(
+            until_next_run(at("2019-01-31T23:00:00+07:00")),
+            Duration::from_secs(65 * 60)
+        );
+        // 1 December 00:06 local → 1 January 00:05 local.
+        let wait = until_next_run(at("2019-12-01T00:06:00+07:00"));
+        assert_eq!(wait, Duration::from_secs(31 * 86_400 - 60));
+    }
+}

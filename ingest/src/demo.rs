@@ -1,0 +1,824 @@
+//! The demo history: Vĩnh Phúc 2010–2019 as catalog events, deterministic from a seed.
+//!
+//! What is real comes from the seeds (DOMAIN.md): Vĩnh Phúc's 9 districts and 136 communes,
+//! its 1 799 online services at the end of 2019 by level (137 · 299 · 1 198 · 165), the 2019
+//! totals of its one-stop desks (314 984 received, 252 856 resolved, 93.8 % early or on time)
+//! and of its Public Administration Service Center (36 451 · 34 664 · 98.17 %), and the real
+//! ICT Index ranks. Everything else is synthetic: dossier volumes before 2019 (growing as the
+//! electronic one-stop system reached every agency), times, deadlines, pauses, payments,
+//! ratings, and the other provinces' ICT ranks (marked `"synthetic": true`).
+
+mod places;
+
+pub use places::PROVINCES;
+use places::{COMMUNE_NAMES, DEPARTMENTS, FIELDS, TET, VINH_PHUC_DISTRICTS, VINH_PHUC_ICT_RANKS};
+
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Weekday};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use std::io::{self, Write};
+
+/// First and last year of the history.
+pub const YEARS: std::ops::RangeInclusive<i32> = 2010..=2019;
+/// 2019 one-stop desks of departments, districts and communes [seed 001].
+pub const ONE_STOP_2019: Outcomes = Outcomes {
+    received: 314_984,
+    resolved: 252_856,
+    in_time: 237_179,
+};
+/// 2019 Public Administration Service Center [seed 001].
+pub const CENTER_2019: Outcomes = Outcomes {
+    received: 36_451,
+    resolved: 34_664,
+    in_time: 34_030,
+};
+/// Services by level at the end of 2019 (levels 1, 2, 3, 4) [seed 001].
+pub const SERVICES_2019: [usize; 4] = [165, 1_198, 299, 137];
+
+/// One year's dossier totals for a group of agencies: received in the year, resolved in
+/// the year, and of those early or on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Received in the year.
+    pub received: u32,
+    /// Resolved in the year.
+    pub resolved: u32,
+    /// Resolved early or on time.
+    pub in_time: u32,
+}
+
+/// One-stop volume of each year before 2019, as a share of 2019's.
+const GROWTH: [f64; 9] = [0.10, 0.12, 0.15, 0.19, 0.24, 0.30, 0.38, 0.50, 0.70];
+/// Share of dossiers received online through level 3–4 services, by year.
+const ONLINE: [f64; 10] = [0.0, 0.0, 0.02, 0.05, 0.10, 0.15, 0.22, 0.30, 0.40, 0.50];
+
+/// What to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// Same seed, same bytes.
+    pub seed: u64,
+    /// Provinces with agencies and dossiers: Vĩnh Phúc first, then others (synthetic).
+    pub provinces: usize,
+    /// Dossier volume of the other provinces, relative to Vĩnh Phúc's.
+    pub scale: f64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            provinces: 1,
+            scale: 1.0,
+        }
+    }
+}
+
+/// Writes the history as NDJSON (`{stream, id, type, data, metadata}` per line) and
+/// answers how many events it wrote.
+pub fn write_demo(options: &DemoOptions, out: &mut dyn Write) -> io::Result<u64> {
+    let mut writer = Writer {
+        out,
+        ids: ChaCha8Rng::seed_from_u64(options.seed ^ 0x1d5),
+        written: 0,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    for (code, name) in PROVINCES {
+        writer.agency(code, name, "province", None, code)?;
+    }
+    ict_index(&mut writer, &mut rng)?;
+    let others = PROVINCES.iter().filter(|(code, _)| *code != "26");
+    let chosen = std::iter::once(&("26", "Tỉnh Vĩnh Phúc")).chain(others);
+    for &(code, _) in chosen.take(options.provinces.clamp(1, PROVINCES.len())) {
+        let province = Province::new(code, &mut rng);
+        province.register(&mut writer)?;
+        let scale = if code == "26" {
+            1.0
+        } else {
+            options.scale * rng.random_range(0.5..2.0)
+        };
+        province.dossiers(&mut writer, &mut rng, scale)?;
+    }
+    Ok(writer.written)
+}
+
+struct Writer<'a> {
+    out: &'a mut dyn Write,
+    ids: ChaCha8Rng,
+    written: u64,
+}
+
+impl Writer<'_> {
+    fn event(&mut self, stream: &str, event_type: &str, data: Value) -> io::Result<()> {
+        self.event_with(stream, event_type, data, None)
+    }
+
+    fn event_with(
+        &mut self,
+        stream: &str,
+        event_type: &str,
+        data: Value,
+        metadata: Option<Value>,
+    ) -> io::Result<()> {
+        let id = uuid::Builder::from_random_bytes(self.ids.random()).into_uuid();
+        let mut line = json!({"stream": stream, "id": id, "type": event_type, "data": data});
+        if let Some(metadata) = metadata {
+            line["metadata"] = metadata;
+        }
+        serde_json::to_writer(&mut *self.out, &line)?;
+        self.out.write_all(b"\n")?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn agency(
+        &mut self,
+        code: &str,
+        name: &str,
+        kind: &str,
+        parent: Option<&str>,
+        province: &str,
+    ) -> io::Result<()> {
+        let data = json!({"code": code, "name": name, "kind": kind, "parent": parent, "province": province});
+        self.event(&format!("agency-{code}"), "AgencyRegistered", data)
+    }
+}
+
+/// A local time as RFC 3339 with the +07:00 offset.
+fn local(time: NaiveDateTime) -> String {
+    format!("{}+07:00", time.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, day).expect("a real date")
+}
+
+/// `days` working days (Monday–Friday) after `from`, at 17:00.
+fn deadline(from: NaiveDateTime, days: u32) -> NaiveDateTime {
+    let mut day = from.date();
+    let mut left = days;
+    while left > 0 {
+        day += Duration::days(1);
+        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+            left -= 1;
+        }
+    }
+    day.and_hms_opt(17, 0, 0).expect("a valid time")
+}
+
+/// The real facts of the ICT Index: (year, province, rank, score).
+fn real_ict(year: i32) -> Vec<(&'static str, u8, Option<f64>)> {
+    let mut facts = vec![("26", VINH_PHUC_ICT_RANKS[(year - 2010) as usize], None)];
+    facts.push(("48", 1, (year == 2019).then_some(0.8654)));
+    match year {
+        2019 => facts.extend([("46", 2, Some(0.8046)), ("22", 3, Some(0.7350))]),
+        2017 | 2018 => facts.extend([("79", 2, None), ("01", 3, None)]),
+        _ => {}
+    }
+    facts
+}
+
+/// Every province's rank, each year: the real ones, the rest a synthetic shuffle.
+fn ict_index(writer: &mut Writer, rng: &mut ChaCha8Rng) -> io::Result<()> {
+    for year in YEARS {
+        let facts = real_ict(year);
+        let mut free_ranks: Vec<u8> = (1..=63)
+            .filter(|r| !facts.iter().any(|f| f.1 == *r))
+            .collect();
+        free_ranks.shuffle(rng);
+        let mut others = PROVINCES
+            .iter()
+            .filter(|(code, _)| !facts.iter().any(|f| f.0 == *code));
+        let mut rows: Vec<(&str, u8, Option<f64>, bool)> =
+            facts.iter().map(|&(p, r, s)| (p, r, s, false)).collect();
+        for rank in free_ranks {
+            let (province, _) = others.next().expect("63 provinces for 63 ranks");
+            let score = 0.80 - 0.0065 * f64::from(rank - 1) - 0.01 * f64::from(2019 - year);
+            rows.push((
+                province,
+                rank,
+                Some((score * 10_000.0).round() / 10_000.0),
+                true,
+            ));
+        }
+        rows.sort_by_key(|row| row.1);
+        for (province, rank, score, synthetic) in rows {
+            let metadata = if synthetic {
+                json!({"generator": "chiso demo", "synthetic": true})
+            } else {
+                json!({"generator": "chiso demo", "synthetic": false, "source": "DOMAIN.md; seed 001, appendix 1"})
+            };
+            let data = json!({"year": year, "province": province, "rank": rank, "score": score});
+            writer.event_with(
+                &format!("ictindex-{year}"),
+                "IctIndexPublished",
+                data,
+                Some(metadata),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Department,
+    Center,
+    District,
+    Commune,
+}
+
+struct Agency {
+    code: String,
+    name: String,
+    kind: Kind,
+    parent: String,
+    /// Relative share of the province's one-stop dossiers.
+    weight: f64,
+    /// Services its dossiers use, by index into the province's services (sorted by launch).
+    services: Vec<usize>,
+}
+
+struct Service {
+    code: String,
+    agency: usize,
+    name: String,
+    field: &'static str,
+    /// (level, since) in time order.
+    levels: Vec<(u8, NaiveDateTime)>,
+    /// Legal deadline in working days.
+    deadline_days: u32,
+}
+
+impl Service {
+    fn level_at(&self, at: NaiveDateTime) -> u8 {
+        self.levels
+            .iter()
+            .rev()
+            .find(|(_, since)| *since <= at)
+            .map_or(self.levels[0].0, |l| l.0)
+    }
+}
+
+struct Province {
+    code: &'static str,
+    agencies: Vec<Agency>,
+    services: Vec<Service>,
+}
+
+impl Province {
+    fn new(code: &'static str, rng: &mut ChaCha8Rng) -> Self {
+        let mut agencies = Vec::new();
+        for (n, name) in DEPARTMENTS.iter().enumerate() {
+            let weight = 0.40 / 20.0 * rng.random_range(0.5..1.5);
+            agencies.push(Agency::new(
+                format!("{code}.S{:02}", n + 1),
+                (*name).into(),
+                Kind::Department,
+                code,
+                weight,
+            ));
+        }
+        agencies.push(Agency::new(
+            format!("{code}.TTPVHCC"),
+            "Trung tâm Phục vụ hành chính công tỉnh".into(),
+            Kind::Center,
+            code,
+            0.0,
+        ));
+        let districts: Vec<(String, String, usize)> = if code == "26" {
+            VINH_PHUC_DISTRICTS
+                .iter()
+                .map(|(c, n, k)| ((*c).into(), (*n).into(), *k))
+                .collect()
+        } else {
+            (1..=6)
+                .map(|d| (format!("D{d}"), format!("Huyện số {d}"), 8))
+                .collect()
+        };
+        let mut commune_code = 8_866;
+        for (district_code, district_name, communes) in districts {
+            let district = format!("{code}.{district_code}");
+            agencies.push(Agency::new(
+                district.clone(),
+                district_name,
+                Kind::District,
+                code,
+                0.30 / 9.0 * communes as f64 / 15.0,
+            ));
+            for c in 0..communes {
+                let name = COMMUNE_NAMES[(commune_code - 8_866) % COMMUNE_NAMES.len()];
+                let commune = Agency::new(
+                    format!("{district}.{commune_code:05}"),
+                    name.into(),
+                    Kind::Commune,
+                    &district,
+                    0.30 / 136.0 * rng.random_range(0.6..1.4),
+                );
+                agencies.push(commune);
+                commune_code += 1 + (c % 3 == 2) as usize;
+            }
+        }
+        let services = plan_services(code, &agencies, rng);
+        let mut province = Self {
+            code,
+            agencies,
+            services,
+        };
+        province.assign_services();
+        province
+    }
+
+    /// Departments and districts offer services; the Center takes departments' dossiers,
+    /// communes their district's.
+    fn assign_services(&mut self) {
+        for (index, service) in self.services.iter().enumerate() {
+            self.agencies[service.agency].services.push(index);
+        }
+        let departments: Vec<usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.agencies[s.agency].kind == Kind::Department)
+            .map(|(i, _)| i)
+            .collect();
+        for a in 0..self.agencies.len() {
+            let pool = match self.agencies[a].kind {
+                Kind::Center => departments.clone(),
+                Kind::Commune => {
+                    let parent = self.agencies[a].parent.clone();
+                    let district = self
+                        .agencies
+                        .iter()
+                        .find(|d| d.code == parent)
+                        .expect("the commune's district");
+                    district.services.clone()
+                }
+                _ => continue,
+            };
+            self.agencies[a].services = pool;
+        }
+        for agency in &mut self.agencies {
+            let services = &self.services;
+            agency.services.sort_by_key(|s| services[*s].levels[0].1);
+        }
+    }
+
+    fn register(&self, writer: &mut Writer) -> io::Result<()> {
+        for agency in &self.agencies {
+            let kind = match agency.kind {
+                Kind::Department => "department",
+                Kind::Center => "center",
+                Kind::District => "district",
+                Kind::Commune => "commune",
+            };
+            writer.agency(
+                &agency.code,
+                &agency.name,
+                kind,
+                Some(&agency.parent),
+                self.code,
+            )?;
+        }
+        for service in &self.services {
+            let stream = format!("service-{}", service.code);
+            let (level, at) = service.levels[0];
+            let data = json!({"code": service.code, "agency": self.agencies[service.agency].code, "name": service.name, "field": service.field, "level": level, "at": local(at)});
+            writer.event(&stream, "ServiceLaunched", data)?;
+            for &(level, at) in &service.levels[1..] {
+                writer.event(
+                    &stream,
+                    "ServiceLevelChanged",
+                    json!({"level": level, "at": local(at)}),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every year's dossiers of the one-stop desks and of the Center.
+    fn dossiers(&self, writer: &mut Writer, rng: &mut ChaCha8Rng, scale: f64) -> io::Result<()> {
+        let one_stop: Vec<usize> = (0..self.agencies.len())
+            .filter(|a| self.agencies[*a].kind != Kind::Center)
+            .collect();
+        let center: Vec<usize> = (0..self.agencies.len())
+            .filter(|a| self.agencies[*a].kind == Kind::Center)
+            .collect();
+        let mut serial = 0u64;
+        for year in YEARS {
+            for (group, agencies) in [(Group::OneStop, &one_stop), (Group::Center, &center)] {
+                let Some(outcomes) = group.outcomes(year, scale) else {
+                    continue;
+                };
+                let plan = YearPlan::new(year, group, outcomes, rng);
+                for (index, received) in plan.receipts.iter().enumerate() {
+                    let agency = pick_agency(&self.agencies, agencies, rng);
+                    serial += 1;
+                    let id = format!("{}.{year}.{serial:07}", self.code);
+                    self.dossier(writer, rng, &id, agency, *received, plan.fates[index], year)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dossier(
+        &self,
+        writer: &mut Writer,
+        rng: &mut ChaCha8Rng,
+        id: &str,
+        agency: usize,
+        received: NaiveDateTime,
+        fate: Fate,
+        year: i32,
+    ) -> io::Result<()> {
+        let stream = format!("dossier-{id}");
+        let service = self.pick_service(agency, received, rng);
+        let level = service.level_at(received);
+        let channel = if level >= 3 && rng.random_bool(ONLINE[(year - 2010) as usize]) {
+            "online"
+        } else if rng.random_bool(0.08) {
+            "postal"
+        } else {
+            "direct"
+        };
+        let due = deadline(received, service.deadline_days);
+        let data = json!({"agency": self.agencies[agency].code, "service": service.code, "channel": channel, "received_at": local(received), "due_at": local(due)});
+        writer.event(&stream, "DossierReceived", data)?;
+        let year_end = date(year, 12, 31)
+            .and_hms_opt(23, 30, 0)
+            .expect("a valid time");
+        let mut last = received;
+        let mut paused = Duration::zero();
+        if rng.random_bool(0.08) && received.date() < date(year, 12, 20) {
+            let start = received + Duration::hours(20);
+            writer.event(&stream, "DossierPaused", json!({"at": local(start)}))?;
+            paused = Duration::days(rng.random_range(1..=5));
+            if fate == Fate::Open && rng.random_bool(0.3) {
+                return Ok(());
+            }
+            last = start + paused;
+            writer.event(&stream, "DossierResumed", json!({"at": local(last)}))?;
+        }
+        let effective_due = due + paused;
+        let at = match fate {
+            Fate::Open => return Ok(()),
+            Fate::Withdrawn => {
+                let at = (last + Duration::hours(rng.random_range(2..72)))
+                    .min(year_end)
+                    .max(last + Duration::minutes(1));
+                return writer.event(&stream, "DossierWithdrawn", json!({"at": local(at)}));
+            }
+            Fate::InTime => {
+                let earliest = last + Duration::hours(2);
+                let latest = effective_due.min(year_end).max(earliest);
+                let span = (latest - earliest).num_minutes().max(1);
+                earliest + Duration::minutes(rng.random_range(0..span))
+            }
+            Fate::Late => {
+                let room = (year_end.date() - effective_due.date())
+                    .num_days()
+                    .clamp(1, 20);
+                (effective_due.date() + Duration::days(rng.random_range(1..=room)))
+                    .and_hms_opt(10, 0, 0)
+                    .expect("a valid time")
+            }
+        };
+        let outcome = if rng.random_bool(0.95) {
+            "approved"
+        } else {
+            "rejected"
+        };
+        writer.event(
+            &stream,
+            "DossierResolved",
+            json!({"at": local(at), "outcome": outcome}),
+        )?;
+        if level >= 2 && rng.random_bool(0.3) {
+            let online = channel == "online" && level == 4;
+            let amount = [50_000, 100_000, 150_000, 300_000][rng.random_range(0..4)];
+            writer.event(
+                &stream,
+                "DossierPaid",
+                json!({"at": local(at + Duration::minutes(5)), "online": online, "amount": amount}),
+            )?;
+        }
+        if year >= 2015 && rng.random_bool(0.25) {
+            let score = if fate == Fate::Late {
+                rng.random_range(1..=4)
+            } else {
+                [3, 4, 4, 5, 5, 5][rng.random_range(0..6)]
+            };
+            writer.event(
+                &stream,
+                "DossierRated",
+                json!({"at": local(at + Duration::hours(1)), "score": score}),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A service of the agency launched by `at` (the agency's first one otherwise).
+    fn pick_service(&self, agency: usize, at: NaiveDateTime, rng: &mut ChaCha8Rng) -> &Service {
+        let pool = &self.agencies[agency].services;
+        let launched = pool
+            .partition_point(|s| self.services[*s].levels[0].1 <= at)
+            .max(1);
+        &self.services[pool[rng.random_range(0..launched)]]
+    }
+}
+
+impl Agency {
+    fn new(code: String, name: String, kind: Kind, parent: &str, weight: f64) -> Self {
+        Self {
+            code,
+            name,
+            kind,
+            parent: parent.into(),
+            weight,
+            services: Vec::new(),
+        }
+    }
+}
+
+/// Services with exact final levels: launched 2010–2017 at level 1 or 2, raised level by level.
+fn plan_services(province: &str, agencies: &[Agency], rng: &mut ChaCha8Rng) -> Vec<Service> {
+    let mut finals: Vec<u8> = SERVICES_2019
+        .iter()
+        .enumerate()
+        .flat_map(|(l, n)| std::iter::repeat_n(l as u8 + 1, *n))
+        .collect();
+    finals.shuffle(rng);
+    let owners: Vec<usize> = (0..agencies.len())
+        .filter(|a| matches!(agencies[*a].kind, Kind::Department | Kind::District))
+        .collect();
+    let departments = owners
+        .iter()
+        .filter(|a| agencies[**a].kind == Kind::Department)
+        .count();
+    let districts = owners.len() - departments;
+    let mut services = Vec::with_capacity(finals.len());
+    let mut has_service = vec![false; agencies.len()];
+    let (mut to_departments, mut to_districts) = (0, 0);
+    for (n, final_level) in finals.into_iter().enumerate() {
+        // 85 % of the services belong to departments, the rest to districts.
+        let owner = if n % 20 < 17 {
+            to_departments += 1;
+            owners[to_departments % departments]
+        } else {
+            to_districts += 1;
+            owners[departments + to_districts % districts]
+        };
+        // Each agency's first service is there from the start.
+        let launched = if !std::mem::replace(&mut has_service[owner], true) {
+            date(2010, 1, 4).and_hms_opt(7, 0, 0).expect("a valid time")
+        } else {
+            let day = rng.random_range(0..(8 * 365));
+            (date(2010, 1, 4) + Duration::days(day))
+                .and_hms_opt(8, 0, 0)
+                .expect("a valid time")
+        };
+        let start_level = if final_level == 1 || rng.random_bool(0.4) {
+            1
+        } else {
+            2
+        };
+        let mut levels = vec![(start_level, launched)];
+        let mut at = launched;
+        for level in start_level + 1..=final_level {
+            let not_before = match level {
+                3 => date(2013, 1, 1),
+                4 => date(2015, 6, 1),
+                _ => date(2010, 6, 1),
+            }
+            .and_hms_opt(8, 0, 0)
+            .expect("a valid time");
+            let from = at.max(not_before) + Duration::days(30);
+            let room = (date(2019, 12, 1)
+                .and_hms_opt(8, 0, 0)
+                .expect("a valid time")
+                - from)
+                .num_days()
+                .max(1);
+            at = from + Duration::days(rng.random_range(0..room) / 2);
+            levels.push((level, at));
+        }
+        let agency = &agencies[owner];
+        let field = FIELDS[n % FIELDS.len()];
+        services.push(Service {
+            code: format!("{}.{:06}.000.00.00.H{province}", 1 + n % 2, 1_000 + n),
+            agency: owner,
+            name: format!(
+                "Thủ tục {} số {} ({})",
+                field.to_lowercase(),
+                n + 1,
+                agency.name
+            ),
+            field,
+            levels,
+            deadline_days: [1, 3, 5, 7, 10, 15][rng.random_range(0..6)],
+        });
+    }
+    services
+}
+
+fn pick_agency(agencies: &[Agency], pool: &[usize], rng: &mut ChaCha8Rng) -> usize {
+    if pool.len() == 1 {
+        return pool[0];
+    }
+    let total: f64 = pool.iter().map(|a| agencies[*a].weight).sum();
+    let mut point = rng.random_range(0.0..total);
+    for &a in pool {
+        point -= agencies[a].weight;
+        if point < 0.0 {
+            return a;
+        }
+    }
+    pool[pool.len() - 1]
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    OneStop,
+    Center,
+}
+
+impl Group {
+    /// The year's totals: exact in 2019, grown towards it before; the Center opened in
+    /// October 2018.
+    fn outcomes(self, year: i32, scale: f64) -> Option<Outcomes> {
+        let exact = match self {
+            Self::OneStop => ONE_STOP_2019,
+            Self::Center => CENTER_2019,
+        };
+        let share = match (self, year) {
+            (_, 2019) => 1.0,
+            (Self::OneStop, _) => GROWTH[(year - 2010) as usize],
+            (Self::Center, 2018) => 0.25,
+            (Self::Center, _) => return None,
+        };
+        let received = (f64::from(exact.received) * share * scale).round() as u32;
+        if year == 2019 && scale == 1.0 {
+            return Some(exact);
+        }
+        // Before 2019 every dossier closes within its year: 2 % withdrawn, the rest resolved,
+        // late falling from 14 % to 7 %.
+        let resolved = received - received / 50;
+        let late = f64::from(resolved) * (0.14 - 0.008 * f64::from(year - 2010));
+        Some(Outcomes {
+            received,
+            resolved,
+            in_time: resolved - late.round() as u32,
+        })
+    }
+}
+
+/// How a dossier ends within its year.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fate {
+    InTime,
+    Late,
+    Withdrawn,
+    Open,
+}
+
+/// A year's receipt times (in order) and each dossier's fate, so the totals come out exact.
+struct YearPlan {
+    receipts: Vec<NaiveDateTime>,
+    fates: Vec<Fate>,
+}
+
+impl YearPlan {
+    fn new(year: i32, group: Group, outcomes: Outcomes, rng: &mut ChaCha8Rng) -> Self {
+        let receipts = receipt_times(year, group, outcomes.received, rng);
+        let n = receipts.len();
+        let mut fates = vec![Fate::InTime; n];
+        let unresolved = n - outcomes.resolved as usize;
+        // The open ones are mostly the year's last receipts, some older and stalled.
+        let (open, withdrawn) = if year == 2019 {
+            let withdrawn = unresolved / 12;
+            (unresolved - withdrawn, withdrawn)
+        } else {
+            (0, unresolved)
+        };
+        let recent = open * 7 / 10;
+        for fate in &mut fates[n - recent..] {
+            *fate = Fate::Open;
+        }
+        let mut rest: Vec<usize> = (0..n - recent).collect();
+        rest.shuffle(rng);
+        let (stalled, rest) = rest.split_at(open - recent);
+        let (gone, _) = rest.split_at(withdrawn);
+        for &i in stalled {
+            fates[i] = Fate::Open;
+        }
+        for &i in gone {
+            fates[i] = Fate::Withdrawn;
+        }
+        // Late ones need room before the year ends: received by 1 December.
+        let cutoff = date(year, 12, 1)
+            .and_hms_opt(0, 0, 0)
+            .expect("a valid time");
+        let mut candidates: Vec<usize> = (0..n)
+            .filter(|&i| fates[i] == Fate::InTime && receipts[i] < cutoff)
+            .collect();
+        candidates.shuffle(rng);
+        let late = (outcomes.resolved - outcomes.in_time) as usize;
+        for &i in &candidates[..late.min(candidates.len())] {
+            fates[i] = Fate::Late;
+        }
+        Self { receipts, fates }
+    }
+}
+
+/// `count` receipt times over the year's working days, weighted: Saturdays light, Sundays
+/// and the days around Tết closed, the week before Tết busy.
+fn receipt_times(year: i32, group: Group, count: u32, rng: &mut ChaCha8Rng) -> Vec<NaiveDateTime> {
+    let (_, tet_month, tet_day) = TET[(year - 2010) as usize];
+    let tet = date(year, tet_month, tet_day);
+    let first = if group == Group::Center && year == 2018 {
+        date(2018, 10, 1)
+    } else {
+        date(year, 1, 1)
+    };
+    let days: Vec<(NaiveDate, f64)> = first
+        .iter_days()
+        .take_while(|d| d.year() == year)
+        .map(|day| {
+            let from_tet = (day - tet).num_days();
+            let weight = match (day.weekday(), from_tet) {
+                (_, -3..=4) | (Weekday::Sun, _) => 0.0,
+                (_, 5..=9) => 0.5,
+                (Weekday::Sat, _) => 0.2,
+                (_, -10..=-4) => 1.3,
+                _ => 1.0,
+            };
+            (day, weight)
+        })
+        .collect();
+    let total: f64 = days.iter().map(|(_, w)| w).sum();
+    // Largest remainders, so the counts add up exactly.
+    let mut shares: Vec<(usize, u32, f64)> = days
+        .iter()
+        .enumerate()
+        .map(|(i, (_, w))| {
+            let exact = f64::from(count) * w / total;
+            (i, exact.floor() as u32, exact - exact.floor())
+        })
+        .collect();
+    let missing = count - shares.iter().map(|s| s.1).sum::<u32>();
+    let mut by_remainder: Vec<usize> = (0..shares.len()).collect();
+    by_remainder.sort_by(|a, b| shares[*b].2.total_cmp(&shares[*a].2).then(a.cmp(b)));
+    for &i in &by_remainder[..missing as usize] {
+        shares[i].1 += 1;
+    }
+    let mut times = Vec::with_capacity(count as usize);
+    for (i, n, _) in shares {
+        let mut day_times: Vec<NaiveDateTime> = (0..n)
+            .map(|_| {
+                days[i].0.and_hms_opt(7, 30, 0).expect("a valid time")
+                    + Duration::minutes(rng.random_range(0..570))
+            })
+            .collect();
+        day_times.sort();
+        times.extend(day_times);
+    }
+    times
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_skip_weekends() {
+        let friday = date(2019, 3, 1).and_hms_opt(9, 0, 0).unwrap();
+        assert_eq!(deadline(friday, 1).date(), date(2019, 3, 4));
+        assert_eq!(deadline(friday, 5).date(), date(2019, 3, 8));
+    }
+
+    #[test]
+    fn a_year_plan_has_exact_totals() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let plan = YearPlan::new(2019, Group::Center, CENTER_2019, &mut rng);
+        let count = |fate| plan.fates.iter().filter(|f| **f == fate).count() as u32;
+        assert_eq!(plan.receipts.len() as u32, CENTER_2019.received);
+        assert_eq!(
+            count(Fate::InTime) + count(Fate::Late),
+            CENTER_2019.resolved
+        );
+        assert_eq!(count(Fate::InTime), CENTER_2019.in_time);
+        assert!(plan.receipts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn provinces_are_63() {
+        let mut codes: Vec<&str> = PROVINCES.iter().map(|p| p.0).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), 63);
+        assert_eq!(VINH_PHUC_DISTRICTS.iter().map(|d| d.2).sum::<usize>(), 136);
+    }
+}

@@ -1,0 +1,291 @@
+//! Monthly rankings (DESIGN §5, DOMAIN.md): `on_time_rate`, `online_share` and `scorecard`
+//! for each agency, ranked among the agencies of one kind in each province, and among the
+//! provinces of the country.
+//!
+//! Values are percentages (0–100, two decimals). Rank = 1 + the number of agencies in the scope
+//! with a strictly greater value, so ties share a rank; an agency with nothing to measure for a
+//! metric is left out. The scorecard scales the Decision 766 components the events measure —
+//! progress 20 (on-time rate), online services 12 (online share of receipts), online payment 10
+//! (online share of payments), satisfaction 18 (mean rating / 5) — to 100 over the components
+//! measurable for that agency that month.
+
+use crate::local_time::{local_day, local_month, month_of_day, MonthKey};
+use crate::projections::model::Tables;
+use chiso_ingest::{Metric, RankingEntry, RankingPublished};
+use std::collections::BTreeMap;
+
+/// One month's counts for one agency (or one province).
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
+    received: i64,
+    received_online: i64,
+    resolved: i64,
+    in_time: i64,
+    paid: i64,
+    paid_online: i64,
+    ratings: i64,
+    rating_sum: i64,
+}
+
+impl Figures {
+    fn add(&mut self, other: &Figures) {
+        self.received += other.received;
+        self.received_online += other.received_online;
+        self.resolved += other.resolved;
+        self.in_time += other.in_time;
+        self.paid += other.paid;
+        self.paid_online += other.paid_online;
+        self.ratings += other.ratings;
+        self.rating_sum += other.rating_sum;
+    }
+
+    fn ratio(part: i64, whole: i64) -> Option<f64> {
+        (whole > 0).then(|| part as f64 / whole as f64)
+    }
+
+    fn value(&self, metric: Metric) -> Option<f64> {
+        let value = match metric {
+            Metric::OnTimeRate => Self::ratio(self.in_time, self.resolved)? * 100.0,
+            Metric::OnlineShare => Self::ratio(self.received_online, self.received)? * 100.0,
+            Metric::Scorecard => self.scorecard()?,
+        };
+        Some((value * 100.0).round() / 100.0)
+    }
+
+    /// The measurable components (score, max), scaled to 100.
+    fn scorecard(&self) -> Option<f64> {
+        let components = [
+            (Self::ratio(self.in_time, self.resolved), 20.0),
+            (Self::ratio(self.received_online, self.received), 12.0),
+            (Self::ratio(self.paid_online, self.paid), 10.0),
+            (Self::ratio(self.rating_sum, self.ratings * 5), 18.0),
+        ];
+        let (score, max) = components
+            .iter()
+            .filter_map(|(share, max)| share.map(|s| (s * max, *max)))
+            .fold((0.0, 0.0), |(score, total), (s, m)| (score + s, total + m));
+        (max > 0.0).then(|| score / max * 100.0)
+    }
+}
+
+/// The band of a scorecard (DOMAIN.md).
+pub fn band(score: f64) -> &'static str {
+    match score {
+        s if s >= 90.0 => "excellent",
+        s if s >= 80.0 => "good",
+        s if s >= 70.0 => "fair",
+        s if s >= 50.0 => "average",
+        _ => "weak",
+    }
+}
+
+/// Every agency's figures for `month`: receipts and resolutions from the daily counts,
+/// payments and ratings of the dossiers resolved in the month.
+fn figures(tables: &Tables, month: MonthKey) -> BTreeMap<&str, Figures> {
+    let mut figures: BTreeMap<&str, Figures> = BTreeMap::new();
+    for ((_, agency), counts) in tables.daily.get(&month).into_iter().flatten() {
+        let f = figures.entry(agency).or_default();
+        f.received += counts.received;
+        f.received_online += counts.received_online;
+        f.resolved += counts.resolved;
+        f.in_time += counts.resolved_early + counts.resolved_on_time;
+    }
+    for partition in tables.dossiers.range(..=month).map(|(_, p)| p) {
+        for dossier in &partition.rows {
+            let Some(resolved) = dossier.resolved_at else {
+                continue;
+            };
+            if local_month(resolved) != month {
+                continue;
+            }
+            let f = figures.entry(&dossier.agency).or_default();
+            if let Some(online) = dossier.paid_online {
+                f.paid += 1;
+                f.paid_online += i64::from(online);
+            }
+            if let Some(score) = dossier.rating {
+                f.ratings += 1;
+                f.rating_sum += i64::from(score);
+            }
+        }
+    }
+    figures
+}
+
+/// The rankings of `month`, one publication per scope and metric, in a stable order.
+pub fn compute(tables: &Tables, month: MonthKey) -> Vec<RankingPublished> {
+    let figures = figures(tables, month);
+    let mut scopes: BTreeMap<String, Vec<(&str, Figures)>> = BTreeMap::new();
+    let mut provinces: BTreeMap<&str, Figures> = BTreeMap::new();
+    for (agency, f) in &figures {
+        let Some(registered) = tables.agencies.get(*agency) else {
+            continue;
+        };
+        let scope = format!("province:{}:{}", registered.province, registered.kind);
+        scopes.entry(scope).or_default().push((agency, *f));
+        provinces.entry(&registered.province).or_default().add(f);
+    }
+    // A province is ranked as its province-level agency (code = province code).
+    let national: Vec<(&str, Figures)> = provinces
+        .into_iter()
+        .filter(|(code, _)| {
+            tables
+                .agencies
+                .get(*code)
+                .is_some_and(|a| a.kind == "province")
+        })
+        .collect();
+    scopes.insert("national:province".into(), national);
+    let name = crate::local_time::month_name(month);
+    let mut published = Vec::new();
+    for (scope, members) in scopes {
+        for metric in [Metric::OnTimeRate, Metric::OnlineShare, Metric::Scorecard] {
+            let entries = rank(&members, metric);
+            if !entries.is_empty() {
+                published.push(RankingPublished {
+                    month: name.clone(),
+                    scope: scope.clone(),
+                    metric,
+                    entries,
+                });
+            }
+        }
+    }
+    published
+}
+
+/// Ranks the members that have a value: ties share a rank.
+fn rank(members: &[(&str, Figures)], metric: Metric) -> Vec<RankingEntry> {
+    let mut valued: Vec<(&str, f64)> = members
+        .iter()
+        .filter_map(|(agency, f)| f.value(metric).map(|v| (*agency, v)))
+        .collect();
+    valued.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    valued
+        .iter()
+        .map(|(agency, value)| RankingEntry {
+            agency: (*agency).to_owned(),
+            value: *value,
+            rank: 1 + valued.iter().filter(|(_, v)| v > value).count() as u32,
+        })
+        .collect()
+}
+
+/// A ranking to publish, with an id derived from its content and from the publication it
+/// replaces: publishing unchanged figures again sends the same id (the log writes nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// The event's id.
+    pub id: uuid::Uuid,
+    /// The event.
+    pub event: RankingPublished,
+}
+
+/// The rankings of `month` whose figures differ from what is published (all of them the
+/// first time).
+pub fn changes(tables: &Tables, month: MonthKey) -> Vec<Publication> {
+    use sha2::Digest;
+    compute(tables, month)
+        .into_iter()
+        .filter_map(|event| {
+            let key = (
+                event.month.clone(),
+                event.scope.clone(),
+                metric_key(event.metric),
+            );
+            let previous = tables.rankings.get(&key);
+            let current: Vec<(String, f64, u32)> = event
+                .entries
+                .iter()
+                .map(|e| (e.agency.clone(), e.value, e.rank))
+                .collect();
+            if previous.is_some_and(|p| p.entries == current) {
+                return None;
+            }
+            let mut hash = sha2::Sha256::new();
+            hash.update(serde_json::to_vec(&event).expect("a ranking serializes"));
+            hash.update(previous.map_or(u64::MAX, |p| p.position).to_be_bytes());
+            let digest = hash.finalize();
+            let bytes: [u8; 16] = digest[..16].try_into().expect("16 bytes");
+            let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+            Some(Publication { id, event })
+        })
+        .collect()
+}
+
+fn metric_key(metric: Metric) -> String {
+    crate::projections::model::metric_name(metric).to_owned()
+}
+
+/// The months that have dossier activity, oldest first.
+pub fn active_months(tables: &Tables) -> Vec<MonthKey> {
+    tables.daily.keys().copied().collect()
+}
+
+/// The local month of an instant (µs), for schedulers.
+pub fn month_at(micros: i64) -> MonthKey {
+    month_of_day(local_day(micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(agency: &str, resolved: i64, in_time: i64) -> (&str, Figures) {
+        let figures = Figures {
+            resolved,
+            in_time,
+            ..Figures::default()
+        };
+        (agency, figures)
+    }
+
+    #[test]
+    fn ties_share_a_rank_and_the_unmeasured_are_left_out() {
+        let members = [
+            member("a", 10, 9),
+            member("b", 20, 18),
+            member("c", 4, 4),
+            member("d", 0, 0),
+            member("e", 5, 1),
+        ];
+        let entries = rank(&members, Metric::OnTimeRate);
+        let got: Vec<(&str, f64, u32)> = entries
+            .iter()
+            .map(|e| (e.agency.as_str(), e.value, e.rank))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("c", 100.0, 1),
+                ("a", 90.0, 2),
+                ("b", 90.0, 2),
+                ("e", 20.0, 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_scorecard_scales_over_what_is_measured() {
+        let only_progress = Figures {
+            resolved: 10,
+            in_time: 9,
+            ..Figures::default()
+        };
+        assert_eq!(only_progress.value(Metric::Scorecard), Some(90.0));
+        let all = Figures {
+            received: 10,
+            received_online: 5,
+            resolved: 10,
+            in_time: 10,
+            paid: 2,
+            paid_online: 1,
+            ratings: 2,
+            rating_sum: 10,
+        };
+        // (20 + 6 + 5 + 18) / 60 = 81.67
+        assert_eq!(all.value(Metric::Scorecard), Some(81.67));
+        assert_eq!(band(81.67), "good");
+        assert_eq!(Figures::default().value(Metric::Scorecard), None);
+    }
+}

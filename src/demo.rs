@@ -1,0 +1,129 @@
+//! `chiso demo` writes the demo history as NDJSON; `chiso serve --demo` loads it into an empty
+//! data directory through the normal append path before serving.
+
+use axum::body::Body;
+use axum::http::Request;
+use chiso_ingest::demo::{write_demo, DemoOptions};
+use clap::Args;
+use http_body_util::BodyExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use tower::ServiceExt;
+
+/// Options of `chiso demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Same seed, same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Provinces with agencies and dossiers: Vĩnh Phúc, then others (synthetic), up to 63.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=63))]
+    provinces: u16,
+    /// Dossier volume of the other provinces relative to Vĩnh Phúc's (Vĩnh Phúc never changes).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Write here instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+impl DemoArgs {
+    fn options(&self) -> DemoOptions {
+        DemoOptions {
+            seed: self.seed,
+            provinces: self.provinces.into(),
+            scale: self.scale,
+        }
+    }
+}
+
+pub async fn demo(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !(args.scale.is_finite() && args.scale > 0.0) {
+        return Err("--scale must be a positive number".into());
+    }
+    let options = args.options();
+    let output = args.output.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut out: Box<dyn Write> = match output {
+            Some(path) => Box::new(std::fs::File::create(path)?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+        let written = write_demo(&options, &mut out)?;
+        out.flush()?;
+        Ok(written)
+    })
+    .await??;
+    Ok(())
+}
+
+/// Lines per append while loading.
+const BATCH_LINES: usize = 5_000;
+
+/// Sends the generated NDJSON in batches of whole lines.
+struct Batches {
+    buffer: Vec<u8>,
+    lines: usize,
+    sender: tokio::sync::mpsc::Sender<(Vec<u8>, usize)>,
+}
+
+impl Write for Batches {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        self.lines += bytes.iter().filter(|b| **b == b'\n').count();
+        if self.lines >= BATCH_LINES && self.buffer.last() == Some(&b'\n') {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = (
+            std::mem::take(&mut self.buffer),
+            std::mem::take(&mut self.lines),
+        );
+        self.sender
+            .blocking_send(batch)
+            .map_err(|_| std::io::Error::other("the loader stopped"))
+    }
+}
+
+/// Loads the demo history (default options) through `router`'s `POST /v1/events`.
+pub async fn load(router: axum::Router) -> Result<u64, Box<dyn std::error::Error>> {
+    let (sender, mut batches) = tokio::sync::mpsc::channel(4);
+    let generator = tokio::task::spawn_blocking(move || {
+        let mut out = Batches {
+            buffer: Vec::new(),
+            lines: 0,
+            sender,
+        };
+        write_demo(&DemoOptions::default(), &mut out)?;
+        out.flush()
+    });
+    let progress = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+        "{spinner} loading the demo history: {human_pos} events ({per_sec}, {elapsed})",
+    )?);
+    progress.enable_steady_tick(std::time::Duration::from_millis(200));
+    let mut loaded = 0;
+    while let Some((body, lines)) = batches.recv().await {
+        let request = Request::post("/v1/events").body(Body::from(body))?;
+        let response = router.clone().oneshot(request).await?;
+        if !response.status().is_success() {
+            let answer = response.into_body().collect().await?.to_bytes();
+            return Err(format!(
+                "the demo history was refused at event {loaded}: {}",
+                String::from_utf8_lossy(&answer)
+            )
+            .into());
+        }
+        loaded += lines as u64;
+        progress.set_position(loaded);
+    }
+    generator.await??;
+    progress.finish_and_clear();
+    Ok(loaded)
+}

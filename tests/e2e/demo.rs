@@ -1,0 +1,158 @@
+//! The demo history through the binary: `chiso demo` is deterministic, and `chiso serve --demo`
+//! loads it so that every figure of the seeds reads back through `/v1/sql`.
+
+use crate::support::Server;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn demo(seed: &str, output: &std::path::Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["demo", "--seed", seed, "--output"])
+        .arg(output)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn one_seed_gives_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    demo("7", &a);
+    demo("7", &b);
+    demo("8", &c);
+    let (a, b, c) = (
+        std::fs::read(a).unwrap(),
+        std::fs::read(b).unwrap(),
+        std::fs::read(c).unwrap(),
+    );
+    assert!(a.len() > 100_000_000, "the history is {} bytes", a.len());
+    assert!(a == b, "two runs with one seed differ");
+    assert!(a != c, "another seed gives the same history");
+}
+
+async fn sql(url: &str, sql: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/sql"))
+        .json(&json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer = response.json().await.unwrap();
+    assert!(status.is_success(), "{sql}: {answer}");
+    answer
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while Instant::now() < deadline {
+        if let Ok(response) = reqwest::get(format!("{url}/ready")).await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the demo history did not load");
+}
+
+#[tokio::test]
+async fn the_demo_history_holds_the_figures_of_the_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_args(dir.path(), &["--demo"]).await;
+    wait_ready(&server.url).await;
+    let url = &server.url;
+
+    // 2019, counted as in DESIGN §5: received in the year, resolved in the year.
+    let totals = sql(url, "
+        SELECT CASE WHEN a.kind = 'center' THEN 'center' ELSE 'one_stop' END AS desk,
+               count(*) FILTER (WHERE d.received_at >= '2019-01-01' AND d.received_at < '2020-01-01') AS received,
+               count(*) FILTER (WHERE d.resolved_at >= '2019-01-01' AND d.resolved_at < '2020-01-01') AS resolved,
+               count(*) FILTER (WHERE d.resolved_at >= '2019-01-01' AND d.resolved_at < '2020-01-01' AND d.timeliness <> 'late') AS in_time
+        FROM dossiers d JOIN agencies a ON a.code = d.agency
+        WHERE a.province = '26' AND a.kind IN ('department', 'district', 'commune', 'center')
+        GROUP BY 1 ORDER BY 1").await;
+    assert_eq!(
+        totals,
+        json!([
+            {"desk": "center", "received": 36451, "resolved": 34664, "in_time": 34030},
+            {"desk": "one_stop", "received": 314984, "resolved": 252856, "in_time": 237179},
+        ])
+    );
+    let rates = sql(url, "
+        SELECT round(100.0 * sum(resolved_early + resolved_on_time) / sum(resolved_total), 2) AS on_time,
+               round(100.0 * sum(resolved_total) / sum(received_online + received_direct_postal), 2) AS resolved_share,
+               sum(received_total) - sum(resolved_total + withdrawn + open_total) AS identity
+        FROM dossier_report(DATE '2019-01-01', DATE '2019-12-31')
+        WHERE kind IN ('department', 'district', 'commune') AND province = '26'").await;
+    assert_eq!(
+        rates,
+        json!([{"on_time": 93.8, "resolved_share": 80.28, "identity": 0}])
+    );
+    let center = sql(url, "
+        SELECT round(100.0 * sum(resolved_early + resolved_on_time) / sum(resolved_total), 2) AS on_time
+        FROM dossier_report(DATE '2019-01-01', DATE '2019-12-31') WHERE kind = 'center' AND province = '26'").await;
+    assert_eq!(center, json!([{"on_time": 98.17}]));
+
+    // Services by level at the end of 2019.
+    let levels = sql(url, "
+        SELECT l.level, count(*) AS services FROM service_levels l JOIN agencies a ON a.code = l.agency
+        WHERE a.province = '26' AND l.valid_from < '2020-01-01' AND (l.valid_to IS NULL OR l.valid_to >= '2020-01-01')
+        GROUP BY l.level ORDER BY l.level DESC").await;
+    assert_eq!(
+        levels,
+        json!([
+            {"level": 4, "services": 137}, {"level": 3, "services": 299},
+            {"level": 2, "services": 1198}, {"level": 1, "services": 165},
+        ])
+    );
+
+    // ICT Index: Vĩnh Phúc's real ranks, the other real facts, the rest marked synthetic.
+    let ranks = sql(
+        url,
+        "SELECT array_agg(rank ORDER BY year) AS ranks FROM ict_index WHERE province = '26'",
+    )
+    .await;
+    assert_eq!(
+        ranks,
+        json!([{"ranks": [9, 15, 31, 27, 23, 26, 24, 18, 18, 21]}])
+    );
+    let facts = sql(url, "
+        SELECT count(*) FILTER (WHERE province = '48' AND rank = 1) AS da_nang_first,
+               count(*) FILTER (WHERE year = 2019 AND ((province = '46' AND rank = 2 AND score = 0.8046) OR (province = '22' AND rank = 3 AND score = 0.735) OR (province = '48' AND score = 0.8654))) AS facts_2019,
+               count(*) FILTER (WHERE year IN (2017, 2018) AND ((province = '79' AND rank = 2) OR (province = '01' AND rank = 3))) AS facts_2017_2018,
+               count(DISTINCT year * 100 + rank) AS distinct_ranks, count(*) AS rows
+        FROM ict_index").await;
+    assert_eq!(
+        facts,
+        json!([{"da_nang_first": 10, "facts_2019": 3, "facts_2017_2018": 4, "distinct_ranks": 630, "rows": 630}])
+    );
+    let synthetic = sql(
+        url,
+        "
+        SELECT strpos(metadata, '\"synthetic\":true') > 0 AS synthetic, count(*) AS n FROM events
+        WHERE type = 'IctIndexPublished' GROUP BY 1 ORDER BY 1",
+    )
+    .await;
+    // Real: Vĩnh Phúc ×10, Đà Nẵng ×10, Huế and Quảng Ninh in 2019, TP.HCM and Hà Nội in 2017–2018.
+    assert_eq!(
+        synthetic,
+        json!([{"synthetic": false, "n": 26}, {"synthetic": true, "n": 604}])
+    );
+
+    // The agencies of Vĩnh Phúc.
+    let agencies = sql(url, "SELECT kind, count(*) AS n FROM agencies WHERE province = '26' GROUP BY kind ORDER BY kind").await;
+    assert_eq!(
+        agencies,
+        json!([
+            {"kind": "center", "n": 1}, {"kind": "commune", "n": 136}, {"kind": "department", "n": 20},
+            {"kind": "district", "n": 9}, {"kind": "province", "n": 1},
+        ])
+    );
+}
