@@ -1,4 +1,4 @@
-# chiso: `make run` serves on 127.0.0.1:7878 with data in ./chiso-data; `make test` runs every
+# chiso: `make run` serves the demo history on 127.0.0.1:7878 (data in ./chiso-data); `make test` runs every
 # check CI runs. Both install the system packages they need when missing.
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/chiso-target
@@ -19,7 +19,7 @@ build: deps
 	cargo build --release --bin chiso
 
 run: build
-	$(CARGO_TARGET_DIR)/release/chiso serve
+	$(CARGO_TARGET_DIR)/release/chiso serve --demo
 
 test: deps
 	cargo fmt --all -- --check

@@ -186,10 +186,12 @@ fn rebuild(store: &EventStore, dir: &std::path::Path) {
     let mut rates = Vec::new();
     let mut checkpoints = Vec::new();
     let mut restarts = Vec::new();
-    for run in 0..RUNS {
-        let tables = dir.join(format!("tables-{run}"));
-        let started = Instant::now();
+    // One segment directory: the manifest lives in the log's metadata, one per log.
+    let tables = dir.join("tables");
+    for _ in 0..RUNS {
         let projections = Projections::open(store, &tables).unwrap();
+        projections.clear().unwrap();
+        let started = Instant::now();
         let folded = projections.catch_up(|_, _| {}).unwrap();
         rates.push(folded as f64 / started.elapsed().as_secs_f64());
         let started = Instant::now();
@@ -212,7 +214,7 @@ fn rebuild(store: &EventStore, dir: &std::path::Path) {
 
 /// The period report for the province-year, and a monthly on-time rate by agency kind.
 async fn report(store: &EventStore, dir: &std::path::Path) {
-    let projections = Projections::open(store, dir.join("tables-report")).unwrap();
+    let projections = Projections::open(store, dir.join("tables")).unwrap();
     projections.catch_up(|_, _| {}).unwrap();
     let engine = SqlEngine::new(store, &projections, SqlLimits::default()).unwrap();
     let queries = [

@@ -14,7 +14,7 @@ use datafusion::common::{plan_err, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
 /// The counted columns, in Biểu 06 order.
@@ -59,12 +59,11 @@ impl Row {
 pub fn dossier_report(tables: &Tables, from: NaiveDate, to: NaiveDate) -> RecordBatch {
     let (from_day, to_day) = (day_number(from), day_number(to));
     let (start, end) = (day_start(from_day), day_start(to_day + 1));
-    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
-    for partition in tables
-        .dossiers
-        .range(..=month_of_day(to_day))
-        .map(|(_, p)| p)
-    {
+    // Agency codes are interned: one allocation per code, so its address is its key.
+    let mut rows: AgencyRows = HashMap::default();
+    let partitions = tables.dossiers.range(..=month_of_day(to_day)).map(|(_, p)| p);
+    // A partition whose dossiers all closed before the period owes it nothing.
+    for partition in partitions.filter(|p| p.settled_at() >= start) {
         for dossier in &partition.rows {
             if dossier.received_at >= end {
                 continue;
@@ -72,17 +71,27 @@ pub fn dossier_report(tables: &Tables, from: NaiveDate, to: NaiveDate) -> Record
             count(dossier, start, end, to_day, &mut rows);
         }
     }
-    rows.retain(|_, row| row.0.iter().any(|n| *n != 0));
-    batch(tables, rows)
+    let mut by_code: BTreeMap<&str, Row> = BTreeMap::new();
+    for (code, row) in rows.into_values() {
+        let total = by_code.entry(code).or_default();
+        for (sum, n) in total.0.iter_mut().zip(row.0) {
+            *sum += n;
+        }
+    }
+    by_code.retain(|_, row| row.0.iter().any(|n| *n != 0));
+    batch(tables, by_code)
 }
 
-fn count<'a>(d: &'a Dossier, start: i64, end: i64, to_day: i32, rows: &mut BTreeMap<&'a str, Row>) {
+type AgencyRows<'a> = HashMap<usize, (&'a str, Row), foldhash::fast::FixedState>;
+
+fn count<'a>(d: &'a Dossier, start: i64, end: i64, to_day: i32, rows: &mut AgencyRows<'a>) {
     let closed = d.closed_at();
     let carried = d.received_at < start;
     if carried && closed.is_some_and(|at| at < start) {
         return;
     }
-    let row = rows.entry(&d.agency).or_default();
+    let key = d.agency.as_ptr() as usize;
+    let (_, row) = rows.entry(key).or_insert_with(|| (&*d.agency, Row::default()));
     if carried {
         row.add(0);
     } else if d.channel == chiso_ingest::Channel::Online {

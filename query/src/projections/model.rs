@@ -150,9 +150,34 @@ pub struct Ranking {
 }
 
 /// A month of dossiers, by received time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DossierPartition {
     pub rows: Vec<Dossier>,
+    /// Rows still open.
+    open: u32,
+    /// The latest time a row closed.
+    last_closed: i64,
+}
+
+impl DossierPartition {
+    /// When its last dossier closed, or `i64::MAX` while one is open: a period that starts
+    /// after it owes this partition nothing (no carry-over, no activity).
+    pub fn settled_at(&self) -> i64 {
+        if self.open > 0 {
+            i64::MAX
+        } else {
+            self.last_closed
+        }
+    }
+
+    fn push(&mut self, dossier: Dossier) -> u32 {
+        match dossier.closed_at() {
+            Some(at) => self.last_closed = self.last_closed.max(at),
+            None => self.open += 1,
+        }
+        self.rows.push(dossier);
+        self.rows.len() as u32 - 1
+    }
 }
 
 /// Every table's state and the next position to fold.
@@ -361,10 +386,9 @@ impl Tables {
         let month = local_month(dossier.received_at);
         let day = local_day(dossier.received_at);
         let (agency, online) = (dossier.agency.clone(), dossier.channel == Channel::Online);
-        let partition = self.dossiers.entry(month).or_default();
-        let row = partition.rows.len() as u32;
-        self.dossier_index.insert(dossier.id.clone(), (month, row));
-        partition.rows.push(dossier);
+        let id = dossier.id.clone();
+        let row = self.partition(month).push(dossier);
+        self.dossier_index.insert(id, (month, row));
         self.dirty.insert(Partition::Dossiers(month));
         let counts = self.day_counts(day, agency);
         counts.received += 1;
@@ -373,17 +397,31 @@ impl Tables {
 
     /// Puts back a row loaded from a segment (its counters are in the daily segments).
     pub fn restore_dossier(&mut self, month: MonthKey, dossier: Dossier) {
-        let partition = self.dossiers.entry(month).or_default();
-        let row = partition.rows.len() as u32;
-        self.dossier_index.insert(dossier.id.clone(), (month, row));
-        partition.rows.push(dossier);
+        let id = dossier.id.clone();
+        let row = self.partition(month).push(dossier);
+        self.dossier_index.insert(id, (month, row));
+    }
+
+    fn partition(&mut self, month: MonthKey) -> &mut DossierPartition {
+        self.dossiers.entry(month).or_insert_with(|| DossierPartition {
+            rows: Vec::new(),
+            open: 0,
+            last_closed: i64::MIN,
+        })
     }
 
     fn change_dossier<T>(&mut self, id: &str, change: impl FnOnce(&mut Dossier) -> T) -> Option<T> {
         let &(month, row) = self.dossier_index.get(id)?;
-        let dossier = &mut self.dossiers.get_mut(&month)?.rows[row as usize];
+        let partition = self.dossiers.get_mut(&month)?;
+        let dossier = &mut partition.rows[row as usize];
+        let was_open = dossier.closed_at().is_none();
+        let changed = change(dossier);
+        if let (true, Some(at)) = (was_open, dossier.closed_at()) {
+            partition.open -= 1;
+            partition.last_closed = partition.last_closed.max(at);
+        }
         self.dirty.insert(Partition::Dossiers(month));
-        Some(change(dossier))
+        Some(changed)
     }
 
     fn day_counts(&mut self, day: i32, agency: Arc<str>) -> &mut DayCounts {
