@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/chiso-target
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := librocksdb-dev libclang-dev pkg-config
 
-.PHONY: run test deps build bench fmt lint
+.PHONY: run test deps notebook-deps build bench fmt lint
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -15,16 +15,22 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# The notebooks' Python packages (pinned), for their headless run in `make test`.
+notebook-deps:
+	python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check -r notebooks/requirements.txt
+
 build: deps
 	cargo build --release --bin chiso
 
 run: build
 	$(CARGO_TARGET_DIR)/release/chiso serve --demo
 
-test: deps
+test: deps notebook-deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --workspace
+	cargo build --bin chiso
+	python3 notebooks/run_notebooks.py --chiso $(CARGO_TARGET_DIR)/debug/chiso
 
 bench: deps
 	bash bench/run.sh

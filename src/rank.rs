@@ -35,7 +35,11 @@ pub async fn rank(args: RankArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{status}: {code}: {message}").into());
     }
     match answer["published"].as_u64() {
-        Some(0) => println!("{}: the published rankings are up to date", args.month),
+        Some(0) => println!(
+            "{}: the published rankings are up to date (computed in {:.1} ms)",
+            args.month,
+            answer["computed_ms"].as_f64().unwrap_or_default()
+        ),
         Some(n) => println!(
             "{}: published {n} rankings at positions {}–{}",
             args.month, answer["first_position"], answer["last_position"]

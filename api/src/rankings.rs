@@ -48,10 +48,12 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
             )
         })?;
     }
+    let started = std::time::Instant::now();
     let changes = engine.projections().ranking_changes(month);
     let name = month_name(month);
+    let computed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if changes.is_empty() {
-        return Ok(json!({"month": name, "published": 0}));
+        return Ok(json!({"month": name, "published": 0, "computed_ms": computed_ms}));
     }
     let events = changes
         .iter()
@@ -76,6 +78,7 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
         "published": changes.len(),
         "first_position": appended.first_position,
         "last_position": appended.last_position,
+        "computed_ms": computed_ms,
     }))
 }
 

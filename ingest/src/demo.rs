@@ -696,18 +696,21 @@ impl YearPlan {
         let n = receipts.len();
         let mut fates = vec![Fate::InTime; n];
         let unresolved = n - outcomes.resolved as usize;
-        // The open ones are mostly the year's last receipts, some older and stalled.
+        // In 2019 the unresolved are withdrawn (1 in 12) or still open at the end of the year.
         let (open, withdrawn) = if year == 2019 {
             let withdrawn = unresolved / 12;
             (unresolved - withdrawn, withdrawn)
         } else {
             (0, unresolved)
         };
+        // 70 % of the open ones among the last third of the year's receipts, the rest anywhere.
         let recent = open * 7 / 10;
-        for fate in &mut fates[n - recent..] {
-            *fate = Fate::Open;
+        let mut tail: Vec<usize> = (n - (n / 3).max(recent)..n).collect();
+        tail.shuffle(rng);
+        for &i in &tail[..recent] {
+            fates[i] = Fate::Open;
         }
-        let mut rest: Vec<usize> = (0..n - recent).collect();
+        let mut rest: Vec<usize> = (0..n).filter(|&i| fates[i] != Fate::Open).collect();
         rest.shuffle(rng);
         let (stalled, rest) = rest.split_at(open - recent);
         let (gone, _) = rest.split_at(withdrawn);

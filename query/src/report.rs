@@ -61,7 +61,10 @@ pub fn dossier_report(tables: &Tables, from: NaiveDate, to: NaiveDate) -> Record
     let (start, end) = (day_start(from_day), day_start(to_day + 1));
     // Agency codes are interned: one allocation per code, so its address is its key.
     let mut rows: AgencyRows = HashMap::default();
-    let partitions = tables.dossiers.range(..=month_of_day(to_day)).map(|(_, p)| p);
+    let partitions = tables
+        .dossiers
+        .range(..=month_of_day(to_day))
+        .map(|(_, p)| p);
     // A partition whose dossiers all closed before the period owes it nothing.
     for partition in partitions.filter(|p| p.settled_at() >= start) {
         for dossier in &partition.rows {
@@ -91,7 +94,9 @@ fn count<'a>(d: &'a Dossier, start: i64, end: i64, to_day: i32, rows: &mut Agenc
         return;
     }
     let key = d.agency.as_ptr() as usize;
-    let (_, row) = rows.entry(key).or_insert_with(|| (&*d.agency, Row::default()));
+    let (_, row) = rows
+        .entry(key)
+        .or_insert_with(|| (&*d.agency, Row::default()));
     if carried {
         row.add(0);
     } else if d.channel == chiso_ingest::Channel::Online {

@@ -146,6 +146,29 @@ async fn the_demo_history_holds_the_figures_of_the_seeds() {
         json!([{"synthetic": false, "n": 26}, {"synthetic": true, "n": 604}])
     );
 
+    // The scheduler published the rankings of all 120 months at start.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let months = "SELECT count(DISTINCT month) AS months, min(month) AS first, max(month) AS last FROM rankings";
+    while sql(url, months).await != json!([{"months": 120, "first": "2010-01", "last": "2019-12"}])
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the monthly rankings were not published"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let districts = sql(
+        url,
+        "
+        SELECT count(*) AS ranked, min(rank) AS best, max(value) <= 100 AS bounded FROM rankings
+        WHERE month = '2019-12' AND scope = 'province:26:district' AND metric = 'scorecard'",
+    )
+    .await;
+    assert_eq!(
+        districts,
+        json!([{"ranked": 9, "best": 1, "bounded": true}])
+    );
+
     // The agencies of Vĩnh Phúc.
     let agencies = sql(url, "SELECT kind, count(*) AS n FROM agencies WHERE province = '26' GROUP BY kind ORDER BY kind").await;
     assert_eq!(

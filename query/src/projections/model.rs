@@ -403,11 +403,13 @@ impl Tables {
     }
 
     fn partition(&mut self, month: MonthKey) -> &mut DossierPartition {
-        self.dossiers.entry(month).or_insert_with(|| DossierPartition {
-            rows: Vec::new(),
-            open: 0,
-            last_closed: i64::MIN,
-        })
+        self.dossiers
+            .entry(month)
+            .or_insert_with(|| DossierPartition {
+                rows: Vec::new(),
+                open: 0,
+                last_closed: i64::MIN,
+            })
     }
 
     fn change_dossier<T>(&mut self, id: &str, change: impl FnOnce(&mut Dossier) -> T) -> Option<T> {

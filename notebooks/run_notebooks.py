@@ -1,0 +1,100 @@
+"""Executes every notebook headless against a `chiso serve --demo` it starts itself.
+
+    python3 notebooks/run_notebooks.py --chiso target/debug/chiso
+
+Fails when a notebook in git holds outputs (they are stripped), when a cell raises, or when
+a notebook draws no picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, check, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if check(response.read()):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def run(notebook: Path, url: str) -> list[str]:
+    book = nbformat.read(notebook, as_version=4)
+    problems = []
+    if any(cell.get("outputs") or cell.get("execution_count") for cell in book.cells if cell.cell_type == "code"):
+        problems.append("its outputs are not stripped in git")
+    os.environ["CHISO_URL"] = url
+    client = NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        problems.append(f"a cell failed: {str(error).splitlines()[-1] if str(error) else error}")
+    outputs = [o for cell in book.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    if any(o.get("output_type") == "error" for o in outputs):
+        problems.append("an error output")
+    if not any("image/png" in o.get("data", {}) for o in outputs):
+        problems.append("no picture")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chiso", required=True, help="the chiso binary")
+    args = parser.parse_args()
+    notebooks = sorted(HERE.glob("*.ipynb"))
+    assert len(notebooks) >= 4, "the notebooks are missing"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data:
+        server = subprocess.Popen(
+            [args.chiso, "serve", "--demo", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
+            env={**os.environ, "CHISO_LOG": "warn"},
+        )
+        try:
+            wait_for(f"{url}/ready", lambda body: json.loads(body).get("ready"), 1800)
+            query = urllib.parse.quote("SELECT count(DISTINCT month) AS n FROM rankings")
+            wait_for(f"{url}/v1/sql?q={query}", lambda body: json.loads(body) == [{"n": 120}], 900)
+            failed = False
+            for notebook in notebooks:
+                started = time.monotonic()
+                problems = run(notebook, url)
+                took = time.monotonic() - started
+                status = "ok" if not problems else "FAILED: " + "; ".join(problems)
+                print(f"notebook {notebook.name}: {status} ({took:.1f} s)", flush=True)
+                failed |= bool(problems)
+            return 1 if failed else 0
+        finally:
+            server.terminate()
+            server.wait(timeout=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
