@@ -29,7 +29,7 @@ test: deps notebook-deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --workspace
-	cargo build --bin chiso
+	# `cargo test` built target/debug/chiso for the end-to-end tests: the notebooks use it too.
 	python3 notebooks/run_notebooks.py --chiso $(CARGO_TARGET_DIR)/debug/chiso
 
 bench: deps
