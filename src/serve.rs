@@ -90,7 +90,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         state = state.with_auth(Auth::enabled(token, &store)?);
     }
     let shutdown = state.shutdown.clone();
-    let follower = projections.follow(shutdown.clone());
+    // The tables stop following only after the server has drained: every append acknowledged
+    // while draining is folded and saved.
+    let drained = tokio_util::sync::CancellationToken::new();
+    let follower = projections.follow(drained.clone());
     if args.demo {
         load_demo(&store, router(state.clone())).await?;
     }
@@ -105,6 +108,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Every acknowledged append is in the log now: fold it and save the tables, then close.
     shutdown.cancel();
     scheduler.abort();
+    drained.cancel();
     follower.await?;
     store.shutdown().await;
     tracing::info!("chiso stopped cleanly");

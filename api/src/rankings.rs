@@ -36,6 +36,10 @@ pub async fn publish(
 /// Computes `month`'s rankings on tables that include the whole log, and appends those whose
 /// figures changed to `ranking-{YYYY-MM}` (nothing when none did).
 pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
+    // One publication at a time: two computed on tables that differ by the other's events
+    // would send a mix of stored and new ids (a 409).
+    static PUBLISHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = PUBLISHING.lock().await;
     let engine = state.sql.as_ref().ok_or_else(no_tables)?;
     let head = state.store.head();
     if head > 0 {

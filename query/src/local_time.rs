@@ -9,9 +9,16 @@ pub const OFFSET_SECONDS: i64 = 7 * 3600;
 pub const ZONE: &str = "+07:00";
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// Days either side of 1970 that chiso's calendar covers (about ±9 000 years); instants and
+/// days beyond are held at its edge, so extreme SQL literals cannot overflow date arithmetic.
+pub const DAY_LIMIT: i32 = 3_300_000;
+
 /// The local date of an instant (microseconds since the epoch), as days since 1970-01-01.
 pub fn local_day(micros: i64) -> i32 {
-    (micros + OFFSET_SECONDS * 1_000_000).div_euclid(MICROS_PER_DAY) as i32
+    let day = micros
+        .saturating_add(OFFSET_SECONDS * 1_000_000)
+        .div_euclid(MICROS_PER_DAY);
+    day.clamp(-i64::from(DAY_LIMIT), i64::from(DAY_LIMIT)) as i32
 }
 
 /// The first instant (µs) of a local day.
@@ -62,8 +69,9 @@ pub fn day_number(date: NaiveDate) -> i32 {
     (date - NaiveDate::default()).num_days() as i32
 }
 
-/// The date of a day number.
+/// The date of a day number (held within ±[`DAY_LIMIT`]).
 pub fn date_of(day: i32) -> NaiveDate {
+    let day = day.clamp(-DAY_LIMIT, DAY_LIMIT);
     NaiveDate::default() + chrono::Duration::days(day.into())
 }
 

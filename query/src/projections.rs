@@ -229,6 +229,12 @@ impl Projections {
             state.cache.remove(partition);
         }
         state.unsaved.extend(changed);
+        if std::mem::take(&mut state.tables.agencies_changed) {
+            // Rows show their agency's province: rebuild those batches, rewrite no segment.
+            state
+                .cache
+                .retain(|p, _| !matches!(p, Partition::Dossiers(_) | Partition::AgencyDaily(_)));
+        }
         drop(state);
         self.shared.position.send_replace(last.position + 1);
     }
@@ -290,6 +296,10 @@ impl Projections {
 
     /// Query batches of a table; for time-series tables only the months in `months`.
     pub fn batches(&self, table: TableName, months: RangeInclusive<MonthKey>) -> Vec<RecordBatch> {
+        if months.start() > months.end() {
+            // Contradictory time filters: nothing can match.
+            return Vec::new();
+        }
         let now = chrono::Utc::now().timestamp_micros();
         let mut state = self.state();
         let partitions: Vec<Partition> = match table {

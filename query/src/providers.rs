@@ -4,7 +4,7 @@
 //! column (`received_at` for `dossiers`, `day` for `agency_daily`); `events` reads the log
 //! itself, in position order, from the position range its filters allow.
 
-use crate::local_time::{local_day, month_of_day, MonthKey};
+use crate::local_time::{local_day, month_of_day, MonthKey, DAY_LIMIT};
 use crate::projections::{self, Projections, TableName};
 use async_trait::async_trait;
 use chiso_store::EventStore;
@@ -198,8 +198,8 @@ fn comparison(op: Operator, day: Option<i32>) -> Option<(i32, i32)> {
 /// The local day of a time or date literal.
 fn scalar_day(value: &ScalarValue) -> Option<i32> {
     let micros = match value {
-        ScalarValue::Date32(Some(day)) => return Some(*day),
-        ScalarValue::Date64(Some(ms)) => return Some(ms.div_euclid(86_400_000) as i32),
+        ScalarValue::Date32(Some(day)) => return Some((*day).clamp(-DAY_LIMIT, DAY_LIMIT)),
+        ScalarValue::Date64(Some(ms)) => ms.checked_mul(1_000)?,
         ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1_000_000)?,
         ScalarValue::TimestampMillisecond(Some(ms), _) => ms.checked_mul(1_000)?,
         ScalarValue::TimestampMicrosecond(Some(us), _) => *us,

@@ -3,7 +3,7 @@
 //! Computed in one pass over the dossiers received up to `to`, from their times, so a report
 //! of a past period stays what it was even after later events.
 
-use crate::local_time::{date_of, day_number, day_start, local_day, month_of_day};
+use crate::local_time::{date_of, day_number, day_start, local_day, month_of_day, DAY_LIMIT};
 use crate::projections::model::{Dossier, Tables, Timeliness};
 use crate::projections::Projections;
 use chrono::NaiveDate;
@@ -188,7 +188,9 @@ impl TableFunctionImpl for DossierReportFunction {
 /// A date literal: `DATE '2019-01-01'`, `'2019-01-01'` or a cast of one.
 fn date_argument(expr: &Expr, name: &str) -> Result<NaiveDate> {
     let date = match expr {
-        Expr::Literal(ScalarValue::Date32(Some(day)), _) => Some(date_of(*day)),
+        Expr::Literal(ScalarValue::Date32(Some(day)), _) if day.abs() < DAY_LIMIT => {
+            Some(date_of(*day))
+        }
         Expr::Literal(ScalarValue::Utf8(Some(text)), _) => text.parse().ok(),
         Expr::Cast(cast) => return date_argument(&cast.expr, name),
         Expr::TryCast(cast) => return date_argument(&cast.expr, name),

@@ -196,6 +196,8 @@ pub struct Tables {
     pub dirty: BTreeSet<Partition>,
     /// Events that could not be decoded (folded as nothing, counted).
     pub skipped: u64,
+    /// An agency was registered: cached rows that show agencies' provinces are stale.
+    pub agencies_changed: bool,
 }
 
 /// A unit of storage and caching.
