@@ -82,18 +82,26 @@ impl Format {
     }
 }
 
+/// The shape of every SQL handler: the `query` scope, then the request, then the answer.
+async fn answer(
+    state: &AppState,
+    principal: Principal,
+    request: impl std::future::Future<Output = Result<SqlRequest>>,
+) -> Response {
+    let answered = async {
+        principal.require_query()?;
+        run(state, request.await?).await
+    };
+    answered.await.unwrap_or_else(IntoResponse::into_response)
+}
+
 /// `GET /v1/sql?q=…`.
 pub async fn get_sql(
     State(state): State<AppState>,
     principal: Principal,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    respond(async {
-        principal.require_query()?;
-        let request = from_query_string(raw, None)?;
-        run(&state, request).await
-    })
-    .await
+    answer(&state, principal, async { from_query_string(raw, None) }).await
 }
 
 /// `POST /v1/sql` with a JSON body, or with the SQL as a text body and options in the query
@@ -103,11 +111,10 @@ pub async fn post_sql(
     principal: Principal,
     request: Request,
 ) -> Response {
-    respond(async {
-        principal.require_query()?;
+    let limit = state.limits.max_body_bytes;
+    answer(&state, principal, async move {
         let (parts, body) = request.into_parts();
-        let bytes =
-            crate::body::read_limited(&parts.headers, body, state.limits.max_body_bytes).await?;
+        let bytes = crate::body::read_limited(&parts.headers, body, limit).await?;
         let raw: Vec<(String, String)> = parts.uri.query().map(query_pairs).unwrap_or_default();
         let request = if is_json(&parts.headers) {
             if !raw.is_empty() {
@@ -125,7 +132,7 @@ pub async fn post_sql(
             })?;
             from_query_string(raw, Some(sql))?
         };
-        run(&state, request).await
+        Ok(request)
     })
     .await
 }
@@ -136,8 +143,7 @@ pub async fn dossier_report(
     principal: Principal,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    respond(async {
-        principal.require_query()?;
+    answer(&state, principal, async {
         let mut request = SqlRequest::default();
         let (mut from, mut to) = (None, None);
         for (name, value) in raw {
@@ -158,7 +164,7 @@ pub async fn dossier_report(
         request.sql = Some(format!(
             "SELECT * FROM dossier_report(DATE '{from}', DATE '{to}') ORDER BY agency"
         ));
-        run(&state, request).await
+        Ok(request)
     })
     .await
 }
@@ -171,17 +177,13 @@ pub async fn run_for(
     params: serde_json::Value,
     format: Option<String>,
 ) -> Response {
-    respond(async {
-        principal.require_query()?;
-        let request = SqlRequest {
-            sql: Some(sql),
-            params: Some(params),
-            format,
-            ..SqlRequest::default()
-        };
-        run(&state, request).await
-    })
-    .await
+    let request = SqlRequest {
+        sql: Some(sql),
+        params: Some(params),
+        format,
+        ..SqlRequest::default()
+    };
+    answer(&state, principal, async { Ok(request) }).await
 }
 
 fn date(name: &str, value: &str) -> Result<chrono::NaiveDate> {
@@ -250,10 +252,6 @@ fn from_query_string(raw: Vec<(String, String)>, body: Option<String>) -> Result
         }
     }
     Ok(request)
-}
-
-async fn respond(answer: impl std::future::Future<Output = Result<Response>>) -> Response {
-    answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn run(state: &AppState, request: SqlRequest) -> Result<Response> {

@@ -206,7 +206,11 @@ impl Projections {
     }
 
     async fn checkpoint_in_background(&self) {
-        if self.state().unsaved.is_empty() && self.state().tables.dirty.is_empty() {
+        let idle = {
+            let state = self.state();
+            state.unsaved.is_empty() && state.tables.dirty.is_empty()
+        };
+        if idle {
             return;
         }
         let projections = self.clone();

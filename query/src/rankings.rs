@@ -9,7 +9,9 @@
 //! (online share of payments), satisfaction 18 (mean rating / 5) — to 100 over the components
 //! measurable for that agency that month.
 
-use crate::local_time::{local_day, local_month, month_of_day, MonthKey};
+use crate::local_time::{
+    day_start, local_day, local_month, month_first_day, month_of_day, MonthKey,
+};
 use crate::projections::model::Tables;
 use chiso_ingest::{Metric, RankingEntry, RankingPublished};
 use std::collections::BTreeMap;
@@ -90,7 +92,10 @@ fn figures(tables: &Tables, month: MonthKey) -> BTreeMap<&str, Figures> {
         f.resolved += counts.resolved;
         f.in_time += counts.resolved_early + counts.resolved_on_time;
     }
-    for partition in tables.dossiers.range(..=month).map(|(_, p)| p) {
+    // A month's resolutions are in partitions not settled before it began (as in the report).
+    let month_start = day_start(month_first_day(month));
+    let partitions = tables.dossiers.range(..=month).map(|(_, p)| p);
+    for partition in partitions.filter(|p| p.settled_at() >= month_start) {
         for dossier in &partition.rows {
             let Some(resolved) = dossier.resolved_at else {
                 continue;
