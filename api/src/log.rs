@@ -43,6 +43,7 @@ pub async fn append_to_stream(
         .zip(body.events)
         .map(|(i, event)| event.into_proposed(&format!("/events/{i}"), &stream, catalog))
         .collect::<Result<Vec<_>>>()?;
+    let name = stream.as_str().to_owned();
     let request = AppendRequest {
         stream,
         expected: body.expected_revision.0,
@@ -54,7 +55,7 @@ pub async fn append_to_stream(
         ApiError::from(error).under_pointer(event.map(|i| format!("/events/{i}")))
     })?;
     Ok(Json(json!({
-        "stream": result.stream,
+        "stream": name,
         "first_revision": result.first_revision,
         "last_revision": result.last_revision,
         "first_position": result.first_position,

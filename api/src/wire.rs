@@ -84,9 +84,9 @@ impl EventIn {
         catalog: Option<DateTime<Utc>>,
     ) -> Result<ProposedEvent> {
         check_type_name(&self.event_type, pointer)?;
-        let data = object_text(self.data, &format!("{pointer}/data"))?;
+        let data = object_text(self.data, pointer, "data")?;
         let metadata = match self.metadata {
-            Some(metadata) => object_text(metadata, &format!("{pointer}/metadata"))?,
+            Some(metadata) => object_text(metadata, pointer, "metadata")?,
             None => "{}".to_owned(),
         };
         let decoded = match catalog {
@@ -126,15 +126,14 @@ fn check_type_name(name: &str, pointer: &str) -> Result<()> {
 /// Deepest nesting of objects and arrays accepted in `data` and `metadata`.
 const MAX_DEPTH: usize = 32;
 
-fn object_text(raw: Box<RawValue>, pointer: &str) -> Result<String> {
+/// The text of the event's `field` (`data` or `metadata`), which must be an object.
+fn object_text(raw: Box<RawValue>, event_pointer: &str, field: &str) -> Result<String> {
+    let refuse = |message| invalid_event(&format!("{event_pointer}/{field}"), message);
     if !raw.get().starts_with('{') {
-        return Err(invalid_event(pointer, "must be a JSON object"));
+        return Err(refuse("must be a JSON object"));
     }
     if nesting_depth(raw.get()) > MAX_DEPTH {
-        return Err(invalid_event(
-            pointer,
-            "nests objects and arrays deeper than 32 levels",
-        ));
+        return Err(refuse("nests objects and arrays deeper than 32 levels"));
     }
     Ok(String::from(Box::<str>::from(raw)))
 }

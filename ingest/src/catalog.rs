@@ -230,11 +230,8 @@ pub struct Limits {
 impl Limits {
     /// Times from 2000-01-01 to one day after `now`.
     pub fn at(now: DateTime<Utc>) -> Self {
-        let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
-            .expect("a valid constant")
-            .with_timezone(&Utc);
         Self {
-            earliest,
+            earliest: DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01T00:00:00Z"),
             latest: now + Duration::days(1),
             latest_year: now.year() + 1,
         }

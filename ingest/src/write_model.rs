@@ -9,6 +9,7 @@ use chiso_store::{AppendRequest, ProposedEvent, RecordedEvent, Rejection, Stream
 mod snapshot;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -29,7 +30,7 @@ struct Agency {
 
 #[derive(Debug, Clone)]
 struct Service {
-    agency: Box<str>,
+    agency: Arc<str>,
     launched_at: i64,
     withdrawn: bool,
 }
@@ -44,7 +45,8 @@ enum DossierStatus {
 
 #[derive(Debug, Clone)]
 struct Dossier {
-    agency: Box<str>,
+    /// Shared with the agency's key: a dossier costs no allocation for it.
+    agency: Arc<str>,
     received_at: i64,
     /// When its state last changed: later transitions may not be timed before it.
     last_at: i64,
@@ -53,7 +55,7 @@ struct Dossier {
 
 /// How to undo one staged change.
 enum Undo {
-    Agency(Box<str>),
+    Agency(Arc<str>),
     Service(Box<str>, Option<Service>),
     Dossier(Box<str>, Option<Dossier>),
     Ict(u16, Box<str>),
@@ -62,7 +64,7 @@ enum Undo {
 /// The state the catalog's rules need, rebuilt from the log at open.
 #[derive(Default)]
 pub struct IngestModel {
-    agencies: Map<Box<str>, Agency>,
+    agencies: Map<Arc<str>, Agency>,
     services: Map<Box<str>, Service>,
     dossiers: Map<Box<str>, Dossier>,
     ict: HashSet<(u16, Box<str>), foldhash::fast::RandomState>,
@@ -256,18 +258,15 @@ impl IngestModel {
         let key: Box<str> = id.into();
         match event {
             E::AgencyRegistered(e) => {
-                self.agencies.insert(
-                    key.clone(),
-                    Agency {
-                        parent: e.parent.as_deref().map(Into::into),
-                    },
-                );
-                self.undo.push(Undo::Agency(key));
+                let code: Arc<str> = id.into();
+                let parent = e.parent.as_deref().map(Into::into);
+                self.agencies.insert(code.clone(), Agency { parent });
+                self.undo.push(Undo::Agency(code));
             }
             E::ServiceLaunched(e) => self.set_service(
                 key,
                 Service {
-                    agency: e.agency.as_str().into(),
+                    agency: self.agency_code(&e.agency),
                     launched_at: e.at.0.timestamp(),
                     withdrawn: false,
                 },
@@ -287,7 +286,7 @@ impl IngestModel {
             E::DossierReceived(e) => self.set_dossier(
                 key,
                 Dossier {
-                    agency: e.agency.as_str().into(),
+                    agency: self.agency_code(&e.agency),
                     received_at: e.received_at.0.timestamp(),
                     last_at: e.received_at.0.timestamp(),
                     status: DossierStatus::Open,
@@ -315,6 +314,15 @@ impl IngestModel {
                 self.ict.insert((e.year, province.clone()));
                 self.undo.push(Undo::Ict(e.year, province));
             }
+        }
+    }
+
+    /// The agency's code as the agencies map holds it (a registered agency, as the rules
+    /// require; a new copy otherwise).
+    pub(crate) fn agency_code(&self, code: &str) -> Arc<str> {
+        match self.agencies.get_key_value(code) {
+            Some((code, _)) => code.clone(),
+            None => code.into(),
         }
     }
 

@@ -95,8 +95,6 @@ pub struct AppendRequest {
 /// Where an append's events landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendResult {
-    /// The stream.
-    pub stream: String,
     /// Revision of the first event.
     pub first_revision: u64,
     /// Revision of the last event.

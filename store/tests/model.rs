@@ -125,7 +125,6 @@ impl Model {
             let (p0, (_, r0, _)) = first.unwrap();
             let (p1, (_, r1, _)) = found.last().unwrap().unwrap();
             return Ok(AppendResult {
-                stream,
                 first_revision: *r0,
                 last_revision: *r1,
                 first_position: p0,
@@ -151,7 +150,6 @@ impl Model {
             self.all.push((stream.clone(), revision, event.clone()));
         }
         Ok(AppendResult {
-            stream,
             first_revision,
             last_revision: first_revision + request.events.len() as u64 - 1,
             first_position,

@@ -53,12 +53,12 @@ pub(super) fn decode(bytes: &[u8], model: &mut IngestModel) -> Result<(), String
     for _ in 0..input.count()? {
         let code = input.text()?;
         let parent = input.optional_text()?;
-        model.agencies.insert(code, Agency { parent });
+        model.agencies.insert(code.into(), Agency { parent });
     }
     for _ in 0..input.count()? {
         let code = input.text()?;
         let service = Service {
-            agency: input.text()?,
+            agency: model.agency_code(&input.text()?),
             launched_at: input.i64()?,
             withdrawn: input.take(1)?[0] != 0,
         };
@@ -66,7 +66,7 @@ pub(super) fn decode(bytes: &[u8], model: &mut IngestModel) -> Result<(), String
     }
     for _ in 0..input.count()? {
         let id = input.text()?;
-        let agency = input.text()?;
+        let agency = model.agency_code(&input.text()?);
         let received_at = input.i64()?;
         let last_at = input.i64()?;
         let tag = input.take(1)?[0];

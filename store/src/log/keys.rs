@@ -22,10 +22,16 @@ pub(crate) fn position_key(position: u64) -> [u8; 8] {
 /// ordered by revision.
 pub(crate) fn run_key(stream: &str, first_revision: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.len() + 9);
+    put_run_key(&mut key, stream, first_revision);
+    key
+}
+
+/// Writes the run key into `key`, replacing what it held (reused across a group's runs).
+pub(crate) fn put_run_key(key: &mut Vec<u8>, stream: &str, first_revision: u64) {
+    key.clear();
     key.extend_from_slice(stream.as_bytes());
     key.push(0);
     key.extend_from_slice(&first_revision.to_be_bytes());
-    key
 }
 
 /// The prefix of a run key that names its stream (`stream · 0x00`): RocksDB's prefix bloom

@@ -96,7 +96,14 @@ impl Writer {
         let recorded_at_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
+        let (requests, events) = jobs
+            .iter()
+            .flat_map(|job| &job.requests)
+            .fold((0, 0), |(requests, events), request| {
+                (requests + 1, events + request.events.len())
+            });
         let mut group = Group::new(&self.db, &self.ids, self.model.as_mut(), self.next_position);
+        group.reserve(requests, events);
         let outcomes: Vec<_> = jobs.iter().map(|job| group.stage(&job.requests)).collect();
         let written = group.writes.len();
         let next_position = group.next_position;
@@ -200,6 +207,14 @@ impl<'j> Group<'j> {
         }
     }
 
+    /// Room for `requests` requests of `events` events in all, so staging does not regrow.
+    fn reserve(&mut self, requests: usize, events: usize) {
+        self.writes.reserve(events);
+        self.ids.reserve(events);
+        self.runs.reserve(requests);
+        self.heads.reserve(requests);
+    }
+
     /// Stages one all-or-nothing job: on error nothing of it stays in the group.
     fn stage(&mut self, requests: &'j [AppendRequest]) -> Result<Vec<AppendResult>> {
         check_shape(requests)?;
@@ -269,7 +284,6 @@ impl<'j> Group<'j> {
         let previous = self.heads.insert(stream, last_revision);
         self.heads_undo.push((stream, previous));
         Ok(AppendResult {
-            stream: stream.to_owned(),
             first_revision,
             last_revision,
             first_position,
@@ -325,7 +339,6 @@ impl<'j> Group<'j> {
         let last = existing.last().and_then(Option::as_ref).expect("all exist");
         let first = first.expect("all exist");
         Ok(Some(AppendResult {
-            stream: stream.to_owned(),
             first_revision: first.revision,
             last_revision: last.revision,
             first_position: first.position,
@@ -381,15 +394,14 @@ impl<'j> Group<'j> {
             batch.put_cf(ids, key, id_list);
         }
         // In key order: RocksDB's skiplist inserts neighbouring keys far faster than scattered
-        // ones (0.8 µs against 4.3 µs a key here), and a group's runs are distinct keys.
-        let mut runs: Vec<_> = self
-            .runs
-            .iter()
-            .map(|(stream, run)| (run_key(stream, run.first_revision), run.encode_value()))
-            .collect();
-        runs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in runs {
-            batch.put_cf(streams, key, value);
+        // ones (0.8 µs against 4.3 µs a key here), and a group's runs are distinct keys. The
+        // order of (name, revision) is the order of their keys, as names never contain 0x00.
+        let mut runs: Vec<&(&str, Run)> = self.runs.iter().collect();
+        runs.sort_unstable_by(|a, b| (a.0, a.1.first_revision).cmp(&(b.0, b.1.first_revision)));
+        let mut key = Vec::new();
+        for (stream, run) in runs {
+            put_run_key(&mut key, stream, run.first_revision);
+            batch.put_cf(streams, &key, run.encode_value());
         }
         batch
     }
