@@ -1,5 +1,6 @@
 //! The event log: opening, appending through the group-commit writer, and reading.
 
+mod index;
 mod keys;
 mod subscription;
 mod writer;
@@ -39,6 +40,25 @@ pub(crate) type IdIndex = std::collections::HashMap<Uuid, u64, foldhash::fast::R
 /// Pending append units the writer may hold before callers wait for room (back-pressure).
 const QUEUE_CAPACITY: usize = 8192;
 
+/// Tuning of the log; the defaults suit a server.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Stream runs gathered in memory before they are written to RocksDB in the background.
+    pub index_batch_runs: usize,
+    /// Whether shutdown writes the runs still in memory. Off only to test that an open
+    /// rebuilds them from the chunks, as it must after a crash.
+    pub index_at_shutdown: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            index_batch_runs: index::DEFAULT_BATCH_RUNS,
+            index_at_shutdown: true,
+        }
+    }
+}
+
 /// A handle to the event log. Cheap to clone; every clone shares one writer.
 #[derive(Clone)]
 pub struct EventStore {
@@ -47,6 +67,8 @@ pub struct EventStore {
 
 struct Inner {
     db: Arc<DB>,
+    /// Stream runs not yet in the streams column family.
+    recent: Arc<index::RecentRuns>,
     commands: mpsc::Sender<writer::Command>,
     head: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -72,12 +94,25 @@ impl EventStore {
     pub fn open_with(
         path: impl AsRef<Path>,
         metrics: StoreMetrics,
+        model: impl WriteModel,
+    ) -> Result<Self> {
+        Self::open_with_options(path, metrics, model, LogOptions::default())
+    }
+
+    /// Like [`EventStore::open_with`], tuned by `options`.
+    pub fn open_with_options(
+        path: impl AsRef<Path>,
+        metrics: StoreMetrics,
         mut model: impl WriteModel,
+        options: LogOptions,
     ) -> Result<Self> {
         let path = path.as_ref();
         std::fs::create_dir_all(path)?;
         let db = Arc::new(open_db(path)?);
         let next_position = recover_head(&db)?;
+        let (recent, unindexed) =
+            index::RecentRuns::recover(&db, next_position, options.index_batch_runs.max(1))?;
+        let recent = Arc::new(recent);
         let started = Instant::now();
         let ids = load_id_index(&db)?;
         let index_ms = started.elapsed().as_millis() as u64;
@@ -85,6 +120,7 @@ impl EventStore {
         tracing::info!(
             path = %path.display(),
             next_position,
+            unindexed,
             index_ms,
             replay_ms = started.elapsed().as_millis() as u64 - index_ms,
             replayed,
@@ -93,8 +129,12 @@ impl EventStore {
         metrics.head_position.set(next_position);
         let (head_tx, head_rx) = watch::channel(next_position);
         let (commands_tx, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let indexer = index::Indexer::start(db.clone(), recent.clone())?;
         let writer = writer::Writer {
             db: db.clone(),
+            recent: recent.clone(),
+            indexer,
+            index_at_shutdown: options.index_at_shutdown,
             next_position,
             ids,
             model: Box::new(model),
@@ -107,6 +147,7 @@ impl EventStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                recent,
                 commands: commands_tx,
                 head: head_rx,
                 writer: Mutex::new(Some(handle)),
@@ -170,6 +211,9 @@ impl EventStore {
 
     /// The last revision of `stream`, `None` if it has no events.
     pub fn stream_revision(&self, stream: &StreamName) -> Result<Option<u64>> {
+        if let Some(last) = self.inner.recent.last_revision(stream.as_str()) {
+            return Ok(Some(last));
+        }
         let mut runs = self.inner.db.raw_iterator_cf(self.cf(CF_STREAMS));
         Ok(last_run(&mut runs, stream.as_str())?.map(|run| run.last_revision()))
     }
@@ -206,10 +250,18 @@ impl EventStore {
         direction: ReadDirection,
         limit: usize,
     ) -> Result<Vec<u64>> {
+        // Read the recent runs before the stored ones: a run the indexer moves in between
+        // is then seen twice (and skipped once), never missed.
+        let recent = self.inner.recent.runs_of(stream);
         let mut runs = self.inner.db.raw_iterator_cf(self.cf(CF_STREAMS));
-        let last = last_run(&mut runs, stream)?
-            .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?
-            .last_revision();
+        let last = match recent.last() {
+            Some(run) => run.last_revision(),
+            None => last_run(&mut runs, stream)?
+                .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?
+                .last_revision(),
+        };
+        // Stored runs serve the revisions below the first recent one.
+        let stored_end = recent.first().map_or(u64::MAX, |run| run.first_revision);
         let start = match direction {
             ReadDirection::Forwards => from.unwrap_or(0),
             ReadDirection::Backwards => from.unwrap_or(last).min(last),
@@ -218,22 +270,58 @@ impl EventStore {
         if start > last || limit == 0 {
             return Ok(positions);
         }
-        runs.seek_for_prev(run_key(stream, start));
-        while positions.len() < limit {
-            let Some(run) = current_run(&runs, stream)? else {
-                break;
-            };
+        let forwards = |run: &Run, positions: &mut Vec<u64>| {
+            let revisions = start.max(run.first_revision)..=run.last_revision();
             let room = limit - positions.len();
-            match direction {
-                ReadDirection::Forwards => {
-                    let revisions = start.max(run.first_revision)..=run.last_revision();
-                    positions.extend(revisions.take(room).map(|r| run.position_of(r)));
-                    runs.next();
+            positions.extend(revisions.take(room).map(|r| run.position_of(r)));
+        };
+        let backwards = |run: &Run, until: u64, positions: &mut Vec<u64>| {
+            let revisions = run.first_revision..=until.min(run.last_revision());
+            let room = limit - positions.len();
+            positions.extend(revisions.rev().take(room).map(|r| run.position_of(r)));
+        };
+        match direction {
+            ReadDirection::Forwards => {
+                if start < stored_end {
+                    runs.seek_for_prev(run_key(stream, start));
+                    while positions.len() < limit {
+                        match current_run(&runs, stream)? {
+                            Some(run) if run.first_revision < stored_end => {
+                                forwards(&run, &mut positions)
+                            }
+                            _ => break,
+                        }
+                        runs.next();
+                    }
                 }
-                ReadDirection::Backwards => {
-                    let revisions = run.first_revision..=start.min(run.last_revision());
-                    positions.extend(revisions.rev().take(room).map(|r| run.position_of(r)));
-                    runs.prev();
+                for run in recent.iter().filter(|run| run.last_revision() >= start) {
+                    if positions.len() == limit {
+                        break;
+                    }
+                    forwards(run, &mut positions);
+                }
+            }
+            ReadDirection::Backwards => {
+                for run in recent
+                    .iter()
+                    .rev()
+                    .filter(|run| run.first_revision <= start)
+                {
+                    if positions.len() == limit {
+                        break;
+                    }
+                    backwards(run, start, &mut positions);
+                }
+                if positions.len() < limit && stored_end > 0 {
+                    let until = start.min(stored_end - 1);
+                    runs.seek_for_prev(run_key(stream, until));
+                    while positions.len() < limit {
+                        let Some(run) = current_run(&runs, stream)? else {
+                            break;
+                        };
+                        backwards(&run, until, &mut positions);
+                        runs.prev();
+                    }
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! every read checked against a plain in-memory model of the log.
 
 use chiso_store::{
-    AppendRequest, AppendResult, Error, EventStore, ExpectedRevision, ProposedEvent, ReadDirection,
-    StreamName,
+    AppendRequest, AppendResult, Error, EventStore, ExpectedRevision, LogOptions, NoRules,
+    ProposedEvent, ReadDirection, StoreMetrics, StreamName,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -177,12 +177,25 @@ struct Harness {
     model: Model,
     applied: Vec<Vec<AppendRequest>>,
     counter: u128,
+    /// How many times the log was reopened.
+    opened: usize,
+}
+
+/// Opens the log with a tiny stream-index batch, so the indexer writes runs while the test
+/// reads; every other opening leaves its runs unwritten at shutdown, as a crash would, so the
+/// next one rebuilds them from the chunks.
+fn open(path: &std::path::Path, opened: usize) -> EventStore {
+    let options = LogOptions {
+        index_batch_runs: 3,
+        index_at_shutdown: opened % 2 == 0,
+    };
+    EventStore::open_with_options(path, StoreMetrics::default(), NoRules, options).unwrap()
 }
 
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Some(EventStore::open(dir.path()).unwrap());
+        let store = Some(open(dir.path(), 0));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -195,6 +208,7 @@ impl Harness {
             model: Model::default(),
             applied: Vec::new(),
             counter: 0,
+            opened: 0,
         }
     }
 
@@ -269,7 +283,8 @@ impl Harness {
                 let store = self.store.take().unwrap();
                 self.runtime.block_on(store.shutdown());
                 drop(store);
-                self.store = Some(EventStore::open(self.dir.path()).unwrap());
+                self.opened += 1;
+                self.store = Some(open(self.dir.path(), self.opened));
                 return self.check_reads();
             }
             _ => return,
@@ -310,6 +325,30 @@ impl Harness {
             let expected: Vec<u64> = positions.iter().rev().take(2).copied().collect();
             let got: Vec<u64> = backwards.iter().map(|e| e.position).collect();
             assert_eq!(got, expected);
+            // From every revision, both ways, two at a time: the boundaries between stored
+            // and recent runs.
+            for from in 0..=positions.len() as u64 {
+                let read = |direction| {
+                    let events = store.read_stream(&name, Some(from), direction, 2).unwrap();
+                    events.iter().map(|e| e.position).collect::<Vec<u64>>()
+                };
+                let at = from as usize;
+                let expected: Vec<u64> = positions.iter().skip(at).take(2).copied().collect();
+                assert_eq!(
+                    read(ReadDirection::Forwards),
+                    expected,
+                    "{stream} from {from}"
+                );
+                let upto = at.min(positions.len() - 1);
+                let expected: Vec<u64> = positions[..=upto].iter().rev().take(2).copied().collect();
+                assert_eq!(
+                    read(ReadDirection::Backwards),
+                    expected,
+                    "{stream} back from {from}"
+                );
+            }
+            let revision = store.stream_revision(&name).unwrap();
+            assert_eq!(revision, Some(positions.len() as u64 - 1));
         }
         let absent = StreamName::new("s-absent").unwrap();
         assert!(matches!(

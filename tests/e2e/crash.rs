@@ -50,7 +50,7 @@ async fn sigkill_loses_and_duplicates_nothing_acknowledged() {
     retry_in_doubt(&server.url, &ledger).await;
     let events = read_everything(&server.url).await;
     let reference_events = 2;
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(
         ledger.acked.len() > 1_000,
         "too few appends were acknowledged to mean anything"
@@ -80,6 +80,54 @@ async fn sigkill_loses_and_duplicates_nothing_acknowledged() {
             "acknowledged event {id} lost or moved"
         );
     }
+    streams_are_whole(&server.url, &events[reference_events..]).await;
+}
+
+/// Every stream reads back as its events in the log, revisions 0, 1, …, and appends continue
+/// after its last revision: the stream index was rebuilt after each kill.
+async fn streams_are_whole(url: &str, events: &[Value]) {
+    let mut streams: HashMap<&str, Vec<u64>> = HashMap::new();
+    for event in events {
+        let positions = streams
+            .entry(event["stream"].as_str().unwrap())
+            .or_default();
+        assert_eq!(event["revision"], positions.len() as u64, "{event}");
+        positions.push(event["position"].as_u64().unwrap());
+    }
+    let http = reqwest::Client::new();
+    for (stream, positions) in &streams {
+        let read: Value = http
+            .get(format!("{url}/v1/streams/{stream}?limit=10"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let read: Vec<u64> = read["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(&read, positions, "stream {stream}");
+    }
+    let (stream, positions) = streams.iter().next().expect("some stream");
+    let at = |revision: Value| {
+        json!({"expected_revision": revision, "events": [{"id": Uuid::new_v4(), "type": "DossierPaid",
+            "data": {"at": "2019-03-10T09:00:00+07:00", "online": true, "amount": 0}}]})
+    };
+    let append = |body: Value| {
+        http.post(format!("{url}/v1/streams/{stream}"))
+            .json(&body)
+            .send()
+    };
+    let stale = append(at(json!("no_stream"))).await.unwrap();
+    assert_eq!(stale.status(), 409);
+    let next = append(at(json!(positions.len() - 1))).await.unwrap();
+    assert_eq!(next.status(), 200, "{}", next.text().await.unwrap());
+    let answer: Value = next.json().await.unwrap();
+    assert_eq!(answer["first_revision"], positions.len() as u64);
 }
 
 /// Appends until the server goes away: single-stream appends and NDJSON batches.

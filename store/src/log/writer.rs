@@ -1,6 +1,7 @@
 //! Group commit: one thread drains every pending append into one `WriteBatch` written with
 //! `sync = true`, so concurrent requests share a single fsync and nobody waits on a timer.
 
+use super::index::{Indexer, RecentRuns};
 use super::keys::*;
 use super::{cf_handle, last_run, ChunkCursor, IdIndex};
 use crate::chunk::{self, RecordRef, MAX_CHUNK_EVENTS};
@@ -39,6 +40,10 @@ pub(crate) enum Command {
 
 pub(crate) struct Writer {
     pub db: Arc<DB>,
+    /// Stream runs not yet in RocksDB: the writer adds each group's, the indexer writes them.
+    pub recent: Arc<RecentRuns>,
+    pub indexer: Indexer,
+    pub index_at_shutdown: bool,
     pub next_position: u64,
     /// Every stored event id → its position: the idempotency index, owned by this thread.
     pub ids: IdIndex,
@@ -78,6 +83,10 @@ impl Writer {
                 break;
             }
         }
+        self.indexer.stop();
+        if self.index_at_shutdown {
+            self.recent.write_all(&self.db, self.next_position);
+        }
         if self.model.needs_replay() {
             super::save_snapshot(&self.db, self.next_position, self.model.as_ref());
         }
@@ -102,7 +111,13 @@ impl Writer {
             .fold((0, 0), |(requests, events), request| {
                 (requests + 1, events + request.events.len())
             });
-        let mut group = Group::new(&self.db, &self.ids, self.model.as_mut(), self.next_position);
+        let mut group = Group::new(
+            &self.db,
+            &self.ids,
+            &self.recent,
+            self.model.as_mut(),
+            self.next_position,
+        );
         group.reserve(requests, events);
         let outcomes: Vec<_> = jobs.iter().map(|job| group.stage(&job.requests)).collect();
         let written = group.writes.len();
@@ -129,6 +144,10 @@ impl Writer {
                 .collect(),
             false => Vec::new(),
         };
+        if ok && written > 0 {
+            let runs = group.runs.iter().map(|&(stream, run)| (stream, run));
+            self.recent.add(runs, next_position, &self.indexer);
+        }
         drop(group);
         self.ids.extend(new_ids);
         match ok {
@@ -174,6 +193,7 @@ struct Group<'j> {
     db: &'j DB,
     /// Ids stored before this group.
     stored_ids: &'j IdIndex,
+    recent: &'j RecentRuns,
     model: &'j mut dyn WriteModel,
     next_position: u64,
     writes: Vec<Staged<'j>>,
@@ -190,12 +210,14 @@ impl<'j> Group<'j> {
     fn new(
         db: &'j DB,
         stored_ids: &'j IdIndex,
+        recent: &'j RecentRuns,
         model: &'j mut dyn WriteModel,
         next_position: u64,
     ) -> Self {
         Self {
             db,
             stored_ids,
+            recent,
             model,
             next_position,
             writes: Vec::new(),
@@ -370,14 +392,17 @@ impl<'j> Group<'j> {
         if let Some(&last) = self.heads.get(stream) {
             return Ok(Some(last));
         }
+        if let Some(last) = self.recent.last_revision(stream) {
+            return Ok(Some(last));
+        }
         Ok(last_run(&mut self.stream_runs, stream)?.map(|run| run.last_revision()))
     }
 
-    /// The group's writes: chunks of consecutive events with their id lists, and one run
-    /// entry per request.
+    /// The group's writes: chunks of consecutive events with their id lists. Its runs go to
+    /// the stream index after the write (see `index.rs`).
     fn to_batch(&self, recorded_at_micros: i64) -> WriteBatch {
         let cf = |name| cf_handle(self.db, name);
-        let (chunks, ids, streams) = (cf(CF_CHUNKS), cf(CF_IDS), cf(CF_STREAMS));
+        let (chunks, ids) = (cf(CF_CHUNKS), cf(CF_IDS));
         let mut batch = WriteBatch::default();
         for slice in self.writes.chunks(MAX_CHUNK_EVENTS) {
             let records: Vec<RecordRef<'_>> = slice
@@ -392,16 +417,6 @@ impl<'j> Group<'j> {
             batch.put_cf(chunks, key, chunk::encode(&records, recorded_at_micros));
             let id_list: Vec<u8> = slice.iter().flat_map(|s| *s.event.id.as_bytes()).collect();
             batch.put_cf(ids, key, id_list);
-        }
-        // In key order: RocksDB's skiplist inserts neighbouring keys far faster than scattered
-        // ones (0.8 µs against 4.3 µs a key here), and a group's runs are distinct keys. The
-        // order of (name, revision) is the order of their keys, as names never contain 0x00.
-        let mut runs: Vec<&(&str, Run)> = self.runs.iter().collect();
-        runs.sort_unstable_by(|a, b| (a.0, a.1.first_revision).cmp(&(b.0, b.1.first_revision)));
-        let mut key = Vec::new();
-        for (stream, run) in runs {
-            put_run_key(&mut key, stream, run.first_revision);
-            batch.put_cf(streams, &key, run.encode_value());
         }
         batch
     }
