@@ -157,9 +157,10 @@ impl RecentRuns {
     }
 }
 
-/// Writes `runs` (sorted, as RocksDB's skiplist inserts neighbouring keys fastest) and the
-/// indexed position in one batch. Not synced: the chunks they come from are, and a lost
-/// batch only makes the next open rebuild more.
+/// Writes `runs` (sorted, as RocksDB's skiplist inserts neighbouring keys fastest), a slice
+/// at a time so the writer's synced commits never queue behind one long batch (a 100 000-run
+/// batch held them ~50 ms), then the indexed position. Not synced: the chunks the runs come
+/// from are, and a lost batch only makes the next open rebuild more.
 fn write_runs(db: &DB, runs: &Runs, indexed: u64) -> Result<()> {
     let mut sorted: Vec<(&str, &Run)> = runs
         .iter()
@@ -167,16 +168,22 @@ fn write_runs(db: &DB, runs: &Runs, indexed: u64) -> Result<()> {
         .collect();
     // The order of (name, revision) is the order of their keys: names never contain 0x00.
     sorted.sort_unstable_by(|a, b| (a.0, a.1.first_revision).cmp(&(b.0, b.1.first_revision)));
-    let mut batch = WriteBatch::default();
     let streams = cf_handle(db, CF_STREAMS);
     let mut key = Vec::new();
-    for (stream, run) in sorted {
-        put_run_key(&mut key, stream, run.first_revision);
-        batch.put_cf(streams, &key, run.encode_value());
+    for slice in sorted.chunks(SLICE_RUNS) {
+        let mut batch = WriteBatch::default();
+        for (stream, run) in slice {
+            put_run_key(&mut key, stream, run.first_revision);
+            batch.put_cf(streams, &key, run.encode_value());
+        }
+        db.write(batch)?;
     }
-    batch.put_cf(cf_handle(db, CF_META), INDEXED_KEY, indexed.to_be_bytes());
-    Ok(db.write(batch)?)
+    db.put_cf(cf_handle(db, CF_META), INDEXED_KEY, indexed.to_be_bytes())?;
+    Ok(())
 }
+
+/// Runs in one RocksDB write of the indexer (about half a millisecond of memtable inserts).
+const SLICE_RUNS: usize = 1_000;
 
 /// The background thread that writes batches of runs.
 pub(crate) struct Indexer {

@@ -3,7 +3,8 @@
 /// `first position (u64 BE)` → a chunk of consecutive events (see `chunk.rs`).
 pub(crate) const CF_CHUNKS: &str = "chunks";
 /// `stream · 0x00 · first revision (u64 BE)` → `first position (u64 BE) · count (u32 BE)`:
-/// one entry per run of consecutive events an append put in a stream.
+/// one entry per run of consecutive events an append put in a stream. Written behind the
+/// commits by the indexer (`index.rs`); the latest runs are in memory until then.
 pub(crate) const CF_STREAMS: &str = "streams";
 /// `first position (u64 BE)` → the ids of that chunk's events, 16 bytes each: a compact copy
 /// from which the in-memory idempotency index is rebuilt at open.
