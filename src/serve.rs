@@ -4,7 +4,7 @@
 use chiso_api::{router, AppState, Auth, Limits};
 use chiso_ingest::IngestModel;
 use chiso_query::{Projections, SqlEngine, SqlLimits};
-use chiso_store::EventStore;
+use chiso_store::{EventStore, LogOptions};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// The most rows one SQL answer may have (413 past it).
     #[arg(long, env = "CHISO_SQL_MAX_ROWS", default_value_t = SqlLimits::default().max_rows)]
     sql_max_rows: usize,
+    /// Stream runs (one per append) kept in memory before the background indexer writes them
+    /// to the log's stream index: more means fewer, larger background writes and more memory
+    /// (~120 bytes a run) and more to rebuild from the log after a crash.
+    #[arg(long, env = "CHISO_INDEX_BATCH_RUNS", default_value_t = LogOptions::default().index_batch_runs)]
+    index_batch_runs: usize,
     /// Load the demo history (Vĩnh Phúc 2010–2019) first, if the data directory is empty.
     #[arg(long)]
     demo: bool,
@@ -69,7 +74,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
     }
     let metrics = chiso_store::StoreMetrics::default();
-    let store = EventStore::open_with(args.data_dir.join("log"), metrics, IngestModel::new())?;
+    let options = LogOptions {
+        index_batch_runs: args.index_batch_runs,
+        ..LogOptions::default()
+    };
+    let store = EventStore::open_with_options(
+        args.data_dir.join("log"),
+        metrics,
+        IngestModel::new(),
+        options,
+    )?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };

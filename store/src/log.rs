@@ -252,16 +252,17 @@ impl EventStore {
     ) -> Result<Vec<u64>> {
         // Read the recent runs before the stored ones: a run the indexer moves in between
         // is then seen twice (and skipped once), never missed.
-        let recent = self.inner.recent.runs_of(stream);
+        let view = self.inner.recent.runs_of(stream, from, direction, limit);
+        let recent = view.runs;
         let mut runs = self.inner.db.raw_iterator_cf(self.cf(CF_STREAMS));
-        let last = match recent.last() {
-            Some(run) => run.last_revision(),
+        let last = match view.last_revision {
+            Some(last) => last,
             None => last_run(&mut runs, stream)?
                 .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?
                 .last_revision(),
         };
         // Stored runs serve the revisions below the first recent one.
-        let stored_end = recent.first().map_or(u64::MAX, |run| run.first_revision);
+        let stored_end = view.first_revision.unwrap_or(u64::MAX);
         let start = match direction {
             ReadDirection::Forwards => from.unwrap_or(0),
             ReadDirection::Backwards => from.unwrap_or(last).min(last),

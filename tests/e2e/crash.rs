@@ -12,6 +12,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const KILLS: usize = 6;
+/// The stream index is written every 64 runs, so kills also land while it is being written.
+const INDEX_EVERY_FEW_APPENDS: &[(&str, &str)] = &[("CHISO_INDEX_BATCH_RUNS", "64")];
 const CLIENTS: usize = 8;
 
 /// What the clients learnt: acknowledged ids with their positions, and requests in doubt.
@@ -26,7 +28,7 @@ async fn sigkill_loses_and_duplicates_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for round in 0..KILLS {
-        let mut server = Server::start(dir.path()).await;
+        let mut server = Server::start_with(dir.path(), INDEX_EVERY_FEW_APPENDS).await;
         register_reference_data(&server.url).await;
         retry_in_doubt(&server.url, &ledger).await;
         let clients: Vec<_> = (0..CLIENTS)
@@ -46,7 +48,7 @@ async fn sigkill_loses_and_duplicates_nothing_acknowledged() {
             client.await.unwrap();
         }
     }
-    let server = Server::start(dir.path()).await;
+    let server = Server::start_with(dir.path(), INDEX_EVERY_FEW_APPENDS).await;
     retry_in_doubt(&server.url, &ledger).await;
     let events = read_everything(&server.url).await;
     let reference_events = 2;
@@ -97,7 +99,7 @@ async fn streams_are_whole(url: &str, events: &[Value]) {
     let http = reqwest::Client::new();
     for (stream, positions) in &streams {
         let read: Value = http
-            .get(format!("{url}/v1/streams/{stream}?limit=10"))
+            .get(format!("{url}/v1/streams/{stream}?limit=1000"))
             .send()
             .await
             .unwrap()
@@ -133,8 +135,14 @@ async fn streams_are_whole(url: &str, events: &[Value]) {
 /// Appends until the server goes away: single-stream appends and NDJSON batches.
 async fn run_client(url: String, round: usize, client: usize, ledger: Arc<Mutex<Ledger>>) {
     let http = reqwest::Client::new();
+    // A stream this client created and saw acknowledged: every third request adds a payment
+    // to it, so streams have several runs.
+    let mut acknowledged: Option<String> = None;
     for n in 0.. {
-        let (path, body) = next_request(round, client, n);
+        let (path, body) = match &acknowledged {
+            Some(path) if n % 3 == 2 => (path.clone(), payment()),
+            _ => next_request(round, client, n),
+        };
         let request = match &body {
             Value::String(ndjson) => http.post(format!("{url}{path}")).body(ndjson.clone()),
             json => http.post(format!("{url}{path}")).json(json),
@@ -143,6 +151,9 @@ async fn run_client(url: String, round: usize, client: usize, ledger: Arc<Mutex<
             Ok(response) if response.status().is_success() => {
                 let answer: Value = response.json().await.unwrap();
                 record_ack(&ledger, &body, &answer);
+                if path.starts_with("/v1/streams/") {
+                    acknowledged = Some(path);
+                }
             }
             Ok(response) => panic!("unexpected refusal {}", response.text().await.unwrap()),
             Err(_) => {
@@ -151,6 +162,12 @@ async fn run_client(url: String, round: usize, client: usize, ledger: Arc<Mutex<
             }
         }
     }
+}
+
+/// A payment for a dossier that exists (any state but withdrawn).
+fn payment() -> Value {
+    json!({"events": [{"id": Uuid::new_v4(), "type": "DossierPaid",
+        "data": {"at": "2019-03-10T09:00:00+07:00", "online": true, "amount": 50000}}]})
 }
 
 /// Every request opens new dossiers: one or two events on a fresh stream, or an NDJSON batch

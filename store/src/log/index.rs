@@ -8,13 +8,15 @@
 //! or a shutdown that did not index).
 
 use super::keys::*;
-use super::{cf_handle, ChunkCursor};
+use super::{cf_handle, ChunkCursor, ReadDirection};
 use crate::error::Result;
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 type Runs = HashMap<Box<str>, Vec<Run>, foldhash::fast::RandomState>;
 
@@ -30,15 +32,16 @@ struct Recent {
     /// Runs committed since the last hand-over to the indexer.
     active: Runs,
     active_runs: usize,
-    /// Runs the indexer is writing; still read from here until they are in RocksDB.
-    frozen: Option<Arc<Runs>>,
+    /// Runs the indexer is writing (with the position they index up to); still read from
+    /// here until the writer, between two groups, learns they are in RocksDB.
+    frozen: Option<(Arc<Runs>, u64)>,
 }
 
 impl Recent {
     fn last_revision(&self, stream: &str) -> Option<u64> {
         let last = |runs: &Runs| runs.get(stream).and_then(|r| r.last()).copied();
         last(&self.active)
-            .or_else(|| self.frozen.as_deref().and_then(last))
+            .or_else(|| self.frozen.as_ref().and_then(|(runs, _)| last(runs)))
             .map(|run| run.last_revision())
     }
 }
@@ -48,6 +51,22 @@ impl Recent {
 pub(crate) struct RecentRuns {
     state: RwLock<Recent>,
     batch_runs: usize,
+    /// What became of the frozen batch: [`IN_HAND`], [`INDEXED`] or [`FAILED`].
+    outcome: AtomicU8,
+}
+
+const IN_HAND: u8 = 0;
+const INDEXED: u8 = 1;
+const FAILED: u8 = 2;
+
+/// What [`RecentRuns::runs_of`] sees of a stream.
+pub(crate) struct RecentView {
+    /// First revision in memory: stored runs serve the revisions below it.
+    pub first_revision: Option<u64>,
+    /// Last revision of the stream, if it has runs in memory.
+    pub last_revision: Option<u64>,
+    /// The runs a read from its start needs, oldest first.
+    pub runs: Vec<Run>,
 }
 
 impl RecentRuns {
@@ -66,6 +85,8 @@ impl RecentRuns {
         for position in indexed..head {
             let event = chunks.event(position)?;
             let runs = recent.active.entry(event.stream.into()).or_default();
+            // The chunks do not say where one append ended and the next began: consecutive
+            // events of a stream become one run, which maps revisions to the same positions.
             match runs.last_mut() {
                 Some(run)
                     if run.last_revision() + 1 == event.revision
@@ -83,8 +104,17 @@ impl RecentRuns {
                 }
             }
         }
+        remove_unindexed_keys(db, &recent.active)?;
         let state = RwLock::new(recent);
-        Ok((Self { state, batch_runs }, head - indexed))
+        let outcome = AtomicU8::new(IN_HAND);
+        Ok((
+            Self {
+                state,
+                batch_runs,
+                outcome,
+            },
+            head - indexed,
+        ))
     }
 
     /// The last revision of `stream` among the recent runs.
@@ -92,18 +122,81 @@ impl RecentRuns {
         self.state.read().expect("index lock").last_revision(stream)
     }
 
-    /// The recent runs of `stream`, oldest first; every stored run of the stream is older
-    /// than the first of them, or the same run (while the indexer writes it).
-    pub fn runs_of(&self, stream: &str) -> Vec<Run> {
+    /// The recent runs of `stream` that a read from `from` in `direction` needs to serve
+    /// `limit` events (all of them can be many for a busy stream). Every stored run of the
+    /// stream is older than the first recent one, or the same run while it is being indexed.
+    pub fn runs_of(
+        &self,
+        stream: &str,
+        from: Option<u64>,
+        direction: ReadDirection,
+        limit: usize,
+    ) -> RecentView {
         let state = self.state.read().expect("index lock");
-        let frozen = state.frozen.as_deref().and_then(|runs| runs.get(stream));
+        let frozen = state.frozen.as_ref().and_then(|(runs, _)| runs.get(stream));
         let active = state.active.get(stream);
-        frozen
-            .into_iter()
-            .chain(active)
-            .flatten()
-            .copied()
-            .collect()
+        let parts = [frozen, active].map(|runs| runs.map_or(&[][..], Vec::as_slice));
+        let first_revision = parts
+            .iter()
+            .find_map(|p| p.first())
+            .map(|r| r.first_revision);
+        let last_revision = parts
+            .iter()
+            .rev()
+            .find_map(|p| p.last())
+            .map(Run::last_revision);
+        let mut runs = Vec::new();
+        let mut events = 0u64;
+        match (direction, last_revision) {
+            (_, None) => {}
+            (ReadDirection::Forwards, Some(_)) => {
+                let start = from.unwrap_or(0);
+                for part in parts {
+                    let skip = part.partition_point(|run| run.last_revision() < start);
+                    for run in &part[skip..] {
+                        if events >= limit as u64 {
+                            break;
+                        }
+                        events += run.last_revision() + 1 - start.max(run.first_revision);
+                        runs.push(*run);
+                    }
+                }
+            }
+            (ReadDirection::Backwards, Some(last)) => {
+                let start = from.unwrap_or(last).min(last);
+                for part in parts.iter().rev() {
+                    let end = part.partition_point(|run| run.first_revision <= start);
+                    for run in part[..end].iter().rev() {
+                        if events >= limit as u64 {
+                            break;
+                        }
+                        events += start.min(run.last_revision()) + 1 - run.first_revision;
+                        runs.push(*run);
+                    }
+                }
+                runs.reverse();
+            }
+        }
+        RecentView {
+            first_revision,
+            last_revision,
+            runs,
+        }
+    }
+
+    /// Called by the writer before each group, while it holds no RocksDB iterator: forgets a
+    /// batch the indexer wrote (so a group never sees it in neither place), or hands back one
+    /// whose write failed.
+    pub fn settle(&self, indexer: &Indexer) {
+        match self.outcome.swap(IN_HAND, Ordering::AcqRel) {
+            INDEXED => self.state.write().expect("index lock").frozen = None,
+            FAILED => {
+                if let Some((runs, indexed)) = &self.state.read().expect("index lock").frozen {
+                    indexer.send(runs.clone(), *indexed);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Adds a committed group's runs; hands a batch to the indexer once enough have gathered
@@ -127,7 +220,7 @@ impl RecentRuns {
         if state.active_runs >= self.batch_runs && state.frozen.is_none() {
             let batch = Arc::new(std::mem::take(&mut state.active));
             state.active_runs = 0;
-            state.frozen = Some(batch.clone());
+            state.frozen = Some((batch.clone(), next_position));
             indexer.send(batch, next_position);
         }
     }
@@ -139,14 +232,15 @@ impl RecentRuns {
             let mut all = state
                 .frozen
                 .take()
-                .map(Arc::unwrap_or_clone)
+                .map(|(runs, _)| Arc::unwrap_or_clone(runs))
                 .unwrap_or_default();
             for (stream, runs) in std::mem::take(&mut state.active) {
                 all.entry(stream).or_default().extend(runs);
             }
             state.active_runs = 0;
-            state.frozen = Some(Arc::new(all));
-            state.frozen.clone().expect("just set")
+            let all = Arc::new(all);
+            state.frozen = Some((all.clone(), next_position));
+            all
         };
         match write_runs(db, &batch, next_position) {
             Ok(()) => self.state.write().expect("index lock").frozen = None,
@@ -182,6 +276,34 @@ fn write_runs(db: &DB, runs: &Runs, indexed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the stored run keys of the events after the indexed position: keys of a batch
+/// whose slices were written but not its position (a crash, a failed write). The rebuilt runs
+/// may be cut differently and must not overlap them.
+fn remove_unindexed_keys(db: &DB, recent: &Runs) -> Result<()> {
+    let streams = cf_handle(db, CF_STREAMS);
+    let mut iter = db.raw_iterator_cf(streams);
+    let mut stray = WriteBatch::default();
+    for (stream, runs) in recent {
+        iter.seek(run_key(stream, runs[0].first_revision));
+        while let Some(key) = iter.key() {
+            if !key.starts_with(stream.as_bytes()) || key.get(stream.len()) != Some(&0) {
+                break;
+            }
+            stray.delete_cf(streams, key);
+            iter.next();
+        }
+        iter.status()?;
+    }
+    if !stray.is_empty() {
+        tracing::warn!(
+            keys = stray.len(),
+            "removed stream index entries written past the indexed position"
+        );
+        db.write(stray)?;
+    }
+    Ok(())
+}
+
 /// Runs in one RocksDB write of the indexer (about half a millisecond of memtable inserts).
 const SLICE_RUNS: usize = 1_000;
 
@@ -198,12 +320,17 @@ impl Indexer {
             .name("chiso-log-indexer".into())
             .spawn(move || {
                 for (runs, indexed) in received {
-                    match write_runs(&db, &runs, indexed) {
-                        Ok(()) => recent.state.write().expect("index lock").frozen = None,
-                        // The batch stays readable in memory (and no other is handed over);
-                        // shutdown tries again, and the next open rebuilds it from the chunks.
-                        Err(error) => tracing::error!(%error, "stream index not written"),
-                    }
+                    let outcome = match write_runs(&db, &runs, indexed) {
+                        Ok(()) => INDEXED,
+                        // The batch stays readable in memory; the writer hands it back after
+                        // a pause, shutdown tries again, and an open rebuilds it from chunks.
+                        Err(error) => {
+                            tracing::error!(%error, "stream index not written; retrying");
+                            std::thread::sleep(Duration::from_secs(1));
+                            FAILED
+                        }
+                    };
+                    recent.outcome.store(outcome, Ordering::Release);
                 }
             })?;
         Ok(Self {
@@ -223,6 +350,78 @@ impl Indexer {
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppendRequest, EventStore, ExpectedRevision, NoRules, ProposedEvent};
+    use crate::{LogOptions, StoreMetrics, StreamName};
+
+    fn open(path: &std::path::Path, index_at_shutdown: bool) -> EventStore {
+        let options = LogOptions {
+            index_batch_runs: 1_000_000,
+            index_at_shutdown,
+        };
+        EventStore::open_with_options(path, StoreMetrics::default(), NoRules, options).unwrap()
+    }
+
+    fn positions(store: &EventStore, direction: ReadDirection) -> Vec<u64> {
+        let stream = StreamName::new("s-1").unwrap();
+        let events = store.read_stream(&stream, None, direction, 100).unwrap();
+        events.iter().map(|event| event.position).collect()
+    }
+
+    /// A crash after the indexer wrote some of a batch's keys but not its position: the runs
+    /// rebuilt from the chunks are cut differently (two appends become one run), and the
+    /// stray key must not make a stream read return events twice, now or after indexing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn keys_written_past_the_indexed_position_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), false);
+        for _ in 0..2 {
+            let events = (0..5)
+                .map(|n| ProposedEvent {
+                    id: uuid::Uuid::new_v4(),
+                    event_type: "Noted".into(),
+                    data: format!(r#"{{"n":{n}}}"#),
+                    metadata: "{}".into(),
+                    decoded: None,
+                })
+                .collect();
+            let request = AppendRequest {
+                stream: StreamName::new("s-1").unwrap(),
+                expected: ExpectedRevision::Any,
+                events,
+                principal: None,
+            };
+            store.append(request).await.unwrap();
+        }
+        store.shutdown().await;
+        drop(store);
+        {
+            // The second append's run, as a partly written batch would have left it.
+            let db = super::super::open_db(dir.path()).unwrap();
+            let run = Run {
+                first_revision: 5,
+                first_position: 5,
+                count: 5,
+            };
+            let streams = cf_handle(&db, CF_STREAMS);
+            db.put_cf(streams, run_key("s-1", 5), run.encode_value())
+                .unwrap();
+        }
+        let all: Vec<u64> = (0..10).collect();
+        let backwards: Vec<u64> = all.iter().rev().copied().collect();
+        for index_at_shutdown in [true, false] {
+            let store = open(dir.path(), index_at_shutdown);
+            assert_eq!(positions(&store, ReadDirection::Forwards), all);
+            assert_eq!(positions(&store, ReadDirection::Backwards), backwards);
+            let stream = StreamName::new("s-1").unwrap();
+            assert_eq!(store.stream_revision(&stream).unwrap(), Some(9));
+            store.shutdown().await;
         }
     }
 }

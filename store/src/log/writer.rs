@@ -111,6 +111,9 @@ impl Writer {
             .fold((0, 0), |(requests, events), request| {
                 (requests + 1, events + request.events.len())
             });
+        // Before the group's iterator exists: a batch the indexer finished leaves memory only
+        // now, so a lookup sees every run either in memory or in the iterator's view.
+        self.recent.settle(&self.indexer);
         let mut group = Group::new(
             &self.db,
             &self.ids,
