@@ -1,5 +1,6 @@
 //! Command-line interface (DESIGN §9).
 
+use crate::backup::{backup, BackupArgs};
 use crate::demo::{demo, DemoArgs};
 use crate::import::{import, ImportArgs};
 use crate::rank::{rank, RankArgs};
@@ -31,6 +32,8 @@ pub enum Command {
     Rank(RankArgs),
     /// Drop every table and rebuild it by replaying the log (chiso must not be serving).
     Rebuild(RebuildArgs),
+    /// Copy a data directory consistently (the log and the tables), also while it is served.
+    Backup(BackupArgs),
 }
 
 impl Command {
@@ -42,6 +45,7 @@ impl Command {
             Self::Demo(args) => demo(args).await,
             Self::Rebuild(args) => rebuild(args).await,
             Self::Rank(args) => rank(args).await,
+            Self::Backup(args) => backup(args).await,
         }
     }
 }

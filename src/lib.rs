@@ -1,5 +1,6 @@
 //! The `chiso` binary's library half: command line, tracing setup, wiring and shutdown.
 
+mod backup;
 mod cli;
 mod demo;
 mod import;

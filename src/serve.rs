@@ -113,7 +113,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let scheduler = chiso_api::spawn_scheduler(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "chiso listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "chiso listening");
+    // Where `chiso backup` finds this server while it holds the data directory.
+    let url_file = args.data_dir.join(crate::backup::SERVE_URL_FILE);
+    std::fs::write(&url_file, format!("http://{}\n", reachable(address)))?;
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let stopped = shutdown.clone();
     axum::serve(listener, router(state))
@@ -125,8 +129,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     drained.cancel();
     follower.await?;
     store.shutdown().await;
+    let _ = std::fs::remove_file(&url_file);
     tracing::info!("chiso stopped cleanly");
     Ok(())
+}
+
+/// The address a local client reaches a listener on (loopback for "every interface").
+fn reachable(mut address: std::net::SocketAddr) -> std::net::SocketAddr {
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
 }
 
 async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {

@@ -13,6 +13,7 @@
 //! ```
 
 mod auth;
+mod backup;
 mod body;
 mod error;
 mod log;
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/dossiers", get(sql::dossier_report))
         .route("/v1/rankings", get(rankings::list))
         .route("/v1/rankings/{month}/publish", post(rankings::publish))
+        .route("/v1/admin/backup", post(backup::backup))
         .route("/v1/tokens", post(auth::create_token))
         .route(
             "/v1/tokens/{token}",

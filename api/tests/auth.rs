@@ -36,6 +36,11 @@ fn open_with_sql(dir: &std::path::Path) -> (Router, EventStore) {
     (router(state), store)
 }
 
+/// Where the token matrix's `n`th request would put a backup.
+fn backup_dir(n: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("chiso-auth-backup-{}-{n}", std::process::id()))
+}
+
 async fn call(
     router: &Router,
     token: Option<&str>,
@@ -212,6 +217,15 @@ async fn every_scope_against_every_endpoint() {
             [NO, NO, FB, FB, FB, FB, OK],
         ),
         (
+            "backup",
+            |n| {
+                let dest = backup_dir(n);
+                let body = json!({ "destination": dest }).to_string();
+                ("POST", "/v1/admin/backup".into(), body)
+            },
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
             "report",
             |_| {
                 let uri = "/v1/reports/dossiers?from=2019-01-01&to=2019-12-31";
@@ -318,6 +332,9 @@ async fn every_scope_against_every_endpoint() {
                 assert_eq!(answer["error"]["code"], "forbidden", "{endpoint} as {who}");
             }
         }
+    }
+    for n in 0..=n {
+        let _ = std::fs::remove_dir_all(backup_dir(n));
     }
     // A scope over an agency that does not exist yet does not let it register itself at the top.
     let squatter = new_token(&router, &["append:zz"]).await;

@@ -547,3 +547,39 @@ async fn the_scheduler_publishes_every_missed_month_at_start() {
     }
     scheduler.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_go_to_new_directories_and_name_what_is_wrong() {
+    let api = &Api::start(SqlLimits::default()).await;
+    // The tables include the fixture, so the copy has segments.
+    let head = api.state.store.head();
+    let caught_up = json!({"sql": "SELECT 1", "min_position": head - 1}).to_string();
+    let (status, answer) = api.call("POST", "/v1/sql", caught_up).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("taken"), "").unwrap();
+    let post = |destination: Value| {
+        let body = json!({ "destination": destination }).to_string();
+        async move { api.call("POST", "/v1/admin/backup", body).await }
+    };
+    let (status, answer) = post(json!("relative/dir")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_parameter");
+    let (status, answer) = post(json!(dir.path())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "destination_exists");
+    let (status, answer) = post(json!(dir.path().join("taken").join("copy"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["code"], "backup_failed");
+    let copy = dir.path().join("copy");
+    let (status, answer) = post(json!(copy)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["log_head"], head);
+    assert!(copy.join("log").join("CURRENT").is_file());
+    let segments = std::fs::read_dir(copy.join("tables")).unwrap().count();
+    assert_eq!(answer["segments"], segments as u64);
+    assert!(
+        segments > 0,
+        "the fixture's tables were checkpointed and copied"
+    );
+}

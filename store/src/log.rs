@@ -330,6 +330,16 @@ impl EventStore {
         Ok(positions)
     }
 
+    /// Writes a consistent copy of the log to `dest`, which must not exist: a RocksDB
+    /// checkpoint (hard links where `dest` is on the same filesystem, copies elsewhere), taken
+    /// while appends go on. Opening the copy is like opening after a crash at that moment:
+    /// every acknowledged append before it is there.
+    pub fn checkpoint_to(&self, dest: &Path) -> Result<()> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?;
+        checkpoint.create_checkpoint(dest)?;
+        Ok(())
+    }
+
     /// Stores a setting under `key`, fsynced before it returns. Settings live beside the log,
     /// not in it: they are not events and are not replayed.
     pub fn put_setting(&self, key: &[u8], value: &[u8]) -> Result<()> {

@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `chiso` binary and HTTP: one test binary for all of them.
 
+mod backup;
 mod crash;
 mod demo;
 mod import;

@@ -10,7 +10,7 @@ use std::process::Command;
 use uuid::Uuid;
 
 /// Agencies, services and `dossiers` dossiers (streams `dossier-{prefix}{n}`) over 2019, some paused, resolved, withdrawn.
-fn history(prefix: &str, dossiers: u32) -> Vec<Value> {
+pub(crate) fn history(prefix: &str, dossiers: u32) -> Vec<Value> {
     let mut events = vec![
         json!({"stream": "agency-26", "type": "AgencyRegistered", "data": {"code": "26", "name": "Tỉnh Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}}),
         json!({"stream": "agency-26.SXD", "type": "AgencyRegistered", "data": {"code": "26.SXD", "name": "Sở Xây dựng", "kind": "department", "parent": "26", "province": "26"}}),
@@ -41,7 +41,7 @@ fn history(prefix: &str, dossiers: u32) -> Vec<Value> {
     events
 }
 
-async fn append(url: &str, events: &[Value]) -> u64 {
+pub(crate) async fn append(url: &str, events: &[Value]) -> u64 {
     let body: String = events
         .iter()
         .map(|e| {
@@ -75,7 +75,7 @@ async fn sql(url: &str, sql: &str, min_position: u64) -> Value {
 
 /// Every table but `rankings` (the scheduler publishes the months it missed at each start),
 /// in a fixed order.
-async fn tables(url: &str, position: u64) -> Vec<Value> {
+pub(crate) async fn tables(url: &str, position: u64) -> Vec<Value> {
     let mut all = Vec::new();
     for query in [
         "SELECT * FROM agencies ORDER BY code",
