@@ -38,12 +38,10 @@ pub async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> 
     let data_dir = args.data_dir.clone();
     let target = dest.clone();
     let offline = tokio::task::spawn_blocking(move || copy_unserved(&data_dir, &target)).await?;
-    let copied = match offline {
-        Ok(Some(copied)) => Ok(copied),
-        Ok(None) => ask_server(&args, &dest).await,
-        Err(error) => Err(error),
-    }
-    .map_err(|error| -> Box<dyn std::error::Error> { error })?;
+    let copied = match offline.map_err(|error| -> Box<dyn std::error::Error> { error })? {
+        Some(copied) => copied,
+        None => ask_server(&args, &dest).await?,
+    };
     eprintln!(
         "backed up {} to {}: the log ({} events or more), tables up to position {} ({} segments, {:.1} MB)",
         args.data_dir.display(),
@@ -75,7 +73,7 @@ fn copy_unserved(data_dir: &Path, dest: &Path) -> Result<Option<Backup>, BoxErro
 }
 
 /// Has the server that holds the data directory write the copy.
-async fn ask_server(args: &BackupArgs, dest: &Path) -> Result<Backup, BoxError> {
+async fn ask_server(args: &BackupArgs, dest: &Path) -> Result<Backup, Box<dyn std::error::Error>> {
     let file = args.data_dir.join(SERVE_URL_FILE);
     let url = std::fs::read_to_string(&file).map_err(|_| {
         format!(
@@ -84,23 +82,14 @@ async fn ask_server(args: &BackupArgs, dest: &Path) -> Result<Backup, BoxError> 
             file.display()
         )
     })?;
-    let mut request = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/admin/backup",
-            url.trim().trim_end_matches('/')
-        ))
+    let url = url.trim().trim_end_matches('/');
+    let request = reqwest::Client::new()
+        .post(format!("{url}/v1/admin/backup"))
         .json(&json!({"destination": dest}));
-    if let Some(token) = &args.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let code = answer["error"]["code"].as_str().unwrap_or("error");
-        let message = answer["error"]["message"].as_str().unwrap_or("");
-        return Err(format!("the server at {}: {status}: {code}: {message}", url.trim()).into());
-    }
+    let body = crate::client::send(request, args.token.as_deref())
+        .await
+        .map_err(|error| format!("the server at {url}: {error}"))?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
     let number = |key: &str| answer[key].as_u64().unwrap_or_default();
     Ok(Backup {
         log_head: number("log_head"),

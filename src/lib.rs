@@ -2,6 +2,7 @@
 
 mod backup;
 mod cli;
+mod client;
 mod demo;
 mod import;
 mod rank;

@@ -22,18 +22,9 @@ pub async fn rank(args: RankArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.url.trim_end_matches('/'),
         args.month
     );
-    let mut request = reqwest::Client::new().post(url);
-    if let Some(token) = &args.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let code = answer["error"]["code"].as_str().unwrap_or("error");
-        let message = answer["error"]["message"].as_str().unwrap_or("");
-        return Err(format!("{status}: {code}: {message}").into());
-    }
+    let request = reqwest::Client::new().post(url);
+    let body = crate::client::send(request, args.token.as_deref()).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
     match answer["published"].as_u64() {
         Some(0) => println!(
             "{}: the published rankings are up to date (computed in {:.1} ms)",

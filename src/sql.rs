@@ -49,19 +49,8 @@ impl OutputFormat {
 pub async fn sql(args: SqlArgs) -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
     let body = serde_json::json!({"sql": args.sql, "format": args.format.wire()});
-    let mut request = reqwest::Client::new().post(url).json(&body);
-    if let Some(token) = &args.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    if !status.is_success() {
-        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let code = answer["error"]["code"].as_str().unwrap_or("error");
-        let message = answer["error"]["message"].as_str().unwrap_or("");
-        return Err(format!("{status}: {code}: {message}").into());
-    }
+    let request = reqwest::Client::new().post(url).json(&body);
+    let bytes = crate::client::send(request, args.token.as_deref()).await?;
     let mut out = std::io::stdout().lock();
     match args.format {
         OutputFormat::Table => {
