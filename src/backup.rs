@@ -3,6 +3,7 @@
 //! holding it: that server writes the copy (`POST /v1/admin/backup`), found through the
 //! `serve.url` file it keeps in the data directory.
 
+use crate::cli::DataDir;
 use chiso_query::{Backup, Projections};
 use chiso_store::EventStore;
 use clap::Args;
@@ -15,14 +16,8 @@ pub const SERVE_URL_FILE: &str = "serve.url";
 /// Options of `chiso backup`.
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Data directory to copy.
-    #[arg(
-        long,
-        env = "CHISO_DATA_DIR",
-        default_value = "./chiso-data",
-        value_name = "DIR"
-    )]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data_dir: DataDir,
     /// Where the copy goes: a new or empty directory; `chiso serve --data-dir DEST` serves it.
     #[arg(value_name = "DEST")]
     dest: PathBuf,
@@ -44,7 +39,7 @@ pub async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> 
     };
     eprintln!(
         "backed up {} to {}: the log ({} events or more), tables up to position {} ({} segments, {:.1} MB)",
-        args.data_dir.display(),
+        args.data_dir.path.display(),
         dest.display(),
         copied.log_head,
         copied.tables_position,
@@ -55,17 +50,17 @@ pub async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 /// Copies a data directory nobody serves; `None` if a server holds it.
-fn copy_unserved(data_dir: &Path, dest: &Path) -> Result<Option<Backup>, BoxError> {
-    if !data_dir.join("log").is_dir() {
-        return Err(format!("{} holds no chiso log", data_dir.display()).into());
+fn copy_unserved(data_dir: &DataDir, dest: &Path) -> Result<Option<Backup>, BoxError> {
+    if !data_dir.log().is_dir() {
+        return Err(format!("{} holds no chiso log", data_dir.path.display()).into());
     }
-    let store = match EventStore::open(data_dir.join("log")) {
+    let store = match EventStore::open(data_dir.log()) {
         Ok(store) => store,
         // RocksDB's lock file: a server has it open.
         Err(error) if error.to_string().contains("lock") => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    let projections = Projections::open(&store, data_dir.join("tables"))?;
+    let projections = Projections::open(&store, data_dir.tables())?;
     let copied = projections.backup(dest)?;
     drop(projections);
     drop(store);
@@ -74,11 +69,11 @@ fn copy_unserved(data_dir: &Path, dest: &Path) -> Result<Option<Backup>, BoxErro
 
 /// Has the server that holds the data directory write the copy.
 async fn ask_server(args: &BackupArgs, dest: &Path) -> Result<Backup, Box<dyn std::error::Error>> {
-    let file = args.data_dir.join(SERVE_URL_FILE);
+    let file = args.data_dir.path.join(SERVE_URL_FILE);
     let url = std::fs::read_to_string(&file).map_err(|_| {
         format!(
             "{} is in use, but {} does not say by which server",
-            args.data_dir.display(),
+            args.data_dir.path.display(),
             file.display()
         )
     })?;

@@ -7,7 +7,34 @@ use crate::rank::{rank, RankArgs};
 use crate::rebuild::{rebuild, RebuildArgs};
 use crate::serve::{serve, ServeArgs};
 use crate::sql::{sql, SqlArgs};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// `--data-dir DIR` (env `CHISO_DATA_DIR`): the log lives in `DIR/log`, the tables in
+/// `DIR/tables`.
+#[derive(Args, Clone)]
+pub struct DataDir {
+    /// Data directory: the log in DIR/log, the tables in DIR/tables.
+    #[arg(
+        long = "data-dir",
+        env = "CHISO_DATA_DIR",
+        default_value = "./chiso-data",
+        value_name = "DIR"
+    )]
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    /// Where the log lives.
+    pub fn log(&self) -> PathBuf {
+        self.path.join("log")
+    }
+
+    /// Where the tables' segments live.
+    pub fn tables(&self) -> PathBuf {
+        self.path.join("tables")
+    }
+}
 
 /// chiso: an event-sourced analytics backend for public-service performance data.
 #[derive(Parser)]

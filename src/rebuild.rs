@@ -1,23 +1,17 @@
 //! `chiso rebuild`: drop every table and fold the whole log again, with a progress bar.
 
+use crate::cli::DataDir;
 use chiso_query::Projections;
 use chiso_store::EventStore;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// Options of `chiso rebuild`.
 #[derive(Args)]
 pub struct RebuildArgs {
-    /// Data directory (no chiso may be serving it).
-    #[arg(
-        long,
-        env = "CHISO_DATA_DIR",
-        default_value = "./chiso-data",
-        value_name = "DIR"
-    )]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data_dir: DataDir,
 }
 
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -29,8 +23,8 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Box<dyn std::error::Error>
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn rebuild_tables(args: &RebuildArgs) -> Result<(), BoxError> {
-    let store = EventStore::open(args.data_dir.join("log"))?;
-    let projections = Projections::open(&store, args.data_dir.join("tables"))?;
+    let store = EventStore::open(args.data_dir.log())?;
+    let projections = Projections::open(&store, args.data_dir.tables())?;
     projections.clear()?;
     let progress = ProgressBar::new(store.head()).with_style(ProgressStyle::with_template(
         "rebuilding {bar:40} {human_pos}/{human_len} events, {per_sec}, {eta} left",

@@ -1,25 +1,19 @@
 //! `chiso serve`: open the log, serve HTTP, and on SIGTERM or Ctrl-C drain in-flight appends
 //! before exiting.
 
+use crate::cli::DataDir;
 use chiso_api::{router, AppState, Auth, Limits};
 use chiso_ingest::IngestModel;
 use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{EventStore, LogOptions};
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Options of `chiso serve`.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Data directory (the log lives in DIR/log).
-    #[arg(
-        long,
-        env = "CHISO_DATA_DIR",
-        default_value = "./chiso-data",
-        value_name = "DIR"
-    )]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data_dir: DataDir,
     /// Address to listen on.
     #[arg(
         long,
@@ -78,16 +72,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         index_batch_runs: args.index_batch_runs,
         ..LogOptions::default()
     };
-    let store = EventStore::open_with_options(
-        args.data_dir.join("log"),
-        metrics,
-        IngestModel::new(),
-        options,
-    )?;
+    let store =
+        EventStore::open_with_options(args.data_dir.log(), metrics, IngestModel::new(), options)?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };
-    let projections = Projections::open(&store, args.data_dir.join("tables"))?;
+    let projections = Projections::open(&store, args.data_dir.tables())?;
     tracing::info!(
         checkpoint = projections.position(),
         log_head = store.head(),
@@ -116,7 +106,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "chiso listening");
     // Where `chiso backup` finds this server while it holds the data directory.
-    let url_file = args.data_dir.join(crate::backup::SERVE_URL_FILE);
+    let url_file = args.data_dir.path.join(crate::backup::SERVE_URL_FILE);
     std::fs::write(&url_file, format!("http://{}\n", reachable(address)))?;
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let stopped = shutdown.clone();

@@ -129,24 +129,14 @@ impl Projections {
         }
         self.checkpoint()?;
         let _serial = lock(&self.shared.checkpointing);
-        let segment_error = |file: &Path, error: std::io::Error| Error::Segment {
-            file: file.display().to_string(),
-            reason: error.to_string(),
-        };
-        std::fs::create_dir_all(dest).map_err(|e| segment_error(dest, e))?;
+        std::fs::create_dir_all(dest).map_err(chiso_store::Error::from)?;
         let log_head = self.shared.store.head();
         self.shared.store.checkpoint_to(&dest.join("log"))?;
         let manifest = self.state().manifest.clone();
-        let tables = dest.join("tables");
-        std::fs::create_dir(&tables).map_err(|e| segment_error(&tables, e))?;
-        let mut segment_bytes = 0;
-        for file in manifest.segments.values() {
-            let (from, to) = (self.shared.segments.path().join(file), tables.join(file));
-            segment_bytes += std::fs::copy(&from, &to).map_err(|e| segment_error(&from, e))?;
-            sync(&to).map_err(|e| segment_error(&to, e))?;
-        }
-        sync(&tables).map_err(|e| segment_error(&tables, e))?;
-        sync(dest).map_err(|e| segment_error(dest, e))?;
+        let segment_bytes = self
+            .shared
+            .segments
+            .copy_to(&manifest, &dest.join("tables"))?;
         Ok(Backup {
             log_head,
             tables_position: manifest.checkpoint,
@@ -462,11 +452,6 @@ pub struct Backup {
     pub segments: usize,
     /// Their bytes.
     pub segment_bytes: u64,
-}
-
-/// Fsyncs a file or a directory.
-fn sync(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -80,6 +80,22 @@ impl SegmentDir {
         Ok(())
     }
 
+    /// Copies the files `manifest` names into the directory `dest` (created), durably: each
+    /// file, then `dest` and the directory holding it are fsynced. The bytes copied.
+    pub fn copy_to(&self, manifest: &Manifest, dest: &Path) -> Result<u64> {
+        fs::create_dir_all(dest)?;
+        let mut bytes = 0;
+        for file in manifest.segments.values() {
+            bytes += fs::copy(self.dir.join(file), dest.join(file))?;
+            fs::File::open(dest.join(file))?.sync_all()?;
+        }
+        fs::File::open(dest)?.sync_all()?;
+        if let Some(parent) = dest.parent() {
+            fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(bytes)
+    }
+
     /// Reads a segment file.
     pub fn read(&self, file_name: &str) -> Result<Vec<u8>> {
         Ok(fs::read(self.dir.join(file_name))?)

@@ -3,7 +3,9 @@
 //! the position it was acknowledged with, in a gapless order; unacknowledged requests, retried
 //! with the same ids after the restart, must not duplicate anything.
 
-use crate::support::{dossier_received, read_everything, register_reference_data, Server};
+use crate::support::{
+    dossier_received, get_json, read_everything, register_reference_data, Server,
+};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -98,14 +100,7 @@ async fn streams_are_whole(url: &str, events: &[Value]) {
     }
     let http = reqwest::Client::new();
     for (stream, positions) in &streams {
-        let read: Value = http
-            .get(format!("{url}/v1/streams/{stream}?limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read = get_json(&format!("{url}/v1/streams/{stream}?limit=1000")).await;
         let read: Vec<u64> = read["events"]
             .as_array()
             .unwrap()

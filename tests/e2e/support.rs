@@ -93,19 +93,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The JSON answer of a `GET`.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = reqwest::get(url).await.expect("read");
+    response.json().await.expect("json")
+}
+
 /// Every event in the log, paging through `GET /v1/events`.
 pub async fn read_everything(url: &str) -> Vec<serde_json::Value> {
-    let client = reqwest::Client::new();
     let mut events = Vec::new();
     loop {
-        let page: serde_json::Value = client
-            .get(format!("{url}/v1/events?from={}&limit=10000", events.len()))
-            .send()
-            .await
-            .expect("read")
-            .json()
-            .await
-            .expect("json");
+        let page = get_json(&format!(
+            "{url}/v1/events?from={}&limit=10000",
+            events.len()
+        ))
+        .await;
         let page = page["events"].as_array().expect("events").clone();
         if page.is_empty() {
             return events;
