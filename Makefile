@@ -27,7 +27,7 @@ run: build
 
 test: deps notebook-deps
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
 	# `cargo test` built target/debug/chiso for the end-to-end tests: the notebooks use it too.
 	python3 notebooks/run_notebooks.py --chiso $(CARGO_TARGET_DIR)/debug/chiso

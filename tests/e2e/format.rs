@@ -1,0 +1,112 @@
+//! Data directories of earlier formats open and answer as they did: `tests/fixtures/format-1`
+//! was written by chiso's first storage format (the log, its tokens and write-model snapshot,
+//! and the tables' segments) together with the answers that version gave. A later version may
+//! rebuild its tables from the log at first start, but must answer the same.
+
+use crate::support::Server;
+use serde_json::{json, Value};
+use std::path::Path;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-1");
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+async fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_format_1_data_directory_opens_and_answers_as_it_did() {
+    let fixture: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(FIXTURE).join("answers.json")).unwrap())
+            .unwrap();
+    let admin = fixture["admin_token"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(FIXTURE).join("data"), dir.path());
+    let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", admin)]).await;
+    let sql = format!("{}/v1/sql", server.url);
+
+    for case in fixture["answers"].as_array().unwrap() {
+        let query = json!({"sql": case["sql"], "min_position": 999, "timeout_ms": 60000});
+        let (status, answer) = post(&sql, admin, query).await;
+        assert_eq!(status, 200, "{}: {answer}", case["sql"]);
+        assert_eq!(answer, case["answer"], "{}", case["sql"]);
+    }
+
+    // Tokens survived: the query token reads, the revoked one is refused.
+    let count = json!({"sql": "SELECT count(*) AS n FROM dossiers"});
+    let query_token = fixture["query_token"].as_str().unwrap();
+    assert_eq!(
+        post(&sql, query_token, count.clone()).await,
+        (200, json!([{"n": 360}]))
+    );
+    let revoked = fixture["revoked_token"].as_str().unwrap();
+    assert_eq!(post(&sql, revoked, count).await.0, 401);
+
+    // The write model survived: a resolved dossier cannot be resolved again.
+    let history = std::fs::read_to_string(Path::new(FIXTURE).join("history.ndjson")).unwrap();
+    let events: Vec<Value> = history
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let rated = |stream: &Value| {
+        events
+            .iter()
+            .any(|e| e["stream"] == *stream && e["type"] == "DossierRated")
+    };
+    let resolved = events
+        .iter()
+        .find(|e| e["type"] == "DossierResolved" && !rated(&e["stream"]))
+        .unwrap();
+    let stream = format!(
+        "{}/v1/streams/{}",
+        server.url,
+        resolved["stream"].as_str().unwrap()
+    );
+    let again = json!({"events": [{"id": uuid::Uuid::new_v4(), "type": "DossierResolved",
+        "data": {"at": "2019-09-01T08:00:00+07:00", "outcome": "approved"}}]});
+    let (status, answer) = post(&stream, admin, again).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (409, &json!("invalid_transition"))
+    );
+
+    // Idempotency survived: the first event again answers its position; the log goes on after it.
+    let first = &events[0];
+    let retry =
+        json!({"events": [{"id": first["id"], "type": first["type"], "data": first["data"]}]});
+    let url = format!(
+        "{}/v1/streams/{}",
+        server.url,
+        first["stream"].as_str().unwrap()
+    );
+    let (status, answer) = post(&url, admin, retry).await;
+    assert_eq!((status, &answer["first_position"]), (200, &json!(0)));
+    let rated = json!({"events": [{"id": uuid::Uuid::new_v4(), "type": "DossierRated",
+        "data": {"at": "2019-09-01T08:00:00+07:00", "score": 4}}]});
+    let (status, answer) = post(&stream, admin, rated).await;
+    assert_eq!(
+        (status, &answer["first_position"]),
+        (200, &json!(1000)),
+        "{answer}"
+    );
+}
