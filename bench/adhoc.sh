@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# DESIGN §8: an ad-hoc group-by over ~20 M dossiers, chiso against DuckDB on the same data, in
-# one run. The data: `chiso demo --provinces 63 --scale 0.3` (Vĩnh Phúc plus 62 synthetic
-# provinces), imported through the catalog into a data directory. chiso answers over HTTP
-# (`POST /v1/sql`, JSON, release binary, tables in memory); DuckDB (Python, 2 threads) reads
-# the `dossiers` table exported from chiso as Parquet (`format: parquet`), then the same rows
-# loaded into a native table. REUSE=1 keeps the data directory of the previous run.
-# Results go to stdout and bench/last-adhoc.txt.
+# DESIGN §8 and issue #12: ad-hoc queries over a national history, chiso against DuckDB on the
+# same rows, in one run, as a user runs chiso. The data: `chiso demo --provinces 63 --scale S`
+# (Vĩnh Phúc plus 62 synthetic provinces) streamed into a running release `chiso serve`
+# (`chiso demo | chiso import --url … -`: validated, fsynced, the fold, sealing and the
+# scheduler running). The server's resident set is sampled every second from outside, through
+# the load, the fold and the queries. Then five queries: chiso over HTTP (`POST /v1/sql`, JSON,
+# as its client sees it), DuckDB (Python, 2 threads — chiso's SQL runs on 2 partitions too)
+# over the same rows exported from chiso as Parquet; p50 of RUNS each, answers compared.
+# REUSE=1 keeps the data directory of the previous run. Results: stdout and bench/last-adhoc.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chiso-target}"
@@ -19,80 +21,122 @@ say() { echo "$*" | tee -a "$out"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 
-python3 -m pip install -q "duckdb>=1.1,<2"
+python3 -m pip install -q --root-user-action=ignore "duckdb>=1.1,<2"
 cargo build --release --bin chiso -q
 chiso="$CARGO_TARGET_DIR/release/chiso"
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; duckdb $(python3 -c 'import duckdb; print(duckdb.__version__)')"
 url=http://127.0.0.1:17881
+phase=start
+sample() {
+  # The server's resident set (MiB) every second, with the phase it was taken in.
+  while kill -0 "$pid" 2>/dev/null; do
+    echo "$(date +%s) $(cat "$scratch/phase") $(($(ps -o rss= -p "$pid" 2>/dev/null || echo 0) / 1024))" >> "$scratch/rss.txt"
+    sleep 1
+  done
+}
+set_phase() { echo "$1" > "$scratch/phase"; }
 serve() {
   CHISO_LOG=warn "$chiso" serve --data-dir "$scratch/data" --listen 127.0.0.1:17881 --sql-max-rows 100000000 &
   pid=$!
-  until curl -sf "$url/ready" > /dev/null; do sleep 0.2; done
+  until curl -sf "$url/health" > /dev/null; do sleep 0.2; done
+  sample &
 }
+ready() { until curl -sf "$url/ready" > /dev/null; do sleep 0.5; done; }
+peak() { awk -v p="$1" '$2 == p && $3 > m {m = $3} END {print m + 0}' "$scratch/rss.txt"; }
+
 if [ -z "${REUSE:-}" ]; then
-rm -rf "$scratch"
-mkdir -p "$scratch"
-
-s=$(now)
-"$chiso" demo --provinces "$PROVINCES" --scale "$SCALE" --output "$scratch/history.ndjson"
-say "generate --provinces $PROVINCES --scale $SCALE: $(wc -l < "$scratch/history.ndjson") events in $(echo "$(now) - $s" | bc) s"
-s=$(now)
-CHISO_LOG=warn "$chiso" import --data-dir "$scratch/data" "$scratch/history.ndjson"
-say "import (validated, fsynced): $(echo "$(now) - $s" | bc) s"
-rm "$scratch/history.ndjson"
-
-# First start folds the whole log into the tables; SIGTERM saves them as segments.
-s=$(now)
-serve
-say "tables folded from the log: $(echo "$(now) - $s" | bc) s"
-kill -TERM $pid; wait $pid
+  rm -rf "$scratch"
+  mkdir -p "$scratch"
+fi
+: > "$scratch/rss.txt"
+set_phase load
+trap 'kill $pid 2>/dev/null || true' EXIT
+if [ -z "${REUSE:-}" ]; then
+  serve
+  s=$(now)
+  "$chiso" demo --provinces "$PROVINCES" --scale "$SCALE" | CHISO_LOG=warn "$chiso" import --url "$url" -
+  loaded=$(echo "$(now) - $s" | bc)
+  set_phase fold
+  ready
+  events=$(curl -sf "$url/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_head"])')
+  say "demo --provinces $PROVINCES --scale $SCALE streamed into chiso serve: $events events in $loaded s ($(echo "$events / $loaded" | bc) events/s), tables caught up $(echo "$(now) - $s - $loaded" | bc) s later"
+  say "resident set: peak $(peak load) MiB while loading, $(peak fold) MiB while the tables caught up"
+  set_phase stop
+  kill -TERM $pid; wait $pid
 fi
 s=$(now)
+set_phase restart
 serve
-say "restart until ready: $(echo "$(now) - $s" | bc) s"
-trap 'kill $pid 2>/dev/null || true' EXIT
+ready
+say "restart until ready: $(echo "$(now) - $s" | bc) s; resident $(peak restart) MiB"
+du -sh "$scratch/data/log" "$scratch/data/tables" | tee -a "$out"
 
-query="SELECT province, channel, timeliness, count(*) AS dossiers, avg(paused_seconds) AS avg_paused_seconds, sum(CASE WHEN paid_online THEN 1 ELSE 0 END) AS paid_online FROM dossiers GROUP BY province, channel, timeliness ORDER BY province, channel, timeliness"
-body=$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$query")
 count=$(curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT count(*) AS n FROM dossiers"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["n"])')
 say "dossiers: $count"
-say "query: $query"
-curl -sf "$url/v1/sql" -H 'content-type: application/json' -d "$body" > "$scratch/chiso-answer.json"
-times=()
-for _ in $(seq "$RUNS"); do
-  times+=("$(curl -sf -o /dev/null -w '%{time_total}' "$url/v1/sql" -H 'content-type: application/json' -d "$body")")
-done
-chiso_ms=$(printf '%s\n' "${times[@]}" | median | awk '{printf "%.1f", $1 * 1000}')
-say "chiso (HTTP, JSON answer): p50 $chiso_ms ms (runs: ${times[*]} s)"
-
-s=$(now)
+set_phase export
 curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT * FROM dossiers","format":"parquet"}' -o "$scratch/dossiers.parquet"
-say "export of dossiers as Parquet over HTTP: $(du -h "$scratch/dossiers.parquet" | cut -f1) in $(echo "$(now) - $s" | bc) s"
+curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT * FROM agencies","format":"parquet"}' -o "$scratch/agencies.parquet"
+say "export of dossiers as Parquet over HTTP: $(du -h "$scratch/dossiers.parquet" | cut -f1); resident peak $(peak export) MiB"
+
+# name|chiso SQL|DuckDB SQL (the same but where time zones are spelled differently)
+queries=(
+  "§8 group-by|SELECT province, channel, timeliness, count(*) AS dossiers, avg(paused_seconds) AS avg_paused_seconds, sum(CASE WHEN paid_online THEN 1 ELSE 0 END) AS paid_online FROM dossiers GROUP BY province, channel, timeliness ORDER BY province, channel, timeliness|"
+  "one province-year|SELECT agency, count(*) AS received, sum(CASE WHEN timeliness = 'late' THEN 1 ELSE 0 END) AS late FROM dossiers WHERE province = '26' AND received_at >= TIMESTAMP '2019-01-01 00:00:00' AND received_at < TIMESTAMP '2020-01-01 00:00:00' GROUP BY agency ORDER BY agency|SELECT agency, count(*) AS received, sum(CASE WHEN timeliness = 'late' THEN 1 ELSE 0 END) AS late FROM dossiers WHERE province = '26' AND received_at >= TIMESTAMPTZ '2019-01-01 00:00:00+07' AND received_at < TIMESTAMPTZ '2020-01-01 00:00:00+07' GROUP BY agency ORDER BY agency"
+  "20 most late|SELECT agency, count(*) AS late FROM dossiers WHERE timeliness = 'late' GROUP BY agency ORDER BY late DESC, agency LIMIT 20|"
+  "on-time by month|SELECT date_trunc('month', resolved_at) AS month, count(*) AS resolved, sum(CASE WHEN timeliness IN ('early', 'on_time') THEN 1 ELSE 0 END) AS in_time FROM dossiers WHERE status = 'resolved' GROUP BY 1 ORDER BY 1|SELECT date_trunc('month', resolved_at) AS month, count(*) AS resolved, sum(CASE WHEN timeliness IN ('early', 'on_time') THEN 1 ELSE 0 END) AS in_time FROM dossiers WHERE status = 'resolved' GROUP BY 1 ORDER BY 1"
+  "join agencies|SELECT a.kind, count(*) AS dossiers, avg(d.paused_seconds) AS avg_paused_seconds FROM dossiers d JOIN agencies a ON a.code = d.agency GROUP BY a.kind ORDER BY a.kind|"
+)
+set_phase queries
+: > "$scratch/chiso-times.txt"
+for entry in "${queries[@]}"; do
+  IFS='|' read -r name sql _ <<< "$entry"
+  body=$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$sql")
+  curl -sf "$url/v1/sql" -H 'content-type: application/json' -d "$body" > "$scratch/answer-${name// /_}.json"
+  times=()
+  for _ in $(seq "$RUNS"); do
+    times+=("$(curl -sf -o /dev/null -w '%{time_total}' "$url/v1/sql" -H 'content-type: application/json' -d "$body")")
+  done
+  p50=$(printf '%s\n' "${times[@]}" | median | awk '{printf "%.1f", $1 * 1000}')
+  echo "$name|$p50|${times[*]}" >> "$scratch/chiso-times.txt"
+done
+say "resident set: peak $(peak queries) MiB while the queries ran"
+set_phase stop
 kill -TERM $pid; wait $pid || true
 
-python3 - "$scratch/dossiers.parquet" "$query" "$RUNS" "$scratch/chiso-answer.json" <<'PY' | tee -a "$out"
-import duckdb, json, statistics, sys, time
-exported, query, runs, answer = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+python3 - "$scratch" "$RUNS" "${queries[@]}" <<'PY' | tee -a "$out"
+import datetime, duckdb, json, statistics, sys, time
+scratch, runs, entries = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 con = duckdb.connect()
 con.execute("SET threads = 2")
-con.execute(f"CREATE VIEW dossiers AS SELECT * FROM read_parquet('{exported}')")
-def timed(label):
-    con.execute(query).fetchall()
+con.execute("SET TimeZone = 'Asia/Ho_Chi_Minh'")
+con.execute(f"CREATE VIEW dossiers AS SELECT * FROM read_parquet('{scratch}/dossiers.parquet')")
+con.execute(f"CREATE VIEW agencies AS SELECT * FROM read_parquet('{scratch}/agencies.parquet')")
+chiso = {}
+for line in open(f"{scratch}/chiso-times.txt"):
+    name, p50, samples = line.rstrip("\n").split("|")
+    chiso[name] = (float(p50), samples)
+def same(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+    if isinstance(b, datetime.datetime):
+        return a is not None and datetime.datetime.fromisoformat(a) == b
+    return a == b
+print("| query | chiso p50 (HTTP) | DuckDB p50 (in-process, Parquet) | ratio | answers |")
+print("|---|---:|---:|---:|---|")
+for entry in entries:
+    name, sql, duck_sql = entry.split("|")
+    duck_sql = duck_sql or sql
+    rows = con.execute(duck_sql).fetchall()
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        rows = con.execute(query).fetchall()
+        con.execute(duck_sql).fetchall()
         samples.append(time.perf_counter() - started)
-    print(f"duckdb {label}: p50 {statistics.median(samples) * 1000:.1f} ms (runs: {' '.join(f'{s:.4f}' for s in samples)} s)")
-    return rows
-rows = timed("over the Parquet file")
-con.execute("CREATE TABLE native AS SELECT * FROM dossiers")
-con.execute("DROP VIEW dossiers")
-con.execute("ALTER TABLE native RENAME TO dossiers")
-timed("native table (loaded from it)")
-chiso = json.load(open(answer))
-same = len(chiso) == len(rows) and all(
-    (c["province"], c["channel"], c["timeliness"], c["dossiers"]) == (r[0], r[1], r[2], r[3])
-    for c, r in zip(chiso, rows))
-print(f"answers: {len(rows)} groups; chiso and duckdb agree on every group's count: {same}")
+    duck = statistics.median(samples) * 1000
+    answer = json.load(open(f"{scratch}/answer-{name.replace(' ', '_')}.json"))
+    agree = len(answer) == len(rows) and all(
+        all(same(a, b) for a, b in zip(c.values(), r)) for c, r in zip(answer, rows))
+    p50 = chiso[name][0]
+    print(f"| {name} | {p50:.1f} ms | {duck:.1f} ms | {p50 / duck:.2f}× | {len(rows)} rows, {'equal' if agree else 'DIFFER'} |")
 PY
+rm -f "$scratch/dossiers.parquet" "$scratch/agencies.parquet" "$scratch"/answer-*.json

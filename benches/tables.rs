@@ -202,7 +202,7 @@ fn rebuild(store: &EventStore, dir: &std::path::Path) {
         let reopened = Projections::open(store, &tables).unwrap();
         reopened.catch_up(|_, _| {}).unwrap();
         restarts.push(started.elapsed().as_secs_f64());
-        assert_eq!(reopened.dossier_count(), DOSSIERS);
+        assert_eq!(reopened.dossier_count(), DOSSIERS as u64);
     }
     println!(
         "tables: rebuild by replay, {} events: {:.0} events/s (median of {RUNS}; runs {rates:.0?})",

@@ -7,6 +7,7 @@ use crate::rank::{rank, RankArgs};
 use crate::rebuild::{rebuild, RebuildArgs};
 use crate::serve::{serve, ServeArgs};
 use crate::sql::{sql, SqlArgs};
+use chiso_query::SealPolicy;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -33,6 +34,34 @@ impl DataDir {
     /// Where the tables' segments live.
     pub fn tables(&self) -> PathBuf {
         self.path.join("tables")
+    }
+}
+
+/// How the tables keep months in memory and seal them to disk.
+#[derive(Args, Clone)]
+pub struct TableArgs {
+    /// Seal a month of `dossiers` once the log holds dossiers received this many days after
+    /// its end (the log's own time, not the clock).
+    #[arg(long, env = "CHISO_SEAL_AFTER_DAYS", default_value_t = SealPolicy::default().after_days)]
+    pub seal_after_days: u32,
+    /// Memory the dossier rows kept in memory may take, in MiB; past it the oldest months are
+    /// sealed early.
+    #[arg(long, env = "CHISO_HOT_MEMORY_MB", default_value_t = SealPolicy::default().hot_bytes >> 20)]
+    pub hot_memory_mb: usize,
+    /// Seal every month at once after each fold, so every query reads sealed files (for
+    /// testing the sealed path; slow on big histories).
+    #[arg(long, env = "CHISO_SEAL_IMMEDIATELY")]
+    pub seal_immediately: bool,
+}
+
+impl TableArgs {
+    /// The seal policy these options say.
+    pub fn policy(&self) -> SealPolicy {
+        SealPolicy {
+            after_days: self.seal_after_days,
+            hot_bytes: self.hot_memory_mb << 20,
+            immediately: self.seal_immediately,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 /// Options of `chiso import`.
 #[derive(Args)]
 pub struct ImportArgs {
-    /// NDJSON files: one `{stream, id, type, data, metadata?}` per line.
+    /// NDJSON files: one `{stream, id, type, data, metadata?}` per line (`-`: standard input).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// A running chiso to import through.
@@ -115,8 +115,15 @@ async fn import_file(
     path: &Path,
     batch: usize,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let progress = ProgressBar::new(file.metadata()?.len()).with_style(
+    // `-` is standard input (`chiso demo | chiso import --url … -`): its length is unknown.
+    let (reader, length): (Box<dyn std::io::Read>, Option<u64>) = if path == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let length = file.metadata()?.len();
+        (Box::new(file), Some(length))
+    };
+    let progress = ProgressBar::new(length.unwrap_or(0)).with_style(
         ProgressStyle::with_template(
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
         )?
@@ -124,7 +131,12 @@ async fn import_file(
     );
     progress.set_message(path.display().to_string());
     let (mut body, mut lines, mut events) = (String::new(), Vec::new(), 0u64);
-    for (number, line) in (1..).zip(std::io::BufReader::new(file).lines()) {
+    if length.is_none() {
+        progress.set_style(ProgressStyle::with_template(
+            "{msg} {bytes} {bytes_per_sec} {elapsed}",
+        )?);
+    }
+    for (number, line) in (1..).zip(std::io::BufReader::with_capacity(1 << 20, reader).lines()) {
         let line = line.map_err(|e| format!("{}:{number}: {e}", path.display()))?;
         progress.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {

@@ -1,6 +1,6 @@
 //! `chiso rebuild`: drop every table and fold the whole log again, with a progress bar.
 
-use crate::cli::DataDir;
+use crate::cli::{DataDir, TableArgs};
 use chiso_query::Projections;
 use chiso_store::EventStore;
 use clap::Args;
@@ -12,6 +12,8 @@ use std::time::Instant;
 pub struct RebuildArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    tables: TableArgs,
 }
 
 pub async fn rebuild(args: RebuildArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +26,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn rebuild_tables(args: &RebuildArgs) -> Result<(), BoxError> {
     let store = EventStore::open(args.data_dir.log())?;
-    let projections = Projections::open(&store, args.data_dir.tables())?;
+    let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
     projections.clear()?;
     let progress = ProgressBar::new(store.head()).with_style(ProgressStyle::with_template(
         "rebuilding {bar:40} {human_pos}/{human_len} events, {per_sec}, {eta} left",
@@ -35,9 +37,11 @@ fn rebuild_tables(args: &RebuildArgs) -> Result<(), BoxError> {
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "rebuilt every table from {folded} events in {seconds:.2} s ({:.0} events/s); {} dossiers",
+        "rebuilt every table from {folded} events in {seconds:.2} s ({:.0} events/s); {} dossiers, {} in memory, {} months sealed",
         folded as f64 / seconds.max(1e-9),
-        projections.dossier_count()
+        projections.dossier_count(),
+        projections.dossier_storage().in_memory,
+        projections.dossier_storage().sealed_months
     );
     drop(projections);
     drop(store);

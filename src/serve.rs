@@ -1,7 +1,7 @@
 //! `chiso serve`: open the log, serve HTTP, and on SIGTERM or Ctrl-C drain in-flight appends
 //! before exiting.
 
-use crate::cli::DataDir;
+use crate::cli::{DataDir, TableArgs};
 use chiso_api::{router, AppState, Auth, Limits};
 use chiso_ingest::IngestModel;
 use chiso_query::{Projections, SqlEngine, SqlLimits};
@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 pub struct ServeArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    tables: TableArgs,
     /// Address to listen on.
     #[arg(
         long,
@@ -77,7 +79,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };
-    let projections = Projections::open(&store, args.data_dir.tables())?;
+    let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
     tracing::info!(
         checkpoint = projections.position(),
         log_head = store.head(),

@@ -53,7 +53,11 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
         })?;
     }
     let started = std::time::Instant::now();
-    let changes = engine.projections().ranking_changes(month);
+    let projections = engine.projections().clone();
+    let computed = tokio::task::spawn_blocking(move || projections.ranking_changes(month)).await;
+    let changes = computed
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(crate::sql::query_error)?;
     let name = month_name(month);
     let computed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if changes.is_empty() {

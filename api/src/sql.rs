@@ -320,7 +320,7 @@ async fn run(state: &AppState, request: SqlRequest) -> Result<Response> {
 }
 
 /// Maps a query error to its status (the one mapping of query errors to HTTP).
-fn query_error(error: chiso_query::Error) -> ApiError {
+pub(crate) fn query_error(error: chiso_query::Error) -> ApiError {
     let status = match error.kind() {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,

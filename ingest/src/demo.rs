@@ -90,6 +90,7 @@ pub fn write_demo(options: &DemoOptions, out: &mut dyn Write) -> io::Result<u64>
     ict_index(&mut writer, &mut rng)?;
     let others = PROVINCES.iter().filter(|(code, _)| *code != "26");
     let chosen = std::iter::once(&("26", "Tỉnh Vĩnh Phúc")).chain(others);
+    let mut desks = Vec::new();
     for &(code, _) in chosen.take(options.provinces.clamp(1, PROVINCES.len())) {
         let province = Province::new(code, &mut rng);
         province.register(&mut writer)?;
@@ -98,9 +99,81 @@ pub fn write_demo(options: &DemoOptions, out: &mut dyn Write) -> io::Result<u64>
         } else {
             options.scale * rng.random_range(0.5..2.0)
         };
-        province.dossiers(&mut writer, &mut rng, scale)?;
+        desks.push(Desks::new(province, scale, options.seed));
     }
+    write_dossiers(&mut writer, &mut desks)?;
     Ok(writer.written)
+}
+
+/// One province's desks while its dossiers are written: its own random stream, so a
+/// province's history does not depend on how the others interleave with it.
+struct Desks {
+    province: Province,
+    scale: f64,
+    rng: ChaCha8Rng,
+    one_stop: Vec<usize>,
+    center: Vec<usize>,
+    serial: u64,
+}
+
+impl Desks {
+    fn new(province: Province, scale: f64, seed: u64) -> Self {
+        let code: u64 = province.code.parse().unwrap_or(0);
+        let (center, one_stop) =
+            (0..province.agencies.len()).partition(|a| province.agencies[*a].kind == Kind::Center);
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd055_1e55 ^ (code << 32)),
+            province,
+            scale,
+            one_stop,
+            center,
+            serial: 0,
+        }
+    }
+}
+
+/// Every province's dossiers in the order they were received, as a national log is appended
+/// while time passes (so months end, and are sealed, in the order of the log).
+fn write_dossiers(writer: &mut Writer, desks: &mut [Desks]) -> io::Result<()> {
+    use std::cmp::Reverse;
+    for year in YEARS {
+        let mut plans = Vec::new();
+        for (d, desk) in desks.iter_mut().enumerate() {
+            for group in [Group::OneStop, Group::Center] {
+                if let Some(outcomes) = group.outcomes(year, desk.scale) {
+                    plans.push((
+                        d,
+                        group,
+                        YearPlan::new(year, group, outcomes, &mut desk.rng),
+                    ));
+                }
+            }
+        }
+        let mut next = std::collections::BinaryHeap::new();
+        for (k, (_, _, plan)) in plans.iter().enumerate() {
+            if let Some(first) = plan.receipts.first() {
+                next.push(Reverse((*first, k, 0)));
+            }
+        }
+        while let Some(Reverse((received, k, i))) = next.pop() {
+            let (d, group, plan) = &plans[k];
+            let desk = &mut desks[*d];
+            let pool = match group {
+                Group::OneStop => &desk.one_stop,
+                Group::Center => &desk.center,
+            };
+            let agency = pick_agency(&desk.province.agencies, pool, &mut desk.rng);
+            desk.serial += 1;
+            let id = format!("{}.{year}.{:07}", desk.province.code, desk.serial);
+            let fate = plan.fates[i];
+            desk.province
+                .dossier(writer, &mut desk.rng, &id, agency, received, fate, year)?;
+            if let Some(after) = plan.receipts.get(i + 1) {
+                next.push(Reverse((*after, k, i + 1)));
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Writer<'a> {
@@ -392,32 +465,6 @@ impl Province {
                     "ServiceLevelChanged",
                     json!({"level": level, "at": local(at)}),
                 )?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Every year's dossiers of the one-stop desks and of the Center.
-    fn dossiers(&self, writer: &mut Writer, rng: &mut ChaCha8Rng, scale: f64) -> io::Result<()> {
-        let one_stop: Vec<usize> = (0..self.agencies.len())
-            .filter(|a| self.agencies[*a].kind != Kind::Center)
-            .collect();
-        let center: Vec<usize> = (0..self.agencies.len())
-            .filter(|a| self.agencies[*a].kind == Kind::Center)
-            .collect();
-        let mut serial = 0u64;
-        for year in YEARS {
-            for (group, agencies) in [(Group::OneStop, &one_stop), (Group::Center, &center)] {
-                let Some(outcomes) = group.outcomes(year, scale) else {
-                    continue;
-                };
-                let plan = YearPlan::new(year, group, outcomes, rng);
-                for (index, received) in plan.receipts.iter().enumerate() {
-                    let agency = pick_agency(&self.agencies, agencies, rng);
-                    serial += 1;
-                    let id = format!("{}.{year}.{serial:07}", self.code);
-                    self.dossier(writer, rng, &id, agency, *received, plan.fates[index], year)?;
-                }
             }
         }
         Ok(())

@@ -54,6 +54,9 @@ pub enum Error {
     /// Anything else DataFusion reports that is not the user's doing.
     #[error("query engine: {0}")]
     Engine(String),
+    /// The fold could not go on past an event (it stays before it and retries).
+    #[error("fold: {0}")]
+    Fold(String),
     /// A segment file could not be read or written.
     #[error("segment {file}: {reason}")]
     Segment {
@@ -79,7 +82,9 @@ impl Error {
             Self::Store(error) if error.kind() == chiso_store::ErrorKind::Unavailable => {
                 ErrorKind::Unavailable
             }
-            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } => ErrorKind::Internal,
+            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } | Self::Fold(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 
@@ -93,7 +98,7 @@ impl Error {
             Self::TooManyRows(_) => "too_many_rows",
             Self::ResourcesExhausted(_) => "query_memory_exhausted",
             Self::Behind { .. } => "tables_behind",
-            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } => "internal",
+            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } | Self::Fold(_) => "internal",
         }
     }
 }

@@ -33,5 +33,5 @@ mod report;
 pub use datafusion;
 pub use engine::{Query, QueryStream, SqlEngine, SqlLimits};
 pub use error::{Error, ErrorKind, Result};
-pub use projections::{Backup, Projections, TableName};
+pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
 pub use report::REPORT;

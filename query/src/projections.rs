@@ -1,41 +1,92 @@
 //! Projections: the tables of DESIGN §5 as a fold of the log, following it from a checkpoint.
 //!
-//! The state lives in memory; every changed partition (a local month of a time-series table,
-//! or a whole small table) is written as a Parquet segment, and the manifest naming the
-//! segments is committed with the checkpoint in one fsynced RocksDB write
-//! ([`chiso_store::SegmentDir`]). A restart loads the segments and folds only what the log
-//! holds past the checkpoint; a late event rewrites only its partition's segment.
+//! Small tables and the hot months of `dossiers` and `agency_daily` live in memory; every
+//! changed partition is written as a Parquet segment, and the manifest naming the segments is
+//! committed with the checkpoint in one fsynced RocksDB write ([`chiso_store::SegmentDir`]).
+//! A month of `dossiers` is *sealed* once the log's own clock (the latest `received_at`
+//! folded) is [`SealPolicy::after_days`] past its end, or earlier when the rows in memory pass
+//! [`SealPolicy::hot_bytes`]: its closed rows then leave memory for an immutable Parquet file
+//! that SQL reads with DataFusion's own Parquet scan ([`sealed`]). A restart loads the
+//! segments, reads only the footers of sealed files, and folds what the log holds past the
+//! checkpoint.
 
-mod batches;
-pub(crate) mod model;
+mod agencies;
+mod agency_daily;
+mod columns;
+pub(crate) mod dossiers;
+mod ict_index;
+mod published;
+pub(crate) mod sealed;
+mod services;
+pub(crate) mod tables;
 
-pub use batches::{
-    AGENCIES, AGENCY_DAILY, DOSSIERS, EVENTS, ICT_INDEX, RANKINGS, SERVICES, SERVICE_LEVELS,
-};
-pub(crate) use model::{Partition, Tables};
+pub use agencies::AGENCIES;
+pub use agency_daily::AGENCY_DAILY;
+pub use dossiers::DOSSIERS;
+pub use ict_index::ICT_INDEX;
+pub use published::RANKINGS;
+pub use services::{SERVICES, SERVICE_LEVELS};
+pub(crate) use tables::Tables;
 
 use crate::error::{Error, Result};
-use crate::local_time::{month_name, parse_month, MonthKey};
-use chiso_store::{EventStore, Manifest, SegmentDir};
+use crate::local_time::{
+    day_start, local_month, month_first_day, month_name, parse_month, MonthKey,
+};
+use chiso_ingest::{decode_stored, DomainEvent};
+use chiso_store::{EventStore, Manifest, ReadDirection, SegmentDir, StreamName};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
+use dossiers::{dossiers_batch, FoldError, SealedRows};
+use sealed::SealedBase;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Version of the segment layout; segments of another version are dropped and rebuilt.
-const FORMAT: u32 = 1;
+/// 2: sealed months; dossier rows carry their province at receipt and every SQL column.
+const FORMAT: u32 = 2;
 /// Events folded per lock.
 const FOLD_BATCH: usize = 8192;
 /// How often the follower writes changed partitions.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// What a dossier row costs in memory: the row, its id, its index entry and its share of the
+/// cached Arrow batch (measured on the demo: see BENCHMARKS.md).
+const ROW_BYTES: usize = 400;
+/// A sealed month is compacted once this share of its file has been replaced (or more rows
+/// than [`COMPACT_MIN_ROWS`] closed beside it).
+const COMPACT_SHARE: f64 = 0.05;
+const COMPACT_MIN_ROWS: usize = 10_000;
+
+/// When months of `dossiers` are sealed.
+#[derive(Debug, Clone, Copy)]
+pub struct SealPolicy {
+    /// A month is sealed once the log has dossiers received this many days after its end.
+    /// 45 days: the national report closes a month by the 15th of the next but one, and
+    /// almost every dossier is resolved within its deadline of at most 30 days.
+    pub after_days: u32,
+    /// The most memory the dossier rows kept in memory may take; past it the oldest hot
+    /// months are sealed early.
+    pub hot_bytes: usize,
+    /// Seal every month after every fold (tests: everything read from sealed files).
+    pub immediately: bool,
+}
+
+impl Default for SealPolicy {
+    fn default() -> Self {
+        Self {
+            after_days: 45,
+            hot_bytes: 1 << 30,
+            immediately: false,
+        }
+    }
+}
 
 /// The time-series and dimension tables, shared by the follower and the SQL engine.
 #[derive(Clone)]
@@ -46,11 +97,14 @@ pub struct Projections {
 struct Shared {
     store: EventStore,
     segments: SegmentDir,
+    policy: SealPolicy,
     state: Mutex<State>,
-    /// Serialises checkpoints.
+    /// Serialises checkpoints (and sealing, which ends in one).
     checkpointing: Mutex<()>,
     /// The next position to fold: every event before it is in the tables.
     position: watch::Sender<u64>,
+    /// Sealed files replaced by compaction, kept while a scan still holds them.
+    retired: Mutex<Vec<Arc<str>>>,
 }
 
 struct State {
@@ -61,6 +115,17 @@ struct State {
     /// Query batches per partition, with the time they were built and whether they hold an
     /// open pause (whose `paused_seconds` grows with the clock).
     cache: HashMap<Partition, (i64, bool, Vec<RecordBatch>)>,
+}
+
+/// A unit of storage and caching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Partition {
+    Agencies,
+    Services,
+    IctIndex,
+    Rankings,
+    Dossiers(MonthKey),
+    AgencyDaily(MonthKey),
 }
 
 /// Which table a query reads.
@@ -82,15 +147,42 @@ pub enum TableName {
     Rankings,
 }
 
+/// A sealed file a query reads.
+#[derive(Debug, Clone)]
+pub struct SealedFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What the manifest knows of it (rows, size, deletion vector).
+    pub base: SealedBase,
+}
+
 impl Projections {
-    /// Opens the tables of the log: loads the committed segments (dropping them if their
-    /// format is another), then folds the log from the checkpoint to its head.
+    /// Opens the tables of the log with the default [`SealPolicy`].
     pub fn open(store: &EventStore, dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(store, dir, SealPolicy::default())
+    }
+
+    /// Opens the tables of the log: loads the committed segments (dropping them if their
+    /// format is another: the tables are then rebuilt from the log), ready to fold from the
+    /// checkpoint.
+    pub fn open_with(
+        store: &EventStore,
+        dir: impl AsRef<Path>,
+        policy: SealPolicy,
+    ) -> Result<Self> {
         let segments = SegmentDir::open(store, dir, "tables")?;
+        let stored = segments.stored_format()?;
         let manifest = segments.load(FORMAT)?.unwrap_or(Manifest {
             format: FORMAT,
             ..Manifest::default()
         });
+        if let Some(old) = stored.filter(|format| *format != FORMAT) {
+            tracing::warn!(
+                old,
+                new = FORMAT,
+                "the tables were saved in another format: rebuilding them from the log"
+            );
+        }
         let mut tables = Tables::default();
         load_segments(&segments, &manifest, &mut tables)?;
         tables.next_position = manifest.checkpoint;
@@ -106,11 +198,15 @@ impl Projections {
             shared: Arc::new(Shared {
                 store: store.clone(),
                 segments,
+                policy,
                 state: Mutex::new(state),
                 checkpointing: Mutex::new(()),
                 position,
+                retired: Mutex::new(Vec::new()),
             }),
         };
+        let recall = Arc::new(LogRecall::new(&projections));
+        projections.state().tables.dossiers.sealed_rows = Some(recall);
         Ok(projections)
     }
 
@@ -150,7 +246,9 @@ impl Projections {
         let _checkpoint = lock(&self.shared.checkpointing);
         self.shared.segments.clear()?;
         let mut state = self.state();
+        let sealed_rows = state.tables.dossiers.sealed_rows.take();
         state.tables = Tables::default();
+        state.tables.dossiers.sealed_rows = sealed_rows;
         state.manifest = Manifest {
             format: FORMAT,
             ..Manifest::default()
@@ -196,110 +294,245 @@ impl Projections {
                 return Ok(from);
             }
             let events = self.shared.store.read_all(from, FOLD_BATCH)?;
-            self.fold(&events);
+            self.fold(&events)?;
             progress(self.position(), head);
         }
     }
 
-    /// Follows the log in the background: folds each commit, writes a checkpoint every few
+    /// Follows the log on a thread of its own (so a long fold or a sealing never holds up an
+    /// HTTP worker): folds each commit, seals months when due, writes a checkpoint every few
     /// seconds when something changed, and a last one when `shutdown` fires (after folding
-    /// what the log holds by then).
+    /// what the log holds by then). The handle resolves when it has stopped.
     pub fn follow(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (done, finished) = tokio::sync::oneshot::channel();
         let projections = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("chiso-fold".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a runtime for the fold");
+                runtime.block_on(projections.follow_here(shutdown));
+                let _ = done.send(());
+            });
+        if let Err(error) = thread {
+            tracing::error!(%error, "cannot start the fold thread");
+        }
         tokio::spawn(async move {
-            let mut subscription = projections.shared.store.subscribe(projections.position());
-            let mut timer = tokio::time::interval(CHECKPOINT_EVERY);
-            loop {
-                tokio::select! {
-                    batch = subscription.next_batch(FOLD_BATCH) => match batch {
-                        Ok(events) => projections.fold(&events),
-                        Err(error) => {
-                            tracing::error!(%error, "projections stopped following the log");
-                            break;
-                        }
-                    },
-                    _ = timer.tick() => projections.checkpoint_in_background().await,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-            let last = projections.clone();
-            let finished = tokio::task::spawn_blocking(move || {
-                last.catch_up(|_, _| {})?;
-                last.checkpoint()
-            })
-            .await;
-            match finished {
-                Ok(Ok(())) => tracing::info!(position = projections.position(), "tables saved"),
-                Ok(Err(error)) => tracing::error!(%error, "saving the tables failed"),
-                Err(error) => tracing::error!(%error, "saving the tables failed"),
-            }
+            let _ = finished.await;
         })
     }
 
-    async fn checkpoint_in_background(&self) {
+    async fn follow_here(self, shutdown: CancellationToken) {
+        let mut subscription = self.shared.store.subscribe(self.position());
+        let mut timer = tokio::time::interval(CHECKPOINT_EVERY);
+        let mut reported = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                batch = subscription.next_batch(FOLD_BATCH) => match batch {
+                    Ok(events) => {
+                        self.report_progress(&mut reported);
+                        if let Err(error) = self.fold(&events) {
+                            tracing::error!(%error, "folding failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            subscription = self.shared.store.subscribe(self.position());
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "projections stopped following the log");
+                        break;
+                    }
+                },
+                _ = timer.tick() => self.checkpoint_when_changed(),
+                () = shutdown.cancelled() => break,
+            }
+        }
+        match self.catch_up(|_, _| {}).and_then(|_| self.checkpoint()) {
+            Ok(()) => tracing::info!(position = self.position(), "tables saved"),
+            Err(error) => tracing::error!(%error, "saving the tables failed"),
+        }
+    }
+
+    /// Every few seconds while far behind the log (a first start, an upgrade): how far the
+    /// tables are.
+    fn report_progress(&self, reported: &mut std::time::Instant) {
+        let (position, head) = (self.position(), self.shared.store.head());
+        if head.saturating_sub(position) > 100_000 && reported.elapsed() > Duration::from_secs(5) {
+            *reported = std::time::Instant::now();
+            let percent = position as f64 * 100.0 / head as f64;
+            tracing::info!(
+                position,
+                head,
+                "tables catching up with the log: {percent:.1} %"
+            );
+        }
+    }
+
+    fn checkpoint_when_changed(&self) {
         let idle = {
             let state = self.state();
             state.unsaved.is_empty() && state.tables.dirty.is_empty()
         };
-        if idle {
-            return;
-        }
-        let projections = self.clone();
-        match tokio::task::spawn_blocking(move || projections.checkpoint()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "checkpoint failed; will retry"),
-            Err(error) => tracing::error!(%error, "checkpoint task failed"),
+        if !idle {
+            if let Err(error) = self.checkpoint() {
+                tracing::error!(%error, "checkpoint failed; will retry");
+            }
         }
     }
 
-    /// Folds events that follow the tables' position.
-    fn fold(&self, events: &[chiso_store::RecordedEvent]) {
-        let Some(last) = events.last() else { return };
+    /// Folds events that follow the tables' position, then seals the months that are due.
+    fn fold(&self, events: &[chiso_store::RecordedEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut state = self.state();
+        let mut failed = None;
         for event in events {
-            state.tables.fold(event);
+            if let Err(FoldError(reason)) = state.tables.fold(event) {
+                failed = Some(Error::Fold(format!(
+                    "position {}: {reason}",
+                    event.position
+                )));
+                break;
+            }
         }
         let changed = std::mem::take(&mut state.tables.dirty);
         for partition in &changed {
             state.cache.remove(partition);
         }
         state.unsaved.extend(changed);
-        if std::mem::take(&mut state.tables.agencies_changed) {
-            // Rows show their agency's province: rebuild those batches, rewrite no segment.
-            state
-                .cache
-                .retain(|p, _| !matches!(p, Partition::Dossiers(_) | Partition::AgencyDaily(_)));
-        }
+        let due = !state.tables.months_to_seal(&self.shared.policy).is_empty();
+        let position = state.tables.next_position;
         drop(state);
-        self.shared.position.send_replace(last.position + 1);
+        self.shared.position.send_replace(position);
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if due {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Seals (or compacts) the months that are due, then checkpoints.
+    fn seal(&self) -> Result<()> {
+        let serial = lock(&self.shared.checkpointing);
+        {
+            let mut state = self.state();
+            let months = state.tables.months_to_seal(&self.shared.policy);
+            for month in months {
+                self.seal_month(&mut state, month)?;
+            }
+        }
+        self.checkpoint_holding(serial)
+    }
+
+    /// Writes the closed rows of `month` (and those of its earlier file) as its sealed file;
+    /// its open rows stay in memory.
+    fn seal_month(&self, state: &mut State, month: MonthKey) -> Result<()> {
+        let position = state.tables.next_position;
+        let dossiers = &mut state.tables.dossiers;
+        let Some(partition) = dossiers.months.get_mut(&month) else {
+            return Ok(());
+        };
+        let earlier = match &partition.sealed {
+            Some(base) => sealed::read_base(&self.segment_path(&base.file), base, None)?,
+            None => Vec::new(),
+        };
+        let (closed, open): (Vec<_>, Vec<_>) = std::mem::take(&mut partition.rows)
+            .into_iter()
+            .partition(|d| d.closed_at().is_some());
+        let file = format!(
+            "dossiers_{}.sealed.{position}.{}.parquet",
+            month_name(month),
+            unique_suffix()
+        );
+        let encoded = sealed::encode_sealed(&closed, earlier, &file).and_then(|encoded| {
+            if let Some((bytes, _, _)) = &encoded {
+                self.shared.segments.write(&file, bytes)?;
+            }
+            Ok(encoded)
+        });
+        let (bytes, rows, last_closed) = match encoded {
+            Ok(Some(encoded)) => encoded,
+            other => {
+                partition.set_rows(closed.into_iter().chain(open).collect());
+                dossiers.reindex(month, &[]);
+                return other.map(|_| ());
+            }
+        };
+        let replaced = partition.sealed.replace(SealedBase {
+            file: file.into(),
+            rows,
+            bytes: bytes.len() as u64,
+            deleted: Arc::new(Vec::new()),
+            last_closed,
+        });
+        if let Some(old) = replaced {
+            lock(&self.shared.retired).push(old.file);
+        }
+        partition.set_rows(open);
+        dossiers.reindex(month, &closed);
+        state.cache.remove(&Partition::Dossiers(month));
+        state.unsaved.insert(Partition::Dossiers(month));
+        tracing::debug!(month = %month_name(month), rows, "month sealed");
+        Ok(())
     }
 
     /// Writes every partition changed since the last checkpoint as a new segment, then commits
     /// the manifest with the position the segments include.
     pub fn checkpoint(&self) -> Result<()> {
-        let _serial = lock(&self.shared.checkpointing);
-        let (position, mut manifest, parts) = {
+        self.checkpoint_holding(lock(&self.shared.checkpointing))
+    }
+
+    fn checkpoint_holding(&self, _serial: MutexGuard<'_, ()>) -> Result<()> {
+        let (position, mut manifest, parts, bases) = {
             let mut state = self.state();
             let changed = std::mem::take(&mut state.tables.dirty);
             state.unsaved.extend(changed);
             let unsaved = std::mem::take(&mut state.unsaved);
-            let parts: Vec<(Partition, Vec<(String, RecordBatch)>)> = unsaved
+            let parts: Vec<(Partition, Vec<Segment>)> = unsaved
                 .iter()
                 .map(|p| (*p, segment_batches(&state.tables, *p)))
                 .collect();
             for partition in &unsaved {
                 state.cache.remove(partition);
             }
-            (state.tables.next_position, state.manifest.clone(), parts)
+            let bases: Vec<(String, String)> = state
+                .tables
+                .dossiers
+                .months
+                .iter()
+                .filter_map(|(m, d)| Some((sealed_name(*m), d.sealed.as_ref()?.file.to_string())))
+                .collect();
+            (
+                state.tables.next_position,
+                state.manifest.clone(),
+                parts,
+                bases,
+            )
         };
-        if parts.is_empty() && manifest.checkpoint == position {
+        let bases_changed = {
+            let mut now: Vec<(&String, &String)> = manifest
+                .segments
+                .iter()
+                .filter(|(name, _)| name.ends_with(SEALED))
+                .collect();
+            now.sort();
+            now != bases.iter().map(|(n, f)| (n, f)).collect::<Vec<_>>()
+        };
+        if parts.is_empty() && !bases_changed && manifest.checkpoint == position {
             return Ok(());
         }
         let written = self.write_segments(position, &mut manifest, &parts);
         let committed = written.and_then(|()| {
+            manifest.segments.retain(|name, _| !name.ends_with(SEALED));
+            manifest.segments.extend(bases);
             manifest.checkpoint = position;
             manifest.format = FORMAT;
-            Ok(self.shared.segments.commit(&manifest)?)
+            let keep = self.files_in_use();
+            Ok(self.shared.segments.commit_keeping(&manifest, &keep)?)
         });
         let mut state = self.state();
         match committed {
@@ -309,27 +542,46 @@ impl Projections {
         committed
     }
 
+    /// Retired sealed files a scan still reads (the rest may go).
+    fn files_in_use(&self) -> BTreeSet<String> {
+        let mut retired = lock(&self.shared.retired);
+        retired.retain(|file| Arc::strong_count(file) > 1);
+        retired.iter().map(|file| file.to_string()).collect()
+    }
+
     fn write_segments(
         &self,
         position: u64,
         manifest: &mut Manifest,
-        parts: &[(Partition, Vec<(String, RecordBatch)>)],
+        parts: &[(Partition, Vec<Segment>)],
     ) -> Result<()> {
-        for (name, batch) in parts.iter().flat_map(|(_, segments)| segments) {
-            if batch.num_rows() == 0 {
-                manifest.segments.remove(name);
+        for segment in parts.iter().flat_map(|(_, segments)| segments) {
+            if segment.batch.num_rows() == 0 && segment.metadata.is_empty() {
+                manifest.segments.remove(&segment.name);
                 continue;
             }
-            let file = format!("{}.{position}.parquet", name.replace('/', "_"));
-            self.shared
-                .segments
-                .write(&file, &encode_parquet(batch, &file)?)?;
-            manifest.segments.insert(name.clone(), file);
+            let file = format!(
+                "{}.{position}.{}.parquet",
+                segment.name.replace('/', "_"),
+                unique_suffix()
+            );
+            let properties = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_key_value_metadata(Some(segment.metadata.clone()))
+                .build();
+            let bytes = sealed::encode(&segment.batch, properties, &file)?;
+            self.shared.segments.write(&file, &bytes)?;
+            manifest.segments.insert(segment.name.clone(), file);
         }
         Ok(())
     }
 
-    /// Query batches of a table; for time-series tables only the months in `months`.
+    fn segment_path(&self, file: &str) -> PathBuf {
+        self.shared.segments.path().join(file)
+    }
+
+    /// Query batches of a table from memory; for time-series tables only the months in
+    /// `months`. Sealed months are read from their files: see [`Projections::sealed_files`].
     pub fn batches(&self, table: TableName, months: RangeInclusive<MonthKey>) -> Vec<RecordBatch> {
         if months.start() > months.end() {
             // Contradictory time filters: nothing can match.
@@ -341,7 +593,9 @@ impl Projections {
             TableName::Dossiers => state
                 .tables
                 .dossiers
+                .months
                 .range(months)
+                .filter(|(_, m)| !m.rows.is_empty())
                 .map(|(m, _)| Partition::Dossiers(*m))
                 .collect(),
             TableName::AgencyDaily => state
@@ -362,14 +616,57 @@ impl Projections {
         batches
     }
 
-    /// Runs `read` on the tables' state (for reports computed in Rust).
+    /// The sealed files of the `dossiers` months in `months`, each with its deletion vector.
+    pub fn sealed_files(&self, months: RangeInclusive<MonthKey>) -> Vec<SealedFile> {
+        if months.start() > months.end() {
+            return Vec::new();
+        }
+        let state = self.state();
+        state
+            .tables
+            .dossiers
+            .months
+            .range(months)
+            .filter_map(|(_, m)| m.sealed.clone())
+            .map(|base| SealedFile {
+                path: self.segment_path(&base.file),
+                base,
+            })
+            .collect()
+    }
+
+    /// Runs `read` on the tables' state; it also gets the sealed files of the months up to
+    /// `until` that are not settled before `since` (µs), to read once the state is released.
+    pub(crate) fn read_with_sealed<T>(
+        &self,
+        until: MonthKey,
+        since: i64,
+        read: impl FnOnce(&Tables) -> T,
+    ) -> (T, Vec<SealedFile>) {
+        let state = self.state();
+        let files = state
+            .tables
+            .dossiers
+            .months
+            .range(..=until)
+            .filter(|(_, m)| m.settled_at() >= since)
+            .filter_map(|(_, m)| m.sealed.clone())
+            .map(|base| SealedFile {
+                path: self.segment_path(&base.file),
+                base,
+            })
+            .collect();
+        (read(&state.tables), files)
+    }
+
+    /// Runs `read` on the tables' state (for figures computed in Rust).
     pub(crate) fn read<T>(&self, read: impl FnOnce(&Tables) -> T) -> T {
         read(&self.state().tables)
     }
 
     /// The rankings of `month` that differ from what is published.
-    pub fn ranking_changes(&self, month: MonthKey) -> Vec<crate::rankings::Publication> {
-        self.read(|tables| crate::rankings::changes(tables, month))
+    pub fn ranking_changes(&self, month: MonthKey) -> Result<Vec<crate::rankings::Publication>> {
+        crate::rankings::changes(self, month)
     }
 
     /// The months with dossier activity, and those with a published ranking.
@@ -385,13 +682,96 @@ impl Projections {
     }
 
     /// How many dossiers the tables hold.
-    pub fn dossier_count(&self) -> usize {
+    pub fn dossier_count(&self) -> u64 {
         self.state().tables.dossier_count()
+    }
+
+    /// Where the dossiers are: in memory or sealed.
+    pub fn dossier_storage(&self) -> DossierStorage {
+        let state = self.state();
+        let dossiers = &state.tables.dossiers;
+        DossierStorage {
+            in_memory: dossiers.in_memory(),
+            sealed_months: dossiers
+                .months
+                .values()
+                .filter(|m| m.sealed.is_some())
+                .count(),
+            sealed_bytes: dossiers
+                .months
+                .values()
+                .filter_map(|m| m.sealed.as_ref())
+                .map(|b| b.bytes)
+                .sum(),
+            recalled: dossiers.recalled,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.shared.state)
     }
+}
+
+impl Tables {
+    /// The months of `dossiers` to seal now (or, sealed already, to compact).
+    fn months_to_seal(&self, policy: &SealPolicy) -> Vec<MonthKey> {
+        let dossiers = &self.dossiers;
+        let closed =
+            |m: &dossiers::DossierMonth| m.rows.iter().filter(|d| d.closed_at().is_some()).count();
+        if policy.immediately {
+            return dossiers
+                .months
+                .iter()
+                .filter(|(_, m)| closed(m) > 0)
+                .map(|(month, _)| *month)
+                .collect();
+        }
+        let after = i64::from(policy.after_days).saturating_mul(86_400_000_000);
+        let mut due = Vec::new();
+        let mut freed = 0usize;
+        for (month, m) in &dossiers.months {
+            let end = day_start(month_first_day(month + 1));
+            let compact = m.sealed.as_ref().is_some_and(|base| {
+                let replaced = base.deleted.len() + closed(m);
+                replaced > COMPACT_MIN_ROWS || replaced as f64 > base.rows as f64 * COMPACT_SHARE
+            });
+            let ripe = m.sealed.is_none() && end.saturating_add(after) <= dossiers.horizon;
+            if compact || ripe {
+                due.push(*month);
+                freed += closed(m);
+            }
+        }
+        // Over the memory budget: seal the oldest hot months, never the newest.
+        let newest = local_month(dossiers.horizon);
+        let mut in_memory = dossiers.in_memory().saturating_sub(freed) * ROW_BYTES;
+        for (month, m) in &dossiers.months {
+            if in_memory <= policy.hot_bytes || *month >= newest {
+                break;
+            }
+            if m.sealed.is_none() && !due.contains(month) {
+                due.push(*month);
+                in_memory = in_memory.saturating_sub(closed(m) * ROW_BYTES);
+            }
+        }
+        due
+    }
+}
+
+/// The manifest name of a month's sealed file.
+fn sealed_name(month: MonthKey) -> String {
+    format!("dossiers/{}{SEALED}", month_name(month))
+}
+
+const SEALED: &str = "@sealed";
+
+/// A suffix no earlier file of this directory has: files are never overwritten in place.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{nanos:x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl State {
@@ -418,14 +798,13 @@ impl State {
             Partition::IctIndex => (false, vec![tables.ict_index_batch()]),
             Partition::Rankings => (false, vec![tables.rankings_batch()]),
             Partition::AgencyDaily(month) => (false, vec![tables.daily_batch(month)]),
-            Partition::Dossiers(month) => {
-                let paused = tables.dossiers.get(&month).is_some_and(|p| {
-                    p.rows
-                        .iter()
-                        .any(|d| d.is_paused() && d.closed_at().is_none())
-                });
-                (paused, vec![tables.dossiers_batch(month, now)])
-            }
+            Partition::Dossiers(month) => match tables.dossiers.months.get(&month) {
+                Some(m) => (
+                    m.has_open_pause(),
+                    vec![dossiers_batch(&m.rows, now, false)],
+                ),
+                None => (false, Vec::new()),
+            },
         };
         let picked = pick(table, &batches);
         self.cache.insert(partition, (now, open_pauses, batches));
@@ -439,6 +818,19 @@ fn pick(table: TableName, batches: &[RecordBatch]) -> Vec<RecordBatch> {
         TableName::Services => batches[..1].to_vec(),
         _ => batches.to_vec(),
     }
+}
+
+/// Where the dossiers are ([`Projections::dossier_storage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DossierStorage {
+    /// Rows in memory: the hot months, and the open or changed rows of sealed months.
+    pub in_memory: usize,
+    /// Months with a sealed file.
+    pub sealed_months: usize,
+    /// The sealed files' bytes.
+    pub sealed_bytes: u64,
+    /// Sealed dossiers a later event brought back into memory since the tables were opened.
+    pub recalled: u64,
 }
 
 /// What [`Projections::backup`] copied.
@@ -460,46 +852,76 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The segments (name, batch) a partition is stored as.
-fn segment_batches(tables: &Tables, partition: Partition) -> Vec<(String, RecordBatch)> {
+/// One segment to write: a partition's rows and the footer metadata beside them.
+struct Segment {
+    name: String,
+    batch: RecordBatch,
+    metadata: Vec<KeyValue>,
+}
+
+impl Segment {
+    fn new(name: impl Into<String>, batch: RecordBatch) -> Self {
+        Self {
+            name: name.into(),
+            batch,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// The segments a partition is stored as.
+fn segment_batches(tables: &Tables, partition: Partition) -> Vec<Segment> {
     match partition {
-        Partition::Agencies => vec![("agencies".into(), tables.agencies_batch())],
+        Partition::Agencies => vec![Segment::new("agencies", tables.agencies_batch())],
         Partition::Services => vec![
-            ("services".into(), tables.services_batch()),
-            ("service_levels".into(), tables.service_levels_batch()),
+            Segment::new("services", tables.services_batch()),
+            Segment::new("service_levels", tables.service_levels_batch()),
         ],
-        Partition::IctIndex => vec![("ict_index".into(), tables.ict_index_batch())],
-        Partition::Rankings => vec![("rankings".into(), tables.rankings_batch())],
-        Partition::Dossiers(month) => vec![(
-            format!("dossiers/{}", month_name(month)),
-            tables.dossier_segment(month),
-        )],
-        Partition::AgencyDaily(month) => vec![(
+        Partition::IctIndex => vec![Segment::new("ict_index", tables.ict_index_batch())],
+        Partition::Rankings => vec![Segment::new("rankings", tables.rankings_batch())],
+        Partition::Dossiers(month) => {
+            let name = format!("dossiers/{}", month_name(month));
+            let Some(m) = tables.dossiers.months.get(&month) else {
+                return vec![Segment::new(name, dossiers_batch(&[], 0, true))];
+            };
+            let mut segment = Segment::new(name, dossiers_batch(&m.rows, 0, true));
+            if let Some(base) = m.sealed.as_ref().filter(|b| !b.deleted.is_empty()) {
+                let deleted: Vec<String> = base.deleted.iter().map(u32::to_string).collect();
+                segment.metadata = vec![KeyValue::new(sealed::DELETED.into(), deleted.join(","))];
+            }
+            vec![segment]
+        }
+        Partition::AgencyDaily(month) => vec![Segment::new(
             format!("agency_daily/{}", month_name(month)),
             tables.daily_batch(month),
         )],
     }
 }
 
-fn encode_parquet(batch: &RecordBatch, file: &str) -> Result<Vec<u8>> {
-    let failed = |reason: String| Error::Segment {
-        file: file.to_owned(),
-        reason,
-    };
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties))
-        .map_err(|e| failed(e.to_string()))?;
-    writer.write(batch).map_err(|e| failed(e.to_string()))?;
-    writer.close().map_err(|e| failed(e.to_string()))?;
-    Ok(bytes)
-}
-
-/// Loads every segment of the manifest, services before their level spans.
+/// Loads every segment of the manifest: sealed files by their footers first, then rows,
+/// services before their level spans.
 fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables) -> Result<()> {
-    let mut names: Vec<&String> = manifest.segments.keys().collect();
+    for (name, file) in manifest
+        .segments
+        .iter()
+        .filter(|(n, _)| n.ends_with(SEALED))
+    {
+        let month = name
+            .strip_prefix("dossiers/")
+            .and_then(|n| n.strip_suffix(SEALED))
+            .and_then(parse_month)
+            .ok_or_else(|| Error::Segment {
+                file: file.clone(),
+                reason: format!("bad sealed month {name}"),
+            })?;
+        let base = sealed::open_base(&segments.path().join(file), file)?;
+        tables.dossiers.months.entry(month).or_default().sealed = Some(base);
+    }
+    let mut names: Vec<&String> = manifest
+        .segments
+        .keys()
+        .filter(|n| !n.ends_with(SEALED))
+        .collect();
     names.sort_by_key(|name| (name.as_str() == "service_levels", name.as_str()));
     for name in names {
         let file = &manifest.segments[name];
@@ -508,8 +930,12 @@ fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables
             reason,
         };
         let bytes = segments.read(file)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .and_then(|builder| builder.with_batch_size(65_536).build())
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .map_err(|e| failed(e.to_string()))?;
+        let deleted = footer_value(&builder, sealed::DELETED);
+        let reader = builder
+            .with_batch_size(65_536)
+            .build()
             .map_err(|e| failed(e.to_string()))?;
         let (table, month) = match name.split_once('/') {
             Some((table, month)) => (
@@ -522,6 +948,74 @@ fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables
             let batch = batch.map_err(|e| failed(e.to_string()))?;
             tables.restore(table, month, &batch).map_err(failed)?;
         }
+        if let (Some(deleted), Some(month)) = (deleted, month) {
+            let base = tables
+                .dossiers
+                .months
+                .get_mut(&month)
+                .and_then(|m| m.sealed.as_mut())
+                .ok_or_else(|| failed("a deletion vector without a sealed file".into()))?;
+            let rows: std::result::Result<Vec<u32>, _> =
+                deleted.split(',').map(str::parse).collect();
+            base.deleted = Arc::new(rows.map_err(|e| failed(e.to_string()))?);
+        }
     }
     Ok(())
+}
+
+fn footer_value<T>(
+    builder: &datafusion::parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+    key: &str,
+) -> Option<String> {
+    builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()?
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .clone()
+}
+
+/// Reads sealed dossiers back for the fold: their streams from the log, their rows from the
+/// sealed file (the row numbers of the last file asked about are kept).
+struct LogRecall {
+    store: EventStore,
+    dir: PathBuf,
+    rows: Mutex<Option<(String, HashMap<String, u32>)>>,
+}
+
+impl LogRecall {
+    fn new(projections: &Projections) -> Self {
+        Self {
+            store: projections.shared.store.clone(),
+            dir: projections.shared.segments.path().to_path_buf(),
+            rows: Mutex::new(None),
+        }
+    }
+}
+
+impl SealedRows for LogRecall {
+    fn history(&self, id: &str, before: u64) -> std::result::Result<Vec<DomainEvent>, String> {
+        let stream = StreamName::new(format!("dossier-{id}")).map_err(|e| e.to_string())?;
+        let events = self
+            .store
+            .read_stream(&stream, None, ReadDirection::Forwards, 10_000)
+            .map_err(|e| e.to_string())?;
+        events
+            .iter()
+            .filter(|e| e.position < before)
+            .map(|e| decode_stored(&e.event_type, &e.data).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn row_of(&self, file: &str, id: &str) -> std::result::Result<Option<u32>, String> {
+        let mut cached = lock(&self.rows);
+        if cached.as_ref().is_none_or(|(name, _)| name != file) {
+            let rows =
+                sealed::row_numbers(&self.dir.join(file), file).map_err(|e| e.to_string())?;
+            *cached = Some((file.to_owned(), rows));
+        }
+        Ok(cached.as_ref().and_then(|(_, rows)| rows.get(id).copied()))
+    }
 }

@@ -4,26 +4,58 @@
 //! column (`received_at` for `dossiers`, `day` for `agency_daily`); `events` reads the log
 //! itself, in position order, from the position range its filters allow.
 
-use crate::local_time::{local_day, month_of_day, MonthKey, DAY_LIMIT};
-use crate::projections::{self, Projections, TableName};
+use crate::local_time::{local_day, month_of_day, MonthKey, DAY_LIMIT, ZONE};
+use crate::projections::{self, Projections, SealedFile, TableName};
 use async_trait::async_trait;
 use chiso_store::EventStore;
 use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::ScalarValue;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+/// `events`: one row per event of the log.
+pub static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use DataType::*;
+    let fields = [
+        ("position", Int64),
+        ("stream", Utf8),
+        ("revision", Int64),
+        ("event_id", Utf8),
+        ("type", Utf8),
+        (
+            "recorded_at",
+            Timestamp(TimeUnit::Microsecond, Some(ZONE.into())),
+        ),
+        ("data", Utf8),
+        ("metadata", Utf8),
+    ];
+    Arc::new(Schema::new(
+        fields
+            .into_iter()
+            .map(|(name, data_type)| Field::new(name, data_type, false))
+            .collect::<Vec<_>>(),
+    ))
+});
 
 /// A table folded by the projections.
 #[derive(Clone)]
@@ -107,15 +139,64 @@ impl TableProvider for ProjectionTable {
             Some(column) => month_range(filters, column),
             None => MonthKey::MIN..=MonthKey::MAX,
         };
-        let batches = self.projections.batches(self.table, months);
-        let partitions = spread(batches, state.config().target_partitions());
-        let exec = MemorySourceConfig::try_new_exec(
-            &partitions,
+        let n = state.config().target_partitions();
+        let batches = self.projections.batches(self.table, months.clone());
+        let memory = MemorySourceConfig::try_new_exec(
+            &spread(batches, n),
             self.schema.clone(),
             projection.cloned(),
         )?;
-        Ok(exec)
+        if self.table != TableName::Dossiers {
+            return Ok(memory);
+        }
+        let files = self.projections.sealed_files(months);
+        if files.is_empty() {
+            return Ok(memory);
+        }
+        let sealed = sealed_scan(state, &self.schema, files, projection, filters, n)?;
+        UnionExec::try_new(vec![memory, sealed])
     }
+}
+
+/// DataFusion's Parquet scan over sealed months: projection, the filters as a pruning
+/// predicate (row groups and pages by their statistics), each file's deletion vector as a
+/// row selection, and its exact row count.
+fn sealed_scan(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    files: Vec<SealedFile>,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    n: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(schema.clone());
+    let predicate = conjunction(filters.iter().cloned()).and_then(|filter| {
+        let columns = DFSchema::try_from(schema.as_ref().clone()).ok()?;
+        state.create_physical_expr(filter, &columns).ok()
+    });
+    if let Some(predicate) = predicate {
+        source = source.with_predicate(predicate);
+    }
+    let mut groups = vec![Vec::new(); n.clamp(1, files.len())];
+    let count = groups.len();
+    for (i, file) in files.into_iter().enumerate() {
+        let mut statistics = Statistics::new_unknown(schema);
+        statistics.num_rows = Precision::Exact(file.base.live_rows() as usize);
+        statistics.total_byte_size = Precision::Inexact(file.base.bytes as usize);
+        let mut partitioned = PartitionedFile::new(file.path.to_string_lossy(), file.base.bytes)
+            .with_statistics(Arc::new(statistics))
+            // The scan holds the file: a compaction removes it only once the scan is gone.
+            .with_extension(file.base.file.clone());
+        if let Some(selection) = file.base.selection() {
+            partitioned = partitioned.with_extension(ParquetRowSelection::new(selection));
+        }
+        groups[i % count].push(partitioned);
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(projection.cloned())?
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// Deals batches round-robin over `n` partitions so both cores scan.
@@ -231,7 +312,7 @@ impl EventsTable {
 #[async_trait]
 impl TableProvider for EventsTable {
     fn schema(&self) -> SchemaRef {
-        projections::EVENTS.clone()
+        EVENTS.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -266,7 +347,7 @@ impl TableProvider for EventsTable {
             limit,
         };
         let exec = StreamingTableExec::try_new(
-            projections::EVENTS.clone(),
+            EVENTS.clone(),
             vec![Arc::new(partition)],
             projection,
             Vec::new(),
@@ -339,7 +420,7 @@ const EVENTS_PER_BATCH: usize = 4096;
 
 impl PartitionStream for LogRange {
     fn schema(&self) -> &SchemaRef {
-        &projections::EVENTS
+        &EVENTS
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
@@ -365,10 +446,7 @@ impl PartitionStream for LogRange {
                 Some((Ok(events_batch(&events)), after))
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(
-            projections::EVENTS.clone(),
-            batches,
-        ))
+        Box::pin(RecordBatchStreamAdapter::new(EVENTS.clone(), batches))
     }
 }
 
@@ -401,5 +479,5 @@ fn events_batch(events: &[chiso_store::RecordedEvent]) -> RecordBatch {
         strings(|e| &e.data),
         strings(|e| &e.metadata),
     ];
-    RecordBatch::try_new(projections::EVENTS.clone(), columns).expect("columns match")
+    RecordBatch::try_new(EVENTS.clone(), columns).expect("columns match")
 }

@@ -9,12 +9,17 @@
 //! (online share of payments), satisfaction 18 (mean rating / 5) — to 100 over the components
 //! measurable for that agency that month.
 
+use crate::error::{Error, Result};
 use crate::local_time::{
     day_start, local_day, local_month, month_first_day, month_of_day, MonthKey,
 };
-use crate::projections::model::Tables;
-use chiso_ingest::{Metric, RankingEntry, RankingPublished};
-use std::collections::BTreeMap;
+use crate::projections::{sealed, Projections, Tables};
+use chiso_ingest::{AgencyKind, Metric, RankingEntry, RankingPublished};
+use datafusion::arrow::array::{
+    Array, BooleanArray, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// One month's counts for one agency (or one province).
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,63 +86,149 @@ pub fn band(score: f64) -> &'static str {
     }
 }
 
+/// A published ranking: its position and `(agency, value, rank)` entries.
+type Published = (u64, Vec<(String, f64, u32)>);
+
+/// What ranking a month needs: every agency's figures, the agencies, and what is published.
+struct Inputs {
+    figures: BTreeMap<String, Figures>,
+    agencies: HashMap<String, (Arc<str>, AgencyKind)>,
+    /// `(scope, metric)` → the position and entries of the latest publication of the month.
+    published: BTreeMap<(String, String), Published>,
+}
+
+/// The columns of a sealed file the figures read.
+const SEALED_COLUMNS: [&str; 4] = ["agency", "resolved_at", "paid_online", "rating"];
+
 /// Every agency's figures for `month`: receipts and resolutions from the daily counts,
-/// payments and ratings of the dossiers resolved in the month.
-fn figures(tables: &Tables, month: MonthKey) -> BTreeMap<&str, Figures> {
-    let mut figures: BTreeMap<&str, Figures> = BTreeMap::new();
-    for ((_, agency), counts) in tables.daily.get(&month).into_iter().flatten() {
-        let f = figures.entry(agency).or_default();
-        f.received += counts.received;
-        f.received_online += counts.received_online;
-        f.resolved += counts.resolved;
-        f.in_time += counts.resolved_early + counts.resolved_on_time;
-    }
-    // A month's resolutions are in partitions not settled before it began (as in the report).
+/// payments and ratings of the dossiers resolved in the month (in memory and sealed).
+fn inputs(projections: &Projections, month: MonthKey) -> Result<Inputs> {
+    // A month's resolutions are in months not settled before it began (as in the report).
     let month_start = day_start(month_first_day(month));
-    let partitions = tables.dossiers.range(..=month).map(|(_, p)| p);
-    for partition in partitions.filter(|p| p.settled_at() >= month_start) {
-        for dossier in &partition.rows {
-            let Some(resolved) = dossier.resolved_at else {
-                continue;
-            };
-            if local_month(resolved) != month {
-                continue;
-            }
-            let f = figures.entry(&dossier.agency).or_default();
-            if let Some(online) = dossier.paid_online {
-                f.paid += 1;
-                f.paid_online += i64::from(online);
-            }
-            if let Some(score) = dossier.rating {
-                f.ratings += 1;
-                f.rating_sum += i64::from(score);
+    let name = crate::local_time::month_name(month);
+    let (mut inputs, files) = projections.read_with_sealed(month, month_start, |tables| {
+        let mut figures: BTreeMap<String, Figures> = BTreeMap::new();
+        for ((_, agency), counts) in tables.daily.get(&month).into_iter().flatten() {
+            let f = figures.entry(agency.to_string()).or_default();
+            f.received += counts.received;
+            f.received_online += counts.received_online;
+            f.resolved += counts.resolved;
+            f.in_time += counts.resolved_early + counts.resolved_on_time;
+        }
+        let months = tables.dossiers.months.range(..=month).map(|(_, m)| m);
+        for partition in months.filter(|m| m.settled_at() >= month_start) {
+            for d in &partition.rows {
+                if d.resolved_at.is_some_and(|at| local_month(at) == month) {
+                    add_payment_and_rating(&mut figures, &d.agency, d.paid_online, d.rating);
+                }
             }
         }
+        let agencies = tables
+            .agencies
+            .iter()
+            .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
+            .collect();
+        let published = tables
+            .rankings
+            .range((name.clone(), String::new(), String::new())..)
+            .take_while(|((m, _, _), _)| *m == name)
+            .map(|((_, scope, metric), r)| {
+                (
+                    (scope.clone(), metric.clone()),
+                    (r.position, r.entries.clone()),
+                )
+            })
+            .collect();
+        Inputs {
+            figures,
+            agencies,
+            published,
+        }
+    });
+    for file in files {
+        for batch in sealed::read_base(&file.path, &file.base, Some(&SEALED_COLUMNS))? {
+            add_sealed(&mut inputs.figures, &batch, month)?;
+        }
     }
-    figures
+    Ok(inputs)
+}
+
+fn add_payment_and_rating(
+    figures: &mut BTreeMap<String, Figures>,
+    agency: &str,
+    paid_online: Option<bool>,
+    rating: Option<u8>,
+) {
+    if paid_online.is_none() && rating.is_none() {
+        return;
+    }
+    if !figures.contains_key(agency) {
+        figures.insert(agency.to_owned(), Figures::default());
+    }
+    let f = figures.get_mut(agency).expect("just inserted");
+    if let Some(online) = paid_online {
+        f.paid += 1;
+        f.paid_online += i64::from(online);
+    }
+    if let Some(score) = rating {
+        f.ratings += 1;
+        f.rating_sum += i64::from(score);
+    }
+}
+
+fn add_sealed(
+    figures: &mut BTreeMap<String, Figures>,
+    batch: &RecordBatch,
+    month: MonthKey,
+) -> Result<()> {
+    let unreadable = |name: &str| Error::Segment {
+        file: "sealed dossiers".into(),
+        reason: format!("column {name} is unreadable"),
+    };
+    let column = |i: usize| batch.column(i).as_any();
+    let agency = column(0)
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| unreadable("agency"))?;
+    let resolved = column(1)
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| unreadable("resolved_at"))?;
+    let paid = column(2)
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| unreadable("paid_online"))?;
+    let rating = column(3)
+        .downcast_ref::<Int32Array>()
+        .ok_or_else(|| unreadable("rating"))?;
+    for i in 0..batch.num_rows() {
+        if resolved.is_null(i) || local_month(resolved.value(i)) != month {
+            continue;
+        }
+        let paid_online = paid.is_valid(i).then(|| paid.value(i));
+        let score = rating.is_valid(i).then(|| rating.value(i) as u8);
+        add_payment_and_rating(figures, agency.value(i), paid_online, score);
+    }
+    Ok(())
 }
 
 /// The rankings of `month`, one publication per scope and metric, in a stable order.
-pub fn compute(tables: &Tables, month: MonthKey) -> Vec<RankingPublished> {
-    let figures = figures(tables, month);
+fn compute(inputs: &Inputs, month: MonthKey) -> Vec<RankingPublished> {
     let mut scopes: BTreeMap<String, Vec<(&str, Figures)>> = BTreeMap::new();
     let mut provinces: BTreeMap<&str, Figures> = BTreeMap::new();
-    for (agency, f) in &figures {
-        let Some(registered) = tables.agencies.get(*agency) else {
+    for (agency, f) in &inputs.figures {
+        let Some((province, kind)) = inputs.agencies.get(agency) else {
             continue;
         };
-        let scope = format!("province:{}:{}", registered.province, registered.kind);
+        let scope = format!("province:{province}:{}", kind.as_str());
         scopes.entry(scope).or_default().push((agency, *f));
-        provinces.entry(&registered.province).or_default().add(f);
+        provinces.entry(province).or_default().add(f);
     }
     // A province is ranked as its province-level agency (code = province code).
     let national: Vec<(&str, Figures)> = provinces
         .into_iter()
         .filter(|(code, _)| {
-            tables
+            inputs
                 .agencies
                 .get(*code)
-                .is_some_and(|a| a.kind == "province")
+                .is_some_and(|(_, kind)| *kind == AgencyKind::Province)
         })
         .collect();
     scopes.insert("national:province".into(), national);
@@ -188,23 +279,26 @@ pub struct Publication {
 
 /// The rankings of `month` whose figures differ from what is published (all of them the
 /// first time).
-pub fn changes(tables: &Tables, month: MonthKey) -> Vec<Publication> {
+pub fn changes(projections: &Projections, month: MonthKey) -> Result<Vec<Publication>> {
     use sha2::Digest;
-    compute(tables, month)
+    let inputs = inputs(projections, month)?;
+    let changed = compute(&inputs, month)
         .into_iter()
         .filter_map(|event| {
-            let key = (
-                event.month.clone(),
-                event.scope.clone(),
-                metric_key(event.metric),
-            );
-            let previous = tables.rankings.get(&key);
+            let key = (event.scope.clone(), event.metric.as_str().to_owned());
+            let previous = inputs
+                .published
+                .get(&key)
+                .map(|(position, entries)| Previous {
+                    position: *position,
+                    entries,
+                });
             let current: Vec<(String, f64, u32)> = event
                 .entries
                 .iter()
                 .map(|e| (e.agency.clone(), e.value, e.rank))
                 .collect();
-            if previous.is_some_and(|p| p.entries == current) {
+            if previous.as_ref().is_some_and(|p| *p.entries == current) {
                 return None;
             }
             let mut hash = sha2::Sha256::new();
@@ -215,11 +309,14 @@ pub fn changes(tables: &Tables, month: MonthKey) -> Vec<Publication> {
             let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
             Some(Publication { id, event })
         })
-        .collect()
+        .collect();
+    Ok(changed)
 }
 
-fn metric_key(metric: Metric) -> String {
-    crate::projections::model::metric_name(metric).to_owned()
+/// The publication a new one would replace.
+struct Previous<'a> {
+    position: u64,
+    entries: &'a Vec<(String, f64, u32)>,
 }
 
 /// The months that have dossier activity, oldest first.

@@ -5,7 +5,7 @@ use chiso_ingest::IngestModel;
 use chiso_query::datafusion::arrow::array::RecordBatch;
 use chiso_query::datafusion::arrow::datatypes::DataType;
 use chiso_query::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use chiso_query::{Projections, Query, SqlEngine, SqlLimits};
+use chiso_query::{DossierStorage, Projections, Query, SealPolicy, SqlEngine, SqlLimits};
 use chiso_store::{
     AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
 };
@@ -88,8 +88,8 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     rows
 }
 
-/// Appends the fixture through the write model, one request per line.
-async fn load_fixture(store: &EventStore, fixture: &Path) {
+/// Appends the fixture through the write model, one request per line, folding each.
+async fn load_fixture(store: &EventStore, projections: &Projections, fixture: &Path) {
     let text = std::fs::read_to_string(fixture).unwrap();
     for (number, line) in text
         .lines()
@@ -112,6 +112,7 @@ async fn load_fixture(store: &EventStore, fixture: &Path) {
         if let Err(error) = store.append(request).await {
             panic!("fixture line {}: {error}", number + 1);
         }
+        projections.catch_up(|_, _| {}).unwrap();
     }
 }
 
@@ -119,8 +120,36 @@ fn slt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt")
 }
 
+/// Every month in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqllogictest_files() {
+async fn sqllogictest_files_on_hot_months() {
+    let never = SealPolicy {
+        after_days: u32::MAX,
+        hot_bytes: usize::MAX,
+        immediately: false,
+    };
+    run_slt_files(never, |stored| assert_eq!(stored.sealed_months, 0)).await;
+}
+
+/// Every month sealed after every event: rows are read from sealed files, and the events
+/// after a dossier's receipt find it sealed (a late payment, rating, resolution or pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files_on_sealed_months() {
+    let at_once = SealPolicy {
+        immediately: true,
+        ..SealPolicy::default()
+    };
+    run_slt_files(at_once, |stored| {
+        assert!(stored.sealed_months >= 2, "{stored:?}");
+        assert!(
+            stored.recalled >= 2,
+            "late events found sealed rows: {stored:?}"
+        );
+    })
+    .await;
+}
+
+async fn run_slt_files(policy: SealPolicy, check: impl Fn(DossierStorage)) {
     let dir = tempfile::tempdir().unwrap();
     let store = EventStore::open_with(
         dir.path().join("log"),
@@ -128,9 +157,9 @@ async fn sqllogictest_files() {
         IngestModel::new(),
     )
     .unwrap();
-    load_fixture(&store, &slt_dir().join("fixture.ndjson")).await;
-    let projections = Projections::open(&store, dir.path().join("tables")).unwrap();
-    projections.catch_up(|_, _| {}).unwrap();
+    let projections = Projections::open_with(&store, dir.path().join("tables"), policy).unwrap();
+    load_fixture(&store, &projections, &slt_dir().join("fixture.ndjson")).await;
+    check(projections.dossier_storage());
     let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(slt_dir())
         .unwrap()

@@ -8,7 +8,7 @@
 
 use crate::{EventStore, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -103,11 +103,30 @@ impl SegmentDir {
 
     /// Commits `manifest` (fsynced, atomic), then removes the files it no longer names.
     pub fn commit(&self, manifest: &Manifest) -> Result<()> {
+        self.commit_keeping(manifest, &BTreeSet::new())
+    }
+
+    /// Like [`SegmentDir::commit`], but keeps the files in `keep` too (files a reader still
+    /// holds; they go at a later commit, or at the next open).
+    pub fn commit_keeping(&self, manifest: &Manifest, keep: &BTreeSet<String>) -> Result<()> {
         let mut manifest = manifest.clone();
         manifest.version = MANIFEST_VERSION;
         let bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
         self.store.put_setting(&self.key, &bytes)?;
-        self.remove_unreferenced(Some(&manifest))
+        self.remove_files(Some(&manifest), keep)
+    }
+
+    /// The projection format of the committed manifest, whatever it is (to tell an upgrade
+    /// from a first start).
+    pub fn stored_format(&self) -> Result<Option<u32>> {
+        let stored = self
+            .store
+            .settings(&self.key)?
+            .into_iter()
+            .find(|(key, _)| *key == self.key);
+        Ok(stored
+            .and_then(|(_, value)| serde_json::from_slice::<Manifest>(&value).ok())
+            .map(|m| m.format))
     }
 
     /// Forgets the manifest and every segment file (a rebuild starts from nothing).
@@ -117,10 +136,17 @@ impl SegmentDir {
     }
 
     fn remove_unreferenced(&self, manifest: Option<&Manifest>) -> Result<()> {
+        self.remove_files(manifest, &BTreeSet::new())
+    }
+
+    fn remove_files(&self, manifest: Option<&Manifest>, keep: &BTreeSet<String>) -> Result<()> {
+        let named: BTreeSet<&String> = manifest
+            .map(|m| m.segments.values().collect())
+            .unwrap_or_default();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let kept = manifest.is_some_and(|m| m.segments.values().any(|file| *file == name));
+            let kept = named.contains(&name) || keep.contains(&name);
             if !kept && entry.file_type()?.is_file() {
                 fs::remove_file(entry.path())?;
             }

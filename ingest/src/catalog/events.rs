@@ -406,3 +406,67 @@ fn month(month: &str) -> Result<()> {
     )
     .at("/data/month"))
 }
+
+/// The wire names of the catalog's enums, defined once: `as_str` and `FromStr` (an unknown
+/// name is an error, never a default).
+macro_rules! wire_names {
+    ($($enum:ident { $($variant:ident => $name:literal),+ $(,)? })+) => {$(
+        impl $enum {
+            /// Every value, in declaration order.
+            pub const ALL: &[$enum] = &[$($enum::$variant),+];
+
+            /// The name on the wire (as serialized).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = String;
+
+            fn from_str(name: &str) -> std::result::Result<Self, String> {
+                match name {
+                    $($name => Ok($enum::$variant),)+
+                    _ => Err(format!("unknown {} {name:?}", stringify!($enum))),
+                }
+            }
+        }
+    )+};
+}
+
+wire_names! {
+    AgencyKind {
+        Ministry => "ministry", Province => "province", Department => "department",
+        Center => "center", District => "district", Commune => "commune",
+    }
+    Channel { Direct => "direct", Online => "online", Postal => "postal" }
+    Outcome { Approved => "approved", Rejected => "rejected" }
+    Metric { OnTimeRate => "on_time_rate", OnlineShare => "online_share", Scorecard => "scorecard" }
+}
+
+#[cfg(test)]
+mod wire_name_tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_the_serialized_names() {
+        fn check<
+            T: Serialize + std::str::FromStr<Err = String> + PartialEq + std::fmt::Debug + Copy,
+        >(
+            values: &[T],
+            name: impl Fn(T) -> &'static str,
+        ) {
+            for value in values {
+                assert_eq!(serde_json::to_value(value).unwrap(), name(*value));
+                assert_eq!(name(*value).parse::<T>(), Ok(*value));
+            }
+            assert!("nothing".parse::<T>().is_err());
+        }
+        check(AgencyKind::ALL, AgencyKind::as_str);
+        check(Channel::ALL, Channel::as_str);
+        check(Outcome::ALL, Outcome::as_str);
+        check(Metric::ALL, Metric::as_str);
+    }
+}

@@ -1,0 +1,114 @@
+//! `agency_daily`: counters of one agency on one local day, partitioned by local month.
+
+use super::columns::{batch, longs, optional_strings, schema, strings, Columns};
+use super::tables::Tables;
+use super::Partition;
+use crate::local_time::{month_of_day, MonthKey};
+use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use std::sync::{Arc, LazyLock};
+
+/// Counters of one agency on one local day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayCounts {
+    pub received: i64,
+    pub received_online: i64,
+    pub resolved: i64,
+    pub resolved_early: i64,
+    pub resolved_on_time: i64,
+    pub resolved_late: i64,
+    pub withdrawn: i64,
+}
+
+const COUNTERS: [&str; 7] = [
+    "received",
+    "received_online",
+    "resolved",
+    "resolved_early",
+    "resolved_on_time",
+    "resolved_late",
+    "withdrawn",
+];
+
+/// `agency_daily`.
+pub static AGENCY_DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use DataType::*;
+    let mut fields = vec![
+        ("day", Date32, false),
+        ("agency", Utf8, false),
+        ("province", Utf8, true),
+    ];
+    fields.extend(COUNTERS.iter().map(|name| (*name, Int64, false)));
+    schema(&fields)
+});
+
+impl Tables {
+    /// The counters of `agency` on local day `day`, marked changed.
+    pub(super) fn day_counts(&mut self, day: i32, agency: Arc<str>) -> &mut DayCounts {
+        let month = month_of_day(day);
+        self.dirty.insert(Partition::AgencyDaily(month));
+        self.daily
+            .entry(month)
+            .or_default()
+            .entry((day, agency))
+            .or_default()
+    }
+
+    /// One month of `agency_daily`.
+    pub fn daily_batch(&self, month: MonthKey) -> RecordBatch {
+        let empty = Default::default();
+        let rows = self.daily.get(&month).unwrap_or(&empty);
+        let counter = |get: fn(&DayCounts) -> i64| longs(rows.values().map(|c| Some(get(c))));
+        batch(
+            &AGENCY_DAILY,
+            vec![
+                Arc::new(Date32Array::from_iter_values(
+                    rows.keys().map(|(day, _)| *day),
+                )),
+                strings(rows.keys().map(|(_, agency)| &**agency)),
+                optional_strings(
+                    rows.keys()
+                        .map(|(_, agency)| self.province_of(agency).map(|p| &**p)),
+                ),
+                counter(|c| c.received),
+                counter(|c| c.received_online),
+                counter(|c| c.resolved),
+                counter(|c| c.resolved_early),
+                counter(|c| c.resolved_on_time),
+                counter(|c| c.resolved_late),
+                counter(|c| c.withdrawn),
+            ],
+        )
+    }
+
+    pub(super) fn restore_daily(
+        &mut self,
+        month: MonthKey,
+        batch: &RecordBatch,
+    ) -> Result<(), String> {
+        let c = Columns(batch);
+        let (day, agency) = (c.get::<Date32Array>("day")?, c.strings("agency")?);
+        let counters: Vec<&Int64Array> = COUNTERS
+            .iter()
+            .map(|name| c.int64(name))
+            .collect::<Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            let at = |i: usize| counters[i].value(row);
+            let counts = DayCounts {
+                received: at(0),
+                received_online: at(1),
+                resolved: at(2),
+                resolved_early: at(3),
+                resolved_on_time: at(4),
+                resolved_late: at(5),
+                withdrawn: at(6),
+            };
+            let agency = self.intern(agency.value(row));
+            self.daily
+                .entry(month)
+                .or_default()
+                .insert((day.value(row), agency), counts);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,597 @@
+//! `dossiers`: one row per dossier, partitioned by the local month it was received in.
+//!
+//! A month is *hot* while its rows live in memory. Once sealed ([`super::sealed`]) its closed
+//! rows are an immutable Parquet file with every SQL column computed, and only its open rows
+//! stay in memory, beside the rows that late events changed (whose sealed copies a deletion
+//! vector hides) until the month is compacted. The fold reaches a sealed row again through the
+//! log: it replays the dossier's own stream ([`SealedRows`]).
+
+use super::columns::{
+    batch, ints, longs, optional, optional_strings, schema, string_at, strings, times, timestamp,
+    Columns,
+};
+use super::sealed::SealedBase;
+use super::tables::{Map, Tables};
+use super::Partition;
+use crate::local_time::{local_day, local_month, micros, MonthKey};
+use chiso_ingest::{Channel, DomainEvent, DossierReceived, Outcome};
+use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+
+/// A pause for supplements: from `0` until `1` (still paused when `None`).
+pub type Pause = (i64, Option<i64>);
+
+/// One dossier. Times are µs since the epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dossier {
+    pub id: Arc<str>,
+    pub agency: Arc<str>,
+    /// The agency's province when the dossier was received.
+    pub province: Option<Arc<str>>,
+    pub service: Arc<str>,
+    pub service_level: Option<u8>,
+    pub channel: Channel,
+    pub received_at: i64,
+    pub due_at: i64,
+    pub resolved_at: Option<i64>,
+    pub withdrawn_at: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub pauses: Vec<Pause>,
+    pub paid_online: Option<bool>,
+    pub rating: Option<u8>,
+}
+
+/// Early, on time or late (Biểu 06).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeliness {
+    Early,
+    OnTime,
+    Late,
+}
+
+impl Timeliness {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Early => "early",
+            Self::OnTime => "on_time",
+            Self::Late => "late",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Early, Self::OnTime, Self::Late]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+}
+
+/// What an event after receipt does to a dossier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DossierChange {
+    Paused(i64),
+    Resumed(i64),
+    Resolved(i64, Outcome),
+    Withdrawn(i64),
+    Paid { online: bool },
+    Rated(u8),
+}
+
+impl DossierChange {
+    /// The change an event makes, if it is a dossier event after receipt.
+    pub fn of(event: &DomainEvent) -> Option<Self> {
+        use DomainEvent as E;
+        Some(match event {
+            E::DossierPaused(e) => Self::Paused(micros(&e.at.0)),
+            E::DossierResumed(e) => Self::Resumed(micros(&e.at.0)),
+            E::DossierResolved(e) => Self::Resolved(micros(&e.at.0), e.outcome),
+            E::DossierWithdrawn(e) => Self::Withdrawn(micros(&e.at.0)),
+            E::DossierPaid(e) => Self::Paid { online: e.online },
+            E::DossierRated(e) => Self::Rated(e.score),
+            _ => return None,
+        })
+    }
+}
+
+impl Dossier {
+    /// When it stopped being open, if it did.
+    pub fn closed_at(&self) -> Option<i64> {
+        self.resolved_at.or(self.withdrawn_at)
+    }
+
+    /// µs spent paused up to `as_of` (an open pause counts up to that moment).
+    pub fn paused_micros(&self, as_of: i64) -> i64 {
+        paused_micros(&self.pauses, as_of)
+    }
+
+    /// `due_at` moved by the paused spans up to `as_of`.
+    pub fn effective_due_at(&self, as_of: i64) -> i64 {
+        self.due_at + self.paused_micros(as_of)
+    }
+
+    /// Compares the local date of resolution with the local date of the effective due time.
+    pub fn timeliness(&self) -> Option<Timeliness> {
+        let resolved = self.resolved_at?;
+        let due_day = local_day(self.effective_due_at(resolved));
+        Some(match local_day(resolved).cmp(&due_day) {
+            std::cmp::Ordering::Less => Timeliness::Early,
+            std::cmp::Ordering::Equal => Timeliness::OnTime,
+            std::cmp::Ordering::Greater => Timeliness::Late,
+        })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.pauses.last().is_some_and(|(_, end)| end.is_none())
+    }
+
+    pub fn status(&self) -> &'static str {
+        if self.resolved_at.is_some() {
+            "resolved"
+        } else if self.withdrawn_at.is_some() {
+            "withdrawn"
+        } else {
+            "open"
+        }
+    }
+
+    /// Applies a change; resolving or withdrawing a paused dossier ends its pause.
+    pub fn change(&mut self, change: DossierChange) {
+        match change {
+            DossierChange::Paused(at) => self.pauses.push((at, None)),
+            DossierChange::Resumed(at) => self.close_pause(at),
+            DossierChange::Resolved(at, outcome) => {
+                self.close_pause(at);
+                self.resolved_at = Some(at);
+                self.outcome = Some(outcome);
+            }
+            DossierChange::Withdrawn(at) => {
+                self.close_pause(at);
+                self.withdrawn_at = Some(at);
+            }
+            DossierChange::Paid { online } => {
+                self.paid_online = Some(self.paid_online.unwrap_or(false) || online);
+            }
+            DossierChange::Rated(score) => self.rating = Some(score),
+        }
+    }
+
+    fn close_pause(&mut self, at: i64) {
+        if let Some((_, end @ None)) = self.pauses.last_mut() {
+            *end = Some(at);
+        }
+    }
+}
+
+/// µs paused up to `as_of`.
+pub fn paused_micros(pauses: &[Pause], as_of: i64) -> i64 {
+    pauses
+        .iter()
+        .filter(|(start, _)| *start < as_of)
+        .map(|&(start, end)| end.unwrap_or(as_of).min(as_of) - start)
+        .sum()
+}
+
+/// One local month of dossiers: every row while hot; once sealed, the rows not in its file.
+#[derive(Debug, Default)]
+pub struct DossierMonth {
+    pub rows: Vec<Dossier>,
+    /// Rows still open.
+    open: u32,
+    /// The latest time a row in `rows` closed.
+    last_closed: Option<i64>,
+    /// The sealed file, once the month is sealed.
+    pub sealed: Option<SealedBase>,
+}
+
+impl DossierMonth {
+    /// When its last dossier closed, or `i64::MAX` while one is open: a period that starts
+    /// after it owes this month nothing (no carry-over, no activity).
+    pub fn settled_at(&self) -> i64 {
+        if self.open > 0 {
+            return i64::MAX;
+        }
+        let base = self.sealed.as_ref().map(|b| b.last_closed);
+        self.last_closed.max(base).unwrap_or(i64::MIN)
+    }
+
+    /// Rows with an open pause, whose `paused_seconds` grows with the clock.
+    pub fn has_open_pause(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|d| d.is_paused() && d.closed_at().is_none())
+    }
+
+    /// Rows in the month: in memory and in its sealed file.
+    pub fn row_count(&self) -> u64 {
+        let sealed = self.sealed.as_ref().map_or(0, SealedBase::live_rows);
+        self.rows.len() as u64 + sealed
+    }
+
+    fn push(&mut self, dossier: Dossier) -> u32 {
+        match dossier.closed_at() {
+            Some(at) => self.last_closed = self.last_closed.max(Some(at)),
+            None => self.open += 1,
+        }
+        self.rows.push(dossier);
+        self.rows.len() as u32 - 1
+    }
+
+    /// Replaces the rows (after sealing or compaction), recounting what is open.
+    pub fn set_rows(&mut self, rows: Vec<Dossier>) {
+        self.rows = Vec::with_capacity(rows.len());
+        (self.open, self.last_closed) = (0, None);
+        for row in rows {
+            self.push(row);
+        }
+    }
+}
+
+/// The fold's view of sealed rows: the dossier's events from the log, and where a sealed file
+/// holds its row.
+pub trait SealedRows: Send + Sync {
+    /// The decoded events of `dossier-{id}` at log positions before `before`.
+    fn history(&self, id: &str, before: u64) -> Result<Vec<DomainEvent>, String>;
+    /// The row of the sealed file `file` that holds dossier `id`.
+    fn row_of(&self, file: &str, id: &str) -> Result<Option<u32>, String>;
+}
+
+/// Every dossier month, and where each dossier in memory is.
+#[derive(Default)]
+pub struct Dossiers {
+    pub months: BTreeMap<MonthKey, DossierMonth>,
+    /// Dossiers in memory: their month and row.
+    index: Map<Arc<str>, (MonthKey, u32)>,
+    /// The latest `received_at` folded: the log's own clock, which seals months.
+    pub horizon: i64,
+    /// Reads sealed rows back (none until the projections set it).
+    pub sealed_rows: Option<Arc<dyn SealedRows>>,
+    /// Sealed dossiers brought back into memory by a later event.
+    pub recalled: u64,
+}
+
+impl std::fmt::Debug for Dossiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dossiers")
+            .field("months", &self.months.len())
+            .field("in_memory", &self.index.len())
+            .finish()
+    }
+}
+
+impl Dossiers {
+    /// Rows in memory (hot months, and what sealed months keep beside their files).
+    pub fn in_memory(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Every dossier, in memory or sealed.
+    pub fn count(&self) -> u64 {
+        self.months.values().map(DossierMonth::row_count).sum()
+    }
+
+    /// Points the index at the rows of `month` (after they moved).
+    pub fn reindex(&mut self, month: MonthKey, removed: &[Dossier]) {
+        for row in removed {
+            self.index.remove(&row.id);
+        }
+        if let Some(m) = self.months.get(&month) {
+            for (i, row) in m.rows.iter().enumerate() {
+                self.index.insert(row.id.clone(), (month, i as u32));
+            }
+        }
+    }
+
+    fn insert(&mut self, month: MonthKey, dossier: Dossier) {
+        let id = dossier.id.clone();
+        let row = self.months.entry(month).or_default().push(dossier);
+        self.index.insert(id, (month, row));
+    }
+}
+
+/// An error the fold cannot pass over: the events after it stay unfolded.
+#[derive(Debug)]
+pub struct FoldError(pub String);
+
+impl Tables {
+    pub(super) fn receive_dossier(&mut self, id: &str, e: &DossierReceived) {
+        let dossier = self.received(id, e);
+        self.insert_dossier(dossier);
+    }
+
+    fn received(&mut self, id: &str, e: &DossierReceived) -> Dossier {
+        let received_at = micros(&e.received_at.0);
+        let service_level = self
+            .services
+            .get(&e.service)
+            .map(|service| service.level_at(received_at));
+        Dossier {
+            id: id.into(),
+            agency: self.intern(&e.agency),
+            province: self.province_of(&e.agency).cloned(),
+            service: self.intern(&e.service),
+            service_level,
+            channel: e.channel,
+            received_at,
+            due_at: micros(&e.due_at.0),
+            resolved_at: None,
+            withdrawn_at: None,
+            outcome: None,
+            pauses: Vec::new(),
+            paid_online: None,
+            rating: None,
+        }
+    }
+
+    /// Adds a dossier row to the month of its local time of receipt.
+    pub fn insert_dossier(&mut self, dossier: Dossier) {
+        let month = local_month(dossier.received_at);
+        let day = local_day(dossier.received_at);
+        let (agency, online) = (dossier.agency.clone(), dossier.channel == Channel::Online);
+        self.dossiers.horizon = self.dossiers.horizon.max(dossier.received_at);
+        self.dossiers.insert(month, dossier);
+        self.dirty.insert(Partition::Dossiers(month));
+        let counts = self.day_counts(day, agency);
+        counts.received += 1;
+        counts.received_online += i64::from(online);
+    }
+
+    /// Applies a change to the dossier `id` (read back from the log if its row is sealed), and
+    /// counts a resolution or withdrawal on its day.
+    pub(super) fn change_dossier(
+        &mut self,
+        id: &str,
+        change: DossierChange,
+        position: u64,
+    ) -> Result<(), FoldError> {
+        let slot = match self.dossiers.index.get(id) {
+            Some(slot) => Some(*slot),
+            None => self.recall(id, position)?,
+        };
+        let Some((month, row)) = slot else {
+            return Ok(());
+        };
+        let Some(partition) = self.dossiers.months.get_mut(&month) else {
+            return Ok(());
+        };
+        let dossier = &mut partition.rows[row as usize];
+        let was_open = dossier.closed_at().is_none();
+        dossier.change(change);
+        let closed = dossier.closed_at();
+        let counted = (dossier.agency.clone(), dossier.timeliness());
+        if let (true, Some(at)) = (was_open, closed) {
+            partition.open -= 1;
+            partition.last_closed = partition.last_closed.max(Some(at));
+        }
+        self.dirty.insert(Partition::Dossiers(month));
+        match change {
+            DossierChange::Resolved(at, _) => {
+                let day = self.day_counts(local_day(at), counted.0);
+                day.resolved += 1;
+                match counted.1 {
+                    Some(Timeliness::Early) => day.resolved_early += 1,
+                    Some(Timeliness::OnTime) => day.resolved_on_time += 1,
+                    _ => day.resolved_late += 1,
+                }
+            }
+            DossierChange::Withdrawn(at) => {
+                self.day_counts(local_day(at), counted.0).withdrawn += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Brings a sealed dossier back into memory: replays its stream up to `position`, hides
+    /// its sealed row, and keeps it with its month's rows.
+    fn recall(&mut self, id: &str, position: u64) -> Result<Option<(MonthKey, u32)>, FoldError> {
+        let Some(sealed_rows) = self.dossiers.sealed_rows.clone() else {
+            return Ok(None);
+        };
+        let events = sealed_rows.history(id, position).map_err(FoldError)?;
+        let mut events = events.into_iter();
+        let Some(DomainEvent::DossierReceived(received)) = events.next() else {
+            return Ok(None);
+        };
+        let mut dossier = self.received(id, &received);
+        for change in events.filter_map(|e| DossierChange::of(&e)) {
+            dossier.change(change);
+        }
+        let month = local_month(dossier.received_at);
+        let Some(base) = self
+            .dossiers
+            .months
+            .get_mut(&month)
+            .and_then(|m| m.sealed.as_mut())
+        else {
+            return Ok(None);
+        };
+        if let Some(row) = sealed_rows.row_of(&base.file, id).map_err(FoldError)? {
+            base.delete(row);
+        }
+        self.dossiers.insert(month, dossier);
+        self.dossiers.recalled += 1;
+        Ok(self.dossiers.index.get(id).copied())
+    }
+
+    /// Puts back a row loaded from a segment (its counters are in the daily segments).
+    pub fn restore_dossier(&mut self, month: MonthKey, dossier: Dossier) {
+        self.dossiers.insert(month, dossier);
+    }
+}
+
+/// `dossiers` as SQL sees it.
+pub static DOSSIERS: LazyLock<SchemaRef> = LazyLock::new(|| schema(&dossier_fields(false)));
+
+/// `dossiers` as stored: the SQL columns and the pauses, from which a row is folded on.
+pub static STORED: LazyLock<SchemaRef> = LazyLock::new(|| schema(&dossier_fields(true)));
+
+fn dossier_fields(stored: bool) -> Vec<(&'static str, DataType, bool)> {
+    use DataType::*;
+    let mut fields = vec![
+        ("id", Utf8, false),
+        ("agency", Utf8, false),
+        ("province", Utf8, true),
+        ("service", Utf8, false),
+        ("service_level", Int32, true),
+        ("channel", Utf8, false),
+        ("received_at", timestamp(), false),
+        ("due_at", timestamp(), false),
+        ("effective_due_at", timestamp(), false),
+        ("resolved_at", timestamp(), true),
+        ("withdrawn_at", timestamp(), true),
+        ("status", Utf8, false),
+        ("outcome", Utf8, true),
+        ("timeliness", Utf8, true),
+        ("paused_seconds", Int64, false),
+        ("paid_online", Boolean, true),
+        ("rating", Int32, true),
+    ];
+    if stored {
+        fields.push(("pauses", Utf8, true));
+    }
+    fields
+}
+
+/// Rows as a batch of [`DOSSIERS`] (or [`STORED`]), open pauses counted up to `now`.
+pub fn dossiers_batch(rows: &[Dossier], now: i64, stored: bool) -> RecordBatch {
+    let as_of = |d: &Dossier| d.closed_at().unwrap_or(now);
+    let mut columns = vec![
+        strings(rows.iter().map(|d| &*d.id)),
+        strings(rows.iter().map(|d| &*d.agency)),
+        optional_strings(rows.iter().map(|d| d.province.as_deref())),
+        strings(rows.iter().map(|d| &*d.service)),
+        ints(rows.iter().map(|d| d.service_level.map(i32::from))),
+        strings(rows.iter().map(|d| d.channel.as_str())),
+        times(rows.iter().map(|d| Some(d.received_at))),
+        times(rows.iter().map(|d| Some(d.due_at))),
+        times(rows.iter().map(|d| Some(d.effective_due_at(as_of(d))))),
+        times(rows.iter().map(|d| d.resolved_at)),
+        times(rows.iter().map(|d| d.withdrawn_at)),
+        strings(rows.iter().map(Dossier::status)),
+        optional_strings(rows.iter().map(|d| d.outcome.map(Outcome::as_str))),
+        optional_strings(rows.iter().map(|d| d.timeliness().map(|t| t.name()))),
+        longs(
+            rows.iter()
+                .map(|d| Some(d.paused_micros(as_of(d)) / 1_000_000)),
+        ),
+        Arc::new(rows.iter().map(|d| d.paid_online).collect::<BooleanArray>()),
+        ints(rows.iter().map(|d| d.rating.map(i32::from))),
+    ];
+    if stored {
+        columns.push(Arc::new(
+            rows.iter()
+                .map(|d| (!d.pauses.is_empty()).then(|| encode_pauses(&d.pauses)))
+                .collect::<StringArray>(),
+        ));
+    }
+    batch(if stored { &STORED } else { &DOSSIERS }, columns)
+}
+
+/// `start~end,start~` in µs (an open pause has no end).
+pub fn encode_pauses(pauses: &[Pause]) -> String {
+    let spans: Vec<String> = pauses
+        .iter()
+        .map(|(start, end)| format!("{start}~{}", end.map_or(String::new(), |e| e.to_string())))
+        .collect();
+    spans.join(",")
+}
+
+pub fn decode_pauses(text: &str) -> Option<Vec<Pause>> {
+    text.split(',')
+        .map(|span| {
+            let (start, end) = span.split_once('~')?;
+            let end = if end.is_empty() {
+                None
+            } else {
+                Some(end.parse().ok()?)
+            };
+            Some((start.parse().ok()?, end))
+        })
+        .collect()
+}
+
+/// Reads the dossiers of a batch of [`STORED`].
+pub fn stored_dossiers(batch: &RecordBatch) -> Result<Vec<Dossier>, String> {
+    let c = Columns(batch);
+    let (id, agency, province) = (
+        c.strings("id")?,
+        c.strings("agency")?,
+        c.strings("province")?,
+    );
+    let (service, level, channel) = (
+        c.strings("service")?,
+        c.int32("service_level")?,
+        c.strings("channel")?,
+    );
+    let (received, due) = (c.times("received_at")?, c.times("due_at")?);
+    let (resolved, withdrawn) = (c.times("resolved_at")?, c.times("withdrawn_at")?);
+    let (outcome, pauses, rating) = (
+        c.strings("outcome")?,
+        c.strings("pauses")?,
+        c.int32("rating")?,
+    );
+    let paid = c.get::<BooleanArray>("paid_online")?;
+    let mut names: Map<String, Arc<str>> = Map::default();
+    let mut shared = |text: &str| -> Arc<str> {
+        if let Some(name) = names.get(text) {
+            return name.clone();
+        }
+        let name: Arc<str> = text.into();
+        names.insert(text.to_owned(), name.clone());
+        name
+    };
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let pauses = match string_at(pauses, row) {
+            Some(text) => decode_pauses(text).ok_or("unreadable pauses")?,
+            None => Vec::new(),
+        };
+        rows.push(Dossier {
+            id: id.value(row).into(),
+            agency: shared(agency.value(row)),
+            province: string_at(province, row).map(&mut shared),
+            service: shared(service.value(row)),
+            service_level: optional(level, row, |i| level.value(i) as u8),
+            channel: channel.value(row).parse()?,
+            received_at: received.value(row),
+            due_at: due.value(row),
+            resolved_at: optional(resolved, row, |i| resolved.value(i)),
+            withdrawn_at: optional(withdrawn, row, |i| withdrawn.value(i)),
+            outcome: string_at(outcome, row).map(str::parse).transpose()?,
+            pauses,
+            paid_online: optional(paid, row, |i| paid.value(i)),
+            rating: optional(rating, row, |i| rating.value(i) as u8),
+        });
+    }
+    Ok(rows)
+}
+
+impl Tables {
+    /// Restores the rows of a month's segment, sharing agency and service names.
+    pub(super) fn restore_dossiers(
+        &mut self,
+        month: MonthKey,
+        batch: &RecordBatch,
+    ) -> Result<(), String> {
+        for mut dossier in stored_dossiers(batch)? {
+            dossier.agency = self.intern(&dossier.agency);
+            dossier.service = self.intern(&dossier.service);
+            dossier.province = dossier.province.map(|p| self.intern(&p));
+            self.restore_dossier(month, dossier);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_round_trip() {
+        let pauses = vec![(1, Some(5)), (-7, None)];
+        assert_eq!(decode_pauses(&encode_pauses(&pauses)), Some(pauses));
+    }
+}

@@ -1,0 +1,118 @@
+//! The fold: every table's state, changed event by event in log order. Each table's own part
+//! of it lives in that table's module.
+
+use super::agencies::Agency;
+use super::agency_daily::DayCounts;
+use super::dossiers::{DossierChange, Dossiers, FoldError};
+use super::published::Ranking;
+use super::services::Service;
+use super::Partition;
+use crate::local_time::{micros, MonthKey};
+use chiso_ingest::{decode_stored, DomainEvent};
+use chiso_store::RecordedEvent;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Every table's state and the next position to fold.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub next_position: u64,
+    pub agencies: BTreeMap<String, Agency>,
+    pub services: BTreeMap<String, Service>,
+    pub dossiers: Dossiers,
+    pub daily: BTreeMap<MonthKey, BTreeMap<(i32, Arc<str>), DayCounts>>,
+    pub ict_index: BTreeMap<(i32, String), (i32, Option<f64>)>,
+    pub rankings: BTreeMap<(String, String, String), Ranking>,
+    names: HashSet<Arc<str>>,
+    /// Partitions changed since the last checkpoint (and whose cached batches are stale).
+    pub dirty: BTreeSet<Partition>,
+    /// Events that could not be decoded (folded as nothing, counted).
+    pub skipped: u64,
+}
+
+impl Tables {
+    /// Shares one allocation per distinct agency, service or province code.
+    pub fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(found) = self.names.get(text) {
+            return found.clone();
+        }
+        let name: Arc<str> = text.into();
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// Folds one event; events the catalog cannot read (a log written without it) are skipped.
+    /// On an error nothing of the event is folded and the position stays before it.
+    pub fn fold(&mut self, event: &RecordedEvent) -> Result<(), FoldError> {
+        debug_assert_eq!(event.position, self.next_position);
+        let Ok(decoded) = decode_stored(&event.event_type, &event.data) else {
+            self.skipped += 1;
+            self.next_position = event.position + 1;
+            return Ok(());
+        };
+        let id = event.stream.split_once('-').map_or("", |(_, id)| id);
+        self.apply(id, decoded, event.position)?;
+        self.next_position = event.position + 1;
+        Ok(())
+    }
+
+    /// Applies a decoded event of the stream whose id (after the category) is `id`.
+    pub fn apply(&mut self, id: &str, event: DomainEvent, position: u64) -> Result<(), FoldError> {
+        use DomainEvent as E;
+        if let Some(change) = DossierChange::of(&event) {
+            return self.change_dossier(id, change, position);
+        }
+        match event {
+            E::AgencyRegistered(e) => self.register_agency(e),
+            E::ServiceLaunched(e) => self.launch_service(e),
+            E::ServiceLevelChanged(e) => self.change_service(id, micros(&e.at.0), Some(e.level)),
+            E::ServiceWithdrawn(e) => self.change_service(id, micros(&e.at.0), None),
+            E::DossierReceived(e) => self.receive_dossier(id, &e),
+            E::IctIndexPublished(e) => {
+                self.ict_index.insert(
+                    (i32::from(e.year), e.province),
+                    (i32::from(e.rank), e.score),
+                );
+                self.dirty.insert(Partition::IctIndex);
+            }
+            E::RankingPublished(e) => {
+                let entries = e
+                    .entries
+                    .into_iter()
+                    .map(|entry| (entry.agency, entry.value, entry.rank))
+                    .collect();
+                let key = (e.month, e.scope, e.metric.as_str().to_owned());
+                self.rankings.insert(key, Ranking { position, entries });
+                self.dirty.insert(Partition::Rankings);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// How many dossiers the tables hold, in memory and sealed.
+    pub fn dossier_count(&self) -> u64 {
+        self.dossiers.count()
+    }
+
+    /// Restores the rows of a segment of `table` (`month` for time-series tables).
+    pub fn restore(
+        &mut self,
+        table: &str,
+        month: Option<MonthKey>,
+        batch: &datafusion::arrow::array::RecordBatch,
+    ) -> Result<(), String> {
+        match (table, month) {
+            ("agencies", _) => self.restore_agencies(batch),
+            ("services", _) => self.restore_services(batch),
+            ("service_levels", _) => self.restore_service_levels(batch),
+            ("ict_index", _) => self.restore_ict(batch),
+            ("rankings", _) => self.restore_rankings(batch),
+            ("dossiers", Some(month)) => self.restore_dossiers(month, batch),
+            ("agency_daily", Some(month)) => self.restore_daily(month, batch),
+            _ => Err(format!("no table {table} to restore")),
+        }
+    }
+}
