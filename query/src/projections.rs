@@ -449,12 +449,12 @@ impl Projections {
             unique_suffix()
         );
         let encoded = sealed::encode_sealed(&closed, earlier, &file).and_then(|encoded| {
-            if let Some((bytes, _, _)) = &encoded {
-                self.shared.segments.write(&file, bytes)?;
+            if let Some(encoded) = &encoded {
+                self.shared.segments.write(&file, &encoded.bytes)?;
             }
             Ok(encoded)
         });
-        let (bytes, rows, last_closed) = match encoded {
+        let encoded = match encoded {
             Ok(Some(encoded)) => encoded,
             other => {
                 partition.set_rows(closed.into_iter().chain(open).collect());
@@ -462,12 +462,14 @@ impl Projections {
                 return other.map(|_| ());
             }
         };
+        let rows = encoded.rows;
         let replaced = partition.sealed.replace(SealedBase {
             file: file.into(),
             rows,
-            bytes: bytes.len() as u64,
+            bytes: encoded.bytes.len() as u64,
             deleted: Arc::new(Vec::new()),
-            last_closed,
+            last_closed: encoded.last_closed,
+            newest_received: encoded.newest_received,
         });
         if let Some(old) = replaced {
             lock(&self.shared.retired).push(old.file);
@@ -581,7 +583,7 @@ impl Projections {
     }
 
     /// Query batches of a table from memory; for time-series tables only the months in
-    /// `months`. Sealed months are read from their files: see [`Projections::sealed_files`].
+    /// `months`. Sealed months are read from their files: see [`Projections::dossier_sources`].
     pub fn batches(&self, table: TableName, months: RangeInclusive<MonthKey>) -> Vec<RecordBatch> {
         if months.start() > months.end() {
             // Contradictory time filters: nothing can match.
@@ -616,23 +618,37 @@ impl Projections {
         batches
     }
 
-    /// The sealed files of the `dossiers` months in `months`, each with its deletion vector.
-    pub fn sealed_files(&self, months: RangeInclusive<MonthKey>) -> Vec<SealedFile> {
+    /// The `dossiers` months in `months`: the rows in memory as batches, and the sealed files
+    /// with their deletion vectors — taken together, so no row is in both or in neither.
+    pub fn dossier_sources(
+        &self,
+        months: RangeInclusive<MonthKey>,
+    ) -> (Vec<RecordBatch>, Vec<SealedFile>) {
         if months.start() > months.end() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
-        let state = self.state();
-        state
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut state = self.state();
+        let mut batches = Vec::new();
+        let mut files = Vec::new();
+        let months: Vec<(MonthKey, Option<SealedBase>, bool)> = state
             .tables
             .dossiers
             .months
             .range(months)
-            .filter_map(|(_, m)| m.sealed.clone())
-            .map(|base| SealedFile {
-                path: self.segment_path(&base.file),
-                base,
-            })
-            .collect()
+            .map(|(m, d)| (*m, d.sealed.clone(), !d.rows.is_empty()))
+            .collect();
+        for (month, sealed, in_memory) in months {
+            if in_memory {
+                let partition = Partition::Dossiers(month);
+                batches.extend(state.query_batches(partition, TableName::Dossiers, now));
+            }
+            if let Some(base) = sealed {
+                let path = self.segment_path(&base.file);
+                files.push(SealedFile { path, base });
+            }
+        }
+        (batches, files)
     }
 
     /// Runs `read` on the tables' state; it also gets the sealed files of the months up to
@@ -735,7 +751,9 @@ impl Tables {
                 let replaced = base.deleted.len() + closed(m);
                 replaced > COMPACT_MIN_ROWS || replaced as f64 > base.rows as f64 * COMPACT_SHARE
             });
-            let ripe = m.sealed.is_none() && end.saturating_add(after) <= dossiers.horizon;
+            let ripe = m.sealed.is_none()
+                && closed(m) > 0
+                && end.saturating_add(after) <= dossiers.horizon;
             if compact || ripe {
                 due.push(*month);
                 freed += closed(m);
@@ -748,7 +766,7 @@ impl Tables {
             if in_memory <= policy.hot_bytes || *month >= newest {
                 break;
             }
-            if m.sealed.is_none() && !due.contains(month) {
+            if m.sealed.is_none() && closed(m) > 0 && !due.contains(month) {
                 due.push(*month);
                 in_memory = in_memory.saturating_sub(closed(m) * ROW_BYTES);
             }
@@ -915,6 +933,7 @@ fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables
                 reason: format!("bad sealed month {name}"),
             })?;
         let base = sealed::open_base(&segments.path().join(file), file)?;
+        tables.dossiers.horizon = tables.dossiers.horizon.max(base.newest_received);
         tables.dossiers.months.entry(month).or_default().sealed = Some(base);
     }
     let mut names: Vec<&String> = manifest
@@ -982,7 +1001,7 @@ fn footer_value<T>(
 struct LogRecall {
     store: EventStore,
     dir: PathBuf,
-    rows: Mutex<Option<(String, HashMap<String, u32>)>>,
+    rows: Mutex<Option<(String, HashMap<String, sealed::SealedRow>)>>,
 }
 
 impl LogRecall {
@@ -998,24 +1017,40 @@ impl LogRecall {
 impl SealedRows for LogRecall {
     fn history(&self, id: &str, before: u64) -> std::result::Result<Vec<DomainEvent>, String> {
         let stream = StreamName::new(format!("dossier-{id}")).map_err(|e| e.to_string())?;
-        let events = self
-            .store
-            .read_stream(&stream, None, ReadDirection::Forwards, 10_000)
-            .map_err(|e| e.to_string())?;
-        events
-            .iter()
-            .filter(|e| e.position < before)
-            .map(|e| decode_stored(&e.event_type, &e.data).map_err(|e| e.to_string()))
-            .collect()
+        let mut decoded = Vec::new();
+        let mut from = None;
+        loop {
+            let page = self
+                .store
+                .read_stream(&stream, from, ReadDirection::Forwards, 1_000)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            from = Some(last.revision + 1);
+            let done = page.len() < 1_000 || last.position >= before;
+            // As the fold does: events the catalog cannot read count as nothing.
+            decoded.extend(
+                page.iter()
+                    .filter(|e| e.position < before)
+                    .filter_map(|e| decode_stored(&e.event_type, &e.data).ok()),
+            );
+            if done {
+                break;
+            }
+        }
+        Ok(decoded)
     }
 
-    fn row_of(&self, file: &str, id: &str) -> std::result::Result<Option<u32>, String> {
+    fn row_of(
+        &self,
+        file: &str,
+        id: &str,
+    ) -> std::result::Result<Option<sealed::SealedRow>, String> {
         let mut cached = lock(&self.rows);
         if cached.as_ref().is_none_or(|(name, _)| name != file) {
             let rows =
-                sealed::row_numbers(&self.dir.join(file), file).map_err(|e| e.to_string())?;
+                sealed::sealed_rows(&self.dir.join(file), file).map_err(|e| e.to_string())?;
             *cached = Some((file.to_owned(), rows));
         }
-        Ok(cached.as_ref().and_then(|(_, rows)| rows.get(id).copied()))
+        Ok(cached.as_ref().and_then(|(_, rows)| rows.get(id).cloned()))
     }
 }

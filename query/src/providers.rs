@@ -140,16 +140,15 @@ impl TableProvider for ProjectionTable {
             None => MonthKey::MIN..=MonthKey::MAX,
         };
         let n = state.config().target_partitions();
-        let batches = self.projections.batches(self.table, months.clone());
+        let (batches, files) = match self.table {
+            TableName::Dossiers => self.projections.dossier_sources(months),
+            table => (self.projections.batches(table, months), Vec::new()),
+        };
         let memory = MemorySourceConfig::try_new_exec(
             &spread(batches, n),
             self.schema.clone(),
             projection.cloned(),
         )?;
-        if self.table != TableName::Dossiers {
-            return Ok(memory);
-        }
-        let files = self.projections.sealed_files(months);
         if files.is_empty() {
             return Ok(memory);
         }

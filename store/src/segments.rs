@@ -40,8 +40,9 @@ pub struct SegmentDir {
 impl SegmentDir {
     /// Opens (creating) `dir` for the projection `name`.
     pub fn open(store: &EventStore, dir: impl AsRef<Path>, name: &str) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(dir.as_ref())?;
+        // Absolute: readers (DataFusion's object store among them) resolve from `/`.
+        let dir = fs::canonicalize(dir.as_ref())?;
         Ok(Self {
             dir,
             store: store.clone(),
@@ -184,5 +185,24 @@ mod tests {
         assert_eq!(segments.load(2).unwrap(), None, "another format is ignored");
         segments.clear().unwrap();
         assert_eq!(segments.load(1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_relative_directory_is_kept_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("log")).unwrap();
+        let here = std::env::current_dir().unwrap();
+        let relative = pathdiff(&dir.path().join("tables"), &here);
+        let segments = SegmentDir::open(&store, &relative, "t").unwrap();
+        assert!(segments.path().is_absolute(), "{}", segments.path().display());
+        assert_eq!(segments.path(), fs::canonicalize(dir.path().join("tables")).unwrap());
+    }
+
+    /// `target` relative to `base` (both absolute).
+    fn pathdiff(target: &Path, base: &Path) -> PathBuf {
+        let ups = base.components().count() - 1;
+        let mut relative: PathBuf = std::iter::repeat_n("..", ups).collect();
+        relative.extend(target.components().skip(1));
+        relative
     }
 }

@@ -10,7 +10,7 @@ use super::columns::{
     batch, ints, longs, optional, optional_strings, schema, string_at, strings, times, timestamp,
     Columns,
 };
-use super::sealed::SealedBase;
+use super::sealed::{SealedBase, SealedRow};
 use super::tables::{Map, Tables};
 use super::Partition;
 use crate::local_time::{local_day, local_month, micros, MonthKey};
@@ -233,8 +233,8 @@ impl DossierMonth {
 pub trait SealedRows: Send + Sync {
     /// The decoded events of `dossier-{id}` at log positions before `before`.
     fn history(&self, id: &str, before: u64) -> Result<Vec<DomainEvent>, String>;
-    /// The row of the sealed file `file` that holds dossier `id`.
-    fn row_of(&self, file: &str, id: &str) -> Result<Option<u32>, String>;
+    /// The row of the sealed file `file` that holds dossier `id`, with what its receipt fixed.
+    fn row_of(&self, file: &str, id: &str) -> Result<Option<SealedRow>, String>;
 }
 
 /// Every dossier month, and where each dossier in memory is.
@@ -407,8 +407,11 @@ impl Tables {
         else {
             return Ok(None);
         };
-        if let Some(row) = sealed_rows.row_of(&base.file, id).map_err(FoldError)? {
-            base.delete(row);
+        if let Some(sealed) = sealed_rows.row_of(&base.file, id).map_err(FoldError)? {
+            base.delete(sealed.row);
+            // As sealed: the province and level at receipt, whatever changed since.
+            dossier.service_level = sealed.service_level;
+            dossier.province = sealed.province.map(|p| self.intern(&p));
         }
         self.dossiers.insert(month, dossier);
         self.dossiers.recalled += 1;
@@ -417,6 +420,7 @@ impl Tables {
 
     /// Puts back a row loaded from a segment (its counters are in the daily segments).
     pub fn restore_dossier(&mut self, month: MonthKey, dossier: Dossier) {
+        self.dossiers.horizon = self.dossiers.horizon.max(dossier.received_at);
         self.dossiers.insert(month, dossier);
     }
 }

@@ -26,6 +26,8 @@ use std::sync::Arc;
 const ROW_GROUP_ROWS: usize = 32_768;
 /// Footer key of the latest close time in a sealed file.
 const LAST_CLOSED: &str = "chiso.last_closed";
+/// Footer key of the latest receipt in a sealed file (the log's clock, after a restart).
+const NEWEST_RECEIVED: &str = "chiso.newest_received";
 /// Footer key of a month segment's deletion vector.
 pub const DELETED: &str = "chiso.deleted";
 
@@ -43,6 +45,8 @@ pub struct SealedBase {
     pub deleted: Arc<Vec<u32>>,
     /// The latest time a row of the file closed.
     pub last_closed: i64,
+    /// The latest time a row of the file was received.
+    pub newest_received: i64,
 }
 
 impl SealedBase {
@@ -86,13 +90,21 @@ pub fn selection(total: u64, deleted: &[u32]) -> Option<RowSelection> {
     Some(RowSelection::from(selectors))
 }
 
+/// A sealed file's bytes and what its footer says.
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub rows: u64,
+    pub last_closed: i64,
+    pub newest_received: i64,
+}
+
 /// The bytes of a sealed file of `rows` (closed dossiers) and `more` (rows of an earlier file),
 /// sorted for pruning; `None` when there is nothing to seal.
 pub fn encode_sealed(
     rows: &[Dossier],
     more: Vec<RecordBatch>,
     file: &str,
-) -> Result<Option<(Vec<u8>, u64, i64)>> {
+) -> Result<Option<Encoded>> {
     let mut batches = more;
     batches.push(dossiers_batch(rows, i64::MAX, true));
     let all = concat_batches(&STORED, &batches).map_err(|e| failed(file, e))?;
@@ -106,7 +118,8 @@ pub fn encode_sealed(
     let order = lexsort_to_indices(&[key("province"), key("agency"), key("received_at")], None)
         .map_err(|e| failed(file, e))?;
     let sorted = take_record_batch(&all, &order).map_err(|e| failed(file, e))?;
-    let last_closed = last_closed(&sorted);
+    let last_closed = latest(&sorted, &["resolved_at", "withdrawn_at"]);
+    let newest_received = latest(&sorted, &["received_at"]);
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -120,29 +133,37 @@ pub fn encode_sealed(
                 })
                 .to_vec(),
         ))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            LAST_CLOSED.into(),
-            last_closed.to_string(),
-        )]))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(LAST_CLOSED.into(), last_closed.to_string()),
+            KeyValue::new(NEWEST_RECEIVED.into(), newest_received.to_string()),
+        ]))
         .build();
     let bytes = encode(&sorted, properties, file)?;
-    Ok(Some((bytes, sorted.num_rows() as u64, last_closed)))
+    Ok(Some(Encoded {
+        bytes,
+        rows: sorted.num_rows() as u64,
+        last_closed,
+        newest_received,
+    }))
 }
 
-fn last_closed(batch: &RecordBatch) -> i64 {
+/// The latest time in any of `columns` (the first set one of each row).
+fn latest(batch: &RecordBatch, columns: &[&str]) -> i64 {
     use datafusion::arrow::array::{Array, TimestampMicrosecondArray};
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-            .expect("a stored time column")
-            .clone()
-    };
-    let (resolved, withdrawn) = (column("resolved_at"), column("withdrawn_at"));
+    let arrays: Vec<&TimestampMicrosecondArray> = columns
+        .iter()
+        .map(|name| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .expect("a stored time column")
+        })
+        .collect();
     (0..batch.num_rows())
         .filter_map(|i| {
-            let at = |a: &TimestampMicrosecondArray| a.is_valid(i).then(|| a.value(i));
-            at(&resolved).or(at(&withdrawn))
+            arrays
+                .iter()
+                .find_map(|a| a.is_valid(i).then(|| a.value(i)))
         })
         .max()
         .unwrap_or(i64::MIN)
@@ -171,17 +192,20 @@ pub fn open_base(path: &Path, file: &str) -> Result<SealedBase> {
     let bytes = opened.metadata().map_err(|e| failed(file, e))?.len();
     let builder = ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| failed(file, e))?;
     let metadata = builder.metadata().file_metadata();
-    let last_closed = metadata
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == LAST_CLOSED))
-        .and_then(|kv| kv.value.as_deref()?.parse().ok())
-        .ok_or_else(|| failed(file, "no chiso.last_closed in its footer"))?;
+    let footer = |key: &str| -> Result<i64> {
+        metadata
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == key))
+            .and_then(|kv| kv.value.as_deref()?.parse().ok())
+            .ok_or_else(|| failed(file, format!("no {key} in its footer")))
+    };
     Ok(SealedBase {
         file: file.into(),
         rows: metadata.num_rows() as u64,
         bytes,
         deleted: Arc::new(Vec::new()),
-        last_closed,
+        last_closed: footer(LAST_CLOSED)?,
+        newest_received: footer(NEWEST_RECEIVED)?,
     })
 }
 
@@ -216,25 +240,46 @@ pub fn read_base(
         .collect()
 }
 
+/// A dossier's row in a sealed file, and what was fixed at its receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedRow {
+    pub row: u32,
+    pub province: Option<Arc<str>>,
+    pub service_level: Option<u8>,
+}
+
 /// The row of each dossier id in a sealed file.
-pub fn row_numbers(path: &Path, file: &str) -> Result<std::collections::HashMap<String, u32>> {
+pub fn sealed_rows(
+    path: &Path,
+    file: &str,
+) -> Result<std::collections::HashMap<String, SealedRow>> {
+    use datafusion::arrow::array::{Array, Int32Array};
     let base = SealedBase {
         file: file.into(),
         rows: 0,
         bytes: 0,
         deleted: Arc::new(Vec::new()),
         last_closed: 0,
+        newest_received: 0,
     };
     let mut rows = std::collections::HashMap::new();
-    for batch in read_base(path, &base, Some(&["id"]))? {
-        let ids = batch
-            .column(0)
+    for batch in read_base(path, &base, Some(&["id", "province", "service_level"]))? {
+        let text = |i: usize| batch.column(i).as_any().downcast_ref::<StringArray>();
+        let (Some(ids), Some(provinces)) = (text(0), text(1)) else {
+            return Err(failed(file, "id or province is not text"));
+        };
+        let levels = batch
+            .column(2)
             .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| failed(file, "id is not text"))?;
-        for id in ids.iter().flatten() {
-            let row = rows.len() as u32;
-            rows.insert(id.to_owned(), row);
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(|| failed(file, "service_level is not an integer"))?;
+        for i in 0..batch.num_rows() {
+            let row = SealedRow {
+                row: rows.len() as u32,
+                province: provinces.is_valid(i).then(|| provinces.value(i).into()),
+                service_level: levels.is_valid(i).then(|| levels.value(i) as u8),
+            };
+            rows.insert(ids.value(i).to_owned(), row);
         }
     }
     Ok(rows)
