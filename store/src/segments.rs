@@ -194,8 +194,15 @@ mod tests {
         let here = std::env::current_dir().unwrap();
         let relative = pathdiff(&dir.path().join("tables"), &here);
         let segments = SegmentDir::open(&store, &relative, "t").unwrap();
-        assert!(segments.path().is_absolute(), "{}", segments.path().display());
-        assert_eq!(segments.path(), fs::canonicalize(dir.path().join("tables")).unwrap());
+        assert!(
+            segments.path().is_absolute(),
+            "{}",
+            segments.path().display()
+        );
+        assert_eq!(
+            segments.path(),
+            fs::canonicalize(dir.path().join("tables")).unwrap()
+        );
     }
 
     /// `target` relative to `base` (both absolute).
