@@ -7,7 +7,7 @@
 # the load, the fold and the queries. Then five queries: chiso over HTTP (`POST /v1/sql`, JSON,
 # as its client sees it), DuckDB (Python, 2 threads — chiso's SQL runs on 2 partitions too)
 # over the same rows exported from chiso as Parquet; p50 of RUNS each, answers compared.
-# REUSE=1 keeps the data directory of the previous run. Results: stdout and bench/last-adhoc.txt.
+# REUSE=1 keeps the data directory of the previous run; CHISO=path runs that binary unbuilt. Results: stdout and bench/last-adhoc.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chiso-target}"
@@ -21,9 +21,12 @@ say() { echo "$*" | tee -a "$out"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 
-python3 -m pip install -q --root-user-action=ignore "duckdb>=1.1,<2"
-cargo build --release --bin chiso -q
-chiso="$CARGO_TARGET_DIR/release/chiso"
+python3 -m pip install -q --root-user-action=ignore "duckdb>=1.1,<2" pytz
+command -v wrk > /dev/null || apt-get install -y -q wrk > /dev/null
+if [ -z "${CHISO:-}" ]; then
+  cargo build --release --bin chiso -q
+fi
+chiso="${CHISO:-$CARGO_TARGET_DIR/release/chiso}"
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; duckdb $(python3 -c 'import duckdb; print(duckdb.__version__)')"
 url=http://127.0.0.1:17881
 phase=start
@@ -100,8 +103,53 @@ for entry in "${queries[@]}"; do
   echo "$name|$p50|${times[*]}" >> "$scratch/chiso-times.txt"
 done
 say "resident set: peak $(peak queries) MiB while the queries ran"
+curl -sf "$url/metrics" | grep '^chiso_tables_' | tee -a "$out"
+
+# dossier_report of one province-year (Biểu 06 of Vĩnh Phúc, 2019).
+report='{"sql":"SELECT * FROM dossier_report(DATE '"'"'2019-01-01'"'"', DATE '"'"'2019-12-31'"'"') WHERE province = '"'"'26'"'"'"}'
+times=()
+for _ in $(seq "$RUNS"); do
+  times+=("$(curl -sf -o /dev/null -w '%{time_total}' "$url/v1/sql" -H 'content-type: application/json' -d "$report")")
+done
+say "dossier_report of one province-year over HTTP: p50 $(printf '%s\n' "${times[@]}" | median | awk '{printf "%.1f", $1 * 1000}') ms (runs: ${times[*]})"
+
+# Append → visible in SQL: one DossierReceived, then the query that waits for its position.
+set_phase visible
+python3 - "$url" <<'PY' | tee -a "$out"
+import json, sys, time, urllib.request, uuid
+url = sys.argv[1]
+def post(path, body):
+    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+lags = []
+for i in range(100):
+    dossier = f"visible-{uuid.uuid4()}"
+    started = time.perf_counter()
+    appended = post(f"/v1/streams/dossier-{dossier}", {"events": [{"id": str(uuid.uuid4()), "type": "DossierReceived", "data": {
+        "agency": "000.00.31.H56", "service": "1.011442.000.00.00.H56", "channel": "online",
+        "received_at": "2019-12-30T08:00:00+07:00", "due_at": "2020-01-06T17:00:00+07:00"}}]})
+    answer = post("/v1/sql", {"sql": f"SELECT count(*) AS n FROM dossiers WHERE id = '{dossier}'", "min_position": appended["last_position"]})
+    assert answer == [{"n": 1}], answer
+    lags.append((time.perf_counter() - started) * 1000)
+    time.sleep(0.05)
+lags.sort()
+print(f"append → visible in SQL (append, then SELECT with min_position), 100 runs: p50 {lags[49]:.1f} ms, p99 {lags[98]:.1f} ms, max {lags[99]:.1f} ms")
+PY
+
+# 64 clients appending one DossierReceived each while a full-scan GROUP BY runs in a loop.
+set_phase append_under_scan
+scan=$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1].split("|")[1]}))' "${queries[0]}")
+( while :; do curl -sf -o /dev/null "$url/v1/sql" -H 'content-type: application/json' -d "$scan" || sleep 1; done ) &
+scanner=$!
+result=$(wrk -t2 -c64 -d20s --latency -s bench/append.lua "$url")
+kill $scanner 2>/dev/null || true; wait $scanner 2>/dev/null || true
+say "64 clients (wrk, 20 s), one validated DossierReceived a request, while the §8 group-by loops: $(echo "$result" | awk '/Requests\/sec/ {print $2}') events/s, p50 $(echo "$result" | awk '$1 == "50%" {print $2}'), p99 $(echo "$result" | awk '$1 == "99%" {print $2}')"
 set_phase stop
 kill -TERM $pid; wait $pid || true
+
+# Rebuild every table by replaying the log, as `chiso rebuild` does.
+set_phase rebuild
+CHISO_LOG=warn "$chiso" rebuild --data-dir "$scratch/data" 2>&1 | tail -1 | tee -a "$out"
 
 python3 - "$scratch" "$RUNS" "${queries[@]}" <<'PY' | tee -a "$out"
 import datetime, duckdb, json, statistics, sys, time

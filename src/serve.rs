@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Memory all running SQL queries may hold together, in MiB (503 past it).
     #[arg(long, env = "CHISO_SQL_MEMORY_MB", default_value_t = 2048)]
     sql_memory_mb: usize,
+    /// Threads SQL queries run on (and partitions a scan is split into), at a lower CPU
+    /// priority than appends and the fold.
+    #[arg(long, env = "CHISO_SQL_THREADS", default_value_t = SqlLimits::default().threads)]
+    sql_threads: usize,
     /// The most rows one SQL answer may have (413 past it).
     #[arg(long, env = "CHISO_SQL_MAX_ROWS", default_value_t = SqlLimits::default().max_rows)]
     sql_max_rows: usize,
@@ -88,6 +92,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let sql_limits = SqlLimits {
         memory_bytes: args.sql_memory_mb << 20,
         max_rows: args.sql_max_rows,
+        threads: args.sql_threads,
         ..SqlLimits::default()
     };
     let engine = SqlEngine::new(&store, &projections, sql_limits)?;

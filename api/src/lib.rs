@@ -25,7 +25,7 @@ mod wire;
 
 pub use auth::{Auth, Principal, Scope};
 pub use error::{ApiError, Result};
-pub use ops::{HttpMetrics, SqlMetrics};
+pub use ops::{HttpMetrics, SqlMetrics, TableMetrics};
 pub use rankings::spawn_scheduler;
 
 use axum::extract::DefaultBodyLimit;
@@ -69,6 +69,7 @@ pub struct AppState {
     /// The SQL engine over the tables; without it the SQL endpoints answer 404.
     sql: Option<chiso_query::SqlEngine>,
     sql_metrics: SqlMetrics,
+    table_metrics: TableMetrics,
     registry: Arc<Registry>,
 }
 
@@ -82,6 +83,8 @@ impl AppState {
         http_metrics.register(&mut registry);
         let sql_metrics = SqlMetrics::default();
         sql_metrics.register(&mut registry);
+        let table_metrics = TableMetrics::default();
+        table_metrics.register(&mut registry);
         Self {
             store,
             limits,
@@ -91,6 +94,7 @@ impl AppState {
             http_metrics,
             sql: None,
             sql_metrics,
+            table_metrics,
             registry: Arc::new(registry),
         }
     }

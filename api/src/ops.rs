@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -84,6 +85,84 @@ impl SqlMetrics {
     }
 }
 
+/// Where the tables' rows are, read when metrics are scraped.
+#[derive(Clone, Default)]
+pub struct TableMetrics {
+    position: Gauge,
+    dossiers_in_memory: Gauge,
+    dossiers_sealed: Gauge,
+    sealed_months: Gauge,
+    sealed_bytes: Gauge,
+    daily_rows: Gauge,
+    memory_bytes: Gauge,
+    recalled: Gauge,
+}
+
+impl TableMetrics {
+    /// Registers the `chiso_tables_*` gauges.
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, gauge) in [
+            (
+                "chiso_tables_position",
+                "Log position the tables include every event before",
+                &self.position,
+            ),
+            (
+                "chiso_tables_dossiers_in_memory",
+                "Dossier rows in memory: hot months, and open or changed rows of sealed months",
+                &self.dossiers_in_memory,
+            ),
+            (
+                "chiso_tables_dossiers_sealed",
+                "Dossier rows read from sealed Parquet files",
+                &self.dossiers_sealed,
+            ),
+            (
+                "chiso_tables_sealed_months",
+                "Months of dossiers with a sealed file",
+                &self.sealed_months,
+            ),
+            (
+                "chiso_tables_sealed_bytes",
+                "Bytes of the sealed files",
+                &self.sealed_bytes,
+            ),
+            (
+                "chiso_tables_agency_daily_rows",
+                "Rows of agency_daily (in memory)",
+                &self.daily_rows,
+            ),
+            (
+                "chiso_tables_memory_bytes",
+                "Estimated memory of the table rows kept in memory (what --hot-memory-mb bounds)",
+                &self.memory_bytes,
+            ),
+            (
+                "chiso_tables_recalled",
+                "Sealed dossiers a late event brought back into memory since start",
+                &self.recalled,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    fn update(&self, projections: &chiso_query::Projections) {
+        let stored = projections.dossier_storage();
+        let set = |gauge: &Gauge, value: u64| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&self.position, projections.position());
+        set(&self.dossiers_in_memory, stored.in_memory as u64);
+        set(&self.dossiers_sealed, stored.sealed_rows);
+        set(&self.sealed_months, stored.sealed_months as u64);
+        set(&self.sealed_bytes, stored.sealed_bytes);
+        set(&self.daily_rows, stored.daily_rows as u64);
+        set(&self.memory_bytes, stored.memory_estimate() as u64);
+        set(&self.recalled, stored.recalled);
+    }
+}
+
 /// A running query; dropping it ends the count.
 pub struct RunningQuery(prometheus_client::metrics::gauge::Gauge);
 
@@ -149,6 +228,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>, principal: crate::Principal) -> Response {
     if let Err(error) = principal.require_admin() {
         return error.into_response();
+    }
+    if let Some(sql) = &state.sql {
+        state.table_metrics.update(sql.projections());
     }
     let mut text = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {

@@ -10,7 +10,7 @@ use chiso_ingest::IngestModel;
 use chiso_query::datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use chiso_query::datafusion::arrow::ipc::reader::StreamReader;
 use chiso_query::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use chiso_query::{Projections, SqlEngine, SqlLimits};
+use chiso_query::{Projections, SealPolicy, SqlEngine, SqlLimits};
 use chiso_store::{EventStore, StoreMetrics};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -18,6 +18,44 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 const FIXTURE: &str = include_str!("../../query/tests/slt/fixture.ndjson");
+
+/// Every test runs twice: with every month in memory, and with every month sealed as soon as
+/// it is folded (sealed rows read from their Parquet files; late events recall them).
+macro_rules! on_hot_and_sealed_months {
+    ($($test:ident),* $(,)?) => {
+        mod hot {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::SealPolicy::NEVER).await
+                }
+            )*
+        }
+        mod sealed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::SealPolicy::AT_ONCE).await
+                }
+            )*
+        }
+    };
+}
+
+on_hot_and_sealed_months!(
+    json_answers_are_arrays_of_objects_with_local_times,
+    jsonl_and_csv_stream_rows,
+    arrow_and_parquet_answers_parse_back,
+    parameters_bind_by_position_and_by_name,
+    the_report_endpoint_serves_biểu_06,
+    only_reads_are_allowed,
+    limits_answer_408_413_503,
+    min_position_waits_for_the_tables,
+    a_client_that_goes_away_cancels_its_query,
+    rankings_publish_once_and_revise_after_late_events,
+    the_scheduler_publishes_every_missed_month_at_start,
+    backups_go_to_new_directories_and_name_what_is_wrong,
+);
 
 struct Api {
     router: Router,
@@ -27,7 +65,7 @@ struct Api {
 
 impl Api {
     /// A server whose tables follow the log, loaded with the fixture.
-    async fn start(limits: SqlLimits) -> Self {
+    async fn start(limits: SqlLimits, tables: SealPolicy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = EventStore::open_with(
             dir.path().join("log"),
@@ -35,7 +73,8 @@ impl Api {
             IngestModel::new(),
         )
         .unwrap();
-        let projections = Projections::open(&store, dir.path().join("tables")).unwrap();
+        let projections =
+            Projections::open_with(&store, dir.path().join("tables"), tables).unwrap();
         let engine = SqlEngine::new(&store, &projections, limits).unwrap();
         let state = AppState::new(store, Limits::default()).with_sql(engine);
         projections.follow(state.shutdown.clone());
@@ -99,9 +138,8 @@ fn code(answer: &Value) -> &str {
     answer["error"]["code"].as_str().unwrap_or("")
 }
 
-#[tokio::test]
-async fn json_answers_are_arrays_of_objects_with_local_times() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn json_answers_are_arrays_of_objects_with_local_times(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     let (status, answer) = api
         .sql(json!({"sql": "SELECT id, received_at, timeliness, rating FROM dossiers WHERE id IN ('d2', 'd4') ORDER BY id"}))
         .await;
@@ -119,9 +157,8 @@ async fn json_answers_are_arrays_of_objects_with_local_times() {
     assert_eq!((status, answer), (StatusCode::OK, json!([])));
 }
 
-#[tokio::test]
-async fn jsonl_and_csv_stream_rows() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn jsonl_and_csv_stream_rows(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     api.sql(json!({"sql": "SELECT 1"})).await;
     let q = "SELECT code, kind FROM agencies ORDER BY code";
     let uri = |format: &str| format!("/v1/sql?format={format}&q={}", q.replace(' ', "%20"));
@@ -159,9 +196,8 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
         .unwrap()
 }
 
-#[tokio::test]
-async fn arrow_and_parquet_answers_parse_back() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn arrow_and_parquet_answers_parse_back(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     api.sql(json!({"sql": "SELECT 1"})).await;
     let q = "SELECT agency, count(*) AS n FROM dossiers GROUP BY agency ORDER BY agency";
     for format in ["arrow", "parquet"] {
@@ -201,9 +237,8 @@ async fn arrow_and_parquet_answers_parse_back() {
     }
 }
 
-#[tokio::test]
-async fn parameters_bind_by_position_and_by_name() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn parameters_bind_by_position_and_by_name(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     let (status, answer) = api
         .sql(json!({"sql": "SELECT id FROM dossiers WHERE agency = $1 AND rating >= $2", "params": ["26.STP", 4]}))
         .await;
@@ -228,9 +263,8 @@ async fn parameters_bind_by_position_and_by_name() {
     );
 }
 
-#[tokio::test]
-async fn the_report_endpoint_serves_biểu_06() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn the_report_endpoint_serves_biểu_06(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     api.sql(json!({"sql": "SELECT 1"})).await;
     let (status, answer) = api
         .call(
@@ -269,9 +303,8 @@ async fn the_report_endpoint_serves_biểu_06() {
     }
 }
 
-#[tokio::test]
-async fn only_reads_are_allowed() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn only_reads_are_allowed(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     for statement in [
         "CREATE TABLE t AS SELECT 1",
         "DROP TABLE dossiers",
@@ -323,9 +356,8 @@ async fn only_reads_are_allowed() {
 /// A query that runs for minutes unless stopped.
 const ENDLESS: &str = "SELECT sum(v % 7) FROM generate_series(1, 100000000000) AS t(v)";
 
-#[tokio::test]
-async fn limits_answer_408_413_503() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn limits_answer_408_413_503(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     let (status, answer) = api.sql(json!({"sql": ENDLESS, "timeout_ms": 200})).await;
     assert_eq!(
         (status, code(&answer)),
@@ -348,7 +380,7 @@ async fn limits_answer_408_413_503() {
         memory_bytes: 1 << 20,
         ..SqlLimits::default()
     };
-    let api = Api::start(small).await;
+    let api = Api::start(small, tables).await;
     let group_by = "SELECT v, count(*) FROM generate_series(1, 3000000) AS t(v) GROUP BY v";
     let (status, answer) = api.sql(json!({ "sql": group_by })).await;
     assert_eq!(
@@ -363,9 +395,8 @@ async fn limits_answer_408_413_503() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn min_position_waits_for_the_tables() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn min_position_waits_for_the_tables(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     let head = api.state.store.head();
     let (status, answer) = api
         .sql(json!({"sql": "SELECT count(*) AS n FROM events", "min_position": head - 1}))
@@ -393,23 +424,30 @@ async fn min_position_waits_for_the_tables() {
     assert_eq!(ready["tables_position"], ready["log_head"]);
 }
 
-#[tokio::test]
-async fn a_client_that_goes_away_cancels_its_query() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn a_client_that_goes_away_cancels_its_query(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let app = api.router.clone();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let metrics = api.state.sql_metrics().clone();
     let client = reqwest::Client::new();
-    let request = client
-        .post(format!("http://{address}/v1/sql"))
-        .json(&json!({"sql": ENDLESS}))
-        .send();
-    // Give up on the answer after the query has started.
-    let gave_up = tokio::time::timeout(Duration::from_millis(500), request).await;
-    assert!(gave_up.is_err(), "the endless query answered");
-    assert_eq!(metrics.running_now(), 1, "the query was not running");
+    let request = tokio::spawn(
+        client
+            .post(format!("http://{address}/v1/sql"))
+            .json(&json!({"sql": ENDLESS}))
+            .send(),
+    );
+    // Give up on the answer once the query has started.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.running_now() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline && !request.is_finished(),
+            "the endless query did not start, or answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    request.abort();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while metrics.running_now() != 0 {
         assert!(
@@ -442,9 +480,8 @@ async fn rankings(api: &Api, query: &str) -> Vec<(String, String, f64, u64, u64)
         .collect()
 }
 
-#[tokio::test]
-async fn rankings_publish_once_and_revise_after_late_events() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn rankings_publish_once_and_revise_after_late_events(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     api.sql(json!({"sql": "SELECT 1"})).await;
     let (status, published) = api
         .call("POST", "/v1/rankings/2019-03/publish", Body::empty())
@@ -526,9 +563,8 @@ async fn rankings_publish_once_and_revise_after_late_events() {
     );
 }
 
-#[tokio::test]
-async fn the_scheduler_publishes_every_missed_month_at_start() {
-    let api = Api::start(SqlLimits::default()).await;
+async fn the_scheduler_publishes_every_missed_month_at_start(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
     let scheduler = chiso_api::spawn_scheduler(api.state.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -548,9 +584,8 @@ async fn the_scheduler_publishes_every_missed_month_at_start() {
     scheduler.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backups_go_to_new_directories_and_name_what_is_wrong() {
-    let api = &Api::start(SqlLimits::default()).await;
+async fn backups_go_to_new_directories_and_name_what_is_wrong(tables: SealPolicy) {
+    let api = &Api::start(SqlLimits::default(), tables).await;
     // The tables include the fixture, so the copy has segments.
     let head = api.state.store.head();
     let caught_up = json!({"sql": "SELECT 1", "min_position": head - 1}).to_string();

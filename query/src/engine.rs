@@ -7,8 +7,9 @@ use crate::projections::Projections;
 use crate::providers::{EventsTable, ProjectionTable};
 use crate::report::DossierReportFunction;
 use chiso_store::EventStore;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -32,6 +33,9 @@ pub struct SqlLimits {
     pub max_timeout: Duration,
     /// The most rows an answer may have.
     pub max_rows: usize,
+    /// Threads of the runtime queries run on, apart from the server's own (appends, HTTP) and
+    /// the fold's: also the partitions a scan is split into.
+    pub threads: usize,
 }
 
 impl Default for SqlLimits {
@@ -41,6 +45,7 @@ impl Default for SqlLimits {
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(300),
             max_rows: 1_000_000,
+            threads: 2,
         }
     }
 }
@@ -64,6 +69,58 @@ pub struct SqlEngine {
     context: SessionContext,
     limits: SqlLimits,
     projections: Projections,
+    runtime: Arc<QueryRuntime>,
+}
+
+/// The runtime queries plan and execute on: [`SqlLimits::threads`] workers (and their blocking
+/// pool) at a lower CPU priority than the server's threads, so a heavy query shares the two
+/// cores but an append, woken, runs first.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+/// How much less CPU priority (`nice`) query threads have than the server's other threads.
+const QUERY_NICENESS: i32 = 5;
+
+impl QueryRuntime {
+    fn new(threads: usize) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("chiso-sql")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|error| Error::Engine(format!("cannot start the query runtime: {error}")))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the engine")
+            .handle()
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Engines are dropped inside async code (tests, the server's shutdown), where waiting
+        // for a runtime's threads is not allowed.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority by [`QUERY_NICENESS`] (on Linux a priority
+/// belongs to one thread). Failing to is harmless: the thread keeps the server's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let thread = Some(rustix::thread::gettid());
+        if let Ok(current) = getpriority_process(thread) {
+            let _ = setpriority_process(thread, current + QUERY_NICENESS);
+        }
+    }
 }
 
 impl SqlEngine {
@@ -71,7 +128,7 @@ impl SqlEngine {
     pub fn new(store: &EventStore, projections: &Projections, limits: SqlLimits) -> Result<Self> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_target_partitions(2);
+            .with_target_partitions(limits.threads.max(1));
         config.options_mut().execution.time_zone = Some(ZONE.to_owned());
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
@@ -84,6 +141,7 @@ impl SqlEngine {
         for (name, table) in ProjectionTable::all(projections) {
             context.register_table(name, Arc::new(table))?;
         }
+        context.register_udf(crate::date_trunc::LocalDateTrunc::udf());
         context.register_udtf(
             "dossier_report",
             Arc::new(DossierReportFunction::new(projections.clone())),
@@ -92,6 +150,7 @@ impl SqlEngine {
             context,
             limits,
             projections: projections.clone(),
+            runtime: Arc::new(QueryRuntime::new(limits.threads)?),
         })
     }
 
@@ -105,8 +164,8 @@ impl SqlEngine {
         self.limits
     }
 
-    /// Plans `query` (refusing anything but a read) and starts it; the answer streams from
-    /// the returned [`QueryStream`].
+    /// Plans `query` (refusing anything but a read) and starts it on the query runtime; the
+    /// answer streams from the returned [`QueryStream`].
     pub async fn execute(&self, query: Query) -> Result<QueryStream> {
         let timeout = query
             .timeout
@@ -117,14 +176,43 @@ impl SqlEngine {
             .unwrap_or(self.limits.max_rows)
             .min(self.limits.max_rows);
         let deadline = Instant::now() + timeout;
-        let started = tokio::time::timeout_at(deadline, self.start(&query));
-        let inner = match started.await {
-            Ok(started) => started?,
+        let (started, schema) = tokio::sync::oneshot::channel();
+        // Two batches in flight: the query runs ahead of a slow client by no more than that.
+        let (sender, batches) = tokio::sync::mpsc::channel(2);
+        let engine = self.clone();
+        let task = self.runtime.handle().spawn(async move {
+            let mut stream = match engine.start(&query).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = started.send(Err(error));
+                    return;
+                }
+            };
+            let schema = without_views(&stream.schema());
+            if started.send(Ok(schema.clone())).is_err() {
+                return;
+            }
+            while let Some(batch) = stream.next().await {
+                let batch = batch
+                    .map_err(Error::from)
+                    .and_then(|batch| plain_strings(batch, &schema));
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let task = AbortOnDrop(task);
+        let schema = match tokio::time::timeout_at(deadline, schema).await {
             Err(_) => return Err(Error::Timeout(timeout.as_millis() as u64)),
+            Ok(Err(_)) => return Err(Error::Engine("the query stopped before it started".into())),
+            Ok(Ok(schema)) => schema?,
         };
         Ok(QueryStream {
-            schema: inner.schema(),
-            inner,
+            schema,
+            batches,
+            task,
+            ended: false,
             deadline,
             timeout,
             max_rows,
@@ -191,11 +279,56 @@ fn scalar(value: &serde_json::Value) -> Result<ScalarValue> {
     })
 }
 
+/// The schema of an answer: string views (how the tables are read) as plain strings, which
+/// every Arrow and Parquet client reads.
+fn without_views(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8View => field.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A batch of the answer in [`without_views`]'s schema.
+fn plain_strings(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|error| Error::Engine(error.to_string()))?;
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(|error| Error::Engine(error.to_string()))
+}
+
+/// Aborts a query's task when its stream is dropped, which cancels the query.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A running query's answer, batch by batch, under its time and row limits. Dropping it
 /// cancels the query.
 pub struct QueryStream {
     schema: SchemaRef,
-    inner: SendableRecordBatchStream,
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    task: AbortOnDrop,
+    ended: bool,
     deadline: Instant,
     timeout: Duration,
     max_rows: usize,
@@ -210,10 +343,10 @@ impl QueryStream {
 
     /// The next batch; `None` at the end.
     pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
-        let batch = match tokio::time::timeout_at(self.deadline, self.inner.next()).await {
+        let batch = match tokio::time::timeout_at(self.deadline, self.batches.recv()).await {
             Err(_) => return Some(Err(Error::Timeout(self.timeout.as_millis() as u64))),
-            Ok(None) => return None,
-            Ok(Some(Err(error))) => return Some(Err(error.into())),
+            Ok(None) => return self.ended().await.err().map(Err),
+            Ok(Some(Err(error))) => return Some(Err(error)),
             Ok(Some(Ok(batch))) => batch,
         };
         self.rows += batch.num_rows();
@@ -221,6 +354,21 @@ impl QueryStream {
             return Some(Err(Error::TooManyRows(self.max_rows)));
         }
         Some(Ok(batch))
+    }
+
+    /// Whether the query's task ended well once its batches ran out: a panic drops the
+    /// sender too, and must not read as the end of a shorter answer.
+    async fn ended(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Ok(());
+        }
+        match (&mut self.task.0).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(%error, "a query's task failed");
+                Err(Error::Engine("the query stopped unexpectedly".into()))
+            }
+        }
     }
 
     /// Every remaining batch.

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod date_trunc;
 mod engine;
 mod error;
 pub mod local_time;

@@ -41,7 +41,7 @@ use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use dossiers::{dossiers_batch, FoldError, SealedRows};
 use sealed::SealedBase;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +59,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// What a dossier row costs in memory: the row, its id, its index entry and its share of the
 /// cached Arrow batch (measured on the demo: see BENCHMARKS.md).
 const ROW_BYTES: usize = 400;
+/// About what one `agency_daily` row takes in memory: its key, counters and tree node.
+const DAILY_ROW_BYTES: usize = 120;
 /// A sealed month is compacted once this share of its file has been replaced (or more rows
 /// than [`COMPACT_MIN_ROWS`] closed beside it).
 const COMPACT_SHARE: f64 = 0.05;
@@ -78,13 +80,30 @@ pub struct SealPolicy {
     pub immediately: bool,
 }
 
+impl SealPolicy {
+    /// Every month stays in memory.
+    pub const NEVER: Self = Self {
+        after_days: u32::MAX,
+        hot_bytes: usize::MAX,
+        immediately: false,
+    };
+
+    /// Every month is sealed after every fold.
+    pub const AT_ONCE: Self = Self {
+        immediately: true,
+        ..Self::DEFAULT
+    };
+
+    const DEFAULT: Self = Self {
+        after_days: 45,
+        hot_bytes: 1 << 30,
+        immediately: false,
+    };
+}
+
 impl Default for SealPolicy {
     fn default() -> Self {
-        Self {
-            after_days: 45,
-            hot_bytes: 1 << 30,
-            immediately: false,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -708,6 +727,13 @@ impl Projections {
         let dossiers = &state.tables.dossiers;
         DossierStorage {
             in_memory: dossiers.in_memory(),
+            sealed_rows: dossiers
+                .months
+                .values()
+                .filter_map(|m| m.sealed.as_ref())
+                .map(SealedBase::live_rows)
+                .sum(),
+            daily_rows: state.tables.daily.values().map(BTreeMap::len).sum(),
             sealed_months: dossiers
                 .months
                 .values()
@@ -801,9 +827,17 @@ impl State {
         now: i64,
     ) -> Vec<RecordBatch> {
         const PAUSE_REFRESH_MICROS: i64 = 1_000_000;
-        if let Some((built, open_pauses, batches)) = self.cache.get(&partition) {
-            if !open_pauses || now - built < PAUSE_REFRESH_MICROS {
+        if let Some((built, open_pauses, batches)) = self.cache.get_mut(&partition) {
+            if !*open_pauses || now - *built < PAUSE_REFRESH_MICROS {
                 return pick(table, batches);
+            }
+            // Only the columns an open pause moves follow the clock.
+            if let (Partition::Dossiers(month), [batch]) = (partition, batches.as_mut_slice()) {
+                if let Some(m) = self.tables.dossiers.months.get(&month) {
+                    *batch = dossiers::with_pauses_at(batch, &m.rows, now);
+                    *built = now;
+                    return vec![batch.clone()];
+                }
             }
         }
         let tables = &self.tables;
@@ -843,12 +877,23 @@ fn pick(table: TableName, batches: &[RecordBatch]) -> Vec<RecordBatch> {
 pub struct DossierStorage {
     /// Rows in memory: the hot months, and the open or changed rows of sealed months.
     pub in_memory: usize,
+    /// Rows in sealed files (those a deletion vector hides left out).
+    pub sealed_rows: u64,
+    /// Rows of `agency_daily` (all in memory).
+    pub daily_rows: usize,
     /// Months with a sealed file.
     pub sealed_months: usize,
     /// The sealed files' bytes.
     pub sealed_bytes: u64,
     /// Sealed dossiers a later event brought back into memory since the tables were opened.
     pub recalled: u64,
+}
+
+impl DossierStorage {
+    /// About how much memory the rows kept in memory take: what the hot budget bounds.
+    pub fn memory_estimate(&self) -> usize {
+        self.in_memory * ROW_BYTES + self.daily_rows * DAILY_ROW_BYTES
+    }
 }
 
 /// What [`Projections::backup`] copied.

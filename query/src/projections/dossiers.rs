@@ -16,6 +16,7 @@ use super::Partition;
 use crate::local_time::{local_day, local_month, micros, MonthKey};
 use chiso_ingest::{Channel, DomainEvent, DossierReceived, Outcome};
 use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -454,6 +455,15 @@ fn dossier_fields(stored: bool) -> Vec<(&'static str, DataType, bool)> {
     ];
     if stored {
         fields.push(("pauses", Utf8, true));
+    } else {
+        // SQL reads strings as views: a scan decodes a Parquet dictionary into views of one
+        // buffer, and grouping compares the short codes inline (about half the time of a
+        // `GROUP BY province, channel, timeliness` over plain strings).
+        for field in &mut fields {
+            if field.1 == Utf8 {
+                field.1 = Utf8View;
+            }
+        }
     }
     fields
 }
@@ -490,7 +500,38 @@ pub fn dossiers_batch(rows: &[Dossier], now: i64, stored: bool) -> RecordBatch {
                 .collect::<StringArray>(),
         ));
     }
-    batch(if stored { &STORED } else { &DOSSIERS }, columns)
+    if stored {
+        return batch(&STORED, columns);
+    }
+    let columns = columns
+        .into_iter()
+        .map(|column| match column.data_type() {
+            DataType::Utf8 => cast(&column, &DataType::Utf8View).expect("strings cast to views"),
+            _ => column,
+        })
+        .collect();
+    batch(&DOSSIERS, columns)
+}
+
+/// `batch` (of [`DOSSIERS`], built from `rows`) with the columns an open pause moves —
+/// `effective_due_at` and `paused_seconds` — counted up to `now`: the rest of a cached batch
+/// does not change with the clock.
+pub fn with_pauses_at(batch: &RecordBatch, rows: &[Dossier], now: i64) -> RecordBatch {
+    let as_of = |d: &Dossier| d.closed_at().unwrap_or(now);
+    let mut columns = batch.columns().to_vec();
+    let schema = batch.schema();
+    let (due, paused) = (
+        schema
+            .index_of("effective_due_at")
+            .expect("a dossiers batch"),
+        schema.index_of("paused_seconds").expect("a dossiers batch"),
+    );
+    columns[due] = times(rows.iter().map(|d| Some(d.effective_due_at(as_of(d)))));
+    columns[paused] = longs(
+        rows.iter()
+            .map(|d| Some(d.paused_micros(as_of(d)) / 1_000_000)),
+    );
+    super::columns::batch(&DOSSIERS, columns)
 }
 
 /// `start~end,start~` in µs (an open pause has no end).
