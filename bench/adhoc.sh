@@ -113,10 +113,14 @@ for _ in $(seq "$RUNS"); do
 done
 say "dossier_report of one province-year over HTTP: p50 $(printf '%s\n' "${times[@]}" | median | awk '{printf "%.1f", $1 * 1000}') ms (runs: ${times[*]})"
 
-# Append → visible in SQL: one DossierReceived, then the query that waits for its position.
+# Append → visible in SQL: one DossierReceived, then the query that waits for its position,
+# to an agency and service of the history.
+read -r CHISO_AGENCY CHISO_SERVICE < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
+  -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+export CHISO_AGENCY CHISO_SERVICE
 set_phase visible
 python3 - "$url" <<'PY' | tee -a "$out"
-import json, sys, time, urllib.request, uuid
+import json, os, sys, time, urllib.request, uuid
 url = sys.argv[1]
 def post(path, body):
     request = urllib.request.Request(url + path, json.dumps(body).encode(), {"content-type": "application/json"})
@@ -126,7 +130,7 @@ for i in range(100):
     dossier = f"visible-{uuid.uuid4()}"
     started = time.perf_counter()
     appended = post(f"/v1/streams/dossier-{dossier}", {"events": [{"id": str(uuid.uuid4()), "type": "DossierReceived", "data": {
-        "agency": "000.00.31.H56", "service": "1.011442.000.00.00.H56", "channel": "online",
+        "agency": os.environ["CHISO_AGENCY"], "service": os.environ["CHISO_SERVICE"], "channel": "online",
         "received_at": "2019-12-30T08:00:00+07:00", "due_at": "2020-01-06T17:00:00+07:00"}}]})
     answer = post("/v1/sql", {"sql": f"SELECT count(*) AS n FROM dossiers WHERE id = '{dossier}'", "min_position": appended["last_position"]})
     assert answer == [{"n": 1}], answer
