@@ -6,7 +6,7 @@
 
 use chiso_api::{router, AppState, Limits};
 use chiso_ingest::IngestModel;
-use chiso_query::{Projections, Query, SqlEngine, SqlLimits};
+use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{
     AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
 };
@@ -226,17 +226,7 @@ async fn report(store: &EventStore, dir: &std::path::Path) {
         let mut times = Vec::new();
         for _ in 0..21 {
             let started = Instant::now();
-            let query = Query {
-                sql: sql.into(),
-                ..Query::default()
-            };
-            let batches = engine
-                .execute(query)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
+            let batches = engine.collect(sql).await.unwrap();
             assert!(!batches.is_empty());
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }

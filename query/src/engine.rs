@@ -220,6 +220,15 @@ impl SqlEngine {
         })
     }
 
+    /// Runs `sql` under the default limits and collects its answer.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let query = Query {
+            sql: sql.to_owned(),
+            ..Query::default()
+        };
+        self.execute(query).await?.collect().await
+    }
+
     async fn start(&self, query: &Query) -> Result<SendableRecordBatchStream> {
         let state = self.context.state();
         let plan = state.create_logical_plan(&query.sql).await?;

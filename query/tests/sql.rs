@@ -201,17 +201,7 @@ async fn late_answers(
     let engine = SqlEngine::new(store, projections, SqlLimits::default()).unwrap();
     let mut answers = Vec::new();
     for sql in LATE_QUERIES {
-        let query = Query {
-            sql: (*sql).to_owned(),
-            ..Query::default()
-        };
-        let batches = engine
-            .execute(query)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let batches = engine.collect(sql).await.unwrap();
         let mut rows = rows(&batches);
         rows.sort();
         answers.push(((*sql).to_owned(), rows));
