@@ -11,7 +11,7 @@
 //! checkpoint.
 
 mod agencies;
-mod agency_daily;
+pub(crate) mod agency_daily;
 mod columns;
 pub(crate) mod dossiers;
 mod ict_index;
@@ -39,7 +39,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use dossiers::{dossiers_batch, FoldError, SealedRows};
+use dossiers::{dossiers_batch, Dossier, FoldError, SealedRows, CHUNK_ROWS};
 use sealed::SealedBase;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
@@ -131,9 +131,21 @@ struct State {
     manifest: Manifest,
     /// Partitions changed since the last checkpoint.
     unsaved: BTreeSet<Partition>,
-    /// Query batches per partition, with the time they were built and whether they hold an
-    /// open pause (whose `paused_seconds` grows with the clock).
-    cache: HashMap<Partition, (i64, bool, Vec<RecordBatch>)>,
+    /// Query batches of the partitions other than `dossiers` months.
+    cache: HashMap<Partition, Vec<RecordBatch>>,
+    /// Query batches of the chunks of `dossiers` months in memory.
+    chunks: BTreeMap<(MonthKey, usize), CachedChunk>,
+    /// The stamp each chunk of a `dossiers` month had when its segment was last committed.
+    saved: BTreeMap<(MonthKey, usize), u64>,
+}
+
+/// A chunk's query batch, with the stamp of the rows it was built from, when it was built,
+/// and whether it holds an open pause (whose `paused_seconds` grows with the clock).
+struct CachedChunk {
+    stamp: u64,
+    built: i64,
+    open_pauses: bool,
+    batch: RecordBatch,
 }
 
 /// A unit of storage and caching.
@@ -203,15 +215,26 @@ impl Projections {
             );
         }
         let mut tables = Tables::default();
-        load_segments(&segments, &manifest, &mut tables)?;
+        let unsaved = load_segments(&segments, &manifest, &mut tables)?;
         tables.next_position = manifest.checkpoint;
         tables.dirty.clear();
+        // Every chunk loaded as it was saved is saved; the months whose segments had another
+        // layout are written again at the next checkpoint.
+        let saved = tables
+            .dossiers
+            .months
+            .iter()
+            .filter(|(month, _)| !unsaved.contains(&Partition::Dossiers(**month)))
+            .flat_map(|(month, m)| m.chunks().map(|(i, stamp, _)| ((*month, i), stamp)))
+            .collect();
         let (position, _) = watch::channel(manifest.checkpoint);
         let state = State {
             tables,
             manifest,
-            unsaved: BTreeSet::new(),
+            unsaved,
             cache: HashMap::new(),
+            chunks: BTreeMap::new(),
+            saved,
         };
         let projections = Self {
             shared: Arc::new(Shared {
@@ -274,6 +297,8 @@ impl Projections {
         };
         state.unsaved.clear();
         state.cache.clear();
+        state.chunks.clear();
+        state.saved.clear();
         self.shared.position.send_replace(0);
         Ok(())
     }
@@ -459,7 +484,8 @@ impl Projections {
             Some(base) => sealed::read_base(&self.segment_path(&base.file), base, None)?,
             None => Vec::new(),
         };
-        let (closed, open): (Vec<_>, Vec<_>) = std::mem::take(&mut partition.rows)
+        let (closed, open): (Vec<_>, Vec<_>) = partition
+            .take_rows()
             .into_iter()
             .partition(|d| d.closed_at().is_some());
         let file = format!(
@@ -495,7 +521,7 @@ impl Projections {
         }
         partition.set_rows(open);
         dossiers.reindex(month, &closed);
-        state.cache.remove(&Partition::Dossiers(month));
+        state.chunks.retain(|(m, _), _| *m != month);
         state.unsaved.insert(Partition::Dossiers(month));
         tracing::debug!(month = %month_name(month), rows, "month sealed");
         Ok(())
@@ -513,10 +539,8 @@ impl Projections {
             let changed = std::mem::take(&mut state.tables.dirty);
             state.unsaved.extend(changed);
             let unsaved = std::mem::take(&mut state.unsaved);
-            let parts: Vec<(Partition, Vec<Segment>)> = unsaved
-                .iter()
-                .map(|p| (*p, segment_batches(&state.tables, *p)))
-                .collect();
+            let parts: Vec<(Partition, Vec<Segment>)> =
+                unsaved.iter().map(|p| (*p, state.segments(*p))).collect();
             for partition in &unsaved {
                 state.cache.remove(partition);
             }
@@ -557,7 +581,16 @@ impl Projections {
         });
         let mut state = self.state();
         match committed {
-            Ok(()) => state.manifest = manifest,
+            Ok(()) => {
+                state.manifest = manifest;
+                for segment in parts.iter().flat_map(|(_, segments)| segments) {
+                    match segment.chunk {
+                        Some((chunk, Some(stamp))) => state.saved.insert(chunk, stamp),
+                        Some((chunk, None)) => state.saved.remove(&chunk),
+                        None => None,
+                    };
+                }
+            }
             Err(_) => state.unsaved.extend(parts.iter().map(|(p, _)| *p)),
         }
         committed
@@ -577,7 +610,11 @@ impl Projections {
         parts: &[(Partition, Vec<Segment>)],
     ) -> Result<()> {
         for segment in parts.iter().flat_map(|(_, segments)| segments) {
-            if segment.batch.num_rows() == 0 && segment.metadata.is_empty() {
+            let batch = match &segment.content {
+                Content::Batch(batch) => batch.clone(),
+                Content::Dossiers(rows) => dossiers_batch(rows, 0, true),
+            };
+            if batch.num_rows() == 0 && segment.metadata.is_empty() {
                 manifest.segments.remove(&segment.name);
                 continue;
             }
@@ -590,7 +627,7 @@ impl Projections {
                 .set_compression(Compression::SNAPPY)
                 .set_key_value_metadata(Some(segment.metadata.clone()))
                 .build();
-            let bytes = sealed::encode(&segment.batch, properties, &file)?;
+            let bytes = sealed::encode(&batch, properties, &file)?;
             self.shared.segments.write(&file, &bytes)?;
             manifest.segments.insert(segment.name.clone(), file);
         }
@@ -616,7 +653,7 @@ impl Projections {
                 .dossiers
                 .months
                 .range(months)
-                .filter(|(_, m)| !m.rows.is_empty())
+                .filter(|(_, m)| !m.rows().is_empty())
                 .map(|(m, _)| Partition::Dossiers(*m))
                 .collect(),
             TableName::AgencyDaily => state
@@ -655,7 +692,7 @@ impl Projections {
             .dossiers
             .months
             .range(months)
-            .map(|(m, d)| (*m, d.sealed.clone(), !d.rows.is_empty()))
+            .map(|(m, d)| (*m, d.sealed.clone(), !d.rows().is_empty()))
             .collect();
         for (month, sealed, in_memory) in months {
             if in_memory {
@@ -671,11 +708,11 @@ impl Projections {
     }
 
     /// Runs `read` on the tables' state; it also gets the sealed files of the months up to
-    /// `until` that are not settled before `since` (µs), to read once the state is released.
+    /// `until` for which `wanted` holds, to read once the state is released.
     pub(crate) fn read_with_sealed<T>(
         &self,
         until: MonthKey,
-        since: i64,
+        wanted: impl Fn(&dossiers::DossierMonth) -> bool,
         read: impl FnOnce(&Tables) -> T,
     ) -> (T, Vec<SealedFile>) {
         let state = self.state();
@@ -684,7 +721,7 @@ impl Projections {
             .dossiers
             .months
             .range(..=until)
-            .filter(|(_, m)| m.settled_at() >= since)
+            .filter(|(_, m)| wanted(m))
             .filter_map(|(_, m)| m.sealed.clone())
             .map(|base| SealedFile {
                 path: self.segment_path(&base.file),
@@ -758,8 +795,7 @@ impl Tables {
     /// The months of `dossiers` to seal now (or, sealed already, to compact).
     fn months_to_seal(&self, policy: &SealPolicy) -> Vec<MonthKey> {
         let dossiers = &self.dossiers;
-        let closed =
-            |m: &dossiers::DossierMonth| m.rows.iter().filter(|d| d.closed_at().is_some()).count();
+        let closed = dossiers::DossierMonth::closed_rows;
         if policy.immediately {
             return dossiers
                 .months
@@ -826,43 +862,153 @@ impl State {
         table: TableName,
         now: i64,
     ) -> Vec<RecordBatch> {
-        const PAUSE_REFRESH_MICROS: i64 = 1_000_000;
-        if let Some((built, open_pauses, batches)) = self.cache.get_mut(&partition) {
-            if !*open_pauses || now - *built < PAUSE_REFRESH_MICROS {
-                return pick(table, batches);
-            }
-            // Only the columns an open pause moves follow the clock.
-            if let (Partition::Dossiers(month), [batch]) = (partition, batches.as_mut_slice()) {
-                if let Some(m) = self.tables.dossiers.months.get(&month) {
-                    *batch = dossiers::with_pauses_at(batch, &m.rows, now);
-                    *built = now;
-                    return vec![batch.clone()];
-                }
-            }
+        if let Partition::Dossiers(month) = partition {
+            return self.dossier_batches(month, now);
+        }
+        if let Some(batches) = self.cache.get(&partition) {
+            return pick(table, batches);
         }
         let tables = &self.tables;
-        let (open_pauses, batches) = match partition {
-            Partition::Agencies => (false, vec![tables.agencies_batch()]),
-            Partition::Services => (
-                false,
-                vec![tables.services_batch(), tables.service_levels_batch()],
-            ),
-            Partition::IctIndex => (false, vec![tables.ict_index_batch()]),
-            Partition::Rankings => (false, vec![tables.rankings_batch()]),
-            Partition::AgencyDaily(month) => (false, vec![tables.daily_batch(month)]),
-            Partition::Dossiers(month) => match tables.dossiers.months.get(&month) {
-                Some(m) => (
-                    m.has_open_pause(),
-                    vec![dossiers_batch(&m.rows, now, false)],
-                ),
-                None => (false, Vec::new()),
-            },
+        let batches = match partition {
+            Partition::Agencies => vec![tables.agencies_batch()],
+            Partition::Services => vec![tables.services_batch(), tables.service_levels_batch()],
+            Partition::IctIndex => vec![tables.ict_index_batch()],
+            Partition::Rankings => vec![tables.rankings_batch()],
+            Partition::AgencyDaily(month) => vec![tables.daily_batch(month)],
+            Partition::Dossiers(_) => unreachable!("read by chunk"),
         };
         let picked = pick(table, &batches);
-        self.cache.insert(partition, (now, open_pauses, batches));
+        self.cache.insert(partition, batches);
         picked
     }
+
+    /// One batch per chunk of a month's rows in memory: a chunk changed since its batch was
+    /// built is built again, one holding an open pause has its two clock columns refreshed
+    /// once a second, and the rest are reused.
+    fn dossier_batches(&mut self, month: MonthKey, now: i64) -> Vec<RecordBatch> {
+        const PAUSE_REFRESH_MICROS: i64 = 1_000_000;
+        let Some(m) = self.tables.dossiers.months.get(&month) else {
+            return Vec::new();
+        };
+        let mut batches = Vec::new();
+        for (i, stamp, rows) in m.chunks() {
+            let cached = match self.chunks.get_mut(&(month, i)) {
+                Some(cached) if cached.stamp == stamp => cached,
+                _ => {
+                    let open_pauses = rows
+                        .iter()
+                        .any(|d| d.is_paused() && d.closed_at().is_none());
+                    let batch = dossiers_batch(rows, now, false);
+                    let built = CachedChunk {
+                        stamp,
+                        built: now,
+                        open_pauses,
+                        batch,
+                    };
+                    self.chunks.insert((month, i), built);
+                    self.chunks.get_mut(&(month, i)).expect("just cached")
+                }
+            };
+            if cached.open_pauses && now - cached.built >= PAUSE_REFRESH_MICROS {
+                cached.batch = dossiers::with_pauses_at(&cached.batch, rows, now);
+                cached.built = now;
+            }
+            batches.push(cached.batch.clone());
+        }
+        // Chunks past the end: the month lost rows to its sealed file.
+        let stale: Vec<_> = self
+            .chunks
+            .range((month, batches.len())..=(month, usize::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            self.chunks.remove(&key);
+        }
+        batches
+    }
+
+    /// The segments to write for a changed partition. A `dossiers` month is written by chunk:
+    /// the chunks changed since they were saved, the removal of chunks past its end, and its
+    /// deletion vector.
+    fn segments(&self, partition: Partition) -> Vec<Segment> {
+        let tables = &self.tables;
+        let batch = |name: &str, batch| vec![Segment::new(name, Content::Batch(batch))];
+        match partition {
+            Partition::Agencies => batch("agencies", tables.agencies_batch()),
+            Partition::Services => vec![
+                Segment::new("services", Content::Batch(tables.services_batch())),
+                Segment::new(
+                    "service_levels",
+                    Content::Batch(tables.service_levels_batch()),
+                ),
+            ],
+            Partition::IctIndex => batch("ict_index", tables.ict_index_batch()),
+            Partition::Rankings => batch("rankings", tables.rankings_batch()),
+            Partition::AgencyDaily(month) => batch(
+                &format!("agency_daily/{}", month_name(month)),
+                tables.daily_batch(month),
+            ),
+            Partition::Dossiers(month) => self.dossier_segments(month),
+        }
+    }
+
+    fn dossier_segments(&self, month: MonthKey) -> Vec<Segment> {
+        let prefix = format!("dossiers/{}", month_name(month));
+        let m = self.tables.dossiers.months.get(&month);
+        let mut segments = Vec::new();
+        let mut chunks = 0;
+        for (i, stamp, rows) in m.into_iter().flat_map(|m| m.chunks()) {
+            chunks = i + 1;
+            if self.saved.get(&(month, i)) != Some(&stamp) {
+                let mut segment =
+                    Segment::new(chunk_name(&prefix, i), Content::Dossiers(rows.to_vec()));
+                segment.chunk = Some(((month, i), Some(stamp)));
+                segments.push(segment);
+            }
+        }
+        // Saved chunks past the end, and a segment of the whole month (format 2's layout).
+        let removed = self
+            .manifest
+            .segments
+            .range(format!("{prefix}/")..format!("{prefix}/~"))
+            .filter_map(|(name, _)| Some((name, chunk_number(name)?)))
+            .filter(|(_, i)| *i >= chunks);
+        for (name, i) in removed {
+            let mut segment = Segment::new(name.clone(), Content::Dossiers(Vec::new()));
+            segment.chunk = Some(((month, i), None));
+            segments.push(segment);
+        }
+        if self.manifest.segments.contains_key(&prefix) {
+            segments.push(Segment::new(prefix.clone(), Content::Dossiers(Vec::new())));
+        }
+        let mut deletions = Segment::new(
+            format!("{prefix}/{DELETIONS}"),
+            Content::Dossiers(Vec::new()),
+        );
+        if let Some(base) = m
+            .and_then(|m| m.sealed.as_ref())
+            .filter(|b| !b.deleted.is_empty())
+        {
+            let deleted: Vec<String> = base.deleted.iter().map(u32::to_string).collect();
+            deletions.metadata = vec![KeyValue::new(sealed::DELETED.into(), deleted.join(","))];
+        }
+        segments.push(deletions);
+        segments
+    }
 }
+
+/// The manifest name of chunk `i` of a month's rows in memory (`dossiers/YYYY-MM/00003`).
+fn chunk_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}/{i:05}")
+}
+
+/// The chunk number of a chunk's manifest name.
+fn chunk_number(name: &str) -> Option<usize> {
+    name.rsplit_once('/')?.1.parse().ok()
+}
+
+/// The manifest name's last part for a month's deletion vector (`dossiers/YYYY-MM/deleted`).
+const DELETIONS: &str = "deleted";
 
 fn pick(table: TableName, batches: &[RecordBatch]) -> Vec<RecordBatch> {
     match table {
@@ -918,52 +1064,38 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One segment to write: a partition's rows and the footer metadata beside them.
 struct Segment {
     name: String,
-    batch: RecordBatch,
+    content: Content,
     metadata: Vec<KeyValue>,
+    /// For a chunk of `dossiers`: which, and the stamp its rows have (`None`: removed).
+    chunk: Option<((MonthKey, usize), Option<u64>)>,
+}
+
+/// A segment's rows: a batch, or dossier rows copied under the lock and encoded after it.
+enum Content {
+    Batch(RecordBatch),
+    Dossiers(Vec<Dossier>),
 }
 
 impl Segment {
-    fn new(name: impl Into<String>, batch: RecordBatch) -> Self {
+    fn new(name: impl Into<String>, content: Content) -> Self {
         Self {
             name: name.into(),
-            batch,
+            content,
             metadata: Vec::new(),
+            chunk: None,
         }
-    }
-}
-
-/// The segments a partition is stored as.
-fn segment_batches(tables: &Tables, partition: Partition) -> Vec<Segment> {
-    match partition {
-        Partition::Agencies => vec![Segment::new("agencies", tables.agencies_batch())],
-        Partition::Services => vec![
-            Segment::new("services", tables.services_batch()),
-            Segment::new("service_levels", tables.service_levels_batch()),
-        ],
-        Partition::IctIndex => vec![Segment::new("ict_index", tables.ict_index_batch())],
-        Partition::Rankings => vec![Segment::new("rankings", tables.rankings_batch())],
-        Partition::Dossiers(month) => {
-            let name = format!("dossiers/{}", month_name(month));
-            let Some(m) = tables.dossiers.months.get(&month) else {
-                return vec![Segment::new(name, dossiers_batch(&[], 0, true))];
-            };
-            let mut segment = Segment::new(name, dossiers_batch(&m.rows, 0, true));
-            if let Some(base) = m.sealed.as_ref().filter(|b| !b.deleted.is_empty()) {
-                let deleted: Vec<String> = base.deleted.iter().map(u32::to_string).collect();
-                segment.metadata = vec![KeyValue::new(sealed::DELETED.into(), deleted.join(","))];
-            }
-            vec![segment]
-        }
-        Partition::AgencyDaily(month) => vec![Segment::new(
-            format!("agency_daily/{}", month_name(month)),
-            tables.daily_batch(month),
-        )],
     }
 }
 
 /// Loads every segment of the manifest: sealed files by their footers first, then rows,
-/// services before their level spans.
-fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables) -> Result<()> {
+/// services before their level spans. Returns the `dossiers` months whose rows were not
+/// saved by chunk as [`CHUNK_ROWS`] lays them out now (to write again).
+fn load_segments(
+    segments: &SegmentDir,
+    manifest: &Manifest,
+    tables: &mut Tables,
+) -> Result<BTreeSet<Partition>> {
+    let mut relayout = BTreeSet::new();
     for (name, file) in manifest
         .segments
         .iter()
@@ -1001,16 +1133,36 @@ fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables
             .with_batch_size(65_536)
             .build()
             .map_err(|e| failed(e.to_string()))?;
-        let (table, month) = match name.split_once('/') {
-            Some((table, month)) => (
-                table,
-                Some(parse_month(month).ok_or_else(|| failed("bad month".into()))?),
-            ),
-            None => (name.as_str(), None),
+        let (table, month, part) = match name.split_once('/') {
+            Some((table, rest)) => {
+                let (month, part) = rest
+                    .split_once('/')
+                    .map_or((rest, None), |(m, p)| (m, Some(p)));
+                let month = parse_month(month).ok_or_else(|| failed("bad month".into()))?;
+                (table, Some(month), part)
+            }
+            None => (name.as_str(), None, None),
         };
+        let in_memory = |tables: &Tables| {
+            month
+                .and_then(|m| tables.dossiers.months.get(&m))
+                .map_or(0, |m| m.rows().len())
+        };
+        let before = in_memory(tables);
         for batch in reader {
             let batch = batch.map_err(|e| failed(e.to_string()))?;
             tables.restore(table, month, &batch).map_err(failed)?;
+        }
+        if let (Some(month), "dossiers") = (month, table) {
+            // A chunk lands where it was saved only if every chunk before it is whole.
+            let in_place = match part.map(str::parse::<usize>) {
+                Some(Ok(i)) => before == i * CHUNK_ROWS && in_memory(tables) - before <= CHUNK_ROWS,
+                Some(Err(_)) => part == Some(DELETIONS),
+                None => false,
+            };
+            if !in_place {
+                relayout.insert(Partition::Dossiers(month));
+            }
         }
         if let (Some(deleted), Some(month)) = (deleted, month) {
             let base = tables
@@ -1024,7 +1176,7 @@ fn load_segments(segments: &SegmentDir, manifest: &Manifest, tables: &mut Tables
             base.deleted = Arc::new(rows.map_err(|e| failed(e.to_string()))?);
         }
     }
-    Ok(())
+    Ok(relayout)
 }
 
 fn footer_value<T>(

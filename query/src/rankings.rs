@@ -106,45 +106,49 @@ fn inputs(projections: &Projections, month: MonthKey) -> Result<Inputs> {
     // A month's resolutions are in months not settled before it began (as in the report).
     let month_start = day_start(month_first_day(month));
     let name = crate::local_time::month_name(month);
-    let (mut inputs, files) = projections.read_with_sealed(month, month_start, |tables| {
-        let mut figures: BTreeMap<String, Figures> = BTreeMap::new();
-        for ((_, agency), counts) in tables.daily.get(&month).into_iter().flatten() {
-            let f = figures.entry(agency.to_string()).or_default();
-            f.received += counts.received;
-            f.received_online += counts.received_online;
-            f.resolved += counts.resolved;
-            f.in_time += counts.resolved_early + counts.resolved_on_time;
-        }
-        let months = tables.dossiers.months.range(..=month).map(|(_, m)| m);
-        for partition in months.filter(|m| m.settled_at() >= month_start) {
-            for d in &partition.rows {
-                if d.resolved_at.is_some_and(|at| local_month(at) == month) {
-                    add_payment_and_rating(&mut figures, &d.agency, d.paid_online, d.rating);
+    let (mut inputs, files) = projections.read_with_sealed(
+        month,
+        |m| m.settled_at() >= month_start,
+        |tables| {
+            let mut figures: BTreeMap<String, Figures> = BTreeMap::new();
+            for (agency, counts) in tables.monthly.get(&month).into_iter().flatten() {
+                let f = figures.entry(agency.to_string()).or_default();
+                f.received += counts.received;
+                f.received_online += counts.received_online;
+                f.resolved += counts.resolved;
+                f.in_time += counts.resolved_early + counts.resolved_on_time;
+            }
+            let months = tables.dossiers.months.range(..=month).map(|(_, m)| m);
+            for partition in months.filter(|m| m.settled_at() >= month_start) {
+                for d in partition.rows() {
+                    if d.resolved_at.is_some_and(|at| local_month(at) == month) {
+                        add_payment_and_rating(&mut figures, &d.agency, d.paid_online, d.rating);
+                    }
                 }
             }
-        }
-        let agencies = tables
-            .agencies
-            .iter()
-            .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
-            .collect();
-        let published = tables
-            .rankings
-            .range((name.clone(), String::new(), String::new())..)
-            .take_while(|((m, _, _), _)| *m == name)
-            .map(|((_, scope, metric), r)| {
-                (
-                    (scope.clone(), metric.clone()),
-                    (r.position, r.entries.clone()),
-                )
-            })
-            .collect();
-        Inputs {
-            figures,
-            agencies,
-            published,
-        }
-    });
+            let agencies = tables
+                .agencies
+                .iter()
+                .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
+                .collect();
+            let published = tables
+                .rankings
+                .range((name.clone(), String::new(), String::new())..)
+                .take_while(|((m, _, _), _)| *m == name)
+                .map(|((_, scope, metric), r)| {
+                    (
+                        (scope.clone(), metric.clone()),
+                        (r.position, r.entries.clone()),
+                    )
+                })
+                .collect();
+            Inputs {
+                figures,
+                agencies,
+                published,
+            }
+        },
+    );
     for file in files {
         for batch in sealed::read_base(&file.path, &file.base, Some(&SEALED_COLUMNS))? {
             add_sealed(&mut inputs.figures, &batch, month)?;

@@ -1,13 +1,16 @@
 //! The period report (Biểu 06): `dossier_report(DATE 'from', DATE 'to')`, one row per agency.
 //!
-//! Computed when the query runs (inside its plan: under its time limit and cancellation), in
-//! one pass over the dossiers received up to `to` — the rows in memory, then the sealed months
-//! not settled before `from` — from their times, so a report of a past period stays what it
-//! was even after later events.
+//! Computed when the query runs (inside its plan: under its time limit and cancellation) from
+//! `agency_daily`'s sums and the dossiers open at the period's end (see [`dossier_report`]),
+//! from event times, so a report of a past period stays what it was even after later events.
+//! A filter on `province` narrows the agencies counted.
 
-use crate::local_time::{date_of, day_number, day_start, local_day, month_of_day, DAY_LIMIT};
-use crate::projections::dossiers::{decode_pauses, paused_micros, Dossier, Timeliness};
-use crate::projections::{sealed, Projections};
+use crate::local_time::{
+    date_of, day_number, day_start, local_day, month_first_day, month_of_day, DAY_LIMIT,
+};
+use crate::projections::agency_daily::DayCounts;
+use crate::projections::dossiers::{decode_pauses, paused_micros, DossierMonth};
+use crate::projections::{sealed, Projections, Tables};
 use async_trait::async_trait;
 use chiso_ingest::AgencyKind;
 use chrono::NaiveDate;
@@ -21,10 +24,11 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 /// The counted columns, in Biểu 06 order.
@@ -56,51 +60,34 @@ pub static REPORT: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
-/// The columns of a sealed file the report reads.
-const SEALED_COLUMNS: [&str; 8] = [
+/// The columns of a sealed file the report reads (of the rows open at the period's end).
+const SEALED_COLUMNS: [&str; 6] = [
     "agency",
-    "channel",
     "received_at",
     "due_at",
     "resolved_at",
     "withdrawn_at",
-    "timeliness",
     "pauses",
 ];
 
 #[derive(Default, Clone, Copy)]
 struct Row([i64; 12]);
 
-impl Row {
-    fn add(&mut self, column: usize) {
-        self.0[column] += 1;
-    }
-}
-
 /// The period `from..=to` (local days) as instants, and the counts so far.
 struct Period {
-    start: i64,
-    end: i64,
+    from_day: i32,
     to_day: i32,
+    end: i64,
     rows: HashMap<Arc<str>, Row, foldhash::fast::RandomState>,
-}
-
-/// What the report needs of one dossier.
-struct Facts {
-    received_at: i64,
-    online: bool,
-    resolved_at: Option<i64>,
-    withdrawn_at: Option<i64>,
-    timeliness: Option<Timeliness>,
 }
 
 impl Period {
     fn new(from: NaiveDate, to: NaiveDate) -> Self {
         let (from_day, to_day) = (day_number(from), day_number(to));
         Self {
-            start: day_start(from_day),
-            end: day_start(to_day + 1),
+            from_day,
             to_day,
+            end: day_start(to_day + 1),
             rows: HashMap::default(),
         }
     }
@@ -112,87 +99,98 @@ impl Period {
         self.rows.get_mut(agency).expect("just inserted")
     }
 
-    /// Counts a dossier; `due_at_end` is its effective due time at the end of the period.
-    fn count(&mut self, agency: &str, d: &Facts, due_at_end: impl FnOnce() -> i64) {
-        if d.received_at >= self.end {
+    /// Adds an agency's counts of days before the period (what is carried over: received
+    /// less closed) or within it (received, resolved by timeliness, withdrawn).
+    fn add(&mut self, agency: &str, counts: &DayCounts, before: bool) {
+        let row = &mut self.row(agency).0;
+        if before {
+            let carried = counts.received - counts.closed();
+            row[0] += carried;
+            row[3] += carried;
             return;
         }
-        let (start, end, to_day) = (self.start, self.end, self.to_day);
-        let closed = d.resolved_at.or(d.withdrawn_at);
-        let carried = d.received_at < start;
-        if carried && closed.is_some_and(|at| at < start) {
-            return;
-        }
-        let row = self.row(agency);
-        if carried {
-            row.add(0);
-        } else if d.online {
-            row.add(1);
-        } else {
-            row.add(2);
-        }
-        row.add(3);
-        let within = |at: Option<i64>| at.is_some_and(|at| (start..end).contains(&at));
-        if within(d.resolved_at) {
-            row.add(match d.timeliness {
-                Some(Timeliness::Early) => 4,
-                Some(Timeliness::OnTime) => 5,
-                _ => 6,
-            });
-            row.add(7);
-        }
-        if within(d.withdrawn_at) {
-            row.add(8);
-        }
-        if closed.is_none_or(|at| at >= end) {
-            let overdue = local_day(due_at_end()) <= to_day;
-            row.add(if overdue { 10 } else { 9 });
-            row.add(11);
+        row[1] += counts.received_online;
+        row[2] += counts.received - counts.received_online;
+        row[3] += counts.received;
+        row[4] += counts.resolved_early;
+        row[5] += counts.resolved_on_time;
+        row[6] += counts.resolved_late;
+        row[7] += counts.resolved;
+        row[8] += counts.withdrawn;
+    }
+
+    /// Every column but the open ones, from `agency_daily`: whole months from their totals,
+    /// the months the period starts or ends in day by day.
+    fn add_counts(&mut self, tables: &Tables, wanted: Option<&HashSet<&str>>) {
+        let (from_day, to_day) = (self.from_day, self.to_day);
+        for (month, totals) in tables.monthly.range(..=month_of_day(to_day)) {
+            let (first, last) = (month_first_day(*month), month_first_day(month + 1) - 1);
+            let whole = if last < from_day {
+                Some(true)
+            } else if first >= from_day && last <= to_day {
+                Some(false)
+            } else {
+                None
+            };
+            match (whole, wanted) {
+                (Some(before), Some(wanted)) => {
+                    for agency in wanted {
+                        if let Some(counts) = totals.get(*agency) {
+                            self.add(agency, counts, before);
+                        }
+                    }
+                }
+                (Some(before), None) => {
+                    for (agency, counts) in totals {
+                        self.add(agency, counts, before);
+                    }
+                }
+                (None, _) => {
+                    let days = tables.daily.get(month).into_iter().flatten();
+                    for ((day, agency), counts) in days {
+                        if *day > to_day || wanted.is_some_and(|w| !w.contains(&**agency)) {
+                            continue;
+                        }
+                        self.add(agency, counts, *day < from_day);
+                    }
+                }
+            }
         }
     }
 
-    fn count_dossier(&mut self, d: &Dossier) {
-        let facts = Facts {
-            received_at: d.received_at,
-            online: d.channel == chiso_ingest::Channel::Online,
-            resolved_at: d.resolved_at,
-            withdrawn_at: d.withdrawn_at,
-            timeliness: d.timeliness(),
-        };
-        let end = self.end;
-        self.count(&d.agency, &facts, || d.effective_due_at(end));
+    /// Counts a dossier received before the period's end and still open at it, by whether it
+    /// is overdue then (`due_at_end`: its effective due time at the end).
+    fn count_open(&mut self, agency: &str, due_at_end: i64) {
+        let overdue = local_day(due_at_end) <= self.to_day;
+        let row = &mut self.row(agency).0;
+        row[if overdue { 10 } else { 9 }] += 1;
+        row[11] += 1;
     }
 
-    /// Counts the rows of a batch read from a sealed file.
-    fn count_sealed(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Whether a dossier received at `received_at` and closed at `closed` is open at the end.
+    fn open_at_end(&self, received_at: i64, closed: Option<i64>) -> bool {
+        received_at < self.end && closed.is_none_or(|at| at >= self.end)
+    }
+
+    /// Counts the rows open at the end of a batch read from a sealed file.
+    fn count_sealed(&mut self, batch: &RecordBatch, wanted: Option<&HashSet<&str>>) -> Result<()> {
         let text = |name: &str| column::<StringArray>(batch, name);
         let time = |name: &str| column::<TimestampMicrosecondArray>(batch, name);
-        let (agency, channel, timeliness, pauses) = (
-            text("agency")?,
-            text("channel")?,
-            text("timeliness")?,
-            text("pauses")?,
-        );
+        let (agency, pauses) = (text("agency")?, text("pauses")?);
         let (received, due) = (time("received_at")?, time("due_at")?);
         let (resolved, withdrawn) = (time("resolved_at")?, time("withdrawn_at")?);
         let at = |a: &TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
         let end = self.end;
         for i in 0..batch.num_rows() {
-            let facts = Facts {
-                received_at: received.value(i),
-                online: channel.value(i) == "online",
-                resolved_at: at(resolved, i),
-                withdrawn_at: at(withdrawn, i),
-                timeliness: timeliness
-                    .is_valid(i)
-                    .then(|| Timeliness::parse(timeliness.value(i)))
-                    .flatten(),
-            };
-            let due_at_end = || {
-                let spans = pauses.is_valid(i).then(|| decode_pauses(pauses.value(i)));
-                due.value(i) + spans.flatten().map_or(0, |p| paused_micros(&p, end))
-            };
-            self.count(agency.value(i), &facts, due_at_end);
+            let closed = at(resolved, i).or(at(withdrawn, i));
+            if !self.open_at_end(received.value(i), closed)
+                || wanted.is_some_and(|w| !w.contains(agency.value(i)))
+            {
+                continue;
+            }
+            let spans = pauses.is_valid(i).then(|| decode_pauses(pauses.value(i)));
+            let paused = spans.flatten().map_or(0, |p| paused_micros(&p, end));
+            self.count_open(agency.value(i), due.value(i) + paused);
         }
         Ok(())
     }
@@ -205,34 +203,65 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
         .ok_or_else(|| DataFusionError::Internal(format!("sealed column {name} is unreadable")))
 }
 
-/// The report of the local days `from..=to`.
+/// The report of the local days `from..=to`, for the agencies of `provinces` (every agency
+/// when `None`).
+///
+/// Receipts, resolutions, withdrawals and what is carried over are sums of `agency_daily`
+/// (each dossier closes once, after its receipt: the write model's rules); only the dossiers
+/// open at the period's end are counted one by one, for whether they are overdue then: the
+/// rows in memory, and the sealed months with a dossier that closed after the end.
 pub fn dossier_report(
     projections: &Projections,
     from: NaiveDate,
     to: NaiveDate,
+    provinces: Option<&BTreeSet<String>>,
 ) -> Result<RecordBatch> {
     let mut period = Period::new(from, to);
     let until = month_of_day(period.to_day);
-    let (agencies, files) = projections.read_with_sealed(until, period.start, |tables| {
+    let end = period.end;
+    let late_closers = |m: &DossierMonth| m.sealed.as_ref().is_some_and(|b| b.last_closed >= end);
+    let ((agencies, wanted), files) = projections.read_with_sealed(until, late_closers, |tables| {
+        let wanted: Option<HashSet<&str>> = provinces.map(|provinces| {
+            tables
+                .agencies
+                .iter()
+                .filter(|(_, a)| provinces.contains(&*a.province))
+                .map(|(code, _)| code.as_str())
+                .collect()
+        });
+        period.add_counts(tables, wanted.as_ref());
         let months = tables.dossiers.months.range(..=until).map(|(_, m)| m);
-        // A month whose dossiers all closed before the period owes it nothing.
-        let start = period.start;
-        for month in months.filter(|m| m.settled_at() >= start) {
-            for dossier in &month.rows {
-                period.count_dossier(dossier);
+        for month in months.filter(|m| m.settled_at() >= end) {
+            for d in month.rows() {
+                if period.open_at_end(d.received_at, d.closed_at())
+                    && wanted.as_ref().is_none_or(|w| w.contains(&*d.agency))
+                {
+                    period.count_open(&d.agency, d.effective_due_at(end));
+                }
             }
         }
-        tables
+        let agencies = tables
             .agencies
             .iter()
             .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
-            .collect::<HashMap<_, _>>()
+            .collect::<HashMap<_, _>>();
+        let wanted: Option<HashSet<String>> =
+            wanted.map(|w| w.into_iter().map(str::to_owned).collect());
+        (agencies, wanted)
     });
+    let wanted: Option<HashSet<&str>> = wanted
+        .as_ref()
+        .map(|w| w.iter().map(String::as_str).collect());
     for file in files {
-        let batches = sealed::read_base(&file.path, &file.base, Some(&SEALED_COLUMNS))
+        let agency_in = |min: &str, max: &str| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|a| (min..=max).contains(a)))
+        };
+        let batches = sealed::read_base_where(&file.path, &file.base, &SEALED_COLUMNS, agency_in)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         for batch in batches {
-            period.count_sealed(&batch)?;
+            period.count_sealed(&batch, wanted.as_ref())?;
         }
     }
     let by_code: BTreeMap<Arc<str>, Row> = period
@@ -303,6 +332,7 @@ impl TableFunctionImpl for DossierReportFunction {
             projections: self.projections.clone(),
             from,
             to,
+            provinces: None,
         }))
     }
 }
@@ -313,6 +343,8 @@ struct ReportTable {
     projections: Projections,
     from: NaiveDate,
     to: NaiveDate,
+    /// The provinces a filter allows (every one when `None`).
+    provinces: Option<Arc<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for ReportTable {
@@ -331,16 +363,38 @@ impl TableProvider for ReportTable {
         TableType::Temporary
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // A filter on the province narrows the agencies counted; DataFusion still applies it.
+        Ok(filters
+            .iter()
+            .map(|filter| match provinces_of(filter) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let provinces = filters
+            .iter()
+            .filter_map(provinces_of)
+            .reduce(|a, b| a.intersection(&b).cloned().collect());
+        let table = Self {
+            provinces: provinces.map(Arc::new),
+            ..self.clone()
+        };
         let exec = StreamingTableExec::try_new(
             REPORT.clone(),
-            vec![Arc::new(self.clone())],
+            vec![Arc::new(table)],
             projection,
             Vec::new(),
             false,
@@ -359,7 +413,8 @@ impl PartitionStream for ReportTable {
         let report = self.clone();
         let computed = async move {
             let counted = tokio::task::spawn_blocking(move || {
-                dossier_report(&report.projections, report.from, report.to)
+                let provinces = report.provinces.as_deref();
+                dossier_report(&report.projections, report.from, report.to, provinces)
             })
             .await;
             counted.map_err(|e| DataFusionError::External(Box::new(e)))?
@@ -387,5 +442,37 @@ fn date_argument(expr: &Expr, name: &str) -> Result<NaiveDate> {
         None => plan_err!(
             "dossier_report: '{name}' must be a date literal such as DATE '2019-01-01', not {expr}"
         ),
+    }
+}
+
+/// The provinces a filter allows, when it is `province = '…'`, `province IN (…)` or an `OR`
+/// of those.
+fn provinces_of(filter: &Expr) -> Option<BTreeSet<String>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let text = |expr: &Expr| match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::Utf8View(Some(text))
+            | ScalarValue::LargeUtf8(Some(text)),
+            _,
+        ) => Some(text.clone()),
+        _ => None,
+    };
+    let is_province = |expr: &Expr| matches!(expr, Expr::Column(c) if c.name == "province");
+    match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::Eq if is_province(left) => text(right).map(|p| BTreeSet::from([p])),
+            Operator::Eq if is_province(right) => text(left).map(|p| BTreeSet::from([p])),
+            Operator::Or => {
+                let mut both = provinces_of(left)?;
+                both.extend(provinces_of(right)?);
+                Some(both)
+            }
+            _ => None,
+        },
+        Expr::InList(list) if !list.negated && is_province(&list.expr) => {
+            list.list.iter().map(text).collect()
+        }
+        _ => None,
     }
 }

@@ -119,6 +119,11 @@ async fn load_fixture(store: &EventStore, projections: &[&Projections], fixture:
     }
 }
 
+/// A log at `path` with the catalog and the write model, as the server opens it.
+fn open_store(path: &Path) -> EventStore {
+    EventStore::open_with(path, StoreMetrics::default(), IngestModel::new()).unwrap()
+}
+
 fn slt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt")
 }
@@ -148,12 +153,7 @@ async fn sqllogictest_files_on_sealed_months() {
 
 async fn run_slt_files(policy: SealPolicy, check: impl Fn(DossierStorage)) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EventStore::open_with(
-        dir.path().join("log"),
-        StoreMetrics::default(),
-        IngestModel::new(),
-    )
-    .unwrap();
+    let store = open_store(&dir.path().join("log"));
     let projections = Projections::open_with(&store, dir.path().join("tables"), policy).unwrap();
     load_fixture(&store, &[&projections], &slt_dir().join("fixture.ndjson")).await;
     check(projections.dossier_storage());
@@ -218,14 +218,7 @@ async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
     // Tables keep their manifest in their log's store: one store for the sealed tables, one
     // for the hot ones, the same events appended to each.
     let dir = tempfile::tempdir().unwrap();
-    let open = |name: &str| {
-        EventStore::open_with(
-            dir.path().join(name),
-            StoreMetrics::default(),
-            IngestModel::new(),
-        )
-        .unwrap()
-    };
+    let open = |name: &str| open_store(&dir.path().join(name));
     let (store, hot_store) = (open("log"), open("hot-log"));
     let tables = dir.path().join("tables");
     let sealed = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
@@ -261,4 +254,106 @@ async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
     reopened.clear().unwrap();
     reopened.catch_up(|_, _| {}).unwrap();
     assert_eq!(late_answers(&store, &reopened).await, expected, "rebuilt");
+}
+
+/// A month of three chunks in memory: a late resolution of a dossier in the middle one
+/// rewrites that chunk's segment only, and the tables reopened from the segments answer as
+/// before it was saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_rewrites_one_chunk_of_its_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir.path().join("log"));
+    let tables = dir.path().join("tables");
+    let projections = Projections::open_with(&store, &tables, SealPolicy::NEVER).unwrap();
+    let mut serial = 0u128;
+    let mut request = |stream: &str, event_type: &str, data: serde_json::Value| {
+        serial += 1;
+        AppendRequest {
+            stream: StreamName::new(stream).unwrap(),
+            expected: ExpectedRevision::Any,
+            events: vec![ProposedEvent {
+                id: uuid::Uuid::from_u128(serial),
+                event_type: event_type.to_owned(),
+                data: data.to_string(),
+                metadata: "{}".into(),
+                decoded: None,
+            }],
+            principal: None,
+        }
+    };
+    let mut requests = vec![
+        request(
+            "agency-26",
+            "AgencyRegistered",
+            serde_json::json!({"code": "26", "name": "Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}),
+        ),
+        request(
+            "agency-26.STP",
+            "AgencyRegistered",
+            serde_json::json!({"code": "26.STP", "name": "Sở Tư pháp", "kind": "department", "parent": "26", "province": "26"}),
+        ),
+        request(
+            "service-1.001",
+            "ServiceLaunched",
+            serde_json::json!({"code": "1.001", "agency": "26.STP", "name": "Lý lịch tư pháp", "field": "Tư pháp", "level": 3, "at": "2018-01-01T08:00:00+07:00"}),
+        ),
+    ];
+    const DOSSIERS: usize = 40_000;
+    for n in 0..DOSSIERS {
+        let received = format!("2019-03-{:02}T08:00:00+07:00", 1 + n * 28 / DOSSIERS);
+        requests.push(request(&format!("dossier-c{n}"), "DossierReceived", serde_json::json!({"agency": "26.STP", "service": "1.001", "channel": "online", "received_at": received, "due_at": "2019-04-05T17:00:00+07:00"})));
+    }
+    let late = request(
+        "dossier-c20000",
+        "DossierResolved",
+        serde_json::json!({"at": "2019-05-02T09:00:00+07:00", "outcome": "approved"}),
+    );
+    while !requests.is_empty() {
+        let rest = requests.split_off(requests.len().min(10_000));
+        store.append_all(requests).await.unwrap();
+        requests = rest;
+    }
+    projections.catch_up(|_, _| {}).unwrap();
+    projections.checkpoint().unwrap();
+    let chunks = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&tables)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("dossiers_2019-03_"))
+            .collect()
+    };
+    let saved = chunks();
+    let numbers: Vec<&str> = saved.iter().map(|name| &name[17..22]).collect();
+    assert_eq!(numbers, ["00000", "00001", "00002"], "{saved:?}");
+
+    store.append_all(vec![late]).await.unwrap();
+    projections.catch_up(|_, _| {}).unwrap();
+    projections.checkpoint().unwrap();
+    let now = chunks();
+    let written: Vec<&String> = now.difference(&saved).collect();
+    let dropped: Vec<&String> = saved.difference(&now).collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(
+        written[0].starts_with("dossiers_2019-03_00001."),
+        "{written:?}"
+    );
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(dropped[0].starts_with("dossiers_2019-03_00001."));
+
+    let counts = "SELECT count(*) AS n, count(resolved_at) AS resolved, \
+        max(CASE WHEN id = 'c20000' THEN status END) AS status FROM dossiers";
+    let answer = |projections: Projections| {
+        let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
+        async move { rows(&engine.collect(counts).await.unwrap()) }
+    };
+    let expected = vec![vec![
+        DOSSIERS.to_string(),
+        "1".to_owned(),
+        "resolved".to_owned(),
+    ]];
+    assert_eq!(answer(projections.clone()).await, expected);
+    drop(projections);
+    let reopened = Projections::open_with(&store, &tables, SealPolicy::NEVER).unwrap();
+    assert_eq!(reopened.position(), store.head());
+    assert_eq!(answer(reopened).await, expected, "reopened from the chunks");
 }

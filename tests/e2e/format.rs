@@ -1,13 +1,14 @@
 //! Data directories of earlier formats open and answer as they did: `tests/fixtures/format-1`
 //! was written by chiso's first storage format (the log, its tokens and write-model snapshot,
-//! and the tables' segments) together with the answers that version gave. A later version may
+//! and the tables' segments), `tests/fixtures/format-2` by the second (sealed months, a month
+//! in memory as one segment), each with the answers that version gave. A later version may
 //! rebuild its tables from the log at first start, but must answer the same.
 
 use crate::support::Server;
 use serde_json::{json, Value};
 use std::path::Path;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-1");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -36,12 +37,21 @@ async fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_format_1_data_directory_opens_and_answers_as_it_did() {
+    opens_and_answers_as_it_did("format-1").await;
+}
+
+#[tokio::test]
+async fn a_format_2_data_directory_opens_and_answers_as_it_did() {
+    opens_and_answers_as_it_did("format-2").await;
+}
+
+async fn opens_and_answers_as_it_did(name: &str) {
+    let fixture_dir = Path::new(FIXTURES).join(name);
     let fixture: Value =
-        serde_json::from_slice(&std::fs::read(Path::new(FIXTURE).join("answers.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(fixture_dir.join("answers.json")).unwrap()).unwrap();
     let admin = fixture["admin_token"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&Path::new(FIXTURE).join("data"), dir.path());
+    copy_dir(&fixture_dir.join("data"), dir.path());
     let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", admin)]).await;
     let sql = format!("{}/v1/sql", server.url);
 
@@ -63,7 +73,7 @@ async fn a_format_1_data_directory_opens_and_answers_as_it_did() {
     assert_eq!(post(&sql, revoked, count).await.0, 401);
 
     // The write model survived: a resolved dossier cannot be resolved again.
-    let history = std::fs::read_to_string(Path::new(FIXTURE).join("history.ndjson")).unwrap();
+    let history = std::fs::read_to_string(fixture_dir.join("history.ndjson")).unwrap();
     let events: Vec<Value> = history
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -108,5 +118,25 @@ async fn a_format_1_data_directory_opens_and_answers_as_it_did() {
         (status, &answer["first_position"]),
         (200, &json!(1000)),
         "{answer}"
+    );
+
+    // Saved again in today's layout: no month in memory as one segment any more.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("tables"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let whole_months: Vec<&String> = files
+        .iter()
+        .filter(|f| f.starts_with("dossiers_") && !f.contains(".sealed."))
+        .filter(|f| f.split('.').next().is_some_and(|stem| stem.len() == 16))
+        .collect();
+    assert!(whole_months.is_empty(), "{whole_months:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("dossiers_2019-08_00000.")),
+        "{files:?}"
     );
 }

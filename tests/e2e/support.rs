@@ -28,6 +28,11 @@ impl Server {
         Self::launch(data_dir, &[], args, Duration::from_secs(1800)).await
     }
 
+    /// Like [`Server::start`], with extra environment variables and arguments.
+    pub async fn start_with_options(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::launch(data_dir, env, args, Duration::from_secs(30)).await
+    }
+
     async fn launch(data_dir: &Path, env: &[(&str, &str)], args: &[&str], wait: Duration) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_chiso"))

@@ -120,7 +120,9 @@ async fn tables_after_restarts_equal_tables_after_a_rebuild() {
     // SIGTERM saved a checkpoint: a restart loads segments, no replay.
     let saved = segments(data);
     assert!(
-        saved.iter().any(|f| f.starts_with("dossiers_2019-03.")),
+        saved
+            .iter()
+            .any(|f| f.starts_with("dossiers_2019-") && f.contains("_00000.")),
         "{saved:?}"
     );
     let mut server = Server::start(data).await;
@@ -142,7 +144,7 @@ async fn tables_after_restarts_equal_tables_after_a_rebuild() {
     )
     .await;
 
-    // A late event for a February dossier rewrites February's segment only.
+    // A late event for a February dossier rewrites February's chunk only.
     let late = json!({"stream": "dossier-x1", "type": "DossierPaid", "data": {"at": "2019-02-20T10:00:00+07:00", "online": true, "amount": 50000}});
     let last = append(&server.url, &[late]).await;
     let paid = sql(
@@ -159,8 +161,15 @@ async fn tables_after_restarts_equal_tables_after_a_rebuild() {
         .difference(&saved)
         .filter(|f| !f.starts_with("rankings."))
         .collect();
-    assert_eq!(changed.len(), 1, "{changed:?}");
-    assert!(changed[0].starts_with("dossiers_2019-02."));
+    // February was sealed: the row came back to memory (its chunk, a deletion vector), and
+    // with its replaced rows past 5 % of its file the month was compacted into a new one.
+    assert!(!changed.is_empty() && changed.len() <= 2, "{changed:?}");
+    assert!(
+        changed.iter().all(
+            |f| f.starts_with("dossiers_2019-02_") || f.starts_with("dossiers_2019-02.sealed.")
+        ),
+        "{changed:?}"
+    );
 
     // SIGKILL after more appends: the restart folds the tail past the checkpoint.
     let mut server = Server::start(data).await;

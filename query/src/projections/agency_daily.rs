@@ -20,6 +20,24 @@ pub struct DayCounts {
     pub withdrawn: i64,
 }
 
+impl DayCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.received += other.received;
+        self.received_online += other.received_online;
+        self.resolved += other.resolved;
+        self.resolved_early += other.resolved_early;
+        self.resolved_on_time += other.resolved_on_time;
+        self.resolved_late += other.resolved_late;
+        self.withdrawn += other.withdrawn;
+    }
+
+    /// Dossiers closed: resolved or withdrawn.
+    pub fn closed(&self) -> i64 {
+        self.resolved + self.withdrawn
+    }
+}
+
 const COUNTERS: [&str; 7] = [
     "received",
     "received_online",
@@ -43,15 +61,24 @@ pub static AGENCY_DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 impl Tables {
-    /// The counters of `agency` on local day `day`, marked changed.
-    pub(super) fn day_counts(&mut self, day: i32, agency: Arc<str>) -> &mut DayCounts {
+    /// Counts on `agency`'s local day `day` (and its month's totals), marked changed.
+    pub(super) fn count_day(&mut self, day: i32, agency: Arc<str>, count: impl Fn(&mut DayCounts)) {
         let month = month_of_day(day);
         self.dirty.insert(Partition::AgencyDaily(month));
-        self.daily
-            .entry(month)
-            .or_default()
-            .entry((day, agency))
-            .or_default()
+        count(
+            self.monthly
+                .entry(month)
+                .or_default()
+                .entry(agency.clone())
+                .or_default(),
+        );
+        count(
+            self.daily
+                .entry(month)
+                .or_default()
+                .entry((day, agency))
+                .or_default(),
+        );
     }
 
     /// One month of `agency_daily`.
@@ -104,6 +131,13 @@ impl Tables {
                 withdrawn: at(6),
             };
             let agency = self.intern(agency.value(row));
+            let total = self
+                .monthly
+                .entry(month)
+                .or_default()
+                .entry(agency.clone())
+                .or_default();
+            total.add(&counts);
             self.daily
                 .entry(month)
                 .or_default()

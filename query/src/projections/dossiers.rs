@@ -174,19 +174,52 @@ pub fn paused_micros(pauses: &[Pause], as_of: i64) -> i64 {
         .sum()
 }
 
+/// Rows per chunk of a month in memory: the unit of its cached query batches and of its
+/// checkpoint segments, so a change rebuilds and rewrites one chunk, not the month.
+pub const CHUNK_ROWS: usize = 16_384;
+
+/// A stamp no earlier edit of any chunk has.
+fn next_stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STAMPS: AtomicU64 = AtomicU64::new(1);
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// One local month of dossiers: every row while hot; once sealed, the rows not in its file.
 #[derive(Debug, Default)]
 pub struct DossierMonth {
-    pub rows: Vec<Dossier>,
+    rows: Vec<Dossier>,
     /// Rows still open.
     open: u32,
     /// The latest time a row in `rows` closed.
     last_closed: Option<i64>,
+    /// Per chunk of [`CHUNK_ROWS`] rows, the stamp of its latest change: a cached batch or
+    /// a saved segment built at that stamp is current.
+    stamps: Vec<u64>,
     /// The sealed file, once the month is sealed.
     pub sealed: Option<SealedBase>,
 }
 
 impl DossierMonth {
+    /// The rows in memory.
+    pub fn rows(&self) -> &[Dossier] {
+        &self.rows
+    }
+
+    /// Rows in memory that are closed (what sealing would move to the file).
+    pub fn closed_rows(&self) -> usize {
+        self.rows.len() - self.open as usize
+    }
+
+    /// The chunks of rows in memory: index, stamp of the latest change, rows.
+    pub fn chunks(&self) -> impl Iterator<Item = (usize, u64, &[Dossier])> {
+        self.rows
+            .chunks(CHUNK_ROWS)
+            .zip(&self.stamps)
+            .enumerate()
+            .map(|(i, (rows, stamp))| (i, *stamp, rows))
+    }
+
     /// When its last dossier closed, or `i64::MAX` while one is open: a period that starts
     /// after it owes this month nothing (no carry-over, no activity).
     pub fn settled_at(&self) -> i64 {
@@ -197,17 +230,18 @@ impl DossierMonth {
         self.last_closed.max(base).unwrap_or(i64::MIN)
     }
 
-    /// Rows with an open pause, whose `paused_seconds` grows with the clock.
-    pub fn has_open_pause(&self) -> bool {
-        self.rows
-            .iter()
-            .any(|d| d.is_paused() && d.closed_at().is_none())
-    }
-
     /// Rows in the month: in memory and in its sealed file.
     pub fn row_count(&self) -> u64 {
         let sealed = self.sealed.as_ref().map_or(0, SealedBase::live_rows);
         self.rows.len() as u64 + sealed
+    }
+
+    fn touch(&mut self, row: usize) {
+        let chunk = row / CHUNK_ROWS;
+        if chunk >= self.stamps.len() {
+            self.stamps.resize(chunk + 1, 0);
+        }
+        self.stamps[chunk] = next_stamp();
     }
 
     fn push(&mut self, dossier: Dossier) -> u32 {
@@ -216,12 +250,20 @@ impl DossierMonth {
             None => self.open += 1,
         }
         self.rows.push(dossier);
+        self.touch(self.rows.len() - 1);
         self.rows.len() as u32 - 1
+    }
+
+    /// Takes every row out (to seal or compact them; [`DossierMonth::set_rows`] puts back
+    /// what stays).
+    pub fn take_rows(&mut self) -> Vec<Dossier> {
+        std::mem::take(&mut self.rows)
     }
 
     /// Replaces the rows (after sealing or compaction), recounting what is open.
     pub fn set_rows(&mut self, rows: Vec<Dossier>) {
         self.rows = Vec::with_capacity(rows.len());
+        self.stamps.clear();
         (self.open, self.last_closed) = (0, None);
         for row in rows {
             self.push(row);
@@ -333,9 +375,10 @@ impl Tables {
         self.dossiers.horizon = self.dossiers.horizon.max(dossier.received_at);
         self.dossiers.insert(month, dossier);
         self.dirty.insert(Partition::Dossiers(month));
-        let counts = self.day_counts(day, agency);
-        counts.received += 1;
-        counts.received_online += i64::from(online);
+        self.count_day(day, agency, |counts| {
+            counts.received += 1;
+            counts.received_online += i64::from(online);
+        });
     }
 
     /// Applies a change to the dossier `id` (read back from the log if its row is sealed), and
@@ -356,6 +399,7 @@ impl Tables {
         let Some(partition) = self.dossiers.months.get_mut(&month) else {
             return Ok(());
         };
+        partition.touch(row as usize);
         let dossier = &mut partition.rows[row as usize];
         let was_open = dossier.closed_at().is_none();
         dossier.change(change);
@@ -368,16 +412,17 @@ impl Tables {
         self.dirty.insert(Partition::Dossiers(month));
         match change {
             DossierChange::Resolved(at, _) => {
-                let day = self.day_counts(local_day(at), counted.0);
-                day.resolved += 1;
-                match counted.1 {
-                    Some(Timeliness::Early) => day.resolved_early += 1,
-                    Some(Timeliness::OnTime) => day.resolved_on_time += 1,
-                    _ => day.resolved_late += 1,
-                }
+                self.count_day(local_day(at), counted.0, |day| {
+                    day.resolved += 1;
+                    match counted.1 {
+                        Some(Timeliness::Early) => day.resolved_early += 1,
+                        Some(Timeliness::OnTime) => day.resolved_on_time += 1,
+                        _ => day.resolved_late += 1,
+                    }
+                });
             }
             DossierChange::Withdrawn(at) => {
-                self.day_counts(local_day(at), counted.0).withdrawn += 1;
+                self.count_day(local_day(at), counted.0, |day| day.withdrawn += 1);
             }
             _ => {}
         }

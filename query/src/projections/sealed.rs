@@ -71,23 +71,7 @@ impl SealedBase {
 
 /// The rows of `total` not in `deleted` (ascending), as a selection.
 pub fn selection(total: u64, deleted: &[u32]) -> Option<RowSelection> {
-    if deleted.is_empty() {
-        return None;
-    }
-    let mut selectors = Vec::new();
-    let mut next = 0u64;
-    for &row in deleted {
-        let row = u64::from(row);
-        if row > next {
-            selectors.push(RowSelector::select((row - next) as usize));
-        }
-        selectors.push(RowSelector::skip(1));
-        next = row + 1;
-    }
-    if total > next {
-        selectors.push(RowSelector::select((total - next) as usize));
-    }
-    Some(RowSelection::from(selectors))
+    (!deleted.is_empty()).then(|| selection_of_groups(&[(0, 0, total)], deleted))
 }
 
 /// A sealed file's bytes and what its footer says.
@@ -238,6 +222,77 @@ pub fn read_base(
     reader
         .map(|batch| batch.map_err(|e| failed(file, e)))
         .collect()
+}
+
+/// Reads `columns` of the visible rows of a sealed file in the row groups whose `agency`
+/// statistics (min, max) pass `agencies`: a report for some provinces reads their rows only.
+pub fn read_base_where(
+    path: &Path,
+    base: &SealedBase,
+    columns: &[&str],
+    agencies: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<RecordBatch>> {
+    use datafusion::parquet::file::statistics::Statistics;
+    let file = &*base.file;
+    let opened = std::fs::File::open(path).map_err(|e| failed(file, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(opened)
+        .map_err(|e| failed(file, e))?
+        .with_batch_size(8192);
+    let schema = builder.parquet_schema();
+    let index = |name: &str| (0..schema.num_columns()).find(|&i| schema.column(i).name() == name);
+    let agency = index("agency").ok_or_else(|| failed(file, "no agency column"))?;
+    let mask = ProjectionMask::leaves(schema, columns.iter().filter_map(|name| index(name)));
+    let mut groups = Vec::new();
+    let mut start = 0u64;
+    for (i, group) in builder.metadata().row_groups().iter().enumerate() {
+        let rows = group.num_rows() as u64;
+        let range = match group.column(agency).statistics() {
+            Some(Statistics::ByteArray(s)) => s
+                .min_opt()
+                .zip(s.max_opt())
+                .and_then(|(min, max)| Some((min.as_utf8().ok()?, max.as_utf8().ok()?))),
+            _ => None,
+        };
+        if range.is_none_or(|(min, max)| agencies(min, max)) {
+            groups.push((i, start, rows));
+        }
+        start += rows;
+    }
+    let selection = selection_of_groups(&groups, &base.deleted);
+    let reader = builder
+        .with_projection(mask)
+        .with_row_groups(groups.iter().map(|(i, _, _)| *i).collect())
+        .with_row_selection(selection)
+        .build()
+        .map_err(|e| failed(file, e))?;
+    reader
+        .map(|batch| batch.map_err(|e| failed(file, e)))
+        .collect()
+}
+
+/// The rows of the row groups `groups` (index, first row, rows) that `deleted` (ascending
+/// row numbers of the file) leaves visible, as a selection over those groups' rows.
+fn selection_of_groups(groups: &[(usize, u64, u64)], deleted: &[u32]) -> RowSelection {
+    let mut selectors = Vec::new();
+    for &(_, start, rows) in groups {
+        let end = start + rows;
+        let mut next = start;
+        let from = deleted.partition_point(|&row| u64::from(row) < start);
+        for row in deleted[from..].iter().map(|&row| u64::from(row)) {
+            if row >= end {
+                break;
+            }
+            if row > next {
+                selectors.push(RowSelector::select((row - next) as usize));
+            }
+            selectors.push(RowSelector::skip(1));
+            next = row + 1;
+        }
+        if end > next {
+            selectors.push(RowSelector::select((end - next) as usize));
+        }
+    }
+    RowSelection::from(selectors)
 }
 
 /// A dossier's row in a sealed file, and what was fixed at its receipt.

@@ -23,6 +23,8 @@ pub struct Tables {
     pub services: BTreeMap<String, Service>,
     pub dossiers: Dossiers,
     pub daily: BTreeMap<MonthKey, BTreeMap<(i32, Arc<str>), DayCounts>>,
+    /// `daily` summed by month and agency (for reports over long periods).
+    pub monthly: BTreeMap<MonthKey, Map<Arc<str>, DayCounts>>,
     pub ict_index: BTreeMap<(i32, String), (i32, Option<f64>)>,
     pub rankings: BTreeMap<(String, String, String), Ranking>,
     names: HashSet<Arc<str>>,
