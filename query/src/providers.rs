@@ -17,7 +17,9 @@ use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetRowSelection,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::TableType;
@@ -168,7 +170,14 @@ fn sealed_scan(
     filters: &[Expr],
     n: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut source = ParquetSource::new(schema.clone());
+    // Footers and page indexes parsed once per file, not once per query: the runtime's
+    // metadata cache (sealed files never change; a compaction writes a new name).
+    let runtime = state.runtime_env();
+    let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+    let footers =
+        CachedParquetFileReaderFactory::new(store, runtime.cache_manager.get_file_metadata_cache());
+    let mut source =
+        ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(Arc::new(footers));
     let predicate = conjunction(filters.iter().cloned()).and_then(|filter| {
         let columns = DFSchema::try_from(schema.as_ref().clone()).ok()?;
         state.create_physical_expr(filter, &columns).ok()
