@@ -148,6 +148,19 @@ struct CachedChunk {
     batch: RecordBatch,
 }
 
+impl CachedChunk {
+    fn build(rows: &[Dossier], stamp: u64, now: i64) -> Self {
+        Self {
+            stamp,
+            built: now,
+            open_pauses: rows
+                .iter()
+                .any(|d| d.is_paused() && d.closed_at().is_none()),
+            batch: dossiers_batch(rows, now, false),
+        }
+    }
+}
+
 /// A unit of storage and caching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Partition {
@@ -613,6 +626,10 @@ impl Projections {
             let batch = match &segment.content {
                 Content::Batch(batch) => batch.clone(),
                 Content::Dossiers(rows) => dossiers_batch(rows, 0, true),
+                Content::Removed => {
+                    manifest.segments.remove(&segment.name);
+                    continue;
+                }
             };
             if batch.num_rows() == 0 && segment.metadata.is_empty() {
                 manifest.segments.remove(&segment.name);
@@ -892,23 +909,13 @@ impl State {
         };
         let mut batches = Vec::new();
         for (i, stamp, rows) in m.chunks() {
-            let cached = match self.chunks.get_mut(&(month, i)) {
-                Some(cached) if cached.stamp == stamp => cached,
-                _ => {
-                    let open_pauses = rows
-                        .iter()
-                        .any(|d| d.is_paused() && d.closed_at().is_none());
-                    let batch = dossiers_batch(rows, now, false);
-                    let built = CachedChunk {
-                        stamp,
-                        built: now,
-                        open_pauses,
-                        batch,
-                    };
-                    self.chunks.insert((month, i), built);
-                    self.chunks.get_mut(&(month, i)).expect("just cached")
-                }
-            };
+            let cached = self
+                .chunks
+                .entry((month, i))
+                .or_insert_with(|| CachedChunk::build(rows, stamp, now));
+            if cached.stamp != stamp {
+                *cached = CachedChunk::build(rows, stamp, now);
+            }
             if cached.open_pauses && now - cached.built >= PAUSE_REFRESH_MICROS {
                 cached.batch = dossiers::with_pauses_at(&cached.batch, rows, now);
                 cached.built = now;
@@ -974,25 +981,25 @@ impl State {
             .filter_map(|(name, _)| Some((name, chunk_number(name)?)))
             .filter(|(_, i)| *i >= chunks);
         for (name, i) in removed {
-            let mut segment = Segment::new(name.clone(), Content::Dossiers(Vec::new()));
+            let mut segment = Segment::new(name.clone(), Content::Removed);
             segment.chunk = Some(((month, i), None));
             segments.push(segment);
         }
         if self.manifest.segments.contains_key(&prefix) {
-            segments.push(Segment::new(prefix.clone(), Content::Dossiers(Vec::new())));
+            segments.push(Segment::new(prefix.clone(), Content::Removed));
         }
-        let mut deletions = Segment::new(
-            format!("{prefix}/{DELETIONS}"),
-            Content::Dossiers(Vec::new()),
-        );
-        if let Some(base) = m
+        let deletions = format!("{prefix}/{DELETIONS}");
+        let deleted = m
             .and_then(|m| m.sealed.as_ref())
-            .filter(|b| !b.deleted.is_empty())
-        {
-            let deleted: Vec<String> = base.deleted.iter().map(u32::to_string).collect();
-            deletions.metadata = vec![KeyValue::new(sealed::DELETED.into(), deleted.join(","))];
+            .filter(|b| !b.deleted.is_empty());
+        if let Some(base) = deleted {
+            let rows: Vec<String> = base.deleted.iter().map(u32::to_string).collect();
+            let mut segment = Segment::new(deletions, Content::Batch(dossiers_batch(&[], 0, true)));
+            segment.metadata = vec![KeyValue::new(sealed::DELETED.into(), rows.join(","))];
+            segments.push(segment);
+        } else if self.manifest.segments.contains_key(&deletions) {
+            segments.push(Segment::new(deletions, Content::Removed));
         }
-        segments.push(deletions);
         segments
     }
 }
@@ -1070,10 +1077,12 @@ struct Segment {
     chunk: Option<((MonthKey, usize), Option<u64>)>,
 }
 
-/// A segment's rows: a batch, or dossier rows copied under the lock and encoded after it.
+/// A segment's rows: a batch, dossier rows copied under the lock and encoded after it, or
+/// none (the manifest forgets the segment).
 enum Content {
     Batch(RecordBatch),
     Dossiers(Vec<Dossier>),
+    Removed,
 }
 
 impl Segment {

@@ -121,7 +121,7 @@ impl Period {
 
     /// Every column but the open ones, from `agency_daily`: whole months from their totals,
     /// the months the period starts or ends in day by day.
-    fn add_counts(&mut self, tables: &Tables, wanted: Option<&HashSet<&str>>) {
+    fn add_counts(&mut self, tables: &Tables, wanted: Option<&HashSet<String>>) {
         let (from_day, to_day) = (self.from_day, self.to_day);
         for (month, totals) in tables.monthly.range(..=month_of_day(to_day)) {
             let (first, last) = (month_first_day(*month), month_first_day(month + 1) - 1);
@@ -135,7 +135,7 @@ impl Period {
             match (whole, wanted) {
                 (Some(before), Some(wanted)) => {
                     for agency in wanted {
-                        if let Some(counts) = totals.get(*agency) {
+                        if let Some(counts) = totals.get(agency.as_str()) {
                             self.add(agency, counts, before);
                         }
                     }
@@ -173,7 +173,11 @@ impl Period {
     }
 
     /// Counts the rows open at the end of a batch read from a sealed file.
-    fn count_sealed(&mut self, batch: &RecordBatch, wanted: Option<&HashSet<&str>>) -> Result<()> {
+    fn count_sealed(
+        &mut self,
+        batch: &RecordBatch,
+        wanted: Option<&HashSet<String>>,
+    ) -> Result<()> {
         let text = |name: &str| column::<StringArray>(batch, name);
         let time = |name: &str| column::<TimestampMicrosecondArray>(batch, name);
         let (agency, pauses) = (text("agency")?, text("pauses")?);
@@ -221,12 +225,12 @@ pub fn dossier_report(
     let end = period.end;
     let late_closers = |m: &DossierMonth| m.sealed.as_ref().is_some_and(|b| b.last_closed >= end);
     let ((agencies, wanted), files) = projections.read_with_sealed(until, late_closers, |tables| {
-        let wanted: Option<HashSet<&str>> = provinces.map(|provinces| {
+        let wanted: Option<HashSet<String>> = provinces.map(|provinces| {
             tables
                 .agencies
                 .iter()
                 .filter(|(_, a)| provinces.contains(&*a.province))
-                .map(|(code, _)| code.as_str())
+                .map(|(code, _)| code.clone())
                 .collect()
         });
         period.add_counts(tables, wanted.as_ref());
@@ -245,18 +249,13 @@ pub fn dossier_report(
             .iter()
             .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
             .collect::<HashMap<_, _>>();
-        let wanted: Option<HashSet<String>> =
-            wanted.map(|w| w.into_iter().map(str::to_owned).collect());
         (agencies, wanted)
     });
-    let wanted: Option<HashSet<&str>> = wanted
-        .as_ref()
-        .map(|w| w.iter().map(String::as_str).collect());
     for file in files {
         let agency_in = |min: &str, max: &str| {
             wanted
                 .as_ref()
-                .is_none_or(|w| w.iter().any(|a| (min..=max).contains(a)))
+                .is_none_or(|w| w.iter().any(|a| (min..=max).contains(&a.as_str())))
         };
         let batches = sealed::read_base_where(&file.path, &file.base, &SEALED_COLUMNS, agency_in)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -458,7 +457,14 @@ fn provinces_of(filter: &Expr) -> Option<BTreeSet<String>> {
         ) => Some(text.clone()),
         _ => None,
     };
-    let is_province = |expr: &Expr| matches!(expr, Expr::Column(c) if c.name == "province");
+    // SQL literals are string views: the planner may compare `CAST(province AS Utf8View)`.
+    fn is_province(expr: &Expr) -> bool {
+        match expr {
+            Expr::Column(c) => c.name == "province",
+            Expr::Cast(cast) => is_province(&cast.expr),
+            _ => false,
+        }
+    }
     match filter {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             Operator::Eq if is_province(left) => text(right).map(|p| BTreeSet::from([p])),
@@ -474,5 +480,38 @@ fn provinces_of(filter: &Expr) -> Option<BTreeSet<String>> {
             list.list.iter().map(text).collect()
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{cast, col, lit};
+
+    #[test]
+    fn a_province_filter_is_read_through_a_cast_to_views() {
+        let viewed = cast(col("province"), DataType::Utf8View);
+        let one = viewed
+            .clone()
+            .eq(lit(ScalarValue::Utf8View(Some("26".into()))));
+        assert_eq!(provinces_of(&one), Some(BTreeSet::from(["26".to_owned()])));
+        let either = col("province")
+            .eq(lit("26"))
+            .or(lit("01").eq(viewed.clone()));
+        assert_eq!(
+            provinces_of(&either),
+            Some(BTreeSet::from(["01".to_owned(), "26".to_owned()]))
+        );
+        let listed = col("province").in_list(vec![lit("79"), lit("48")], false);
+        assert_eq!(
+            provinces_of(&listed),
+            Some(BTreeSet::from(["48".to_owned(), "79".to_owned()]))
+        );
+        assert_eq!(
+            provinces_of(&col("province").in_list(vec![lit("79")], true)),
+            None
+        );
+        assert_eq!(provinces_of(&col("agency").eq(lit("26"))), None);
+        assert_eq!(provinces_of(&viewed.not_eq(lit("26"))), None);
     }
 }
