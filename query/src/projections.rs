@@ -472,17 +472,17 @@ impl Projections {
         Ok(())
     }
 
-    /// Seals (or compacts) the months that are due, then checkpoints.
+    /// Seals (or compacts) the months that are due. The next checkpoint names their files;
+    /// until then a restart folds their rows again from the log.
     fn seal(&self) -> Result<()> {
-        let serial = lock(&self.shared.checkpointing);
-        {
-            let mut state = self.state();
-            let months = state.tables.months_to_seal(&self.shared.policy);
-            for month in months {
-                self.seal_month(&mut state, month)?;
-            }
+        // Not while a checkpoint commits: it removes the files its manifest does not name.
+        let _serial = lock(&self.shared.checkpointing);
+        let mut state = self.state();
+        let months = state.tables.months_to_seal(&self.shared.policy);
+        for month in months {
+            self.seal_month(&mut state, month)?;
         }
-        self.checkpoint_holding(serial)
+        Ok(())
     }
 
     /// Writes the closed rows of `month` (and those of its earlier file) as its sealed file;
@@ -506,29 +506,25 @@ impl Projections {
             month_name(month),
             unique_suffix()
         );
-        let encoded = sealed::encode_sealed(&closed, earlier, &file).and_then(|encoded| {
-            if let Some(encoded) = &encoded {
-                self.shared.segments.write(&file, &encoded.bytes)?;
-            }
-            Ok(encoded)
-        });
-        let encoded = match encoded {
-            Ok(Some(encoded)) => encoded,
+        let late_from = day_start(month_first_day(month + 1)).saturating_add(sealed::LATE_AFTER);
+        let written =
+            sealed::encode_sealed(&closed, earlier, late_from, &file).and_then(|encoded| {
+                let Some(bytes) = encoded else {
+                    return Ok(None);
+                };
+                self.shared.segments.write(&file, &bytes)?;
+                sealed::open_base(&self.segment_path(&file), &file).map(Some)
+            });
+        let base = match written {
+            Ok(Some(base)) => base,
             other => {
                 partition.set_rows(closed.into_iter().chain(open).collect());
                 dossiers.reindex(month, &[]);
                 return other.map(|_| ());
             }
         };
-        let rows = encoded.rows;
-        let replaced = partition.sealed.replace(SealedBase {
-            file: file.into(),
-            rows,
-            bytes: encoded.bytes.len() as u64,
-            deleted: Arc::new(Vec::new()),
-            last_closed: encoded.last_closed,
-            newest_received: encoded.newest_received,
-        });
+        let rows = base.rows;
+        let replaced = partition.sealed.replace(base);
         if let Some(old) = replaced {
             lock(&self.shared.retired).push(old.file);
         }

@@ -9,12 +9,15 @@ use crate::projections::{self, Projections, SealedFile, TableName};
 use async_trait::async_trait;
 use chiso_store::EventStore;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt64Array,
 };
+use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, ScalarValue, Statistics};
+use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::{
@@ -28,10 +31,16 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use std::collections::HashSet;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, LazyLock};
 
@@ -151,17 +160,17 @@ impl TableProvider for ProjectionTable {
             self.schema.clone(),
             projection.cloned(),
         )?;
-        if files.is_empty() {
-            return Ok(memory);
+        match sealed_scan(state, &self.schema, files, projection, filters, n)? {
+            Some(sealed) => UnionExec::try_new(vec![memory, sealed]),
+            None => Ok(memory),
         }
-        let sealed = sealed_scan(state, &self.schema, files, projection, filters, n)?;
-        UnionExec::try_new(vec![memory, sealed])
     }
 }
 
 /// DataFusion's Parquet scan over sealed months: projection, the filters as a pruning
 /// predicate (row groups and pages by their statistics), each file's deletion vector as a
-/// row selection, and its exact row count.
+/// row selection, and its exact row count. Files whose footers show that no row group can
+/// match are left out before the scan is planned (`None` when that leaves none).
 fn sealed_scan(
     state: &dyn Session,
     schema: &SchemaRef,
@@ -169,7 +178,7 @@ fn sealed_scan(
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
     n: usize,
-) -> Result<Arc<dyn ExecutionPlan>> {
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     // Footers and page indexes parsed once per file, not once per query: the runtime's
     // metadata cache (sealed files never change; a compaction writes a new name).
     let runtime = state.runtime_env();
@@ -182,6 +191,13 @@ fn sealed_scan(
         let columns = DFSchema::try_from(schema.as_ref().clone()).ok()?;
         state.create_physical_expr(filter, &columns).ok()
     });
+    let files = match &predicate {
+        Some(predicate) => prune_files(files, predicate, schema),
+        None => files,
+    };
+    if files.is_empty() {
+        return Ok(None);
+    }
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
@@ -204,7 +220,105 @@ fn sealed_scan(
         .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(projection.cloned())?
         .build();
-    Ok(DataSourceExec::from_data_source(config))
+    Ok(Some(DataSourceExec::from_data_source(config)))
+}
+
+/// The files of which some row group may hold a row `predicate` accepts, by the statistics
+/// of their footers (all of them when a footer is missing or the predicate proves nothing):
+/// a lookup by `id` opens none of a decade's files.
+fn prune_files(
+    files: Vec<SealedFile>,
+    predicate: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> Vec<SealedFile> {
+    let pruning = PruningPredicateBuilder::new()
+        .with_file_schema(schema.clone())
+        .build(predicate.clone());
+    let Some(pruning) = pruning else {
+        return files;
+    };
+    let footers: Option<Vec<&ArrowReaderMetadata>> =
+        files.iter().map(|file| file.base.footer.as_ref()).collect();
+    let Some(footers) = footers else {
+        return files;
+    };
+    let Ok(keep) = pruning.prune(&RowGroups(&footers)) else {
+        return files;
+    };
+    let mut keep = keep.into_iter();
+    let wanted: Vec<bool> = footers
+        .iter()
+        .map(|footer| {
+            let groups = footer.metadata().num_row_groups();
+            keep.by_ref()
+                .take(groups)
+                .fold(false, |any, kept| any | kept)
+        })
+        .collect();
+    files
+        .into_iter()
+        .zip(wanted)
+        .filter_map(|(file, wanted)| wanted.then_some(file))
+        .collect()
+}
+
+/// Every row group of some sealed files, in order, as containers a pruning predicate reads.
+struct RowGroups<'a>(&'a [&'a ArrowReaderMetadata]);
+
+impl RowGroups<'_> {
+    /// One value per row group, each file's read by `read`; `None` when a file cannot say.
+    fn each(
+        &self,
+        column: &Column,
+        read: impl Fn(&StatisticsConverter, &ParquetMetaData) -> Option<ArrayRef>,
+    ) -> Option<ArrayRef> {
+        let arrays = self
+            .0
+            .iter()
+            .map(|footer| {
+                let converter = StatisticsConverter::try_new(
+                    &column.name,
+                    footer.schema(),
+                    footer.parquet_schema(),
+                )
+                .ok()?;
+                read(&converter, footer.metadata())
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let arrays: Vec<&dyn Array> = arrays.iter().map(|array| array.as_ref()).collect();
+        concat(&arrays).ok()
+    }
+}
+
+impl PruningStatistics for RowGroups<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.each(column, |c, m| c.row_group_mins(m.row_groups()).ok())
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.each(column, |c, m| c.row_group_maxes(m.row_groups()).ok())
+    }
+
+    fn num_containers(&self) -> usize {
+        self.0.iter().map(|f| f.metadata().num_row_groups()).sum()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        self.each(column, |c, m| {
+            let counts = c.row_group_null_counts(m.row_groups()).ok()?;
+            Some(Arc::new(counts) as ArrayRef)
+        })
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let rows = self.0.iter().flat_map(|f| f.metadata().row_groups());
+        let counts: UInt64Array = rows.map(|group| group.num_rows() as u64).collect();
+        Some(Arc::new(counts))
+    }
+
+    fn contained(&self, _: &Column, _: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
 }
 
 /// Deals batches round-robin over `n` partitions so both cores scan.

@@ -73,6 +73,9 @@ const SEALED_COLUMNS: [&str; 6] = [
 #[derive(Default, Clone, Copy)]
 struct Row([i64; 12]);
 
+/// The codes of the agencies a report counts (of the provinces it is filtered to).
+type Agencies = HashSet<Arc<str>, foldhash::fast::RandomState>;
+
 /// The period `from..=to` (local days) as instants, and the counts so far.
 struct Period {
     from_day: i32,
@@ -121,7 +124,7 @@ impl Period {
 
     /// Every column but the open ones, from `agency_daily`: whole months from their totals,
     /// the months the period starts or ends in day by day.
-    fn add_counts(&mut self, tables: &Tables, wanted: Option<&HashSet<String>>) {
+    fn add_counts(&mut self, tables: &Tables, wanted: Option<&Agencies>) {
         let (from_day, to_day) = (self.from_day, self.to_day);
         for (month, totals) in tables.monthly.range(..=month_of_day(to_day)) {
             let (first, last) = (month_first_day(*month), month_first_day(month + 1) - 1);
@@ -135,7 +138,7 @@ impl Period {
             match (whole, wanted) {
                 (Some(before), Some(wanted)) => {
                     for agency in wanted {
-                        if let Some(counts) = totals.get(agency.as_str()) {
+                        if let Some(counts) = totals.get(agency) {
                             self.add(agency, counts, before);
                         }
                     }
@@ -173,11 +176,7 @@ impl Period {
     }
 
     /// Counts the rows open at the end of a batch read from a sealed file.
-    fn count_sealed(
-        &mut self,
-        batch: &RecordBatch,
-        wanted: Option<&HashSet<String>>,
-    ) -> Result<()> {
+    fn count_sealed(&mut self, batch: &RecordBatch, wanted: Option<&Agencies>) -> Result<()> {
         let text = |name: &str| column::<StringArray>(batch, name);
         let time = |name: &str| column::<TimestampMicrosecondArray>(batch, name);
         let (agency, pauses) = (text("agency")?, text("pauses")?);
@@ -225,12 +224,12 @@ pub fn dossier_report(
     let end = period.end;
     let late_closers = |m: &DossierMonth| m.sealed.as_ref().is_some_and(|b| b.last_closed >= end);
     let ((agencies, wanted), files) = projections.read_with_sealed(until, late_closers, |tables| {
-        let wanted: Option<HashSet<String>> = provinces.map(|provinces| {
+        let wanted: Option<Agencies> = provinces.map(|provinces| {
             tables
                 .agencies
                 .iter()
                 .filter(|(_, a)| provinces.contains(&*a.province))
-                .map(|(code, _)| code.clone())
+                .map(|(code, _)| Arc::from(code.as_str()))
                 .collect()
         });
         period.add_counts(tables, wanted.as_ref());
@@ -247,6 +246,7 @@ pub fn dossier_report(
         let agencies = tables
             .agencies
             .iter()
+            .filter(|(code, _)| wanted.as_ref().is_none_or(|w| w.contains(code.as_str())))
             .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
             .collect::<HashMap<_, _>>();
         (agencies, wanted)
@@ -255,10 +255,11 @@ pub fn dossier_report(
         let agency_in = |min: &str, max: &str| {
             wanted
                 .as_ref()
-                .is_none_or(|w| w.iter().any(|a| (min..=max).contains(&a.as_str())))
+                .is_none_or(|w| w.iter().any(|a| (min..=max).contains(&&**a)))
         };
-        let batches = sealed::read_base_where(&file.path, &file.base, &SEALED_COLUMNS, agency_in)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batches =
+            sealed::read_base_where(&file.path, &file.base, &SEALED_COLUMNS, agency_in, end)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
         for batch in batches {
             period.count_sealed(&batch, wanted.as_ref())?;
         }

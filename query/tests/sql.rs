@@ -119,6 +119,79 @@ async fn load_fixture(store: &EventStore, projections: &[&Projections], fixture:
     }
 }
 
+/// The same events folded twice: sealed at once, and kept in memory (tables keep their
+/// manifest in their log's store, so each has a log of its own).
+struct Twins {
+    store: EventStore,
+    hot_store: EventStore,
+    tables: PathBuf,
+    sealed: Projections,
+    hot: Projections,
+}
+
+impl Twins {
+    fn open(dir: &Path) -> Self {
+        let (store, hot_store) = (
+            open_store(&dir.join("log")),
+            open_store(&dir.join("hot-log")),
+        );
+        let tables = dir.join("tables");
+        let sealed = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
+        let hot = Projections::open_with(&hot_store, dir.join("hot"), SealPolicy::NEVER).unwrap();
+        Self {
+            store,
+            hot_store,
+            tables,
+            sealed,
+            hot,
+        }
+    }
+}
+
+/// A request appending one event (its id made of `serial`).
+fn append_one(
+    serial: u128,
+    stream: &str,
+    event_type: &str,
+    data: serde_json::Value,
+) -> AppendRequest {
+    AppendRequest {
+        stream: StreamName::new(stream).unwrap(),
+        expected: ExpectedRevision::Any,
+        events: vec![ProposedEvent {
+            id: uuid::Uuid::from_u128(serial),
+            event_type: event_type.to_owned(),
+            data: data.to_string(),
+            metadata: "{}".into(),
+            decoded: None,
+        }],
+        principal: None,
+    }
+}
+
+/// The events of a province, one of its departments (`26.STP`) and one service (`1.001`).
+fn one_service(
+    request: &mut impl FnMut(&str, &str, serde_json::Value) -> AppendRequest,
+) -> Vec<AppendRequest> {
+    vec![
+        request(
+            "agency-26",
+            "AgencyRegistered",
+            serde_json::json!({"code": "26", "name": "Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}),
+        ),
+        request(
+            "agency-26.STP",
+            "AgencyRegistered",
+            serde_json::json!({"code": "26.STP", "name": "Sở Tư pháp", "kind": "department", "parent": "26", "province": "26"}),
+        ),
+        request(
+            "service-1.001",
+            "ServiceLaunched",
+            serde_json::json!({"code": "1.001", "agency": "26.STP", "name": "Lý lịch tư pháp", "field": "Tư pháp", "level": 3, "at": "2018-01-01T08:00:00+07:00"}),
+        ),
+    ]
+}
+
 /// A log at `path` with the catalog and the write model, as the server opens it.
 fn open_store(path: &Path) -> EventStore {
     EventStore::open_with(path, StoreMetrics::default(), IngestModel::new()).unwrap()
@@ -215,15 +288,14 @@ async fn late_answers(
 /// and go on doing so after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
-    // Tables keep their manifest in their log's store: one store for the sealed tables, one
-    // for the hot ones, the same events appended to each.
     let dir = tempfile::tempdir().unwrap();
-    let open = |name: &str| open_store(&dir.path().join(name));
-    let (store, hot_store) = (open("log"), open("hot-log"));
-    let tables = dir.path().join("tables");
-    let sealed = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
-    let hot =
-        Projections::open_with(&hot_store, dir.path().join("hot"), SealPolicy::NEVER).unwrap();
+    let Twins {
+        store,
+        hot_store,
+        tables,
+        sealed,
+        hot,
+    } = Twins::open(dir.path());
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/late_events.ndjson");
     load_fixture(&store, &[&sealed], &fixture).await;
     load_fixture(&hot_store, &[&hot], &fixture).await;
@@ -268,36 +340,9 @@ async fn a_late_event_rewrites_one_chunk_of_its_month() {
     let mut serial = 0u128;
     let mut request = |stream: &str, event_type: &str, data: serde_json::Value| {
         serial += 1;
-        AppendRequest {
-            stream: StreamName::new(stream).unwrap(),
-            expected: ExpectedRevision::Any,
-            events: vec![ProposedEvent {
-                id: uuid::Uuid::from_u128(serial),
-                event_type: event_type.to_owned(),
-                data: data.to_string(),
-                metadata: "{}".into(),
-                decoded: None,
-            }],
-            principal: None,
-        }
+        append_one(serial, stream, event_type, data)
     };
-    let mut requests = vec![
-        request(
-            "agency-26",
-            "AgencyRegistered",
-            serde_json::json!({"code": "26", "name": "Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}),
-        ),
-        request(
-            "agency-26.STP",
-            "AgencyRegistered",
-            serde_json::json!({"code": "26.STP", "name": "Sở Tư pháp", "kind": "department", "parent": "26", "province": "26"}),
-        ),
-        request(
-            "service-1.001",
-            "ServiceLaunched",
-            serde_json::json!({"code": "1.001", "agency": "26.STP", "name": "Lý lịch tư pháp", "field": "Tư pháp", "level": 3, "at": "2018-01-01T08:00:00+07:00"}),
-        ),
-    ];
+    let mut requests = one_service(&mut request);
     const DOSSIERS: usize = 40_000;
     for n in 0..DOSSIERS {
         let received = format!("2019-03-{:02}T08:00:00+07:00", 1 + n * 28 / DOSSIERS);
@@ -356,4 +401,107 @@ async fn a_late_event_rewrites_one_chunk_of_its_month() {
     let reopened = Projections::open_with(&store, &tables, SealPolicy::NEVER).unwrap();
     assert_eq!(reopened.position(), store.head());
     assert_eq!(answer(reopened).await, expected, "reopened from the chunks");
+}
+
+/// A sealed month keeps the dossiers that closed more than 45 days after its end in row
+/// groups of their own, last; a report ending after that reads only those, and answers as
+/// the same tables in memory do. A lookup by an id no sealed file can hold scans no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_closers_of_a_sealed_month_are_apart_and_reports_read_them_alone() {
+    use chiso_query::datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+    let dir = tempfile::tempdir().unwrap();
+    let Twins {
+        store,
+        hot_store,
+        tables,
+        sealed,
+        hot,
+    } = Twins::open(dir.path());
+    let mut serial = 0u128;
+    let mut request = |stream: &str, event_type: &str, data: serde_json::Value| {
+        serial += 1;
+        append_one(serial, stream, event_type, data)
+    };
+    let mut requests = one_service(&mut request);
+    // Received in March 2019: 30 resolved in March, 5 in late June (more than 45 days after
+    // March ended), 2 never.
+    for n in 0..37 {
+        let id = format!("dossier-m{n:02}");
+        let received = format!("2019-03-{:02}T08:00:00+07:00", 1 + n % 28);
+        requests.push(request(&id, "DossierReceived", serde_json::json!({"agency": "26.STP", "service": "1.001", "channel": "online", "received_at": received, "due_at": "2019-04-15T17:00:00+07:00"})));
+        let resolved = match n {
+            0..30 => format!("2019-03-{:02}T09:00:00+07:00", 1 + n % 28),
+            30..35 => "2019-06-20T09:00:00+07:00".to_owned(),
+            _ => continue,
+        };
+        requests.push(request(
+            &id,
+            "DossierResolved",
+            serde_json::json!({"at": resolved, "outcome": "approved"}),
+        ));
+    }
+    for projections_store in [&store, &hot_store] {
+        for request in &requests {
+            projections_store.append(request.clone()).await.unwrap();
+        }
+    }
+    sealed.catch_up(|_, _| {}).unwrap();
+    hot.catch_up(|_, _| {}).unwrap();
+    sealed.checkpoint().unwrap();
+
+    let files: Vec<PathBuf> = std::fs::read_dir(&tables)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dossiers_2019-03.sealed.")
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let footer =
+        ArrowReaderMetadata::load(&std::fs::File::open(&files[0]).unwrap(), Default::default())
+            .unwrap();
+    let groups: Vec<i64> = footer
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
+    assert_eq!(groups, [30, 5], "the on-time rows, then the late ones");
+
+    let queries = [
+        // Ends before the late rows' threshold (16 May): the close times still leave out
+        // the on-time row group.
+        "SELECT * FROM dossier_report(DATE '2019-03-01', DATE '2019-03-31')",
+        // Ends after it: the late row group alone, as for any later end.
+        "SELECT * FROM dossier_report(DATE '2019-04-01', DATE '2019-05-31')",
+        "SELECT * FROM dossier_report(DATE '2019-06-01', DATE '2019-06-30')",
+        "SELECT * FROM dossier_report(DATE '2019-07-01', DATE '2019-07-31') WHERE province = '26'",
+        "SELECT id, status FROM dossiers WHERE id = 'm31'",
+    ];
+    let hot_engine = SqlEngine::new(&hot_store, &hot, SqlLimits::default()).unwrap();
+    let engine = SqlEngine::new(&store, &sealed, SqlLimits::default()).unwrap();
+    for sql in queries {
+        let expected = rows(&hot_engine.collect(sql).await.unwrap());
+        assert!(!expected.is_empty(), "{sql}");
+        assert_eq!(rows(&engine.collect(sql).await.unwrap()), expected, "{sql}");
+    }
+    let may_06 = rows(&engine.collect(queries[1]).await.unwrap());
+    assert_eq!(
+        may_06[0][12], "7",
+        "open at the end of May: the 5 late and the 2 open"
+    );
+
+    let plan = |sql: &str| {
+        let engine = engine.clone();
+        let sql = format!("EXPLAIN {sql}");
+        async move { format!("{:?}", rows(&engine.collect(&sql).await.unwrap())) }
+    };
+    let parquet = "file_type=parquet";
+    let present = plan("SELECT * FROM dossiers WHERE id = 'm31'").await;
+    assert!(present.contains(parquet), "{present}");
+    let absent = plan("SELECT * FROM dossiers WHERE id = 'zz-not-there'").await;
+    assert!(!absent.contains(parquet), "{absent}");
 }

@@ -3,17 +3,22 @@
 //! statistics prune, strings dictionary-encoded. Rows that later events changed are hidden by
 //! a deletion vector (row numbers in the file) until the month is compacted into a new file.
 //!
+//! The rows closed more than [`LATE_AFTER`] after their month's end come last, in row groups of
+//! their own (sorted the same way): a report whose period ends later than that reads only
+//! those, since every other row group closed before its end (the close times' statistics).
+//!
 //! Files are named in the manifest as `dossiers/YYYY-MM@sealed`; their footer carries the
-//! latest close time (`chiso.last_closed`), so a restart needs no scan.
+//! latest close time (`chiso.last_closed`), so a restart needs no scan. The footer is parsed
+//! once, when the file is opened or written, and kept with the file's [`SealedBase`].
 
 use super::dossiers::{dossiers_batch, Dossier, STORED};
 use crate::error::{Error, Result};
-use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{
     concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
 };
 use datafusion::parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::Compression;
@@ -24,6 +29,11 @@ use std::sync::Arc;
 
 /// Rows per row group: small enough that one province's rows skip the others'.
 const ROW_GROUP_ROWS: usize = 32_768;
+/// Rows closed this long after the end of their month are *late*: they are written last.
+/// 45 days, as a month is sealed: nearly every dossier closes before.
+pub const LATE_AFTER: i64 = 45 * 86_400_000_000;
+/// Rows per row group of the late rows: few rows, so that a province's are read alone.
+const LATE_ROW_GROUP_ROWS: usize = 4_096;
 /// Footer key of the latest close time in a sealed file.
 const LAST_CLOSED: &str = "chiso.last_closed";
 /// Footer key of the latest receipt in a sealed file (the log's clock, after a restart).
@@ -47,6 +57,8 @@ pub struct SealedBase {
     pub last_closed: i64,
     /// The latest time a row of the file was received.
     pub newest_received: i64,
+    /// Its footer, parsed once.
+    pub footer: Option<ArrowReaderMetadata>,
 }
 
 impl SealedBase {
@@ -74,36 +86,47 @@ pub fn selection(total: u64, deleted: &[u32]) -> Option<RowSelection> {
     (!deleted.is_empty()).then(|| selection_of_groups(&[(0, 0, total)], deleted))
 }
 
-/// A sealed file's bytes and what its footer says.
-pub struct Encoded {
-    pub bytes: Vec<u8>,
-    pub rows: u64,
-    pub last_closed: i64,
-    pub newest_received: i64,
-}
-
 /// The bytes of a sealed file of `rows` (closed dossiers) and `more` (rows of an earlier file),
-/// sorted for pruning; `None` when there is nothing to seal.
+/// sorted for pruning, the rows closed at or after `late_from` last; `None` when there is
+/// nothing to seal.
 pub fn encode_sealed(
     rows: &[Dossier],
     more: Vec<RecordBatch>,
+    late_from: i64,
     file: &str,
-) -> Result<Option<Encoded>> {
+) -> Result<Option<Vec<u8>>> {
     let mut batches = more;
     batches.push(dossiers_batch(rows, i64::MAX, true));
     let all = concat_batches(&STORED, &batches).map_err(|e| failed(file, e))?;
     if all.num_rows() == 0 {
         return Ok(None);
     }
+    let closed = first_set(&all, &["resolved_at", "withdrawn_at"]);
+    let late: BooleanArray = closed
+        .iter()
+        .map(|at| Some(at.is_some_and(|at| at >= late_from)))
+        .collect();
+    let on_time = late.len() - late.true_count();
     let key = |name: &str| SortColumn {
         values: all.column_by_name(name).expect("a stored column").clone(),
         options: None,
     };
-    let order = lexsort_to_indices(&[key("province"), key("agency"), key("received_at")], None)
-        .map_err(|e| failed(file, e))?;
+    let late = SortColumn {
+        values: Arc::new(late),
+        options: None,
+    };
+    let order = lexsort_to_indices(
+        &[late, key("province"), key("agency"), key("received_at")],
+        None,
+    )
+    .map_err(|e| failed(file, e))?;
     let sorted = take_record_batch(&all, &order).map_err(|e| failed(file, e))?;
-    let last_closed = latest(&sorted, &["resolved_at", "withdrawn_at"]);
-    let newest_received = latest(&sorted, &["received_at"]);
+    let last_closed = closed.iter().flatten().copied().max().unwrap_or(i64::MIN);
+    let newest_received = first_set(&sorted, &["received_at"])
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(i64::MIN);
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -122,18 +145,20 @@ pub fn encode_sealed(
             KeyValue::new(NEWEST_RECEIVED.into(), newest_received.to_string()),
         ]))
         .build();
-    let bytes = encode(&sorted, properties, file)?;
-    Ok(Some(Encoded {
-        bytes,
-        rows: sorted.num_rows() as u64,
-        last_closed,
-        newest_received,
-    }))
+    // The rows closed in time, then the late ones in small row groups of their own.
+    let mut parts = vec![sorted.slice(0, on_time)];
+    let mut at = on_time;
+    while at < sorted.num_rows() {
+        let rows = LATE_ROW_GROUP_ROWS.min(sorted.num_rows() - at);
+        parts.push(sorted.slice(at, rows));
+        at += rows;
+    }
+    encode_parts(&parts, properties, file).map(Some)
 }
 
-/// The latest time in any of `columns` (the first set one of each row).
-fn latest(batch: &RecordBatch, columns: &[&str]) -> i64 {
-    use datafusion::arrow::array::{Array, TimestampMicrosecondArray};
+/// Of each row, the first of the time `columns` that is set.
+fn first_set(batch: &RecordBatch, columns: &[&str]) -> Vec<Option<i64>> {
+    use datafusion::arrow::array::TimestampMicrosecondArray;
     let arrays: Vec<&TimestampMicrosecondArray> = columns
         .iter()
         .map(|name| {
@@ -144,21 +169,35 @@ fn latest(batch: &RecordBatch, columns: &[&str]) -> i64 {
         })
         .collect();
     (0..batch.num_rows())
-        .filter_map(|i| {
+        .map(|i| {
             arrays
                 .iter()
                 .find_map(|a| a.is_valid(i).then(|| a.value(i)))
         })
-        .max()
-        .unwrap_or(i64::MIN)
+        .collect()
 }
 
 /// A batch as Parquet bytes with `properties`.
 pub fn encode(batch: &RecordBatch, properties: WriterProperties, file: &str) -> Result<Vec<u8>> {
+    encode_parts(std::slice::from_ref(batch), properties, file)
+}
+
+/// Batches of one schema as Parquet bytes with `properties`, each part starting a row group.
+fn encode_parts(
+    parts: &[RecordBatch],
+    properties: WriterProperties,
+    file: &str,
+) -> Result<Vec<u8>> {
+    let schema = parts
+        .first()
+        .map_or_else(|| STORED.clone(), RecordBatch::schema);
     let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties))
-        .map_err(|e| failed(file, e))?;
-    writer.write(batch).map_err(|e| failed(file, e))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut bytes, schema, Some(properties)).map_err(|e| failed(file, e))?;
+    for part in parts.iter().filter(|part| part.num_rows() > 0) {
+        writer.write(part).map_err(|e| failed(file, e))?;
+        writer.flush().map_err(|e| failed(file, e))?;
+    }
     writer.close().map_err(|e| failed(file, e))?;
     Ok(bytes)
 }
@@ -174,8 +213,9 @@ fn failed(file: &str, error: impl std::fmt::Display) -> Error {
 pub fn open_base(path: &Path, file: &str) -> Result<SealedBase> {
     let opened = std::fs::File::open(path).map_err(|e| failed(file, e))?;
     let bytes = opened.metadata().map_err(|e| failed(file, e))?.len();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| failed(file, e))?;
-    let metadata = builder.metadata().file_metadata();
+    let footer_of_file =
+        ArrowReaderMetadata::load(&opened, Default::default()).map_err(|e| failed(file, e))?;
+    let metadata = footer_of_file.metadata().file_metadata();
     let footer = |key: &str| -> Result<i64> {
         metadata
             .key_value_metadata()
@@ -190,7 +230,22 @@ pub fn open_base(path: &Path, file: &str) -> Result<SealedBase> {
         deleted: Arc::new(Vec::new()),
         last_closed: footer(LAST_CLOSED)?,
         newest_received: footer(NEWEST_RECEIVED)?,
+        footer: Some(footer_of_file.clone()),
     })
+}
+
+/// A reader of a sealed file, from the footer kept with it when there is one.
+fn reader_of(
+    path: &Path,
+    base: &SealedBase,
+) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    let file = &*base.file;
+    let opened = std::fs::File::open(path).map_err(|e| failed(file, e))?;
+    let builder = match &base.footer {
+        Some(footer) => ParquetRecordBatchReaderBuilder::new_with_metadata(opened, footer.clone()),
+        None => ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| failed(file, e))?,
+    };
+    Ok(builder.with_batch_size(8192))
 }
 
 /// Reads the visible rows of a sealed file: `columns` by name (all when `None`).
@@ -200,10 +255,7 @@ pub fn read_base(
     columns: Option<&[&str]>,
 ) -> Result<Vec<RecordBatch>> {
     let file = &*base.file;
-    let opened = std::fs::File::open(path).map_err(|e| failed(file, e))?;
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(opened)
-        .map_err(|e| failed(file, e))?
-        .with_batch_size(8192);
+    let mut builder = reader_of(path, base)?;
     if let Some(columns) = columns {
         let schema = builder.parquet_schema();
         let indices: Vec<usize> = columns
@@ -225,22 +277,34 @@ pub fn read_base(
 }
 
 /// Reads `columns` of the visible rows of a sealed file in the row groups whose `agency`
-/// statistics (min, max) pass `agencies`: a report for some provinces reads their rows only.
+/// statistics (min, max) pass `agencies` and where a row may have closed at or after
+/// `closed_since` (by the statistics of the close times): a report for some provinces reads
+/// their rows only, and of a month well before its end only the late row groups.
 pub fn read_base_where(
     path: &Path,
     base: &SealedBase,
     columns: &[&str],
     agencies: impl Fn(&str, &str) -> bool,
+    closed_since: i64,
 ) -> Result<Vec<RecordBatch>> {
     use datafusion::parquet::file::statistics::Statistics;
     let file = &*base.file;
-    let opened = std::fs::File::open(path).map_err(|e| failed(file, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(opened)
-        .map_err(|e| failed(file, e))?
-        .with_batch_size(8192);
+    let builder = reader_of(path, base)?;
     let schema = builder.parquet_schema();
     let index = |name: &str| (0..schema.num_columns()).find(|&i| schema.column(i).name() == name);
     let agency = index("agency").ok_or_else(|| failed(file, "no agency column"))?;
+    let closing = ["resolved_at", "withdrawn_at"].map(index);
+    // Whether a row group may hold a row closed at or after `closed_since`: unknown without
+    // statistics; a column that is null throughout has no maximum.
+    let closes_since = |group: &datafusion::parquet::file::metadata::RowGroupMetaData| {
+        closing.iter().any(|column| {
+            let Some(column) = column else { return true };
+            match group.column(*column).statistics() {
+                Some(Statistics::Int64(s)) => s.max_opt().is_some_and(|max| *max >= closed_since),
+                _ => true,
+            }
+        })
+    };
     let mask = ProjectionMask::leaves(schema, columns.iter().filter_map(|name| index(name)));
     let mut groups = Vec::new();
     let mut start = 0u64;
@@ -253,7 +317,7 @@ pub fn read_base_where(
                 .and_then(|(min, max)| Some((min.as_utf8().ok()?, max.as_utf8().ok()?))),
             _ => None,
         };
-        if range.is_none_or(|(min, max)| agencies(min, max)) {
+        if range.is_none_or(|(min, max)| agencies(min, max)) && closes_since(group) {
             groups.push((i, start, rows));
         }
         start += rows;
@@ -316,6 +380,7 @@ pub fn sealed_rows(
         deleted: Arc::new(Vec::new()),
         last_closed: 0,
         newest_received: 0,
+        footer: None,
     };
     let mut rows = std::collections::HashMap::new();
     for batch in read_base(path, &base, Some(&["id", "province", "service_level"]))? {
