@@ -13,9 +13,11 @@
 
 use super::dossiers::{dossiers_batch, Dossier, STORED};
 use crate::error::{Error, Result};
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::{
-    concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
+    concat_batches, lexsort_to_indices, max, take_record_batch, SortColumn,
 };
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
@@ -122,10 +124,10 @@ pub fn encode_sealed(
     .map_err(|e| failed(file, e))?;
     let sorted = take_record_batch(&all, &order).map_err(|e| failed(file, e))?;
     let last_closed = closed.iter().flatten().copied().max().unwrap_or(i64::MIN);
-    let newest_received = first_set(&sorted, &["received_at"])
-        .into_iter()
-        .flatten()
-        .max()
+    let newest_received = all
+        .column_by_name("received_at")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .and_then(max)
         .unwrap_or(i64::MIN);
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -158,7 +160,6 @@ pub fn encode_sealed(
 
 /// Of each row, the first of the time `columns` that is set.
 fn first_set(batch: &RecordBatch, columns: &[&str]) -> Vec<Option<i64>> {
-    use datafusion::arrow::array::TimestampMicrosecondArray;
     let arrays: Vec<&TimestampMicrosecondArray> = columns
         .iter()
         .map(|name| {
