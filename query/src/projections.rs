@@ -26,7 +26,7 @@ pub use dossiers::DOSSIERS;
 pub use ict_index::ICT_INDEX;
 pub use published::RANKINGS;
 pub use services::{SERVICES, SERVICE_LEVELS};
-pub(crate) use tables::Tables;
+pub(crate) use tables::{Decoded, Tables};
 
 use crate::error::{Error, Result};
 use crate::local_time::{
@@ -54,6 +54,10 @@ use tokio_util::sync::CancellationToken;
 const FORMAT: u32 = 2;
 /// Events folded per lock.
 const FOLD_BATCH: usize = 8192;
+
+/// How far behind the log the tables must be for the fold to replay it on two threads before
+/// following it batch by batch.
+const CATCH_UP_FROM: u64 = 100_000;
 /// How often the follower writes changed partitions.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// What a dossier row costs in memory: the row, its id, its index entry and its share of the
@@ -343,17 +347,52 @@ impl Projections {
 
     /// Folds everything the log holds now, calling `progress(folded, head)` along the way.
     /// For rebuilds, tests and benchmarks; a server uses [`Projections::follow`].
-    pub fn catch_up(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
-        let head = self.shared.store.head();
-        loop {
-            let from = self.position();
-            if from >= head {
-                return Ok(from);
-            }
-            let events = self.shared.store.read_all(from, FOLD_BATCH)?;
-            self.fold(&events)?;
-            progress(self.position(), head);
+    pub fn catch_up(&self, progress: impl FnMut(u64, u64)) -> Result<u64> {
+        self.catch_up_while(progress, || true)
+    }
+
+    /// Folds the log up to its head as it is now, while `go_on()` says so. The log is read and
+    /// decoded on a thread of its own while this one folds: a replay's two halves take about
+    /// the same time, and two cores do them at once.
+    fn catch_up_while(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+        go_on: impl Fn() -> bool,
+    ) -> Result<u64> {
+        let (from, head) = (self.position(), self.shared.store.head());
+        if from >= head {
+            return Ok(from);
         }
+        let store = &self.shared.store;
+        std::thread::scope(|scope| {
+            // Two batches in flight: the decoder stays one ahead without piling up memory.
+            let (send, decoded) = std::sync::mpsc::sync_channel::<Result<Decoded>>(2);
+            let decoder = move || {
+                let mut next = from;
+                while next < head {
+                    let want = FOLD_BATCH.min((head - next) as usize);
+                    let mut batch = Decoded::with_capacity(want);
+                    let read = store.scan(next, want, |event| batch.push(event));
+                    let stop = read.is_err();
+                    next += read.as_ref().map_or(0, |read| *read);
+                    if send.send(read.map(|_| batch).map_err(Error::from)).is_err() || stop {
+                        return;
+                    }
+                }
+            };
+            std::thread::Builder::new()
+                .name("chiso-decode".into())
+                .spawn_scoped(scope, decoder)
+                .map_err(|error| Error::Fold(format!("cannot start the decoder: {error}")))?;
+            for batch in decoded {
+                self.fold(batch?)?;
+                progress(self.position(), head);
+                if !go_on() {
+                    break;
+                }
+            }
+            Ok(self.position())
+        })
     }
 
     /// Follows the log on a thread of its own (so a long fold or a sealing never holds up an
@@ -382,15 +421,29 @@ impl Projections {
     }
 
     async fn follow_here(self, shutdown: CancellationToken) {
+        let mut reported = std::time::Instant::now();
+        // Far behind (a first start, an upgrade): replay on two threads first.
+        if self.shared.store.head().saturating_sub(self.position()) > CATCH_UP_FROM {
+            let replayed = self.catch_up_while(
+                |_, _| self.report_progress(&mut reported),
+                || !shutdown.is_cancelled(),
+            );
+            if let Err(error) = replayed {
+                tracing::error!(%error, "replaying the log failed; following it from here");
+            }
+        }
         let mut subscription = self.shared.store.subscribe(self.position());
         let mut timer = tokio::time::interval(CHECKPOINT_EVERY);
-        let mut reported = std::time::Instant::now();
         loop {
             tokio::select! {
                 batch = subscription.next_batch(FOLD_BATCH) => match batch {
                     Ok(events) => {
                         self.report_progress(&mut reported);
-                        if let Err(error) = self.fold(&events) {
+                        let mut decoded = Decoded::with_capacity(events.len());
+                        for event in &events {
+                            decoded.push(event.as_event_ref());
+                        }
+                        if let Err(error) = self.fold(decoded) {
                             tracing::error!(%error, "folding failed; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             subscription = self.shared.store.subscribe(self.position());
@@ -438,22 +491,14 @@ impl Projections {
         }
     }
 
-    /// Folds events that follow the tables' position, then seals the months that are due.
-    fn fold(&self, events: &[chiso_store::RecordedEvent]) -> Result<()> {
+    /// Folds decoded events that follow the tables' position, then seals the months that are
+    /// due.
+    fn fold(&self, events: Decoded) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let mut state = self.state();
-        let mut failed = None;
-        for event in events {
-            if let Err(FoldError(reason)) = state.tables.fold(event) {
-                failed = Some(Error::Fold(format!(
-                    "position {}: {reason}",
-                    event.position
-                )));
-                break;
-            }
-        }
+        let failed = state.tables.fold(events).err();
         let changed = std::mem::take(&mut state.tables.dirty);
         for partition in &changed {
             state.cache.remove(partition);
@@ -463,8 +508,8 @@ impl Projections {
         let position = state.tables.next_position;
         drop(state);
         self.shared.position.send_replace(position);
-        if let Some(error) = failed {
-            return Err(error);
+        if let Some(FoldError(reason)) = failed {
+            return Err(Error::Fold(reason));
         }
         if due {
             self.seal()?;
@@ -497,7 +542,7 @@ impl Projections {
             Some(base) => sealed::read_base(&self.segment_path(&base.file), base, None)?,
             None => Vec::new(),
         };
-        let (closed, open): (Vec<_>, Vec<_>) = partition
+        let (mut closed, open): (Vec<_>, Vec<_>) = partition
             .take_rows()
             .into_iter()
             .partition(|d| d.closed_at().is_some());
@@ -508,7 +553,7 @@ impl Projections {
         );
         let late_from = day_start(month_first_day(month + 1)).saturating_add(sealed::LATE_AFTER);
         let written =
-            sealed::encode_sealed(&closed, earlier, late_from, &file).and_then(|encoded| {
+            sealed::encode_sealed(&mut closed, earlier, late_from, &file).and_then(|encoded| {
                 let Some(bytes) = encoded else {
                     return Ok(None);
                 };
@@ -783,7 +828,7 @@ impl Projections {
                 .filter_map(|m| m.sealed.as_ref())
                 .map(SealedBase::live_rows)
                 .sum(),
-            daily_rows: state.tables.daily.values().map(BTreeMap::len).sum(),
+            daily_rows: state.tables.daily.values().map(|days| days.len()).sum(),
             sealed_months: dossiers
                 .months
                 .values()

@@ -4,7 +4,7 @@
 //! a second; the CRC makes a torn or flipped chunk an error instead of garbage.
 
 use crate::error::{Error, Result};
-use crate::{ProposedEvent, RecordedEvent};
+use crate::{EventRef, ProposedEvent, RecordedEvent};
 use uuid::Uuid;
 
 const MAGIC: [u8; 2] = *b"CK";
@@ -125,6 +125,11 @@ impl<'a> Chunk<'a> {
 
     /// Decodes the event at `position`, which must be in this chunk.
     pub fn event(&self, position: u64) -> Result<RecordedEvent> {
+        self.event_ref(position).map(|event| event.to_recorded())
+    }
+
+    /// The event at `position` (which must be in this chunk), borrowing the chunk's bytes.
+    pub fn event_ref(&self, position: u64) -> Result<EventRef<'a>> {
         let index = (position - self.first_position) as usize;
         let at = &self.offsets[4 * index..4 * index + 4];
         let start = u32::from_le_bytes(at.try_into().expect("4")) as usize;
@@ -148,9 +153,9 @@ struct Reader<'a> {
     bytes: &'a [u8],
 }
 
-impl Reader<'_> {
-    fn record(&mut self, position: u64) -> Option<RecordedEvent> {
-        Some(RecordedEvent {
+impl<'a> Reader<'a> {
+    fn record(&mut self, position: u64) -> Option<EventRef<'a>> {
+        Some(EventRef {
             position,
             revision: u64::from_le_bytes(self.array()?),
             recorded_at_micros: i64::from_le_bytes(self.array()?),
@@ -162,7 +167,7 @@ impl Reader<'_> {
         })
     }
 
-    fn take(&mut self, len: usize) -> Option<&[u8]> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
         if self.bytes.len() < len {
             return None;
         }
@@ -175,14 +180,14 @@ impl Reader<'_> {
         self.take(N).map(|b| b.try_into().expect("length checked"))
     }
 
-    fn text_u16(&mut self) -> Option<String> {
+    fn text_u16(&mut self) -> Option<&'a str> {
         let len = u16::from_le_bytes(self.array()?) as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        std::str::from_utf8(self.take(len)?).ok()
     }
 
-    fn text_u32(&mut self) -> Option<String> {
+    fn text_u32(&mut self) -> Option<&'a str> {
         let len = u32::from_le_bytes(self.array()?) as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        std::str::from_utf8(self.take(len)?).ok()
     }
 }
 

@@ -125,3 +125,57 @@ pub struct RecordedEvent {
     /// When the log wrote it, microseconds since the Unix epoch (UTC).
     pub recorded_at_micros: i64,
 }
+
+impl RecordedEvent {
+    /// A view of it, as [`EventStore::scan`] gives.
+    pub fn as_event_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            stream: &self.stream,
+            revision: self.revision,
+            id: self.id,
+            event_type: &self.event_type,
+            data: &self.data,
+            metadata: &self.metadata,
+            recorded_at_micros: self.recorded_at_micros,
+        }
+    }
+}
+
+/// An event read in place: its texts borrow the chunk it is stored in (a replay reads
+/// millions of them without allocating).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Gapless global position.
+    pub position: u64,
+    /// The stream.
+    pub stream: &'a str,
+    /// Revision in the stream.
+    pub revision: u64,
+    /// The client's id.
+    pub id: Uuid,
+    /// The event type.
+    pub event_type: &'a str,
+    /// JSON object text.
+    pub data: &'a str,
+    /// JSON object text.
+    pub metadata: &'a str,
+    /// When the log wrote it, microseconds since the Unix epoch (UTC).
+    pub recorded_at_micros: i64,
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            position: self.position,
+            stream: self.stream.to_owned(),
+            revision: self.revision,
+            id: self.id,
+            event_type: self.event_type.to_owned(),
+            data: self.data.to_owned(),
+            metadata: self.metadata.to_owned(),
+            recorded_at_micros: self.recorded_at_micros,
+        }
+    }
+}

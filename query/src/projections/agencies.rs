@@ -1,7 +1,7 @@
 //! `agencies`: one row per agency, as registered.
 
 use super::columns::{batch, optional_strings, schema, string_at, strings, Columns};
-use super::tables::Tables;
+use super::tables::{sorted, Tables};
 use chiso_ingest::{AgencyKind, AgencyRegistered};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -10,6 +10,8 @@ use std::sync::{Arc, LazyLock};
 /// An agency as registered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agency {
+    /// Its code, interned: what a dossier row of it holds.
+    pub code: Arc<str>,
     pub name: String,
     pub kind: AgencyKind,
     pub parent: Option<String>,
@@ -31,6 +33,7 @@ pub static AGENCIES: LazyLock<SchemaRef> = LazyLock::new(|| {
 impl Tables {
     pub(super) fn register_agency(&mut self, e: AgencyRegistered) {
         let agency = Agency {
+            code: self.intern(&e.code),
             name: e.name,
             kind: e.kind,
             parent: e.parent,
@@ -42,15 +45,16 @@ impl Tables {
 
     /// The `agencies` table.
     pub fn agencies_batch(&self) -> RecordBatch {
-        let rows = &self.agencies;
+        let rows = sorted(&self.agencies);
+        let values = || rows.iter().map(|(_, a)| a);
         batch(
             &AGENCIES,
             vec![
-                strings(rows.keys().map(String::as_str)),
-                strings(rows.values().map(|a| a.name.as_str())),
-                strings(rows.values().map(|a| a.kind.as_str())),
-                optional_strings(rows.values().map(|a| a.parent.as_deref())),
-                strings(rows.values().map(|a| &*a.province)),
+                strings(rows.iter().map(|(code, _)| code.as_str())),
+                strings(values().map(|a| a.name.as_str())),
+                strings(values().map(|a| a.kind.as_str())),
+                optional_strings(values().map(|a| a.parent.as_deref())),
+                strings(values().map(|a| &*a.province)),
             ],
         )
     }
@@ -61,6 +65,7 @@ impl Tables {
         let (parent, province) = (c.strings("parent")?, c.strings("province")?);
         for row in 0..batch.num_rows() {
             let agency = Agency {
+                code: self.intern(code.value(row)),
                 name: name.value(row).to_owned(),
                 kind: kind.value(row).parse()?,
                 parent: string_at(parent, row).map(str::to_owned),

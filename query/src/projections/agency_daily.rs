@@ -83,20 +83,16 @@ impl Tables {
 
     /// One month of `agency_daily`.
     pub fn daily_batch(&self, month: MonthKey) -> RecordBatch {
-        let empty = Default::default();
-        let rows = self.daily.get(&month).unwrap_or(&empty);
-        let counter = |get: fn(&DayCounts) -> i64| longs(rows.values().map(|c| Some(get(c))));
+        let mut rows: Vec<_> = self.daily.get(&month).into_iter().flatten().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let keys = || rows.iter().map(|(key, _)| key);
+        let counter = |get: fn(&DayCounts) -> i64| longs(rows.iter().map(|(_, c)| Some(get(c))));
         batch(
             &AGENCY_DAILY,
             vec![
-                Arc::new(Date32Array::from_iter_values(
-                    rows.keys().map(|(day, _)| *day),
-                )),
-                strings(rows.keys().map(|(_, agency)| &**agency)),
-                optional_strings(
-                    rows.keys()
-                        .map(|(_, agency)| self.province_of(agency).map(|p| &**p)),
-                ),
+                Arc::new(Date32Array::from_iter_values(keys().map(|(day, _)| *day))),
+                strings(keys().map(|(_, agency)| &**agency)),
+                optional_strings(keys().map(|(_, agency)| self.province_of(agency).map(|p| &**p))),
                 counter(|c| c.received),
                 counter(|c| c.received_online),
                 counter(|c| c.resolved),

@@ -345,15 +345,18 @@ impl Tables {
 
     fn received(&mut self, id: &str, e: &DossierReceived) -> Dossier {
         let received_at = micros(&e.received_at.0);
-        let service_level = self
-            .services
-            .get(&e.service)
-            .map(|service| service.level_at(received_at));
+        // The registered agency and service hold their interned codes.
+        let service = self.services.get(&e.service);
+        let service_level = service.map(|service| service.level_at(received_at));
+        let service = service.map(|service| service.code.clone());
+        let agency = self.agencies.get(&e.agency);
+        let province = agency.map(|agency| agency.province.clone());
+        let agency = agency.map(|agency| agency.code.clone());
         Dossier {
             id: id.into(),
-            agency: self.intern(&e.agency),
-            province: self.province_of(&e.agency).cloned(),
-            service: self.intern(&e.service),
+            agency: agency.unwrap_or_else(|| self.intern(&e.agency)),
+            province,
+            service: service.unwrap_or_else(|| self.intern(&e.service)),
             service_level,
             channel: e.channel,
             received_at,

@@ -1,7 +1,7 @@
 //! `services` (current state) and `service_levels` (one row per service and validity span).
 
 use super::columns::{batch, ints, optional, schema, strings, times, timestamp, Columns};
-use super::tables::Tables;
+use super::tables::{sorted, Tables};
 use super::Partition;
 use crate::local_time::micros;
 use chiso_ingest::ServiceLaunched;
@@ -20,6 +20,8 @@ pub struct LevelSpan {
 /// A service, current state and level history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
+    /// Its code, interned: what a dossier row of it holds.
+    pub code: Arc<str>,
     pub agency: Arc<str>,
     pub name: String,
     pub field: String,
@@ -71,6 +73,7 @@ impl Tables {
     pub(super) fn launch_service(&mut self, e: ServiceLaunched) {
         let at = micros(&e.at.0);
         let service = Service {
+            code: self.intern(&e.code),
             agency: self.intern(&e.agency),
             name: e.name,
             field: e.field,
@@ -111,26 +114,26 @@ impl Tables {
 
     /// The `services` table.
     pub fn services_batch(&self) -> RecordBatch {
-        let rows = &self.services;
+        let rows = sorted(&self.services);
+        let values = || rows.iter().map(|(_, s)| s);
         batch(
             &SERVICES,
             vec![
-                strings(rows.keys().map(String::as_str)),
-                strings(rows.values().map(|s| &*s.agency)),
-                strings(rows.values().map(|s| s.name.as_str())),
-                strings(rows.values().map(|s| s.field.as_str())),
-                ints(rows.values().map(|s| Some(i32::from(s.level)))),
-                times(rows.values().map(|s| Some(s.launched_at))),
-                times(rows.values().map(|s| s.withdrawn_at)),
+                strings(rows.iter().map(|(code, _)| code.as_str())),
+                strings(values().map(|s| &*s.agency)),
+                strings(values().map(|s| s.name.as_str())),
+                strings(values().map(|s| s.field.as_str())),
+                ints(values().map(|s| Some(i32::from(s.level)))),
+                times(values().map(|s| Some(s.launched_at))),
+                times(values().map(|s| s.withdrawn_at)),
             ],
         )
     }
 
     /// The `service_levels` table.
     pub fn service_levels_batch(&self) -> RecordBatch {
-        let spans: Vec<(&String, &Service, &LevelSpan)> = self
-            .services
-            .iter()
+        let spans: Vec<(&String, &Service, &LevelSpan)> = sorted(&self.services)
+            .into_iter()
             .flat_map(|(code, s)| s.spans.iter().map(move |span| (code, s, span)))
             .collect();
         batch(
@@ -152,6 +155,7 @@ impl Tables {
         let (launched, withdrawn) = (c.times("launched_at")?, c.times("withdrawn_at")?);
         for row in 0..batch.num_rows() {
             let service = Service {
+                code: self.intern(code.value(row)),
                 agency: self.intern(agency.value(row)),
                 name: name.value(row).to_owned(),
                 field: field.value(row).to_owned(),

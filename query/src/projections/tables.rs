@@ -9,7 +9,7 @@ use super::services::Service;
 use super::Partition;
 use crate::local_time::{micros, MonthKey};
 use chiso_ingest::{decode_stored, DomainEvent};
-use chiso_store::RecordedEvent;
+use chiso_store::EventRef;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -19,15 +19,17 @@ pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Debug, Default)]
 pub struct Tables {
     pub next_position: u64,
-    pub agencies: BTreeMap<String, Agency>,
-    pub services: BTreeMap<String, Service>,
+    /// Looked up for every dossier received: hashed (tables list them sorted, [`sorted`]).
+    pub agencies: Map<String, Agency>,
+    pub services: Map<String, Service>,
     pub dossiers: Dossiers,
-    pub daily: BTreeMap<MonthKey, BTreeMap<(i32, Arc<str>), DayCounts>>,
+    /// Counters by month, then by local day and agency (hashed: every event counts on one).
+    pub daily: BTreeMap<MonthKey, Map<(i32, Arc<str>), DayCounts>>,
     /// `daily` summed by month and agency (for reports over long periods).
     pub monthly: BTreeMap<MonthKey, Map<Arc<str>, DayCounts>>,
     pub ict_index: BTreeMap<(i32, String), (i32, Option<f64>)>,
     pub rankings: BTreeMap<(String, String, String), Ranking>,
-    names: HashSet<Arc<str>>,
+    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// Partitions changed since the last checkpoint (and whose cached batches are stale).
     pub dirty: BTreeSet<Partition>,
     /// Events that could not be decoded (folded as nothing, counted).
@@ -45,18 +47,26 @@ impl Tables {
         name
     }
 
-    /// Folds one event; events the catalog cannot read (a log written without it) are skipped.
-    /// On an error nothing of the event is folded and the position stays before it.
-    pub fn fold(&mut self, event: &RecordedEvent) -> Result<(), FoldError> {
-        debug_assert_eq!(event.position, self.next_position);
-        let Ok(decoded) = decode_stored(&event.event_type, &event.data) else {
-            self.skipped += 1;
-            self.next_position = event.position + 1;
-            return Ok(());
-        };
-        let id = event.stream.split_once('-').map_or("", |(_, id)| id);
-        self.apply(id, decoded, event.position)?;
-        self.next_position = event.position + 1;
+    /// Folds a decoded batch, whose first event must be at the next position. Events the
+    /// catalog cannot read (a log written without it) are counted and folded as nothing. On an
+    /// error the events before the failing one are folded, and the position is at it.
+    pub fn fold(&mut self, batch: Decoded) -> Result<(), FoldError> {
+        let Decoded { ids, events } = batch;
+        let mut start = 0;
+        for (position, end, event) in events {
+            debug_assert_eq!(position, self.next_position);
+            let id = &ids[start..end];
+            start = end;
+            match event {
+                Some(event) => self
+                    .apply(id, event, position)
+                    .map_err(|FoldError(reason)| {
+                        FoldError(format!("position {position}: {reason}"))
+                    })?,
+                None => self.skipped += 1,
+            }
+            self.next_position = position + 1;
+        }
         Ok(())
     }
 
@@ -116,5 +126,52 @@ impl Tables {
             ("agency_daily", Some(month)) => self.restore_daily(month, batch),
             _ => Err(format!("no table {table} to restore")),
         }
+    }
+}
+
+/// The entries of a hashed table in the order of their keys.
+pub fn sorted<V>(map: &Map<String, V>) -> Vec<(&String, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+/// Events decoded for the fold: the JSON read outside the tables' lock, or on a thread of its
+/// own during a replay, so the fold itself only applies them.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The ids of the events' streams (after the category), one after another.
+    ids: String,
+    /// Position, end of its id in `ids`, and the event (`None`: not one the catalog reads).
+    events: Vec<(u64, usize, Option<DomainEvent>)>,
+}
+
+impl Decoded {
+    pub fn with_capacity(events: usize) -> Self {
+        Self {
+            ids: String::with_capacity(events * 40),
+            events: Vec::with_capacity(events),
+        }
+    }
+
+    /// Decodes one more event.
+    pub fn push(&mut self, event: EventRef<'_>) {
+        let id = event.stream.split_once('-').map_or("", |(_, id)| id);
+        self.ids.push_str(id);
+        let decoded = decode_stored(event.event_type, event.data).ok();
+        self.events.push((event.position, self.ids.len(), decoded));
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The position after the last event.
+    pub fn end(&self) -> Option<u64> {
+        self.events.last().map(|(position, _, _)| position + 1)
     }
 }
