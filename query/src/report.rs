@@ -73,6 +73,28 @@ const SEALED_COLUMNS: [&str; 6] = [
 #[derive(Default, Clone, Copy)]
 struct Row([i64; 12]);
 
+impl Row {
+    /// Adds counts of days before the period (what is carried over: received less closed)
+    /// or within it (received, resolved by timeliness, withdrawn).
+    fn add(&mut self, counts: &DayCounts, before: bool) {
+        let row = &mut self.0;
+        if before {
+            let carried = counts.received - counts.closed();
+            row[0] += carried;
+            row[3] += carried;
+            return;
+        }
+        row[1] += counts.received_online;
+        row[2] += counts.received - counts.received_online;
+        row[3] += counts.received;
+        row[4] += counts.resolved_early;
+        row[5] += counts.resolved_on_time;
+        row[6] += counts.resolved_late;
+        row[7] += counts.resolved;
+        row[8] += counts.withdrawn;
+    }
+}
+
 /// The codes of the agencies a report counts (of the provinces it is filtered to).
 type Agencies = HashSet<Arc<str>, foldhash::fast::RandomState>;
 
@@ -105,27 +127,19 @@ impl Period {
     /// Adds an agency's counts of days before the period (what is carried over: received
     /// less closed) or within it (received, resolved by timeliness, withdrawn).
     fn add(&mut self, agency: &str, counts: &DayCounts, before: bool) {
-        let row = &mut self.row(agency).0;
-        if before {
-            let carried = counts.received - counts.closed();
-            row[0] += carried;
-            row[3] += carried;
-            return;
-        }
-        row[1] += counts.received_online;
-        row[2] += counts.received - counts.received_online;
-        row[3] += counts.received;
-        row[4] += counts.resolved_early;
-        row[5] += counts.resolved_on_time;
-        row[6] += counts.resolved_late;
-        row[7] += counts.resolved;
-        row[8] += counts.withdrawn;
+        self.row(agency).add(counts, before);
     }
 
     /// Every column but the open ones, from `agency_daily`: whole months from their totals,
     /// the months the period starts or ends in day by day.
     fn add_counts(&mut self, tables: &Tables, wanted: Option<&Agencies>) {
         let (from_day, to_day) = (self.from_day, self.to_day);
+        // The wanted agencies' rows, summed here and added once: one lookup a month each.
+        let mut sums: Vec<(&Arc<str>, Row)> = wanted
+            .into_iter()
+            .flatten()
+            .map(|agency| (agency, Row::default()))
+            .collect();
         for (month, totals) in tables.monthly.range(..=month_of_day(to_day)) {
             let (first, last) = (month_first_day(*month), month_first_day(month + 1) - 1);
             let whole = if last < from_day {
@@ -136,10 +150,10 @@ impl Period {
                 None
             };
             match (whole, wanted) {
-                (Some(before), Some(wanted)) => {
-                    for agency in wanted {
-                        if let Some(counts) = totals.get(agency) {
-                            self.add(agency, counts, before);
+                (Some(before), Some(_)) => {
+                    for (agency, sum) in &mut sums {
+                        if let Some(counts) = totals.get(*agency) {
+                            sum.add(counts, before);
                         }
                     }
                 }
@@ -157,6 +171,12 @@ impl Period {
                         self.add(agency, counts, *day < from_day);
                     }
                 }
+            }
+        }
+        for (agency, sum) in sums {
+            let row = &mut self.row(agency).0;
+            for (total, n) in row.iter_mut().zip(sum.0) {
+                *total += n;
             }
         }
     }
@@ -235,10 +255,8 @@ pub fn dossier_report(
         period.add_counts(tables, wanted.as_ref());
         let months = tables.dossiers.months.range(..=until).map(|(_, m)| m);
         for month in months.filter(|m| m.settled_at() >= end) {
-            for d in month.rows() {
-                if period.open_at_end(d.received_at, d.closed_at())
-                    && wanted.as_ref().is_none_or(|w| w.contains(&*d.agency))
-                {
+            for d in month.open_at(end) {
+                if d.received_at < end && wanted.as_ref().is_none_or(|w| w.contains(&*d.agency)) {
                     period.count_open(&d.agency, d.effective_due_at(end));
                 }
             }
