@@ -731,7 +731,7 @@ mod tests {
     #[test]
     fn rows_open_at_an_end_follow_every_change() {
         let mut month = DossierMonth::default();
-        // 150 rows over three words of bits: every third one resolved at its number.
+        // 150 rows: every third one resolved at the time of its number.
         for n in 0..150 {
             month.push(dossier(n, (n % 3 == 0).then_some(n as i64)));
         }

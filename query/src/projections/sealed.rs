@@ -111,20 +111,19 @@ pub fn encode_sealed(
 ) -> Result<Option<Vec<u8>>> {
     // A first sealing sorts the rows themselves (interned names compare by address first);
     // a compaction sorts them with the earlier file's rows.
-    let is_late = |d: &Dossier| d.closed_at().is_some_and(|at| at >= late_from);
-    rows.sort_unstable_by(|a, b| {
-        is_late(a)
-            .cmp(&is_late(b))
-            .then_with(|| compare_names(a.province.as_ref(), b.province.as_ref()))
-            .then_with(|| compare_names(Some(&a.agency), Some(&b.agency)))
-            .then(a.received_at.cmp(&b.received_at))
-    });
-    let fresh = dossiers_batch(rows, i64::MAX, true);
     let sorted = if more.is_empty() {
-        fresh
+        let is_late = |d: &Dossier| d.closed_at().is_some_and(|at| at >= late_from);
+        rows.sort_unstable_by(|a, b| {
+            is_late(a)
+                .cmp(&is_late(b))
+                .then_with(|| compare_names(a.province.as_ref(), b.province.as_ref()))
+                .then_with(|| compare_names(Some(&a.agency), Some(&b.agency)))
+                .then(a.received_at.cmp(&b.received_at))
+        });
+        dossiers_batch(rows, i64::MAX, true)
     } else {
         let mut batches = more;
-        batches.push(fresh);
+        batches.push(dossiers_batch(rows, i64::MAX, true));
         sort_for_sealing(
             &concat_batches(&STORED, &batches).map_err(|e| failed(file, e))?,
             late_from,
