@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN §8 and issue #12: ad-hoc queries over a national history, chiso against DuckDB on the
+# ARCHITECTURE.md §8 and issue #12: ad-hoc queries over a national history, chiso against DuckDB on the
 # same rows, in one run, as a user runs chiso. The data: `chiso demo --provinces 63 --scale S`
 # (Vĩnh Phúc plus 62 synthetic provinces) streamed into a running release `chiso serve`
 # (`chiso demo | chiso import --url … -`: validated, fsynced, the fold, sealing and the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Log benchmarks with their peers in one run (issue #2, DESIGN §8):
+# Log benchmarks with their peers in one run (issue #2, ARCHITECTURE.md §8):
 #   1. cargo bench --bench log: the machine's fsync and write speed, store batches, NDJSON
 #   2. 64 concurrent single-event appends to the release `chiso serve` (wrk), then the same
 #      load as one-row transactions to PostgreSQL (pgbench), same constraints, fsync on

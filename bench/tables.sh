@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Table benchmarks with their PostgreSQL peer in one run (issue #4, DESIGN §8):
+# Table benchmarks with their PostgreSQL peer in one run (issue #4, ARCHITECTURE.md §8):
 #   1. cargo bench --bench tables: rebuild by replay, restart from segments, the period report
 #      and a monthly query, append → visible in SQL; it writes its events as CSV
 #   2. PostgreSQL 15: the same events loaded with COPY, then the same fold as SQL (dossiers and

@@ -1,4 +1,4 @@
-//! Command-line interface (DESIGN §9).
+//! Command-line interface (ARCHITECTURE.md §9).
 
 use crate::backup::{backup, BackupArgs};
 use crate::demo::{demo, DemoArgs};

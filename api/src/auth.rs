@@ -1,5 +1,5 @@
-//! Bearer tokens with scopes (DESIGN §6–§7): `admin`, `query`, and `append:{agency}` (that
-//! agency and every agency below it). Tokens are random, shown once, and stored only as
+//! Bearer tokens with scopes (ARCHITECTURE.md §6–§7): `admin`, `query`, and `append:{agency}`
+//! (that agency and every agency below it). Tokens are random, shown once, and stored only as
 //! SHA-256 hashes beside the log, so they survive restarts; the admin token comes from the
 //! environment and is compared in constant time. With no admin token, auth is off.
 

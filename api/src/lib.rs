@@ -1,5 +1,5 @@
-//! `chiso-api` is chiso's HTTP surface (DESIGN §6) on axum: the log endpoints, Server-Sent
-//! Events, and the operator endpoints. Every error leaves through one mapping
+//! `chiso-api` is chiso's HTTP surface (ARCHITECTURE.md §6) on axum: the log endpoints,
+//! Server-Sent Events, and the operator endpoints. Every error leaves through one mapping
 //! ([`ApiError`]) as `{"error": {"code", "message", "details"}}`; internal errors never show
 //! their text. Nothing of a refused request is written.
 //!
@@ -61,7 +61,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Cancelled when the server shuts down: ends live subscriptions.
     pub shutdown: CancellationToken,
-    /// Whether appends are decoded and checked against the event catalog (DESIGN §4).
+    /// Whether appends are decoded and checked against the event catalog (ARCHITECTURE.md §4).
     catalog: bool,
     /// Tokens and scopes; off unless configured.
     auth: Auth,
@@ -174,7 +174,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; see DESIGN §6 for the API",
+        "no such endpoint; see ARCHITECTURE.md §6 for the API",
     )
 }
 

@@ -1,4 +1,4 @@
-//! JSON shapes of the log API (DESIGN §6), decoded strictly: unknown fields are refused.
+//! JSON shapes of the log API (ARCHITECTURE.md §6), decoded strictly: unknown fields are refused.
 
 use crate::error::{ApiError, Result};
 use chiso_store::{ExpectedRevision, ProposedEvent, RecordedEvent, StreamName};
@@ -75,8 +75,8 @@ impl NdjsonLine {
 
 impl EventIn {
     /// Checks the envelope (type name, object data and metadata) and, when `catalog` gives
-    /// the time to check against, the event itself (DESIGN §4); then hands it to the store.
-    /// `pointer` locates the event in the request for error messages.
+    /// the time to check against, the event itself (ARCHITECTURE.md §4); then hands it to
+    /// the store. `pointer` locates the event in the request for error messages.
     pub fn into_proposed(
         self,
         pointer: &str,

@@ -1,4 +1,4 @@
-//! The event catalog (DESIGN §4): one typed struct per event, each allowed in one stream
+//! The event catalog (ARCHITECTURE.md §4): one typed struct per event, each allowed in one stream
 //! category, decoded strictly (unknown fields are refused) and checked on its own: value
 //! ranges, times, and that the stream names what the data says.
 

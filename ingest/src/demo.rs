@@ -1,6 +1,6 @@
 //! The demo history: Vĩnh Phúc 2010–2019 as catalog events, deterministic from a seed.
 //!
-//! What is real comes from the seeds (DOMAIN.md): Vĩnh Phúc's 9 districts and 136 communes,
+//! What is real comes from the provinces' own yearly reports and the ICT Index: Vĩnh Phúc's 9 districts and 136 communes,
 //! its 1 799 online services at the end of 2019 by level (137 · 299 · 1 198 · 165), the 2019
 //! totals of its one-stop desks (314 984 received, 252 856 resolved, 93.8 % early or on time)
 //! and of its Public Administration Service Center (36 451 · 34 664 · 98.17 %), and the real

@@ -1,8 +1,8 @@
-//! `chiso-ingest` owns what may enter the log: the event catalog of DESIGN §4 (typed events,
-//! their JSON Schema), the checks each event makes on its own ([`decode`]), and the write
-//! model ([`IngestModel`]) that checks events against the state — referential rules, the
-//! dossier state machine, one ICT rank per province and year — inside the log's writer, so
-//! validation and append are one step.
+//! `chiso-ingest` owns what may enter the log: the event catalog of ARCHITECTURE.md §4
+//! (typed events, their JSON Schema), the checks each event makes on its own ([`decode`]),
+//! and the write model ([`IngestModel`]) that checks events against the state — referential
+//! rules, the dossier state machine, one ICT rank per province and year — inside the log's
+//! writer, so validation and append are one step.
 //!
 //! ```
 //! use chiso_ingest::{decode, DomainEvent};

@@ -1,4 +1,4 @@
-//! `chiso-query` owns the tables of DESIGN §5 and the read-only SQL over them.
+//! `chiso-query` owns the tables of ARCHITECTURE.md §5 and the read-only SQL over them.
 //!
 //! - [`Projections`] fold the log into tables (`agencies`, `services`, `service_levels`,
 //!   `dossiers`, `agency_daily`, `ict_index`, `rankings`), follow it live, and checkpoint

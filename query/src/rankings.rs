@@ -1,5 +1,5 @@
-//! Monthly rankings (DESIGN §5, DOMAIN.md): `on_time_rate`, `online_share` and `scorecard`
-//! for each agency, ranked among the agencies of one kind in each province, and among the
+//! Monthly rankings (ARCHITECTURE.md §5): `on_time_rate`, `online_share` and `scorecard` for
+//! each agency, ranked among the agencies of one kind in each province, and among the
 //! provinces of the country.
 //!
 //! Values are percentages (0–100, two decimals). Rank = 1 + the number of agencies in the scope
@@ -75,7 +75,7 @@ impl Figures {
     }
 }
 
-/// The band of a scorecard (DOMAIN.md).
+/// The band of a scorecard (the provinces' monthly scorecard: ≥ 90 excellent … < 50 weak).
 pub fn band(score: f64) -> &'static str {
     match score {
         s if s >= 90.0 => "excellent",
@@ -325,7 +325,7 @@ struct Previous<'a> {
 
 /// The months that have dossier activity, oldest first.
 pub fn active_months(tables: &Tables) -> Vec<MonthKey> {
-    tables.daily.keys().copied().collect()
+    tables.monthly.keys().copied().collect()
 }
 
 /// The local month of an instant (µs), for schedulers.

@@ -69,7 +69,7 @@ async fn the_demo_history_holds_the_figures_of_the_seeds() {
     wait_ready(&server.url).await;
     let url = &server.url;
 
-    // 2019, counted as in DESIGN §5: received in the year, resolved in the year.
+    // 2019, counted as in ARCHITECTURE.md §5: received in the year, resolved in the year.
     let totals = sql(url, "
         SELECT CASE WHEN a.kind = 'center' THEN 'center' ELSE 'one_stop' END AS desk,
                count(*) FILTER (WHERE d.received_at >= '2019-01-01' AND d.received_at < '2020-01-01') AS received,
