@@ -94,6 +94,7 @@ pub struct TableMetrics {
     sealed_months: Gauge,
     sealed_bytes: Gauge,
     daily_rows: Gauge,
+    daily_cold_rows: Gauge,
     memory_bytes: Gauge,
     recalled: Gauge,
 }
@@ -129,8 +130,13 @@ impl TableMetrics {
             ),
             (
                 "chiso_tables_agency_daily_rows",
-                "Rows of agency_daily (in memory)",
+                "Rows of agency_daily in memory",
                 &self.daily_rows,
+            ),
+            (
+                "chiso_tables_agency_daily_cold_rows",
+                "Rows of agency_daily only in their segments (settled months)",
+                &self.daily_cold_rows,
             ),
             (
                 "chiso_tables_memory_bytes",
@@ -158,6 +164,7 @@ impl TableMetrics {
         set(&self.sealed_months, stored.sealed_months as u64);
         set(&self.sealed_bytes, stored.sealed_bytes);
         set(&self.daily_rows, stored.daily_rows as u64);
+        set(&self.daily_cold_rows, stored.daily_cold_rows);
         set(&self.memory_bytes, stored.memory_estimate() as u64);
         set(&self.recalled, stored.recalled);
     }

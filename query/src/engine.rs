@@ -126,7 +126,9 @@ fn lower_priority() {
 impl SqlEngine {
     /// An engine over the log and its tables.
     pub fn new(store: &EventStore, projections: &Projections, limits: SqlLimits) -> Result<Self> {
-        let mut config = SessionConfig::new()
+        // DataFusion's own options may be set by an operator as `DATAFUSION_*` variables
+        // (`DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`); chiso's settings win.
+        let mut config = SessionConfig::from_env()?
             .with_information_schema(true)
             .with_target_partitions(limits.threads.max(1));
         config.options_mut().execution.time_zone = Some(ZONE.to_owned());

@@ -1,4 +1,4 @@
-//! Projections: the tables of DESIGN §5 as a fold of the log, following it from a checkpoint.
+//! Projections: the tables of ARCHITECTURE.md §5 as a fold of the log, from a checkpoint.
 //!
 //! Small tables and the hot months of `dossiers` and `agency_daily` live in memory; every
 //! changed partition is written as a Parquet segment, and the manifest naming the segments is
@@ -39,13 +39,14 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use dossiers::{dossiers_batch, Dossier, FoldError, SealedRows, CHUNK_ROWS};
+use dossiers::{dossiers_batch, Dossier, FoldError, SealedRows, ToSeal, CHUNK_ROWS};
 use sealed::SealedBase;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tables::ColdMonth;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -128,10 +129,16 @@ struct Shared {
     position: watch::Sender<u64>,
     /// Sealed files replaced by compaction, kept while a scan still holds them.
     retired: Mutex<Vec<Arc<str>>>,
+    /// The thread writing months' first sealed files, while it runs.
+    sealer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The files it is writing (a checkpoint keeps them, and their temporary files).
+    sealing: Mutex<BTreeSet<String>>,
 }
 
 struct State {
     tables: Tables,
+    /// Counts [`Projections::clear`]s: a sealing begun before one is not installed after it.
+    generation: u64,
     manifest: Manifest,
     /// Partitions changed since the last checkpoint.
     unsaved: BTreeSet<Partition>,
@@ -245,14 +252,16 @@ impl Projections {
             .flat_map(|(month, m)| m.chunks().map(|(i, stamp, _)| ((*month, i), stamp)))
             .collect();
         let (position, _) = watch::channel(manifest.checkpoint);
-        let state = State {
+        let mut state = State {
             tables,
+            generation: 0,
             manifest,
             unsaved,
             cache: HashMap::new(),
             chunks: BTreeMap::new(),
             saved,
         };
+        cool_daily(&mut state, &policy, segments.path());
         let projections = Self {
             shared: Arc::new(Shared {
                 store: store.clone(),
@@ -262,6 +271,8 @@ impl Projections {
                 checkpointing: Mutex::new(()),
                 position,
                 retired: Mutex::new(Vec::new()),
+                sealer: Mutex::new(None),
+                sealing: Mutex::new(BTreeSet::new()),
             }),
         };
         let recall = Arc::new(LogRecall::new(&projections));
@@ -302,9 +313,11 @@ impl Projections {
 
     /// Drops every table and its segments (the next fold starts at position 0).
     pub fn clear(&self) -> Result<()> {
+        self.wait_for_sealing();
         let _checkpoint = lock(&self.shared.checkpointing);
         self.shared.segments.clear()?;
         let mut state = self.state();
+        state.generation += 1;
         let sealed_rows = state.tables.dossiers.sealed_rows.take();
         state.tables = Tables::default();
         state.tables.dossiers.sealed_rows = sealed_rows;
@@ -364,7 +377,7 @@ impl Projections {
             return Ok(from);
         }
         let store = &self.shared.store;
-        std::thread::scope(|scope| {
+        let folded = std::thread::scope(|scope| {
             // Two batches in flight: the decoder stays one ahead without piling up memory.
             let (send, decoded) = std::sync::mpsc::sync_channel::<Result<Decoded>>(2);
             let decoder = move || {
@@ -392,7 +405,10 @@ impl Projections {
                 }
             }
             Ok(self.position())
-        })
+        });
+        // What is being sealed is installed before the tables count as caught up.
+        self.wait_for_sealing();
+        folded
     }
 
     /// Follows the log on a thread of its own (so a long fold or a sealing never holds up an
@@ -458,6 +474,7 @@ impl Projections {
                 () = shutdown.cancelled() => break,
             }
         }
+        self.wait_for_sealing();
         match self.catch_up(|_, _| {}).and_then(|_| self.checkpoint()) {
             Ok(()) => tracing::info!(position = self.position(), "tables saved"),
             Err(error) => tracing::error!(%error, "saving the tables failed"),
@@ -498,6 +515,9 @@ impl Projections {
             return Ok(());
         }
         let mut state = self.state();
+        for month in agency_daily::counted_months(&events, &state.tables.cold_daily) {
+            self.warm_daily(&mut state, month)?;
+        }
         let failed = state.tables.fold(events).err();
         let changed = std::mem::take(&mut state.tables.dirty);
         for partition in &changed {
@@ -517,17 +537,165 @@ impl Projections {
         Ok(())
     }
 
+    /// Brings a cold month of `agency_daily` back into memory from its segment, before an
+    /// event counts on one of its days.
+    fn warm_daily(&self, state: &mut State, month: MonthKey) -> Result<()> {
+        let Some(cold) = state.tables.cold_daily.get(&month).cloned() else {
+            return Ok(());
+        };
+        let restored = sealed::read_base(&self.segment_path(&cold.file), &cold.base(), None)
+            .and_then(|batches| {
+                for batch in &batches {
+                    state
+                        .tables
+                        .restore_daily(month, batch, false)
+                        .map_err(|reason| Error::Segment {
+                            file: cold.file.to_string(),
+                            reason,
+                        })?;
+                }
+                Ok(())
+            });
+        if let Err(error) = restored {
+            // A cold month has no rows in memory: none stay half restored.
+            state.tables.daily.remove(&month);
+            return Err(error);
+        }
+        state.tables.cold_daily.remove(&month);
+        state.cache.remove(&Partition::AgencyDaily(month));
+        lock(&self.shared.retired).push(cold.file);
+        Ok(())
+    }
+
     /// Seals (or compacts) the months that are due. The next checkpoint names their files;
     /// until then a restart folds their rows again from the log.
+    ///
+    /// A month's first sealing copies its closed rows and writes the file on a thread of its
+    /// own (one at a time), so the fold goes on meanwhile; compactions, and every sealing
+    /// under [`SealPolicy::immediately`], are done here.
     fn seal(&self) -> Result<()> {
         // Not while a checkpoint commits: it removes the files its manifest does not name.
         let _serial = lock(&self.shared.checkpointing);
         let mut state = self.state();
         let months = state.tables.months_to_seal(&self.shared.policy);
+        let mut first = Vec::new();
         for month in months {
-            self.seal_month(&mut state, month)?;
+            let unsealed = state.tables.dossiers.months[&month].sealed.is_none();
+            if unsealed && !self.shared.policy.immediately {
+                first.push(month);
+            } else {
+                self.seal_month(&mut state, month)?;
+            }
+        }
+        if !first.is_empty() {
+            self.seal_elsewhere(&mut state, first);
         }
         Ok(())
+    }
+
+    /// Starts the sealer thread on `months` unless it is still busy (the months stay due).
+    fn seal_elsewhere(&self, state: &mut State, months: Vec<MonthKey>) {
+        let mut sealer = lock(&self.shared.sealer);
+        if sealer.as_ref().is_some_and(|thread| !thread.is_finished()) {
+            return;
+        }
+        let position = state.tables.next_position;
+        let mut jobs = Vec::new();
+        for month in months {
+            let Some(partition) = state.tables.dossiers.months.get_mut(&month) else {
+                continue;
+            };
+            let file = format!(
+                "dossiers_{}.sealed.{position}.{}.parquet",
+                month_name(month),
+                unique_suffix()
+            );
+            lock(&self.shared.sealing).insert(file.clone());
+            jobs.push((month, partition.begin_sealing(), file));
+        }
+        let generation = state.generation;
+        let projections = self.clone();
+        let started = std::thread::Builder::new()
+            .name("chiso-seal".into())
+            .spawn(move || {
+                for (month, to_seal, file) in jobs {
+                    projections.seal_first(generation, month, to_seal, &file);
+                }
+            });
+        match started {
+            Ok(thread) => *sealer = Some(thread),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the sealer thread; sealing later");
+                for month in state.tables.dossiers.months.values_mut() {
+                    month.abandon_sealing();
+                }
+                lock(&self.shared.sealing).clear();
+            }
+        }
+    }
+
+    /// On the sealer thread: writes a month's first sealed file from the rows copied, then
+    /// installs it; the rows that changed meanwhile stay in memory, their copies in the file
+    /// deleted.
+    fn seal_first(&self, generation: u64, month: MonthKey, to_seal: ToSeal, file: &str) {
+        let ToSeal { taken, mut rows } = to_seal;
+        let late_from = day_start(month_first_day(month + 1)).saturating_add(sealed::LATE_AFTER);
+        // The rows are left in the file's order.
+        let written =
+            sealed::encode_sealed(&mut rows, Vec::new(), late_from, file).and_then(|encoded| {
+                match encoded {
+                    Some(bytes) => {
+                        self.shared.segments.write(file, &bytes)?;
+                        sealed::open_base(&self.segment_path(file), file).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            });
+        let _serial = lock(&self.shared.checkpointing);
+        let mut state = self.state();
+        lock(&self.shared.sealing).remove(file);
+        let current = state.generation == generation;
+        let Some(partition) = state
+            .tables
+            .dossiers
+            .months
+            .get_mut(&month)
+            .filter(|_| current)
+        else {
+            return;
+        };
+        let mut base = match written {
+            Ok(Some(base)) => base,
+            Ok(None) => return partition.abandon_sealing(),
+            Err(error) => {
+                tracing::error!(%error, month = %month_name(month), "sealing failed; will retry");
+                return partition.abandon_sealing();
+            }
+        };
+        let sealed = partition.finish_sealing(&taken);
+        if !sealed.changed.is_empty() {
+            let changed: HashSet<&str> = sealed.changed.iter().map(|id| &**id).collect();
+            let in_file = rows.iter().enumerate();
+            for (row, _) in in_file.filter(|(_, d)| changed.contains(&*d.id)) {
+                base.delete(row as u32);
+            }
+        }
+        let count = base.rows;
+        partition.sealed = Some(base);
+        state.tables.dossiers.reindex(month, &sealed.moved);
+        state.chunks.retain(|(m, _), _| *m != month);
+        state.unsaved.insert(Partition::Dossiers(month));
+        tracing::debug!(month = %month_name(month), rows = count, "month sealed");
+    }
+
+    /// Waits until the sealer thread, if one runs, has installed what it was writing.
+    fn wait_for_sealing(&self) {
+        let thread = lock(&self.shared.sealer).take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the sealer thread panicked");
+            }
+        }
     }
 
     /// Writes the closed rows of `month` (and those of its earlier file) as its sealed file;
@@ -637,6 +805,7 @@ impl Projections {
         match committed {
             Ok(()) => {
                 state.manifest = manifest;
+                cool_daily(&mut state, &self.shared.policy, self.shared.segments.path());
                 for segment in parts.iter().flat_map(|(_, segments)| segments) {
                     match segment.chunk {
                         Some((chunk, Some(stamp))) => state.saved.insert(chunk, stamp),
@@ -654,25 +823,35 @@ impl Projections {
     fn files_in_use(&self) -> BTreeSet<String> {
         let mut retired = lock(&self.shared.retired);
         retired.retain(|file| Arc::strong_count(file) > 1);
-        retired.iter().map(|file| file.to_string()).collect()
+        let sealing = lock(&self.shared.sealing);
+        let being_written = sealing
+            .iter()
+            .flat_map(|file| [file.clone(), format!("{file}.tmp")]);
+        retired
+            .iter()
+            .map(|file| file.to_string())
+            .chain(being_written)
+            .collect()
     }
 
+    /// Encodes the segments (on as many threads as [`CHECKPOINT_THREADS`] when there are
+    /// many: a rebuild's last checkpoint writes every hot month), writes their files with one
+    /// fsync of the directory, and names them in `manifest`.
     fn write_segments(
         &self,
         position: u64,
         manifest: &mut Manifest,
         parts: &[(Partition, Vec<Segment>)],
     ) -> Result<()> {
+        let mut jobs = Vec::new();
         for segment in parts.iter().flat_map(|(_, segments)| segments) {
-            let batch = match &segment.content {
-                Content::Batch(batch) => batch.clone(),
-                Content::Dossiers(rows) => dossiers_batch(rows, 0, true),
-                Content::Removed => {
-                    manifest.segments.remove(&segment.name);
-                    continue;
-                }
+            let rows = match &segment.content {
+                Content::Batch(batch) => Some(batch.num_rows()),
+                Content::Dossiers(rows) => Some(rows.len()),
+                Content::Removed => None,
             };
-            if batch.num_rows() == 0 && segment.metadata.is_empty() {
+            // A segment without rows is written only for its metadata.
+            if rows.is_none_or(|rows| rows == 0 && segment.metadata.is_empty()) {
                 manifest.segments.remove(&segment.name);
                 continue;
             }
@@ -681,12 +860,46 @@ impl Projections {
                 segment.name.replace('/', "_"),
                 unique_suffix()
             );
+            jobs.push((segment, file));
+        }
+        let encode = |(segment, file): &(&Segment, String)| -> Result<Vec<u8>> {
+            let batch = match &segment.content {
+                Content::Batch(batch) => batch.clone(),
+                Content::Dossiers(rows) => dossiers_batch(rows, 0, true),
+                Content::Removed => unreachable!("removed segments are not written"),
+            };
             let properties = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_key_value_metadata(Some(segment.metadata.clone()))
                 .build();
-            let bytes = sealed::encode(&batch, properties, &file)?;
-            self.shared.segments.write(&file, &bytes)?;
+            sealed::encode(&batch, properties, file)
+        };
+        let threads = if jobs.len() >= 16 {
+            CHECKPOINT_THREADS
+        } else {
+            1
+        };
+        let encoded: Vec<Result<Vec<u8>>> = if threads > 1 {
+            let per_thread = jobs.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = jobs
+                    .chunks(per_thread)
+                    .map(|jobs| scope.spawn(move || jobs.iter().map(encode).collect::<Vec<_>>()))
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|worker| worker.join().expect("encoding a segment does not panic"))
+                    .collect()
+            })
+        } else {
+            jobs.iter().map(encode).collect()
+        };
+        let encoded = encoded.into_iter().collect::<Result<Vec<_>>>()?;
+        let files = jobs.iter().zip(&encoded);
+        self.shared
+            .segments
+            .write_all(files.map(|((_, file), bytes)| (file.as_str(), bytes.as_slice())))?;
+        for (segment, file) in jobs {
             manifest.segments.insert(segment.name.clone(), file);
         }
         Ok(())
@@ -704,32 +917,36 @@ impl Projections {
             return Vec::new();
         }
         let now = chrono::Utc::now().timestamp_micros();
-        let mut state = self.state();
-        let partitions: Vec<Partition> = match table {
-            TableName::Dossiers => state
-                .tables
-                .dossiers
-                .months
-                .range(months)
-                .filter(|(_, m)| !m.rows().is_empty())
-                .map(|(m, _)| Partition::Dossiers(*m))
-                .collect(),
-            TableName::AgencyDaily => state
-                .tables
-                .daily
-                .range(months)
-                .map(|(m, _)| Partition::AgencyDaily(*m))
-                .collect(),
-            TableName::Agencies => vec![Partition::Agencies],
-            TableName::Services | TableName::ServiceLevels => vec![Partition::Services],
-            TableName::IctIndex => vec![Partition::IctIndex],
-            TableName::Rankings => vec![Partition::Rankings],
-        };
-        let mut batches = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            batches.extend(state.query_batches(partition, table, now));
+        batches_of(&mut self.state(), table, months, now)
+    }
+
+    /// `agency_daily`'s months in `months`: the rows in memory as batches, and the segments
+    /// of the cold months — taken together, so no month is in both or in neither.
+    pub fn daily_sources(
+        &self,
+        months: RangeInclusive<MonthKey>,
+    ) -> (Vec<RecordBatch>, Vec<SealedFile>) {
+        if months.start() > months.end() {
+            return (Vec::new(), Vec::new());
         }
-        batches
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut state = self.state();
+        let batches = batches_of(&mut state, TableName::AgencyDaily, months.clone(), now);
+        let files = state
+            .tables
+            .cold_daily
+            .range(months)
+            .map(|(_, cold)| SealedFile {
+                path: self.segment_path(&cold.file),
+                base: cold.base(),
+            })
+            .collect();
+        (batches, files)
+    }
+
+    /// Where a segment file of the tables is.
+    pub(crate) fn segment_file(&self, file: &str) -> PathBuf {
+        self.segment_path(file)
     }
 
     /// The `dossiers` months in `months`: the rows in memory as batches, and the sealed files
@@ -829,6 +1046,7 @@ impl Projections {
                 .map(SealedBase::live_rows)
                 .sum(),
             daily_rows: state.tables.daily.values().map(|days| days.len()).sum(),
+            daily_cold_rows: state.tables.cold_daily.values().map(|cold| cold.rows).sum(),
             sealed_months: dossiers
                 .months
                 .values()
@@ -849,6 +1067,84 @@ impl Projections {
     }
 }
 
+/// Query batches of `table` from memory (the months in `months` of time-series tables).
+fn batches_of(
+    state: &mut State,
+    table: TableName,
+    months: RangeInclusive<MonthKey>,
+    now: i64,
+) -> Vec<RecordBatch> {
+    let partitions: Vec<Partition> = match table {
+        TableName::Dossiers => state
+            .tables
+            .dossiers
+            .months
+            .range(months)
+            .filter(|(_, m)| !m.rows().is_empty())
+            .map(|(m, _)| Partition::Dossiers(*m))
+            .collect(),
+        TableName::AgencyDaily => state
+            .tables
+            .daily
+            .range(months)
+            .map(|(m, _)| Partition::AgencyDaily(*m))
+            .collect(),
+        TableName::Agencies => vec![Partition::Agencies],
+        TableName::Services | TableName::ServiceLevels => vec![Partition::Services],
+        TableName::IctIndex => vec![Partition::IctIndex],
+        TableName::Rankings => vec![Partition::Rankings],
+    };
+    let mut batches = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        batches.extend(state.query_batches(partition, table, now));
+    }
+    batches
+}
+
+/// Drops from memory the rows of the settled months of `agency_daily` that their committed
+/// segment holds as they are (their totals stay in `monthly`). A month settles as a month of
+/// `dossiers` is sealed: once the log's clock is `after_days` past its end (at once under
+/// [`SealPolicy::immediately`]).
+fn cool_daily(state: &mut State, policy: &SealPolicy, dir: &Path) {
+    let after = i64::from(policy.after_days).saturating_mul(86_400_000_000);
+    let horizon = state.tables.dossiers.horizon;
+    let settled: Vec<MonthKey> = state
+        .tables
+        .daily
+        .keys()
+        .copied()
+        .filter(|month| {
+            let end = day_start(month_first_day(*month + 1));
+            policy.immediately || end.saturating_add(after) <= horizon
+        })
+        .filter(|month| {
+            let partition = Partition::AgencyDaily(*month);
+            !state.unsaved.contains(&partition) && !state.tables.dirty.contains(&partition)
+        })
+        .collect();
+    for month in settled {
+        let name = format!("agency_daily/{}", month_name(month));
+        let Some(file) = state.manifest.segments.get(&name) else {
+            continue;
+        };
+        let Ok(metadata) = std::fs::metadata(dir.join(file)) else {
+            continue;
+        };
+        let rows = state
+            .tables
+            .daily
+            .remove(&month)
+            .map_or(0, |days| days.len());
+        let cold = ColdMonth {
+            file: file.as_str().into(),
+            rows: rows as u64,
+            bytes: metadata.len(),
+        };
+        state.tables.cold_daily.insert(month, cold);
+        state.cache.remove(&Partition::AgencyDaily(month));
+    }
+}
+
 impl Tables {
     /// The months of `dossiers` to seal now (or, sealed already, to compact).
     fn months_to_seal(&self, policy: &SealPolicy) -> Vec<MonthKey> {
@@ -865,7 +1161,8 @@ impl Tables {
         let after = i64::from(policy.after_days).saturating_mul(86_400_000_000);
         let mut due = Vec::new();
         let mut freed = 0usize;
-        for (month, m) in &dossiers.months {
+        let months = || dossiers.months.iter().filter(|(_, m)| !m.is_sealing());
+        for (month, m) in months() {
             let end = day_start(month_first_day(month + 1));
             let compact = m.sealed.as_ref().is_some_and(|base| {
                 let replaced = base.deleted.len() + closed(m);
@@ -882,7 +1179,7 @@ impl Tables {
         // Over the memory budget: seal the oldest hot months, never the newest.
         let newest = local_month(dossiers.horizon);
         let mut in_memory = dossiers.in_memory().saturating_sub(freed) * ROW_BYTES;
-        for (month, m) in &dossiers.months {
+        for (month, m) in months() {
             if in_memory <= policy.hot_bytes || *month >= newest {
                 break;
             }
@@ -894,6 +1191,10 @@ impl Tables {
         due
     }
 }
+
+/// Threads a large checkpoint encodes its segments on (a replay's last checkpoint: every hot
+/// month and every changed day), so it takes both cores instead of one.
+const CHECKPOINT_THREADS: usize = 2;
 
 /// The manifest name of a month's sealed file.
 fn sealed_name(month: MonthKey) -> String {
@@ -992,6 +1293,8 @@ impl State {
             ],
             Partition::IctIndex => batch("ict_index", tables.ict_index_batch()),
             Partition::Rankings => batch("rankings", tables.rankings_batch()),
+            // A cold month's segment is its rows: it stays as it is.
+            Partition::AgencyDaily(month) if tables.cold_daily.contains_key(&month) => Vec::new(),
             Partition::AgencyDaily(month) => batch(
                 &format!("agency_daily/{}", month_name(month)),
                 tables.daily_batch(month),
@@ -1073,8 +1376,10 @@ pub struct DossierStorage {
     pub in_memory: usize,
     /// Rows in sealed files (those a deletion vector hides left out).
     pub sealed_rows: u64,
-    /// Rows of `agency_daily` (all in memory).
+    /// Rows of `agency_daily` in memory.
     pub daily_rows: usize,
+    /// Rows of `agency_daily` only in the segments of settled months.
+    pub daily_cold_rows: u64,
     /// Months with a sealed file.
     pub sealed_months: usize,
     /// The sealed files' bytes.

@@ -83,7 +83,7 @@ impl std::fmt::Debug for ProjectionTable {
 }
 
 impl ProjectionTable {
-    /// Every table of DESIGN §5 but `events`, by name.
+    /// Every table of ARCHITECTURE.md §5 but `events`, by name.
     pub fn all(projections: &Projections) -> Vec<(&'static str, Self)> {
         use TableName as T;
         [
@@ -153,6 +153,7 @@ impl TableProvider for ProjectionTable {
         let n = state.config().target_partitions();
         let (batches, files) = match self.table {
             TableName::Dossiers => self.projections.dossier_sources(months),
+            TableName::AgencyDaily => self.projections.daily_sources(months),
             table => (self.projections.batches(table, months), Vec::new()),
         };
         let memory = MemorySourceConfig::try_new_exec(

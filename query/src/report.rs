@@ -8,14 +8,15 @@
 use crate::local_time::{
     date_of, day_number, day_start, local_day, month_first_day, month_of_day, DAY_LIMIT,
 };
-use crate::projections::agency_daily::DayCounts;
-use crate::projections::dossiers::{decode_pauses, paused_micros, DossierMonth};
+use crate::projections::agency_daily::{DayCounts, COUNTER_COLUMNS};
+use crate::projections::dossiers::{agency_key, decode_pauses, paused_micros, DossierMonth};
+use crate::projections::tables::ColdMonth;
 use crate::projections::{sealed, Projections, Tables};
 use async_trait::async_trait;
 use chiso_ingest::AgencyKind;
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -132,7 +133,10 @@ impl Period {
 
     /// Every column but the open ones, from `agency_daily`: whole months from their totals,
     /// the months the period starts or ends in day by day.
-    fn add_counts(&mut self, tables: &Tables, wanted: Option<&Agencies>) {
+    /// Returns the months to count day by day whose rows are only in their segment (cold):
+    /// [`Period::add_days`] counts them once read.
+    fn add_counts(&mut self, tables: &Tables, wanted: Option<&Agencies>) -> Vec<ColdMonth> {
+        let mut cold = Vec::new();
         let (from_day, to_day) = (self.from_day, self.to_day);
         // The wanted agencies' rows, summed here and added once: one lookup a month each.
         let mut sums: Vec<(&Arc<str>, Row)> = wanted
@@ -163,12 +167,12 @@ impl Period {
                     }
                 }
                 (None, _) => {
+                    if let Some(month) = tables.cold_daily.get(month) {
+                        cold.push(month.clone());
+                    }
                     let days = tables.daily.get(month).into_iter().flatten();
                     for ((day, agency), counts) in days {
-                        if *day > to_day || wanted.is_some_and(|w| !w.contains(&**agency)) {
-                            continue;
-                        }
-                        self.add(agency, counts, *day < from_day);
+                        self.add_day(*day, agency, counts, wanted);
                     }
                 }
             }
@@ -179,6 +183,29 @@ impl Period {
                 *total += n;
             }
         }
+        cold
+    }
+
+    /// Adds one agency's day, if it is before the period's end and the agency is wanted.
+    fn add_day(&mut self, day: i32, agency: &str, counts: &DayCounts, wanted: Option<&Agencies>) {
+        if day <= self.to_day && wanted.is_none_or(|w| w.contains(agency)) {
+            self.add(agency, counts, day < self.from_day);
+        }
+    }
+
+    /// Adds the days of cold months of `agency_daily`, read from their segments.
+    fn add_days(&mut self, batch: &RecordBatch, wanted: Option<&Agencies>) -> Result<()> {
+        let day = column::<Date32Array>(batch, "day")?;
+        let agency = column::<StringArray>(batch, "agency")?;
+        let counters: Vec<&Int64Array> = COUNTER_COLUMNS
+            .iter()
+            .map(|name| column::<Int64Array>(batch, name))
+            .collect::<Result<_>>()?;
+        for row in 0..batch.num_rows() {
+            let counts = DayCounts::of_row(&counters, row);
+            self.add_day(day.value(row), agency.value(row), &counts, wanted);
+        }
+        Ok(())
     }
 
     /// Counts a dossier received before the period's end and still open at it, by whether it
@@ -243,32 +270,46 @@ pub fn dossier_report(
     let until = month_of_day(period.to_day);
     let end = period.end;
     let late_closers = |m: &DossierMonth| m.sealed.as_ref().is_some_and(|b| b.last_closed >= end);
-    let ((agencies, wanted), files) = projections.read_with_sealed(until, late_closers, |tables| {
-        let wanted: Option<Agencies> = provinces.map(|provinces| {
-            tables
-                .agencies
-                .iter()
-                .filter(|(_, a)| provinces.contains(&*a.province))
-                .map(|(code, _)| Arc::from(code.as_str()))
-                .collect()
-        });
-        period.add_counts(tables, wanted.as_ref());
-        let months = tables.dossiers.months.range(..=until).map(|(_, m)| m);
-        for month in months.filter(|m| m.settled_at() >= end) {
-            for d in month.open_at(end) {
-                if d.received_at < end && wanted.as_ref().is_none_or(|w| w.contains(&*d.agency)) {
-                    period.count_open(&d.agency, d.effective_due_at(end));
+    let ((agencies, wanted, cold), files) =
+        projections.read_with_sealed(until, late_closers, |tables| {
+            let wanted: Option<Agencies> = provinces.map(|provinces| {
+                tables
+                    .agencies
+                    .iter()
+                    .filter(|(_, a)| provinces.contains(&*a.province))
+                    .map(|(code, _)| Arc::from(code.as_str()))
+                    .collect()
+            });
+            let cold = period.add_counts(tables, wanted.as_ref());
+            let keys: Option<HashSet<u64, foldhash::fast::RandomState>> = wanted
+                .as_ref()
+                .map(|w| w.iter().map(|a| agency_key(a)).collect());
+            let wanted_key = |key: u64| keys.as_ref().is_none_or(|k| k.contains(&key));
+            let months = tables.dossiers.months.range(..=until).map(|(_, m)| m);
+            for month in months.filter(|m| m.settled_at() >= end) {
+                for d in month.open_at_of(end, wanted_key) {
+                    if d.received_at < end && wanted.as_ref().is_none_or(|w| w.contains(&*d.agency))
+                    {
+                        period.count_open(&d.agency, d.effective_due_at(end));
+                    }
                 }
             }
+            let agencies = tables
+                .agencies
+                .iter()
+                .filter(|(code, _)| wanted.as_ref().is_none_or(|w| w.contains(code.as_str())))
+                .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
+                .collect::<HashMap<_, _>>();
+            (agencies, wanted, cold)
+        });
+    for month in cold {
+        let path = projections.segment_file(&month.file);
+        let batches = sealed::read_base(&path, &month.base(), None)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for batch in batches {
+            period.add_days(&batch, wanted.as_ref())?;
         }
-        let agencies = tables
-            .agencies
-            .iter()
-            .filter(|(code, _)| wanted.as_ref().is_none_or(|w| w.contains(code.as_str())))
-            .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
-            .collect::<HashMap<_, _>>();
-        (agencies, wanted)
-    });
+    }
     for file in files {
         let agency_in = |min: &str, max: &str| {
             wanted

@@ -72,11 +72,32 @@ impl SegmentDir {
     /// Writes a new segment file durably (temporary file, fsync, rename, fsync of the
     /// directory). It counts only once a committed manifest names it.
     pub fn write(&self, file_name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_file(file_name, bytes)?;
+        self.sync_dir()
+    }
+
+    /// Writes new segment files durably, as [`SegmentDir::write`] does each, with one
+    /// fsync of the directory for all of them.
+    pub fn write_all<'a>(
+        &self,
+        files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<()> {
+        for (file_name, bytes) in files {
+            self.write_file(file_name, bytes)?;
+        }
+        self.sync_dir()
+    }
+
+    fn write_file(&self, file_name: &str, bytes: &[u8]) -> Result<()> {
         let temporary = self.dir.join(format!("{file_name}.tmp"));
         let mut file = fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, self.dir.join(file_name))?;
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<()> {
         fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
     }

@@ -1,11 +1,12 @@
 //! `agency_daily`: counters of one agency on one local day, partitioned by local month.
 
 use super::columns::{batch, longs, optional_strings, schema, strings, Columns};
-use super::tables::Tables;
+use super::tables::{ColdMonth, Decoded, Tables};
 use super::Partition;
-use crate::local_time::{month_of_day, MonthKey};
+use crate::local_time::{local_month, micros, month_of_day, MonthKey};
 use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 /// Counters of one agency on one local day.
@@ -32,13 +33,28 @@ impl DayCounts {
         self.withdrawn += other.withdrawn;
     }
 
+    /// Row `row` of the counter columns (in [`COUNTER_COLUMNS`]' order).
+    pub fn of_row(counters: &[&Int64Array], row: usize) -> Self {
+        let at = |i: usize| counters[i].value(row);
+        Self {
+            received: at(0),
+            received_online: at(1),
+            resolved: at(2),
+            resolved_early: at(3),
+            resolved_on_time: at(4),
+            resolved_late: at(5),
+            withdrawn: at(6),
+        }
+    }
+
     /// Dossiers closed: resolved or withdrawn.
     pub fn closed(&self) -> i64 {
         self.resolved + self.withdrawn
     }
 }
 
-const COUNTERS: [&str; 7] = [
+/// The counters' columns, in [`DayCounts`]' order.
+pub const COUNTER_COLUMNS: [&str; 7] = [
     "received",
     "received_online",
     "resolved",
@@ -56,9 +72,33 @@ pub static AGENCY_DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
         ("agency", Utf8, false),
         ("province", Utf8, true),
     ];
-    fields.extend(COUNTERS.iter().map(|name| (*name, Int64, false)));
+    fields.extend(COUNTER_COLUMNS.iter().map(|name| (*name, Int64, false)));
     schema(&fields)
 });
+
+/// The local months whose days the events of `batch` count on (receipts, resolutions and
+/// withdrawals, as [`Tables::count_day`] does), among `among`.
+pub fn counted_months(
+    batch: &Decoded,
+    among: &BTreeMap<MonthKey, ColdMonth>,
+) -> BTreeSet<MonthKey> {
+    use chiso_ingest::DomainEvent as E;
+    let Some(newest) = among.keys().next_back() else {
+        return BTreeSet::new();
+    };
+    let at = |event: &E| match event {
+        E::DossierReceived(e) => Some(micros(&e.received_at.0)),
+        E::DossierResolved(e) => Some(micros(&e.at.0)),
+        E::DossierWithdrawn(e) => Some(micros(&e.at.0)),
+        _ => None,
+    };
+    batch
+        .events()
+        .filter_map(at)
+        .map(local_month)
+        .filter(|month| month <= newest && among.contains_key(month))
+        .collect()
+}
 
 impl Tables {
     /// Counts on `agency`'s local day `day` (and its month's totals), marked changed.
@@ -104,36 +144,27 @@ impl Tables {
         )
     }
 
+    /// Puts back a month's rows from its segment, adding them to its totals when `totals`
+    /// (a month loaded at start; a cold month brought back has its totals already).
     pub(super) fn restore_daily(
         &mut self,
         month: MonthKey,
         batch: &RecordBatch,
+        totals: bool,
     ) -> Result<(), String> {
         let c = Columns(batch);
         let (day, agency) = (c.get::<Date32Array>("day")?, c.strings("agency")?);
-        let counters: Vec<&Int64Array> = COUNTERS
+        let counters: Vec<&Int64Array> = COUNTER_COLUMNS
             .iter()
             .map(|name| c.int64(name))
             .collect::<Result<_, _>>()?;
         for row in 0..batch.num_rows() {
-            let at = |i: usize| counters[i].value(row);
-            let counts = DayCounts {
-                received: at(0),
-                received_online: at(1),
-                resolved: at(2),
-                resolved_early: at(3),
-                resolved_on_time: at(4),
-                resolved_late: at(5),
-                withdrawn: at(6),
-            };
+            let counts = DayCounts::of_row(&counters, row);
             let agency = self.intern(agency.value(row));
-            let total = self
-                .monthly
-                .entry(month)
-                .or_default()
-                .entry(agency.clone())
-                .or_default();
-            total.add(&counts);
+            if totals {
+                let total = self.monthly.entry(month).or_default();
+                total.entry(agency.clone()).or_default().add(&counts);
+            }
             self.daily
                 .entry(month)
                 .or_default()

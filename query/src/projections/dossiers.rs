@@ -196,11 +196,32 @@ pub struct DossierMonth {
     /// When each row closed (`i64::MAX` while open), beside the rows: what a report scans
     /// for the rows open at its end, eight bytes a row instead of a whole row.
     closes: Vec<i64>,
+    /// Each row's [`agency_key`], beside `closes`: a report for some provinces passes over the
+    /// open rows of the others without reading them.
+    agency_keys: Vec<u64>,
     /// Per chunk of [`CHUNK_ROWS`] rows, the stamp of its latest change: a cached batch or
     /// a saved segment built at that stamp is current.
     stamps: Vec<u64>,
     /// The sealed file, once the month is sealed.
     pub sealed: Option<SealedBase>,
+    /// While its first sealed file is written off the fold's thread: the rows changed since
+    /// the rows to seal were copied (they stay in memory, and the file's copy is deleted).
+    sealing: Option<Vec<u32>>,
+}
+
+/// The closed rows of a month copied to be sealed: where they are in the month, and the copies.
+#[derive(Debug)]
+pub struct ToSeal {
+    pub taken: Vec<u32>,
+    pub rows: Vec<Dossier>,
+}
+
+/// What installing a sealed file leaves: the rows it moved out of memory, and the ids of the
+/// rows it holds that changed meanwhile (deleted in the file: memory has them).
+#[derive(Debug)]
+pub struct Sealed {
+    pub moved: Vec<Dossier>,
+    pub changed: Vec<Arc<str>>,
 }
 
 impl DossierMonth {
@@ -212,8 +233,20 @@ impl DossierMonth {
     /// The rows in memory that are open at `end`: those open now, and those that closed at
     /// or after it.
     pub fn open_at(&self, end: i64) -> impl Iterator<Item = &Dossier> + '_ {
-        let rows = self.closes.iter().zip(&self.rows);
-        rows.filter(move |(closed, _)| **closed >= end)
+        self.open_at_of(end, |_| true)
+    }
+
+    /// [`DossierMonth::open_at`], of the rows whose [`agency_key`] `key` accepts (a key is a
+    /// hash: the caller still checks the row's agency).
+    pub fn open_at_of<'a>(
+        &'a self,
+        end: i64,
+        key: impl Fn(u64) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Dossier> + 'a {
+        let keyed = self.closes.iter().zip(&self.agency_keys);
+        keyed
+            .zip(&self.rows)
+            .filter(move |((closed, agency), _)| **closed >= end && key(**agency))
             .map(|(_, row)| row)
     }
 
@@ -254,7 +287,68 @@ impl DossierMonth {
         self.rows.len() as u64 + sealed
     }
 
+    /// Copies the closed rows to seal them while the fold goes on; until
+    /// [`DossierMonth::finish_sealing`] (or [`DossierMonth::abandon_sealing`]) the rows
+    /// changed are remembered.
+    pub fn begin_sealing(&mut self) -> ToSeal {
+        self.sealing = Some(Vec::new());
+        let taken: Vec<u32> = (0..self.rows.len() as u32)
+            .filter(|&row| self.closes[row as usize] != i64::MAX)
+            .collect();
+        let rows = taken
+            .iter()
+            .map(|&row| self.rows[row as usize].clone())
+            .collect();
+        ToSeal { taken, rows }
+    }
+
+    /// Whether a sealed file of this month is being written.
+    pub fn is_sealing(&self) -> bool {
+        self.sealing.is_some()
+    }
+
+    /// Forgets a sealing that failed: every row stays in memory.
+    pub fn abandon_sealing(&mut self) {
+        self.sealing = None;
+    }
+
+    /// Takes out of memory the rows `taken` (by [`DossierMonth::begin_sealing`]) that did
+    /// not change since; the rest stay.
+    pub fn finish_sealing(&mut self, taken: &[u32]) -> Sealed {
+        const TAKEN: u8 = 1;
+        const CHANGED: u8 = 2;
+        let mut marks = vec![0u8; self.rows.len()];
+        for &row in taken {
+            marks[row as usize] |= TAKEN;
+        }
+        for row in self.sealing.take().unwrap_or_default() {
+            marks[row as usize] |= CHANGED;
+        }
+        let (mut kept, mut sealed) = (
+            Vec::new(),
+            Sealed {
+                moved: Vec::with_capacity(taken.len()),
+                changed: Vec::new(),
+            },
+        );
+        for (row, mark) in self.take_rows().into_iter().zip(marks) {
+            match mark {
+                TAKEN => sealed.moved.push(row),
+                _ if mark == TAKEN | CHANGED => {
+                    sealed.changed.push(row.id.clone());
+                    kept.push(row);
+                }
+                _ => kept.push(row),
+            }
+        }
+        self.set_rows(kept);
+        sealed
+    }
+
     fn touch(&mut self, row: usize) {
+        if let Some(changed) = &mut self.sealing {
+            changed.push(row as u32);
+        }
         let chunk = row / CHUNK_ROWS;
         if chunk >= self.stamps.len() {
             self.stamps.resize(chunk + 1, 0);
@@ -268,6 +362,7 @@ impl DossierMonth {
             None => self.open += 1,
         }
         self.closes.push(dossier.closed_at().unwrap_or(i64::MAX));
+        self.agency_keys.push(agency_key(&dossier.agency));
         self.rows.push(dossier);
         self.touch(self.rows.len() - 1);
         self.rows.len() as u32 - 1
@@ -277,6 +372,7 @@ impl DossierMonth {
     /// what stays).
     pub fn take_rows(&mut self) -> Vec<Dossier> {
         self.closes.clear();
+        self.agency_keys.clear();
         std::mem::take(&mut self.rows)
     }
 
@@ -285,11 +381,18 @@ impl DossierMonth {
         self.rows = Vec::with_capacity(rows.len());
         self.stamps.clear();
         self.closes.clear();
+        self.agency_keys.clear();
         (self.open, self.last_closed) = (0, None);
         for row in rows {
             self.push(row);
         }
     }
+}
+
+/// A hash of an agency's code, the same in every month and run.
+pub fn agency_key(code: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x0063_6869_736f).hash_one(code)
 }
 
 /// The fold's view of sealed rows: the dossier's events from the log, and where a sealed file
@@ -712,7 +815,12 @@ mod tests {
         let name: Arc<str> = "26.S01".into();
         Dossier {
             id: n.to_string().into(),
-            agency: name.clone(),
+            // Two agencies, to pick the rows of one by its key.
+            agency: if n % 2 == 0 {
+                name.clone()
+            } else {
+                "26.S02".into()
+            },
             province: None,
             service: name,
             service_level: None,
@@ -726,6 +834,43 @@ mod tests {
             paid_online: None,
             rating: None,
         }
+    }
+
+    #[test]
+    fn a_sealing_keeps_in_memory_the_rows_changed_while_the_file_was_written() {
+        let mut month = DossierMonth::default();
+        for n in 0..40 {
+            month.push(dossier(n, (n % 2 == 0).then_some(100)));
+        }
+        let to_seal = month.begin_sealing();
+        assert!(month.is_sealing());
+        assert_eq!(to_seal.taken, (0..40).step_by(2).collect::<Vec<u32>>());
+        assert!(to_seal.rows.iter().all(|d| d.closed_at() == Some(100)));
+        // Meanwhile: a copied row is rated, an open one resolved, a new one received.
+        month.rows[4].change(DossierChange::Rated(5));
+        month.touch(4);
+        month.rows[5].change(DossierChange::Resolved(200, Outcome::Approved));
+        month.touch(5);
+        month.closed(5, 200);
+        month.push(dossier(40, Some(300)));
+        let sealed = month.finish_sealing(&to_seal.taken);
+        assert!(!month.is_sealing());
+        assert_eq!(sealed.changed, vec![Arc::<str>::from("4")]);
+        let moved: Vec<String> = sealed.moved.iter().map(|d| d.id.to_string()).collect();
+        let expected: Vec<String> = (0..40)
+            .step_by(2)
+            .filter(|n| *n != 4)
+            .map(|n: usize| n.to_string())
+            .collect();
+        assert_eq!(moved, expected);
+        let kept: Vec<String> = month.rows().iter().map(|d| d.id.to_string()).collect();
+        let mut expected: Vec<String> = (1..40).step_by(2).map(|n: usize| n.to_string()).collect();
+        expected.insert(2, "4".into());
+        expected.push("40".into());
+        assert_eq!(kept, expected);
+        assert_eq!(month.rows()[2].rating, Some(5));
+        // What is open is recounted from the rows kept: 19 of the odd ones.
+        assert_eq!(month.closed_rows(), 3);
     }
 
     #[test]
@@ -759,5 +904,20 @@ mod tests {
         let rows = month.take_rows();
         month.set_rows(rows);
         assert_eq!(ids(&month, 2_001), expected(2_001, month.rows()));
+        // One agency's open rows by its key: the same rows as filtering every open row.
+        let second = agency_key("26.S02");
+        assert_ne!(second, agency_key("26.S01"));
+        for end in [0, 150, 2_001] {
+            let of_second: Vec<String> = month
+                .open_at_of(end, |key| key == second)
+                .map(|d| d.id.to_string())
+                .collect();
+            let expected: Vec<String> = expected(end, month.rows())
+                .into_iter()
+                .filter(|id| id.parse::<usize>().unwrap() % 2 == 1)
+                .collect();
+            assert!(!expected.is_empty());
+            assert_eq!(of_second, expected, "end {end}");
+        }
     }
 }

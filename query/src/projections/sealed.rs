@@ -76,6 +76,20 @@ pub struct SealedBase {
 }
 
 impl SealedBase {
+    /// A file of `rows` rows with nothing deleted and no close times: a segment read as it is
+    /// (a cold month of `agency_daily`).
+    pub fn plain(file: Arc<str>, rows: u64, bytes: u64) -> Self {
+        Self {
+            file,
+            rows,
+            bytes,
+            deleted: Arc::new(Vec::new()),
+            last_closed: i64::MIN,
+            newest_received: i64::MIN,
+            footer: None,
+        }
+    }
+
     /// Rows of the file still visible.
     pub fn live_rows(&self) -> u64 {
         self.rows - self.deleted.len() as u64

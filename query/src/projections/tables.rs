@@ -27,6 +27,9 @@ pub struct Tables {
     pub daily: BTreeMap<MonthKey, Map<(i32, Arc<str>), DayCounts>>,
     /// `daily` summed by month and agency (for reports over long periods).
     pub monthly: BTreeMap<MonthKey, Map<Arc<str>, DayCounts>>,
+    /// Months of `agency_daily` kept only in their saved segment (settled months: their
+    /// totals stay in `monthly`); a late count brings one back into `daily` first.
+    pub cold_daily: BTreeMap<MonthKey, ColdMonth>,
     pub ict_index: BTreeMap<(i32, String), (i32, Option<f64>)>,
     pub rankings: BTreeMap<(String, String, String), Ranking>,
     names: HashSet<Arc<str>, foldhash::fast::RandomState>,
@@ -123,9 +126,25 @@ impl Tables {
             ("ict_index", _) => self.restore_ict(batch),
             ("rankings", _) => self.restore_rankings(batch),
             ("dossiers", Some(month)) => self.restore_dossiers(month, batch),
-            ("agency_daily", Some(month)) => self.restore_daily(month, batch),
+            ("agency_daily", Some(month)) => self.restore_daily(month, batch, true),
             _ => Err(format!("no table {table} to restore")),
         }
+    }
+}
+
+/// A month of `agency_daily` whose rows are only in its segment file.
+#[derive(Debug, Clone)]
+pub struct ColdMonth {
+    /// The segment's file, shared with every scan reading it.
+    pub file: Arc<str>,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl ColdMonth {
+    /// The segment as a file to scan.
+    pub fn base(&self) -> super::sealed::SealedBase {
+        super::sealed::SealedBase::plain(self.file.clone(), self.rows, self.bytes)
     }
 }
 
@@ -168,6 +187,13 @@ impl Decoded {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// The events the catalog reads.
+    pub fn events(&self) -> impl Iterator<Item = &DomainEvent> {
+        self.events
+            .iter()
+            .filter_map(|(_, _, event)| event.as_ref())
     }
 
     /// The position after the last event.
