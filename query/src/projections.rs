@@ -261,7 +261,7 @@ impl Projections {
             chunks: BTreeMap::new(),
             saved,
         };
-        cool_daily(&mut state, &policy, segments.path());
+        cool_daily(&mut state, &policy, segments.path(), &BTreeSet::new());
         let projections = Self {
             shared: Arc::new(Shared {
                 store: store.clone(),
@@ -805,7 +805,11 @@ impl Projections {
         match committed {
             Ok(()) => {
                 state.manifest = manifest;
-                cool_daily(&mut state, &self.shared.policy, self.shared.segments.path());
+                // A month this checkpoint saved is still changing (a late count brought it
+                // back, or it just settled): it cools at a later one, if it stays unchanged.
+                let saved: BTreeSet<Partition> = parts.iter().map(|(p, _)| *p).collect();
+                let policy = &self.shared.policy;
+                cool_daily(&mut state, policy, self.shared.segments.path(), &saved);
                 for segment in parts.iter().flat_map(|(_, segments)| segments) {
                     match segment.chunk {
                         Some((chunk, Some(stamp))) => state.saved.insert(chunk, stamp),
@@ -1104,8 +1108,14 @@ fn batches_of(
 /// Drops from memory the rows of the settled months of `agency_daily` that their committed
 /// segment holds as they are (their totals stay in `monthly`). A month settles as a month of
 /// `dossiers` is sealed: once the log's clock is `after_days` past its end (at once under
-/// [`SealPolicy::immediately`]).
-fn cool_daily(state: &mut State, policy: &SealPolicy, dir: &Path) {
+/// [`SealPolicy::immediately`]), and not among `just_saved` (unless immediately): a month an
+/// event keeps counting on stays in memory instead of being read back at every count.
+fn cool_daily(
+    state: &mut State,
+    policy: &SealPolicy,
+    dir: &Path,
+    just_saved: &BTreeSet<Partition>,
+) {
     let after = i64::from(policy.after_days).saturating_mul(86_400_000_000);
     let horizon = state.tables.dossiers.horizon;
     let settled: Vec<MonthKey> = state
@@ -1119,7 +1129,10 @@ fn cool_daily(state: &mut State, policy: &SealPolicy, dir: &Path) {
         })
         .filter(|month| {
             let partition = Partition::AgencyDaily(*month);
-            !state.unsaved.contains(&partition) && !state.tables.dirty.contains(&partition)
+            let changing = !policy.immediately && just_saved.contains(&partition);
+            !changing
+                && !state.unsaved.contains(&partition)
+                && !state.tables.dirty.contains(&partition)
         })
         .collect();
     for month in settled {
