@@ -106,6 +106,15 @@ impl SealPolicy {
     };
 }
 
+impl SealPolicy {
+    /// Whether `month` is settled once the log's clock reads `horizon`: `after_days` past
+    /// its end (when months of `dossiers` seal, and months of `agency_daily` leave memory).
+    fn settled(&self, month: MonthKey, horizon: i64) -> bool {
+        let after = i64::from(self.after_days).saturating_mul(86_400_000_000);
+        day_start(month_first_day(month + 1)).saturating_add(after) <= horizon
+    }
+}
+
 impl Default for SealPolicy {
     fn default() -> Self {
         Self::DEFAULT
@@ -909,19 +918,25 @@ impl Projections {
         Ok(())
     }
 
-    fn segment_path(&self, file: &str) -> PathBuf {
+    /// Where a segment file of the tables is.
+    pub(crate) fn segment_path(&self, file: &str) -> PathBuf {
         self.shared.segments.path().join(file)
     }
 
     /// Query batches of a table from memory; for time-series tables only the months in
     /// `months`. Sealed months are read from their files: see [`Projections::dossier_sources`].
     pub fn batches(&self, table: TableName, months: RangeInclusive<MonthKey>) -> Vec<RecordBatch> {
-        if months.start() > months.end() {
-            // Contradictory time filters: nothing can match.
+        let Some((mut state, now)) = self.state_for(&months) else {
             return Vec::new();
-        }
-        let now = chrono::Utc::now().timestamp_micros();
-        batches_of(&mut self.state(), table, months, now)
+        };
+        batches_of(&mut state, table, months, now)
+    }
+
+    /// The state and the time now, to read the months in `months` — `None` when contradictory
+    /// time filters leave none.
+    fn state_for(&self, months: &RangeInclusive<MonthKey>) -> Option<(MutexGuard<'_, State>, i64)> {
+        (months.start() <= months.end())
+            .then(|| (self.state(), chrono::Utc::now().timestamp_micros()))
     }
 
     /// `agency_daily`'s months in `months`: the rows in memory as batches, and the segments
@@ -930,11 +945,9 @@ impl Projections {
         &self,
         months: RangeInclusive<MonthKey>,
     ) -> (Vec<RecordBatch>, Vec<SealedFile>) {
-        if months.start() > months.end() {
+        let Some((mut state, now)) = self.state_for(&months) else {
             return (Vec::new(), Vec::new());
-        }
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut state = self.state();
+        };
         let batches = batches_of(&mut state, TableName::AgencyDaily, months.clone(), now);
         let files = state
             .tables
@@ -948,22 +961,15 @@ impl Projections {
         (batches, files)
     }
 
-    /// Where a segment file of the tables is.
-    pub(crate) fn segment_file(&self, file: &str) -> PathBuf {
-        self.segment_path(file)
-    }
-
     /// The `dossiers` months in `months`: the rows in memory as batches, and the sealed files
     /// with their deletion vectors — taken together, so no row is in both or in neither.
     pub fn dossier_sources(
         &self,
         months: RangeInclusive<MonthKey>,
     ) -> (Vec<RecordBatch>, Vec<SealedFile>) {
-        if months.start() > months.end() {
+        let Some((mut state, now)) = self.state_for(&months) else {
             return (Vec::new(), Vec::new());
-        }
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut state = self.state();
+        };
         let mut batches = Vec::new();
         let mut files = Vec::new();
         let months: Vec<(MonthKey, Option<SealedBase>, bool)> = state
@@ -1116,17 +1122,13 @@ fn cool_daily(
     dir: &Path,
     just_saved: &BTreeSet<Partition>,
 ) {
-    let after = i64::from(policy.after_days).saturating_mul(86_400_000_000);
     let horizon = state.tables.dossiers.horizon;
     let settled: Vec<MonthKey> = state
         .tables
         .daily
         .keys()
         .copied()
-        .filter(|month| {
-            let end = day_start(month_first_day(*month + 1));
-            policy.immediately || end.saturating_add(after) <= horizon
-        })
+        .filter(|month| policy.immediately || policy.settled(*month, horizon))
         .filter(|month| {
             let partition = Partition::AgencyDaily(*month);
             let changing = !policy.immediately && just_saved.contains(&partition);
@@ -1171,19 +1173,16 @@ impl Tables {
                 .map(|(month, _)| *month)
                 .collect();
         }
-        let after = i64::from(policy.after_days).saturating_mul(86_400_000_000);
         let mut due = Vec::new();
         let mut freed = 0usize;
         let months = || dossiers.months.iter().filter(|(_, m)| !m.is_sealing());
         for (month, m) in months() {
-            let end = day_start(month_first_day(month + 1));
             let compact = m.sealed.as_ref().is_some_and(|base| {
                 let replaced = base.deleted.len() + closed(m);
                 replaced > COMPACT_MIN_ROWS || replaced as f64 > base.rows as f64 * COMPACT_SHARE
             });
-            let ripe = m.sealed.is_none()
-                && closed(m) > 0
-                && end.saturating_add(after) <= dossiers.horizon;
+            let ripe =
+                m.sealed.is_none() && closed(m) > 0 && policy.settled(*month, dossiers.horizon);
             if compact || ripe {
                 due.push(*month);
                 freed += closed(m);

@@ -303,7 +303,7 @@ pub fn dossier_report(
             (agencies, wanted, cold)
         });
     for month in cold {
-        let path = projections.segment_file(&month.file);
+        let path = projections.segment_path(&month.file);
         let batches = sealed::read_base(&path, &month.base(), None)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         for batch in batches {

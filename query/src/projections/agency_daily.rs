@@ -3,7 +3,7 @@
 use super::columns::{batch, longs, optional_strings, schema, strings, Columns};
 use super::tables::{ColdMonth, Decoded, Tables};
 use super::Partition;
-use crate::local_time::{local_month, micros, month_of_day, MonthKey};
+use crate::local_time::{day_start, local_month, micros, month_first_day, month_of_day, MonthKey};
 use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,6 +86,8 @@ pub fn counted_months(
     let Some(newest) = among.keys().next_back() else {
         return BTreeSet::new();
     };
+    // Nearly every event is after the newest cold month: one comparison passes over it.
+    let cold_until = day_start(month_first_day(newest + 1));
     let at = |event: &E| match event {
         E::DossierReceived(e) => Some(micros(&e.received_at.0)),
         E::DossierResolved(e) => Some(micros(&e.at.0)),
@@ -95,8 +97,9 @@ pub fn counted_months(
     batch
         .events()
         .filter_map(at)
+        .filter(|at| *at < cold_until)
         .map(local_month)
-        .filter(|month| month <= newest && among.contains_key(month))
+        .filter(|month| among.contains_key(month))
         .collect()
 }
 
