@@ -2,7 +2,7 @@
 //! before exiting.
 
 use crate::cli::{DataDir, TableArgs};
-use chiso_api::{router, AppState, Auth, Limits};
+use chiso_api::{router, AppState, Auth, Limits, ServeLimits};
 use chiso_ingest::IngestModel;
 use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{EventStore, LogOptions};
@@ -42,20 +42,42 @@ pub struct ServeArgs {
     /// The most rows one SQL answer may have (413 past it).
     #[arg(long, env = "CHISO_SQL_MAX_ROWS", default_value_t = SqlLimits::default().max_rows)]
     sql_max_rows: usize,
+    /// The most one call of `repeat`, `lpad`, `concat`, … may build for a batch of rows, in
+    /// MiB (413 `value_too_large` past it): the memory the query pool does not count.
+    #[arg(long, env = "CHISO_SQL_MAX_FUNCTION_MB", default_value_t = SqlLimits::default().max_function_bytes >> 20)]
+    sql_max_function_mb: usize,
     /// Stream runs (one per append) kept in memory before the background indexer writes them
     /// to the log's stream index: more means fewer, larger background writes and more memory
     /// (~120 bytes a run) and more to rebuild from the log after a crash.
     #[arg(long, env = "CHISO_INDEX_BATCH_RUNS", default_value_t = LogOptions::default().index_batch_runs)]
     index_batch_runs: usize,
+    /// Free space, in MiB, that appends leave on the data directory's disk for RocksDB's
+    /// flushes and compactions and the tables' checkpoints: below it appends answer 507
+    /// `disk_full` (nothing written) until space is freed. 0 turns the check off.
+    #[arg(long, env = "CHISO_DISK_RESERVE_MB", default_value_t = LogOptions::default().disk_reserve_bytes >> 20)]
+    disk_reserve_mb: u64,
     /// Load the demo history (Vĩnh Phúc 2010–2019) first, if the data directory is empty.
     #[arg(long)]
     demo: bool,
-    /// Largest request body in bytes.
+    /// Largest body of an append or NDJSON batch, in bytes (413 above it).
     #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Connections open at once; past it a new one is answered 503 `too_many_connections`.
+    #[arg(long, env = "CHISO_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "CHISO_HEADER_TIMEOUT_SECS", default_value_t = ServeLimits::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a connection may move no bytes either way before it is closed.
+    #[arg(long, env = "CHISO_IDLE_TIMEOUT_SECS", default_value_t = ServeLimits::default().idle_timeout.as_secs())]
+    idle_timeout_secs: u64,
+    /// Largest body of a SQL request, in bytes (413 above it).
+    #[arg(long, env = "CHISO_MAX_SQL_BODY_BYTES", default_value_t = Limits::default().max_sql_body_bytes)]
+    max_sql_body_bytes: usize,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    chiso_api::install_panic_hook();
     match &args.admin_token {
         Some(token) if token.len() < 16 => {
             return Err("CHISO_ADMIN_TOKEN must be at least 16 characters long".into());
@@ -76,12 +98,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = chiso_store::StoreMetrics::default();
     let options = LogOptions {
         index_batch_runs: args.index_batch_runs,
+        disk_reserve_bytes: args.disk_reserve_mb << 20,
         ..LogOptions::default()
     };
     let store =
         EventStore::open_with_options(args.data_dir.log(), metrics, IngestModel::new(), options)?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
+        max_sql_body_bytes: args.max_sql_body_bytes,
     };
     let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
     tracing::info!(
@@ -93,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         memory_bytes: args.sql_memory_mb << 20,
         max_rows: args.sql_max_rows,
         threads: args.sql_threads,
+        max_function_bytes: args.sql_max_function_mb << 20,
         ..SqlLimits::default()
     };
     let engine = SqlEngine::new(&store, &projections, sql_limits)?;
@@ -116,10 +141,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let url_file = args.data_dir.path.join(crate::backup::SERVE_URL_FILE);
     std::fs::write(&url_file, format!("http://{}\n", reachable(address)))?;
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let stopped = shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await?;
+    let serve_limits = ServeLimits {
+        max_connections: args.max_connections,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+    };
+    raise_open_files_limit(serve_limits.max_connections);
+    chiso_api::serve(listener, router(state), serve_limits, shutdown.clone()).await;
     // Every acknowledged append is in the log now: fold it and save the tables, then close.
     shutdown.cancel();
     scheduler.abort();
@@ -129,6 +157,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_file(&url_file);
     tracing::info!("chiso stopped cleanly");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one, so `max_connections` sockets and
+/// RocksDB's files fit; warns when even the hard limit is too low.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+    let open_files = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if open_files < max_connections as u64 + 256 {
+        tracing::warn!(
+            open_files,
+            max_connections,
+            "the open-files limit is below the connection limit and the log's files: raise ulimit -n"
+        );
+    }
 }
 
 /// The address a local client reaches a listener on (loopback for "every interface").

@@ -3,7 +3,7 @@
 //! SHA-256 hashes beside the log, so they survive restarts; the admin token comes from the
 //! environment and is compared in constant time. With no admin token, auth is off.
 
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorKind, Result};
 use crate::AppState;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -183,11 +183,11 @@ fn decode_key(key: &[u8]) -> Option<Digest32> {
 }
 
 fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    ApiError::new(ErrorKind::Unauthenticated, code, message)
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(ErrorKind::Forbidden, "forbidden", message)
 }
 
 /// Who is asking: everyone when auth is off or for the admin, else a token's scopes.
@@ -267,10 +267,12 @@ pub struct NewToken {
 pub async fn create_token(
     State(state): State<AppState>,
     principal: Principal,
-    body: axum::body::Bytes,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Response> {
     principal.require_admin()?;
     let inner = state.auth.registry()?;
+    let body = crate::body::read_limited(&headers, body, crate::MAX_CONTROL_BODY_BYTES).await?;
     let request: NewToken = crate::body::parse_json(&body, "")?;
     if request.scopes.is_empty() {
         return Err(ApiError::bad_request(
@@ -327,7 +329,7 @@ pub async fn revoke_token(
     match existed {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "token_not_found",
             "no such token",
         )),

@@ -2,11 +2,11 @@
 //! table segments — written by the server while it serves, to a directory on its machine.
 
 use crate::body::{parse_json, read_limited};
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorKind, Result};
 use crate::{AppState, Principal};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,7 +28,7 @@ pub async fn backup(
     body: Body,
 ) -> Result<Json<Value>> {
     principal.require_admin()?;
-    let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    let bytes = read_limited(&headers, body, crate::MAX_CONTROL_BODY_BYTES).await?;
     let BackupBody { destination } = parse_json(&bytes, "")?;
     if !destination.is_absolute() {
         return Err(ApiError::bad_request(
@@ -39,7 +39,7 @@ pub async fn backup(
     }
     let engine = state.sql.clone().ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "not_found",
             "this server has no tables",
         )
@@ -54,7 +54,7 @@ pub async fn backup(
             .backup(&target)
             .map_err(|error| match error {
                 chiso_query::Error::InvalidParameter(message) => {
-                    ApiError::new(StatusCode::CONFLICT, "destination_exists", message)
+                    ApiError::new(ErrorKind::Conflict, "destination_exists", message)
                 }
                 other => ApiError::internal(&other),
             })
@@ -75,7 +75,7 @@ pub async fn backup(
 /// 422 `backup_failed`: the destination cannot be created (its reason is the operator's to fix).
 fn unusable(path: &std::path::Path, error: &std::io::Error) -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unprocessable,
         "backup_failed",
         format!("cannot create {}: {error}", path.display()),
     )

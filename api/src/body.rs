@@ -1,9 +1,9 @@
 //! Request bodies: read under a size limit (413), parsed with the path of the offending field
 //! so errors name it as a JSON pointer.
 
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorKind, Result};
 use axum::body::Body;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
@@ -30,7 +30,7 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Resu
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TooLarge,
         "body_too_large",
         format!("the request body is larger than the limit of {limit} bytes; split it"),
     )
@@ -55,13 +55,12 @@ fn explain<T: DeserializeOwned>(bytes: &[u8], pointer_prefix: &str) -> ApiError 
             }
         }
     };
-    let pointer = format!(
-        "{pointer_prefix}{}",
-        chiso_ingest::json_pointer(error.path())
-    );
+    let path = chiso_ingest::json_pointer(error.path());
+    let pointer = format!("{pointer_prefix}{path}");
     let inner = error.into_inner();
     if inner.is_data() {
-        ApiError::bad_request("invalid_event", format!("{pointer}: {inner}"))
+        let field = chiso_ingest::field_name(&path);
+        ApiError::bad_request("invalid_event", format!("{field}: {inner}"))
             .with_details(json!({"pointer": pointer}))
     } else {
         malformed(&inner)

@@ -1,32 +1,59 @@
-//! The one place where errors become HTTP responses: `{"error": {"code", "message", "details"}}`.
-//! Internal errors are logged in full and answered with a generic message.
+//! The one place where errors become HTTP responses: `{"error": {"code", "message",
+//! "details"}}`. Every crate classifies its errors by [`ErrorKind`]; [`status`] maps each kind
+//! to one status, here and nowhere else. Messages say what is wrong in words; JSON pointers,
+//! lines and indexes live only in `details`. Internal errors are logged in full and answered
+//! with a generic message.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chiso_store::ErrorKind;
+pub use chiso_store::ErrorKind;
 use serde_json::{json, Value};
 
 /// Result of a handler.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-/// An error answer: status, stable snake_case code, a message a person can act on, details.
+/// The HTTP status of each kind of error: the one table.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error answer: its kind (hence its status), a stable snake_case code, a message a person
+/// can act on, and structured details.
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
+    /// What kind of failure: decides the status.
+    pub kind: ErrorKind,
     /// Stable machine-readable code.
     pub code: &'static str,
     /// What went wrong and what to do about it.
     pub message: String,
-    /// Structured details (the offending field, line, revision, …).
+    /// Structured details (the offending field's `pointer`, `line`, `index`, revision, …).
     pub details: Value,
 }
 
+/// The code of an error answer, kept on the response for the request metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
 impl ApiError {
     /// An error with empty details.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             code,
             message: message.into(),
             details: json!({}),
@@ -39,43 +66,28 @@ impl ApiError {
         self
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        status(self.kind)
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(ErrorKind::InvalidInput, code, message)
     }
 
     /// A refusal of the catalog, for the event at `pointer` in the request.
     pub fn from_ingest(error: chiso_ingest::IngestError, pointer: &str) -> Self {
-        use chiso_ingest::IngestErrorKind as K;
-        let status = match error.kind {
-            K::Malformed => StatusCode::BAD_REQUEST,
-            K::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-            K::Conflict => StatusCode::CONFLICT,
-            K::Forbidden => StatusCode::FORBIDDEN,
-        };
         let field = format!("{pointer}{}", error.pointer.as_deref().unwrap_or(""));
-        let message = match &error.pointer {
-            Some(_) if !error.message.starts_with('/') => format!("{field}: {}", error.message),
-            _ => error.message.replace("/data", &format!("{pointer}/data")),
-        };
-        Self::new(status, error.code, message).with_details(json!({"pointer": field}))
+        Self::new(error.kind(), error.code(), error.message).with_details(json!({"pointer": field}))
     }
 
-    /// Puts the pointer of a write-model refusal under the event's place in the request.
+    /// Puts the pointer of a write-model refusal (relative to its event) under the event's
+    /// place in the request.
     pub fn under_pointer(mut self, prefix: Option<String>) -> Self {
         if let (Some(prefix), Some(details)) = (prefix, self.details.as_object_mut()) {
-            let inner = details
-                .get("pointer")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
+            let inner = details.get("pointer").and_then(Value::as_str).unwrap_or("");
             let pointer = format!("{prefix}{inner}");
-            if inner.is_empty() {
-            } else if self.message.contains(&inner) {
-                self.message = self.message.replace(&inner, &pointer);
-            } else {
-                self.message = format!("{pointer}: {}", self.message);
-            }
             details.insert("pointer".into(), pointer.into());
             details.remove("event");
             details.remove("index");
@@ -87,90 +99,45 @@ impl ApiError {
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
             "internal",
             "internal error; the server log has the details",
         )
+    }
+
+    /// Any crate's error by its kind, code, message and details; internal ones hidden.
+    fn classified(
+        kind: ErrorKind,
+        code: &'static str,
+        error: &dyn std::fmt::Display,
+        details: Value,
+    ) -> Self {
+        match kind {
+            ErrorKind::Internal => Self::internal(error),
+            _ => Self::new(kind, code, error.to_string()).with_details(details),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let body =
             json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
 }
 
 impl From<chiso_store::Error> for ApiError {
     fn from(error: chiso_store::Error) -> Self {
-        use chiso_store::Error as E;
-        let message = error.to_string();
-        let index = error.request_index();
-        let (status, code, details) = match &error {
-            E::InvalidStreamName { name, .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_stream_name",
-                json!({"stream": name}),
-            ),
-            E::EmptyAppend { stream, .. } => (
-                StatusCode::BAD_REQUEST,
-                "empty_append",
-                json!({"stream": stream}),
-            ),
-            E::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event", json!({})),
-            E::DuplicateIdInRequest { id, .. } => (
-                StatusCode::BAD_REQUEST,
-                "duplicate_id_in_request",
-                json!({"id": id}),
-            ),
-            E::WrongExpectedRevision {
-                stream,
-                expected,
-                actual,
-                ..
-            } => (
-                StatusCode::CONFLICT,
-                "wrong_expected_revision",
-                json!({"stream": stream, "expected_revision": expected.to_string(), "actual_revision": actual}),
-            ),
-            E::DuplicateEventId {
-                id,
-                existing_stream,
-                position,
-                ..
-            } => (
-                StatusCode::CONFLICT,
-                "duplicate_event_id",
-                json!({"id": id, "stream": existing_stream, "position": position}),
-            ),
-            E::Rejected { rejection, .. } => {
-                let status = match rejection.kind {
-                    chiso_store::RejectionKind::Conflict => StatusCode::CONFLICT,
-                    chiso_store::RejectionKind::Forbidden => StatusCode::FORBIDDEN,
-                    chiso_store::RejectionKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                let pointer = rejection.pointer.clone().unwrap_or_default();
-                (
-                    status,
-                    rejection.code,
-                    json!({"event": rejection.event, "pointer": pointer}),
-                )
-            }
-            E::StreamNotFound(stream) => (
-                StatusCode::NOT_FOUND,
-                "stream_not_found",
-                json!({"stream": stream}),
-            ),
-            _ if error.kind() == ErrorKind::Unavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({}))
-            }
-            _ => return Self::internal(&error),
-        };
-        let mut details = details;
-        if let (Some(index), Some(map)) = (index, details.as_object_mut()) {
-            map.insert("index".into(), index.into());
-        }
-        Self::new(status, code, message).with_details(details)
+        Self::classified(error.kind(), error.code(), &error, error.details())
+    }
+}
+
+impl From<chiso_query::Error> for ApiError {
+    fn from(error: chiso_query::Error) -> Self {
+        Self::classified(error.kind(), error.code(), &error, error.details())
     }
 }

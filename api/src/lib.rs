@@ -16,6 +16,7 @@ mod auth;
 mod backup;
 mod body;
 mod error;
+mod listen;
 mod log;
 mod ops;
 mod rankings;
@@ -24,12 +25,12 @@ mod subscribe;
 mod wire;
 
 pub use auth::{Auth, Principal, Scope};
-pub use error::{ApiError, Result};
-pub use ops::{HttpMetrics, SqlMetrics, TableMetrics};
+pub use error::{ApiError, ErrorCode, ErrorKind, Result};
+pub use listen::{serve, ServeLimits};
+pub use ops::{install_panic_hook, HttpMetrics, SqlMetrics, TableMetrics};
 pub use rankings::spawn_scheduler;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use chiso_store::EventStore;
@@ -37,20 +38,27 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Request size limits.
+/// Request size limits, by route (413 above them). A body is read only up to its route's
+/// limit, so no request holds more memory than that.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Largest request body, in bytes (413 above it).
+    /// Largest body of an append or an NDJSON batch, in bytes.
     pub max_body_bytes: usize,
+    /// Largest body of a SQL request (the statement and its parameters), in bytes.
+    pub max_sql_body_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 << 20,
+            max_sql_body_bytes: 1 << 20,
         }
     }
 }
+
+/// Largest body of a token or admin request: a few fields of JSON.
+pub const MAX_CONTROL_BODY_BYTES: usize = 64 << 10;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -160,7 +168,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             ops::track,
         ))
-        // Bodies are read by `body::read_limited` under `Limits::max_body_bytes`.
+        // Each handler reads its body with `body::read_limited` under its route's limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -172,7 +180,7 @@ async fn schema() -> axum::Json<serde_json::Value> {
 
 async fn not_found() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
+        ErrorKind::NotFound,
         "not_found",
         "no such endpoint; see ARCHITECTURE.md §6 for the API",
     )
@@ -180,7 +188,7 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::MethodNotAllowed,
         "method_not_allowed",
         "this endpoint does not take that method",
     )

@@ -74,8 +74,18 @@ pub async fn append_batch(
     let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
     let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
     let catalog = state.catalog_clock();
+    let threads = match bytes.len() >= PARALLEL_PARSE_BYTES {
+        true => cores(),
+        false => 1,
+    };
+    // Parsing is CPU work: one parser thread per core at most, however many bodies arrive;
+    // the others wait for a permit without holding a thread.
+    let _permits = PARSERS
+        .acquire_many(threads as u32)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let (mut requests, line_numbers) =
-        tokio::task::spawn_blocking(move || parse_ndjson(&bytes, catalog))
+        tokio::task::spawn_blocking(move || parse_ndjson(&bytes, catalog, threads))
             .await
             .map_err(|e| ApiError::internal(&e))??;
     for request in &mut requests {
@@ -98,14 +108,22 @@ pub async fn append_batch(
 /// Bodies with at least this many bytes are decoded on several threads.
 const PARALLEL_PARSE_BYTES: usize = 256 << 10;
 
+/// Permits for NDJSON parser threads: one per core.
+static PARSERS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Decodes every non-blank line; the first bad one fails the whole body, naming its line.
-/// Large bodies are cut at line boundaries and decoded on every core, in order.
+/// A large body is cut at line boundaries and decoded on `threads` threads, in order.
 fn parse_ndjson(
     bytes: &[u8],
     catalog: Option<chrono::DateTime<chrono::Utc>>,
+    threads: usize,
 ) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pieces = match bytes.len() >= PARALLEL_PARSE_BYTES {
+    let pieces = match threads > 1 {
         true => split_lines(bytes, threads),
         false => vec![(1, bytes)],
     };
@@ -178,7 +196,46 @@ fn split_lines(bytes: &[u8], parts: usize) -> Vec<(usize, &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_lines;
+    use super::{parse_ndjson, split_lines};
+
+    /// One NDJSON line: a valid receipt, a broken copy of it, or noise.
+    fn line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let valid = r#"{"stream": "dossier-1", "id": "0b6f3c1e-6f0a-4c55-9d43-6f3f1d1a2b01", "type": "DossierReceived", "data": {"agency": "26", "service": "1.001", "channel": "online", "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"}}"#;
+        prop_oneof![
+            Just(valid.to_owned()),
+            (0..valid.len()).prop_map(move |cut| valid[..cut].to_owned()),
+            "\\PC{0,80}",
+            Just(String::new()),
+            Just("   \t".to_owned()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any body parses or is refused naming a line, never panics, and cutting it for two
+        /// threads answers exactly what one thread does.
+        #[test]
+        fn any_body_parses_the_same_on_one_or_two_threads(
+            lines in proptest::collection::vec(line(), 0..40),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let now = Some(chrono::Utc::now());
+            for body in [lines.join("\n").into_bytes(), bytes] {
+                let outcome = |threads| match parse_ndjson(&body, now, threads) {
+                    Ok((requests, numbers)) => Ok((requests.len(), numbers)),
+                    Err(error) => Err((error.code, error.details.get("line").cloned())),
+                };
+                let one = outcome(1);
+                proptest::prop_assert_eq!(&one, &outcome(2));
+                if let Err((_, line)) = &one {
+                    let empty = body.iter().all(u8::is_ascii_whitespace);
+                    proptest::prop_assert!(line.is_some() || empty, "{:?}", one);
+                }
+            }
+        }
+    }
 
     #[test]
     fn pieces_keep_lines_whole_and_numbered() {

@@ -6,12 +6,16 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use std::panic::AssertUnwindSafe;
+use std::sync::LazyLock;
 use std::time::Instant;
 
 /// Labels of the HTTP request histogram.
@@ -22,10 +26,18 @@ pub struct RequestLabels {
     status: u16,
 }
 
-/// HTTP instruments: request latency by method, route and status (appends included).
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    code: &'static str,
+}
+
+/// HTTP instruments: request latency by method, route and status (appends included), and
+/// error answers by code.
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Histogram>,
+    errors: Family<ErrorLabels, Counter>,
 }
 
 impl Default for HttpMetrics {
@@ -34,19 +46,45 @@ impl Default for HttpMetrics {
             requests: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
             }),
+            errors: Family::default(),
         }
     }
 }
 
 impl HttpMetrics {
-    /// Registers `chiso_http_request_duration_seconds`.
+    /// Registers `chiso_http_request_duration_seconds`, `chiso_http_errors` and
+    /// `chiso_panics`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "chiso_http_request_duration_seconds",
             "HTTP request latency by method, route and status",
             self.requests.clone(),
         );
+        registry.register(
+            "chiso_http_errors",
+            "Error answers by code",
+            self.errors.clone(),
+        );
+        registry.register(
+            "chiso_panics",
+            "Panics caught anywhere in the process (handlers, queries, background work)",
+            PANICS.clone(),
+        );
     }
+}
+
+/// Every panic of the process, counted by the hook [`install_panic_hook`] sets.
+static PANICS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Counts every panic in `chiso_panics` and logs it, then runs the default hook. A panic in a
+/// handler or a query is answered as a 500 `internal`; the count tells operators it happened.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.inc();
+        tracing::error!(panic = %info, "panic");
+        default(info);
+    }));
 }
 
 /// SQL instruments: queries started, and queries whose answer is still being produced.
@@ -188,7 +226,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let response = next.run(request).await;
+    // A handler that panics answers 500 instead of dropping the connection.
+    let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => crate::error::ApiError::internal(&"a request handler panicked").into_response(),
+    };
+    if let Some(code) = response.extensions().get::<crate::ErrorCode>() {
+        let labels = ErrorLabels { code: code.0 };
+        state.http_metrics.errors.get_or_create(&labels).inc();
+    }
     let labels = RequestLabels {
         method,
         route,
@@ -213,6 +259,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let tables = state.sql.as_ref().map(|sql| sql.projections().position());
     let reason = if !state.store.is_writable() || state.shutdown.is_cancelled() {
         Some("the log is not taking writes")
+    } else if state.store.disk_full().is_some() {
+        Some("the disk is full: appends are refused until space is freed")
     } else if tables.is_some_and(|position| position < head) {
         Some("the tables are catching up with the log")
     } else {

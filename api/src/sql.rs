@@ -10,7 +10,7 @@ use crate::error::{ApiError, Result};
 use crate::{AppState, Principal};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query as QueryString, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use chiso_query::datafusion::arrow::array::RecordBatch;
 use chiso_query::datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
@@ -22,7 +22,6 @@ use chiso_query::datafusion::arrow::json::writer::{
 use chiso_query::datafusion::parquet::arrow::ArrowWriter;
 use chiso_query::{ErrorKind, Query, QueryStream};
 use serde::Deserialize;
-use serde_json::json;
 use std::time::Duration;
 
 /// Rows held back before the answer starts streaming.
@@ -111,7 +110,7 @@ pub async fn post_sql(
     principal: Principal,
     request: Request,
 ) -> Response {
-    let limit = state.limits.max_body_bytes;
+    let limit = state.limits.max_sql_body_bytes;
     answer(&state, principal, async move {
         let (parts, body) = request.into_parts();
         let bytes = crate::body::read_limited(&parts.headers, body, limit).await?;
@@ -257,7 +256,7 @@ fn from_query_string(raw: Vec<(String, String)>, body: Option<String>) -> Result
 async fn run(state: &AppState, request: SqlRequest) -> Result<Response> {
     let Some(engine) = &state.sql else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "not_found",
             "this server has no SQL engine",
         ));
@@ -319,23 +318,9 @@ async fn run(state: &AppState, request: SqlRequest) -> Result<Response> {
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
-/// Maps a query error to its status (the one mapping of query errors to HTTP).
+/// A query error as an answer (through the one mapping of [`ApiError`]).
 pub(crate) fn query_error(error: chiso_query::Error) -> ApiError {
-    let status = match error.kind() {
-        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
-        ErrorKind::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => return ApiError::internal(&error),
-    };
-    let details = match &error {
-        chiso_query::Error::Behind { wanted, at } => {
-            json!({"min_position": wanted, "position": at})
-        }
-        _ => json!({}),
-    };
-    ApiError::new(status, error.code(), error.to_string()).with_details(details)
+    ApiError::from(error)
 }
 
 /// The body: the held batches, then the rest of the stream, encoded; an error past the first

@@ -116,10 +116,10 @@ fn check_type_name(name: &str, pointer: &str) -> Result<()> {
     if well_formed {
         return Ok(());
     }
-    let pointer = format!("{pointer}/type");
     Err(invalid_event(
-        &pointer,
-        "an event type is a letter followed by letters, digits, '_' or '.', at most 128 bytes",
+        &format!("{pointer}/type"),
+        "type",
+        "must be a letter followed by letters, digits, '_' or '.', at most 128 bytes",
     ))
 }
 
@@ -128,7 +128,7 @@ const MAX_DEPTH: usize = 32;
 
 /// The text of the event's `field` (`data` or `metadata`), which must be an object.
 fn object_text(raw: Box<RawValue>, event_pointer: &str, field: &str) -> Result<String> {
-    let refuse = |message| invalid_event(&format!("{event_pointer}/{field}"), message);
+    let refuse = |message| invalid_event(&format!("{event_pointer}/{field}"), field, message);
     if !raw.get().starts_with('{') {
         return Err(refuse("must be a JSON object"));
     }
@@ -174,9 +174,9 @@ mod tests {
     }
 }
 
-/// 400 `invalid_event` naming the field.
-pub fn invalid_event(pointer: &str, message: &str) -> ApiError {
-    ApiError::bad_request("invalid_event", format!("{pointer}: {message}"))
+/// 400 `invalid_event`: the message names the event's `field`, the details hold its pointer.
+pub fn invalid_event(pointer: &str, field: &str, message: &str) -> ApiError {
+    ApiError::bad_request("invalid_event", format!("{field} {message}"))
         .with_details(json!({"pointer": pointer}))
 }
 

@@ -239,6 +239,7 @@ async fn malformed_requests_are_400_with_a_precise_code() {
 async fn oversized_bodies_are_413() {
     let api = Api::with_limits(Limits {
         max_body_bytes: 1024,
+        ..Limits::default()
     });
     let events: Vec<Value> = (0..40).map(event).collect();
     let body = json!({"events": events}).to_string();

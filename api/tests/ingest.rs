@@ -967,6 +967,7 @@ async fn hostile_bodies_and_names_are_refused_before_the_catalog() {
         EventStore::open_with(dir.path(), StoreMetrics::default(), IngestModel::new()).unwrap();
     let limits = Limits {
         max_body_bytes: 64 << 10,
+        ..Limits::default()
     };
     let api = Api {
         router: router(AppState::new(store.clone(), limits)),

@@ -203,7 +203,7 @@ fn explain<T: DeserializeOwned>(data: &str) -> IngestError {
         }
     };
     let pointer = format!("/data{}", json_pointer(error.path()));
-    let message = format!("{pointer}: {}", error.into_inner());
+    let message = format!("{}: {}", field_name(&pointer), error.into_inner());
     IngestError::malformed("invalid_event", message).at(pointer)
 }
 
@@ -218,6 +218,17 @@ pub fn json_pointer(path: &serde_path_to_error::Path) -> String {
             Segment::Unknown => None,
         })
         .collect()
+}
+
+/// A JSON pointer as a field name for messages (`/data/due_at` → `data.due_at`): messages
+/// name fields in words, the pointer itself goes only in an answer's details.
+pub fn field_name(pointer: &str) -> String {
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|segment| segment.replace("~1", "/").replace("~0", "~"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The bounds an event's values are checked against.
@@ -244,7 +255,8 @@ impl Limits {
             return Err(IngestError::unprocessable(
                 "time_out_of_range",
                 format!(
-                    "{pointer}: {} is outside 2000-01-01 … {} (times may be at most a day ahead)",
+                    "{}: {} is outside 2000-01-01 … {} (times may be at most a day ahead)",
+                    field_name(pointer),
                     time.0.to_rfc3339(),
                     self.latest.format("%Y-%m-%d %H:%M UTC")
                 ),
@@ -310,6 +322,62 @@ mod tests {
             "RankingPublished" => ("ranking-2019-12", r#"{"month": "2019-12", "scope": "26/district", "metric": "scorecard", "entries": []}"#.into()),
             "ServiceWithdrawn" => ("service-1.001", format!("{{{at}}}")),
             _ => ("dossier-1", format!("{{{at}}}")),
+        }
+    }
+
+    /// A JSON leaf of any type, including the awkward ones (huge numbers, odd text, times).
+    fn leaf() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,40}".prop_map(serde_json::Value::from),
+            "(19|20|99)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})"
+                .prop_map(serde_json::Value::from),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(|v| serde_json::json!(v)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// A valid event with one field replaced, removed or added, for every type: decoding
+        /// answers or refuses, never panics, and a refusal names a field of the event.
+        #[test]
+        fn changed_events_are_judged_never_panicking(
+            which in 0..EVENT_TYPES.len(),
+            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "other"]),
+            value in leaf(),
+            remove in proptest::prelude::any::<bool>(),
+        ) {
+            let (event_type, _) = EVENT_TYPES[which];
+            let (stream, data) = sample(event_type);
+            let mut data: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let object = data.as_object_mut().unwrap();
+            match remove {
+                true => { object.remove(field); }
+                false => { object.insert(field.to_owned(), value); }
+            }
+            let stream = StreamName::new(stream).unwrap();
+            if let Err(error) = decode(&stream, event_type, &data.to_string(), Utc::now()) {
+                let pointer = error.pointer.unwrap_or_default();
+                proptest::prop_assert!(pointer.is_empty() || pointer.starts_with("/data") || pointer == "/type", "{pointer}");
+                proptest::prop_assert!(!error.message.is_empty());
+            }
+        }
+
+        /// Any text as `data` of any type in any stream: an answer or a refusal, never a panic.
+        #[test]
+        fn any_text_as_data_never_panics(
+            which in 0..EVENT_TYPES.len(),
+            stream in "(agency|service|dossier|ictindex|ranking|other)-[A-Za-z0-9._-]{0,12}",
+            data in "\\PC{0,120}|\\{(\"[a-z_]{1,12}\": ?(null|true|-?[0-9]{1,25}(\\.[0-9]{0,5})?|\"[^\"]{0,20}\"), ?){0,6}\"x\": 1\\}",
+        ) {
+            let stream = StreamName::new(stream).unwrap();
+            let _ = decode(&stream, EVENT_TYPES[which].0, &data, Utc::now());
+            let _ = decode_stored(EVENT_TYPES[which].0, &data);
         }
     }
 

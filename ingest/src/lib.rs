@@ -19,5 +19,5 @@ mod error;
 mod write_model;
 
 pub use catalog::*;
-pub use error::{IngestError, IngestErrorKind, Result};
+pub use error::{IngestError, Result};
 pub use write_model::{Grant, IngestModel};

@@ -2,7 +2,7 @@
 //! ICT ranks), checked and changed inside the log's writer so validation and append are one
 //! step. Staged changes are applied at once and undone if their job or group fails.
 
-use crate::catalog::{decode_stored, Category, DomainEvent, Timestamp};
+use crate::catalog::{decode_stored, field_name, Category, DomainEvent, Timestamp};
 use crate::error::{IngestError, Result};
 use chiso_store::{AppendRequest, ProposedEvent, RecordedEvent, Rejection, StreamName, WriteModel};
 
@@ -175,7 +175,7 @@ impl IngestModel {
         }
         Err(IngestError::unprocessable(
             "unknown_agency",
-            format!("{pointer}: agency {code} is not registered"),
+            format!("{}: agency {code} is not registered", field_name(pointer)),
         )
         .at(pointer))
     }

@@ -36,6 +36,9 @@ pub struct SqlLimits {
     /// Threads of the runtime queries run on, apart from the server's own (appends, HTTP) and
     /// the fold's: also the partitions a scan is split into.
     pub threads: usize,
+    /// The most bytes one call of a function like `repeat` or `lpad` may build for a batch
+    /// (see `capped.rs`): what the memory pool does not see is bounded here.
+    pub max_function_bytes: usize,
 }
 
 impl Default for SqlLimits {
@@ -46,6 +49,7 @@ impl Default for SqlLimits {
             max_timeout: Duration::from_secs(300),
             max_rows: 1_000_000,
             threads: 2,
+            max_function_bytes: 256 << 20,
         }
     }
 }
@@ -144,6 +148,7 @@ impl SqlEngine {
             context.register_table(name, Arc::new(table))?;
         }
         context.register_udf(crate::date_trunc::LocalDateTrunc::udf());
+        crate::capped::register(&context, limits.max_function_bytes)?;
         context.register_udtf(
             "dossier_report",
             Arc::new(DossierReportFunction::new(projections.clone())),
@@ -207,7 +212,7 @@ impl SqlEngine {
         let task = AbortOnDrop(task);
         let schema = match tokio::time::timeout_at(deadline, schema).await {
             Err(_) => return Err(Error::Timeout(timeout.as_millis() as u64)),
-            Ok(Err(_)) => return Err(Error::Engine("the query stopped before it started".into())),
+            Ok(Err(_)) => return Err(Error::Panicked("before its first batch".into())),
             Ok(Ok(schema)) => schema?,
         };
         Ok(QueryStream {
@@ -377,7 +382,7 @@ impl QueryStream {
             Ok(()) => Ok(()),
             Err(error) => {
                 tracing::error!(%error, "a query's task failed");
-                Err(Error::Engine("the query stopped unexpectedly".into()))
+                Err(Error::Panicked(error.to_string()))
             }
         }
     }

@@ -1,23 +1,7 @@
 //! Errors of the query crate, classified so the api maps each kind to one status.
 
+use chiso_store::ErrorKind;
 use datafusion::error::DataFusionError;
-
-/// How a caller should treat an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The user's SQL or parameters are wrong (400).
-    InvalidInput,
-    /// The statement is not a read (403).
-    Forbidden,
-    /// The query ran past its time limit (408).
-    Timeout,
-    /// The answer has more rows than allowed (413).
-    TooManyRows,
-    /// The memory pool refused, or the tables are not there yet (503).
-    Unavailable,
-    /// A bug or an I/O failure: never shown in detail.
-    Internal,
-}
 
 /// Errors of projections and SQL.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +21,9 @@ pub enum Error {
     /// More rows than allowed.
     #[error("the answer has more than {0} rows; add a LIMIT or aggregate")]
     TooManyRows(usize),
+    /// A function would build a value larger than allowed.
+    #[error("{0}")]
+    ValueTooLarge(String),
     /// The memory pool refused an allocation.
     #[error("the query needs more memory than the server allows for queries: {0}")]
     ResourcesExhausted(String),
@@ -54,6 +41,9 @@ pub enum Error {
     /// Anything else DataFusion reports that is not the user's doing.
     #[error("query engine: {0}")]
     Engine(String),
+    /// The query's task panicked (a bug in the engine or a function): answered as internal.
+    #[error("the query stopped unexpectedly: {0}")]
+    Panicked(String),
     /// The fold could not go on past an event (it stays before it and retries).
     #[error("fold: {0}")]
     Fold(String),
@@ -77,14 +67,25 @@ impl Error {
             Self::Sql(_) | Self::InvalidParameter(_) => ErrorKind::InvalidInput,
             Self::ReadOnly(_) => ErrorKind::Forbidden,
             Self::Timeout(_) => ErrorKind::Timeout,
-            Self::TooManyRows(_) => ErrorKind::TooManyRows,
+            Self::TooManyRows(_) | Self::ValueTooLarge(_) => ErrorKind::TooLarge,
             Self::ResourcesExhausted(_) | Self::Behind { .. } => ErrorKind::Unavailable,
-            Self::Store(error) if error.kind() == chiso_store::ErrorKind::Unavailable => {
-                ErrorKind::Unavailable
-            }
-            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } | Self::Fold(_) => {
+            Self::Store(error) => error.kind(),
+            Self::Engine(_) | Self::Segment { .. } | Self::Fold(_) | Self::Panicked(_) => {
                 ErrorKind::Internal
             }
+        }
+    }
+
+    /// What a client may act on, as JSON.
+    pub fn details(&self) -> serde_json::Value {
+        match self {
+            Self::Behind { wanted, at } => {
+                serde_json::json!({"min_position": wanted, "position": at})
+            }
+            Self::TooManyRows(max) => serde_json::json!({"max_rows": max}),
+            Self::Timeout(ms) => serde_json::json!({"timeout_ms": ms}),
+            Self::Store(error) => error.details(),
+            _ => serde_json::json!({}),
         }
     }
 
@@ -96,9 +97,13 @@ impl Error {
             Self::ReadOnly(_) => "read_only",
             Self::Timeout(_) => "query_timeout",
             Self::TooManyRows(_) => "too_many_rows",
+            Self::ValueTooLarge(_) => "value_too_large",
             Self::ResourcesExhausted(_) => "query_memory_exhausted",
             Self::Behind { .. } => "tables_behind",
-            Self::Store(_) | Self::Engine(_) | Self::Segment { .. } | Self::Fold(_) => "internal",
+            Self::Store(error) => error.code(),
+            Self::Engine(_) | Self::Segment { .. } | Self::Fold(_) | Self::Panicked(_) => {
+                "internal"
+            }
         }
     }
 }
@@ -107,6 +112,9 @@ impl From<DataFusionError> for Error {
     /// Plan, SQL and schema errors are the user's; resource errors are the server's limits;
     /// the rest are ours.
     fn from(error: DataFusionError) -> Self {
+        if let Some(too_large) = find_source::<crate::capped::TooLarge>(&error) {
+            return Self::ValueTooLarge(too_large.to_string());
+        }
         match error.find_root() {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
@@ -131,4 +139,16 @@ impl From<DataFusionError> for Error {
             other => Self::Engine(other.to_string()),
         }
     }
+}
+
+/// The first error of type `T` in `error`'s chain of sources, itself included.
+fn find_source<T: std::error::Error + 'static>(error: &DataFusionError) -> Option<&T> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
 }

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod capped;
 mod date_trunc;
 mod engine;
 mod error;
@@ -31,8 +32,9 @@ mod providers;
 pub mod rankings;
 mod report;
 
+pub use chiso_store::ErrorKind;
 pub use datafusion;
 pub use engine::{Query, QueryStream, SqlEngine, SqlLimits};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
 pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
 pub use report::REPORT;

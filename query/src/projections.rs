@@ -248,7 +248,24 @@ impl Projections {
             );
         }
         let mut tables = Tables::default();
-        let unsaved = load_segments(&segments, &manifest, &mut tables)?;
+        let (manifest, unsaved) = match load_segments(&segments, &manifest, &mut tables) {
+            Ok(unsaved) => (manifest, unsaved),
+            // The log has every row: a damaged or missing segment costs a rebuild, not the
+            // server.
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "a table segment is damaged or missing: the tables are rebuilt from the log"
+                );
+                segments.clear()?;
+                tables = Tables::default();
+                let empty = Manifest {
+                    format: FORMAT,
+                    ..Manifest::default()
+                };
+                (empty, BTreeSet::new())
+            }
+        };
         tables.next_position = manifest.checkpoint;
         tables.dirty.clear();
         // Every chunk loaded as it was saved is saved; the months whose segments had another

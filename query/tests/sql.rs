@@ -509,3 +509,125 @@ async fn late_closers_of_a_sealed_month_are_apart_and_reports_read_them_alone() 
     let absent = plan("SELECT * FROM dossiers WHERE id = 'zz-not-there'").await;
     assert!(!absent.contains(parquet), "{absent}");
 }
+
+/// What a statement could change: every table's rows, the catalog of tables, and files.
+async fn everything(engine: &SqlEngine) -> Vec<Vec<Vec<String>>> {
+    let mut all = Vec::new();
+    for sql in [
+        "SELECT table_catalog, table_schema, table_name, table_type FROM information_schema.tables ORDER BY 1, 2, 3",
+        "SELECT * FROM agencies ORDER BY code",
+        "SELECT * FROM services ORDER BY code",
+        "SELECT * FROM dossiers ORDER BY id",
+        "SELECT * FROM agency_daily ORDER BY day, agency",
+        "SELECT name, value FROM information_schema.df_settings ORDER BY name",
+    ] {
+        let query = Query {
+            sql: sql.to_owned(),
+            ..Query::default()
+        };
+        let batches = engine.execute(query).await.unwrap().collect().await.unwrap();
+        all.push(rows(&batches));
+    }
+    all
+}
+
+/// Statements meant to change something, with random tails, several in one request, and
+/// odd spacing and case: every one is refused (`read_only` or `invalid_sql`), and afterwards
+/// every table, the catalog, the settings and the disk are as they were.
+#[test]
+fn random_statements_never_change_anything() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("written");
+    let (engine, before) = runtime.block_on(async {
+        let store = open_store(&dir.path().join("log"));
+        let projections =
+            Projections::open_with(&store, dir.path().join("tables"), SealPolicy::NEVER).unwrap();
+        load_fixture(&store, &[&projections], &slt_dir().join("fixture.ndjson")).await;
+        let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
+        let before = everything(&engine).await;
+        (engine, before)
+    });
+    let file = target.display().to_string();
+    let verbs = vec![
+        "INSERT INTO agencies VALUES ('x', 'x', 'province', NULL, '01')".to_owned(),
+        "INSERT INTO dossiers SELECT * FROM dossiers".to_owned(),
+        "DELETE FROM dossiers".to_owned(),
+        "UPDATE agencies SET name = 'x'".to_owned(),
+        "DROP TABLE dossiers".to_owned(),
+        "DROP VIEW IF EXISTS agencies".to_owned(),
+        "TRUNCATE agencies".to_owned(),
+        "CREATE TABLE t AS SELECT * FROM agencies".to_owned(),
+        "CREATE OR REPLACE VIEW agencies AS SELECT 1".to_owned(),
+        "CREATE SCHEMA s".to_owned(),
+        format!("CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '{file}.csv'"),
+        format!("COPY agencies TO '{file}.parquet'"),
+        format!("COPY (SELECT * FROM dossiers) TO '{file}.csv' STORED AS CSV"),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+        "SET TIME ZONE 'UTC'".to_owned(),
+        "PREPARE p AS SELECT 1".to_owned(),
+        "EXPLAIN ANALYZE INSERT INTO agencies SELECT * FROM agencies".to_owned(),
+        "CREATE FUNCTION f() RETURNS INT RETURN 1".to_owned(),
+        "DEALLOCATE p".to_owned(),
+    ];
+    let statement = (
+        proptest::sample::select(verbs),
+        proptest::sample::select(vec![
+            "",
+            " ",
+            ";",
+            "; SELECT 1",
+            " -- x",
+            "\n",
+            "; DROP TABLE services",
+        ]),
+        proptest::sample::select(vec!["", "SELECT 1; ", "  ", "/* c */ "]),
+        any::<bool>(),
+    )
+        .prop_map(|(verb, tail, head, lower)| {
+            let statement = format!("{head}{verb}{tail}");
+            match lower {
+                true => statement.to_lowercase(),
+                false => statement,
+            }
+        });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(192));
+    runner
+        .run(&statement, |sql| {
+            let answer = runtime.block_on(async {
+                let query = Query {
+                    sql: sql.clone(),
+                    ..Query::default()
+                };
+                match engine.execute(query).await {
+                    Ok(stream) => stream.collect().await.map(|_| ()),
+                    Err(error) => Err(error),
+                }
+            });
+            match answer {
+                Ok(()) => prop_assert!(false, "{sql:?} was run"),
+                Err(error) => {
+                    let code = error.code();
+                    prop_assert!(
+                        code == "read_only" || code == "invalid_sql",
+                        "{sql:?}: {code} {error}"
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let after = runtime.block_on(everything(&engine));
+    assert_eq!(after, before);
+    let written: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with("written"))
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+}

@@ -246,6 +246,68 @@ mod tests {
         }
     }
 
+    /// Every record of a chunk that passed the header checks, read without panicking.
+    fn read_all(chunk: &Chunk<'_>) {
+        for position in 0..chunk.len() as u64 {
+            let _ = chunk.event_ref(position);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Random bytes are an error, never a panic, even past the checksum.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = Chunk::parse(0, &bytes);
+            if let Ok(chunk) = Chunk::parse_verified(0, &bytes) {
+                read_all(&chunk);
+            }
+        }
+
+        /// A real chunk with bytes overwritten, read as if its checksum had passed.
+        #[test]
+        fn damaged_records_never_panic(
+            writes in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..12)
+        ) {
+            let mut bytes = encoded();
+            for (at, byte) in writes {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            if let Ok(chunk) = Chunk::parse_verified(0, &bytes) {
+                read_all(&chunk);
+            }
+        }
+
+        /// Whatever a record holds, it reads back as written.
+        #[test]
+        fn records_round_trip(
+            stream in "[a-z]{1,8}-[A-Za-z0-9._:-]{0,40}",
+            event_type in "[A-Za-z][A-Za-z0-9_.]{0,60}",
+            data in "\\PC{0,200}",
+            metadata in "\\PC{0,50}",
+            revision in proptest::prelude::any::<u64>(),
+            id in proptest::prelude::any::<u128>(),
+        ) {
+            let event = ProposedEvent {
+                id: Uuid::from_u128(id),
+                event_type,
+                data,
+                metadata,
+                decoded: None,
+            };
+            let record = RecordRef { stream: &stream, revision, event: &event };
+            let bytes = encode(&[record], -5);
+            let chunk = Chunk::parse(7, &bytes).unwrap();
+            let read = chunk.event(7).unwrap();
+            proptest::prop_assert_eq!(
+                (read.stream, read.revision, read.id, read.event_type, read.data, read.metadata),
+                (stream.clone(), revision, event.id, event.event_type.clone(), event.data.clone(), event.metadata.clone())
+            );
+        }
+    }
+
     #[test]
     fn truncation_is_detected() {
         let good = encoded();

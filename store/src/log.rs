@@ -48,13 +48,23 @@ pub struct LogOptions {
     /// Whether shutdown writes the runs still in memory. Off only to test that an open
     /// rebuilds them from the chunks, as it must after a crash.
     pub index_at_shutdown: bool,
+    /// Free bytes appends may not eat into on the log's filesystem: RocksDB's flushes and
+    /// compactions (and the tables' checkpoints, on the same disk) need room to finish, and an
+    /// append that met a full disk would leave the log unwritable until a restart. Below it,
+    /// appends are refused whole with [`Error::DiskFull`] (507) and resume once space is freed.
+    pub disk_reserve_bytes: u64,
 }
+
+/// The default reserve: room for every memtable to flush (three of 64 MiB, one of 8) and for
+/// a compaction of the first levels, with a margin for the tables' checkpoints.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 1 << 30;
 
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
             index_batch_runs: index::DEFAULT_BATCH_RUNS,
             index_at_shutdown: true,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
         }
     }
 }
@@ -75,6 +85,7 @@ struct Inner {
     metrics: StoreMetrics,
     /// Events fed to the write model at open (those after its snapshot).
     replayed: u64,
+    disk: writer::DiskReserve,
 }
 
 impl EventStore {
@@ -129,6 +140,10 @@ impl EventStore {
         metrics.head_position.set(next_position);
         let (head_tx, head_rx) = watch::channel(next_position);
         let (commands_tx, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let disk = writer::DiskReserve {
+            path: path.to_owned(),
+            reserve_bytes: options.disk_reserve_bytes,
+        };
         let indexer = index::Indexer::start(db.clone(), recent.clone())?;
         let writer = writer::Writer {
             db: db.clone(),
@@ -140,6 +155,7 @@ impl EventStore {
             model: Box::new(model),
             head: head_tx,
             metrics: metrics.clone(),
+            disk: disk.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("chiso-log-writer".into())
@@ -153,6 +169,7 @@ impl EventStore {
                 writer: Mutex::new(Some(handle)),
                 metrics,
                 replayed,
+                disk,
             }),
         })
     }
@@ -196,6 +213,12 @@ impl EventStore {
     /// Whether the writer still takes appends (it stops after shutdown or a failed fsync).
     pub fn is_writable(&self) -> bool {
         !self.inner.commands.is_closed()
+    }
+
+    /// The free bytes of the log's disk when they are under the reserve appends keep (see
+    /// [`LogOptions::disk_reserve_bytes`]): appends are refused until space is freed.
+    pub fn disk_full(&self) -> Option<u64> {
+        self.inner.disk.short_of_room(0)
     }
 
     /// How many events the write model replayed at open: the whole log, or only those after

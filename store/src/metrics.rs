@@ -23,6 +23,8 @@ pub struct StoreMetrics {
     pub fsync_seconds: Histogram,
     /// The next global position (the number of events in the log).
     pub head_position: Gauge<u64, AtomicU64>,
+    /// Free bytes on the log's filesystem, as the last commit found them.
+    pub disk_free_bytes: Gauge<u64, AtomicU64>,
 }
 
 impl Default for StoreMetrics {
@@ -35,6 +37,7 @@ impl Default for StoreMetrics {
             fsync_batch_events: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             head_position: Gauge::default(),
+            disk_free_bytes: Gauge::default(),
         }
     }
 }
@@ -77,6 +80,11 @@ impl StoreMetrics {
             "head_position",
             "Next global position (events in the log)",
             self.head_position.clone(),
+        );
+        sub.register(
+            "disk_free_bytes",
+            "Free bytes on the log's filesystem at the last commit (appends stop at the reserve)",
+            self.disk_free_bytes.clone(),
         );
     }
 }

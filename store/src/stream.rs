@@ -103,6 +103,33 @@ impl fmt::Display for ExpectedRevision {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Any text is accepted exactly when it follows the rules, and never panics; a
+        /// refusal quotes at most 64 characters of it.
+        #[test]
+        fn any_text_is_judged_by_the_rules(name in "\\PC{0,300}|[A-Za-z0-9._:$-]{0,260}") {
+            let follows = !name.is_empty()
+                && name.len() <= MAX_STREAM_NAME_LEN
+                && name.bytes().all(is_stream_byte)
+                && !name.starts_with('$')
+                && name != "."
+                && name != "..";
+            match StreamName::new(name.clone()) {
+                Ok(stream) => {
+                    proptest::prop_assert!(follows);
+                    proptest::prop_assert_eq!(stream.as_str(), name.as_str());
+                }
+                Err(Error::InvalidStreamName { name: quoted, .. }) => {
+                    proptest::prop_assert!(!follows);
+                    proptest::prop_assert!(quoted.chars().count() <= 64);
+                }
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+    }
+
     #[test]
     fn names_follow_the_rules() {
         assert!(StreamName::new("dossier-26.001-2019-000123").is_ok());

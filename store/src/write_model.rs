@@ -57,22 +57,12 @@ impl WriteModel for NoRules {
     fn abort_group(&mut self) {}
 }
 
-/// How a refusal should be answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionKind {
-    /// The event breaks a rule on its own or against reference data (HTTP 422).
-    Unprocessable,
-    /// The event contradicts the current state, e.g. resolving a closed dossier (HTTP 409).
-    Conflict,
-    /// The principal may not write this event (HTTP 403).
-    Forbidden,
-}
-
 /// Why a write model refused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// How to answer it.
-    pub kind: RejectionKind,
+    /// How to answer it: `Unprocessable` (a rule broken), `Conflict` (against the current
+    /// state) or `Forbidden` (outside the principal's scopes).
+    pub kind: crate::ErrorKind,
     /// Stable snake_case code, e.g. `invalid_transition`.
     pub code: &'static str,
     /// What is wrong, for a person.

@@ -188,6 +188,7 @@ fn open(path: &std::path::Path, opened: usize) -> EventStore {
     let options = LogOptions {
         index_batch_runs: 3,
         index_at_shutdown: opened % 2 == 0,
+        ..LogOptions::default()
     };
     EventStore::open_with_options(path, StoreMetrics::default(), NoRules, options).unwrap()
 }

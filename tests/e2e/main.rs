@@ -3,6 +3,7 @@
 mod backup;
 mod crash;
 mod demo;
+mod faults;
 mod format;
 mod import;
 mod serve;

@@ -1,6 +1,6 @@
 //! The events of the catalog and the checks each makes on its own.
 
-use super::{Limits, Timestamp};
+use super::{field_name, Limits, Timestamp};
 use crate::error::{IngestError, Result};
 use chrono::Duration;
 use schemars::JsonSchema;
@@ -277,7 +277,7 @@ impl super::DomainEvent {
                     Some(score) if !score.is_finite() || score < 0.0 => {
                         Err(IngestError::unprocessable(
                             "out_of_range",
-                            "/data/score: must be a non-negative number",
+                            "data.score must be a non-negative number",
                         )
                         .at("/data/score"))
                     }
@@ -315,7 +315,10 @@ fn same_as_stream(value: &str, id: &str, pointer: &str) -> Result<()> {
     }
     Err(IngestError::unprocessable(
         "stream_mismatch",
-        format!("{pointer} is {value:?} but the stream names {id:?}: they must be the same"),
+        format!(
+            "{} is {value:?} but the stream names {id:?}: they must be the same",
+            field_name(pointer)
+        ),
     )
     .at(pointer))
 }
@@ -330,7 +333,10 @@ fn code_like(code: &str, pointer: &str) -> Result<()> {
     }
     Err(IngestError::unprocessable(
         "invalid_code",
-        format!("{pointer}: codes are 1–64 letters, digits, '.' or '_'"),
+        format!(
+            "{}: codes are 1–64 letters, digits, '.' or '_'",
+            field_name(pointer)
+        ),
     )
     .at(pointer))
 }
@@ -341,7 +347,10 @@ fn province_code(code: &str, pointer: &str) -> Result<()> {
     }
     Err(IngestError::unprocessable(
         "invalid_code",
-        format!("{pointer}: a province code has two digits, e.g. \"26\" (got {code:?})"),
+        format!(
+            "{}: a province code has two digits, e.g. \"26\" (got {code:?})",
+            field_name(pointer)
+        ),
     )
     .at(pointer))
 }
@@ -350,10 +359,11 @@ fn not_blank(text: &str, pointer: &str) -> Result<()> {
     if !text.trim().is_empty() {
         return Ok(());
     }
-    Err(
-        IngestError::unprocessable("blank_field", format!("{pointer} must not be blank"))
-            .at(pointer),
+    Err(IngestError::unprocessable(
+        "blank_field",
+        format!("{} must not be blank", field_name(pointer)),
     )
+    .at(pointer))
 }
 
 fn level(level: u8) -> Result<()> {
@@ -366,7 +376,10 @@ fn in_range(value: i64, low: i64, high: i64, pointer: &str) -> Result<()> {
     }
     Err(IngestError::unprocessable(
         "out_of_range",
-        format!("{pointer} is {value}; it must be between {low} and {high}"),
+        format!(
+            "{} is {value}; it must be between {low} and {high}",
+            field_name(pointer)
+        ),
     )
     .at(pointer))
 }
@@ -377,7 +390,7 @@ fn deadline(received: &DossierReceived) -> Result<()> {
         return Err(IngestError::unprocessable(
             "due_before_received",
             format!(
-                "/data/due_at ({}) is before /data/received_at ({})",
+                "data.due_at ({}) is before data.received_at ({})",
                 due.to_rfc3339(),
                 from.to_rfc3339()
             ),
@@ -387,7 +400,7 @@ fn deadline(received: &DossierReceived) -> Result<()> {
     if due - from > Duration::days(LONGEST_DEADLINE_DAYS) {
         return Err(IngestError::unprocessable(
             "time_out_of_range",
-            "/data/due_at is more than a year after /data/received_at",
+            "data.due_at is more than a year after data.received_at",
         )
         .at("/data/due_at"));
     }
@@ -402,7 +415,7 @@ fn month(month: &str) -> Result<()> {
     }
     Err(IngestError::unprocessable(
         "invalid_month",
-        format!("/data/month: {month:?} is not YYYY-MM"),
+        format!("data.month: {month:?} is not YYYY-MM"),
     )
     .at("/data/month"))
 }

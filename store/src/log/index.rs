@@ -364,6 +364,7 @@ mod tests {
         let options = LogOptions {
             index_batch_runs: 1_000_000,
             index_at_shutdown,
+            ..LogOptions::default()
         };
         EventStore::open_with_options(path, StoreMetrics::default(), NoRules, options).unwrap()
     }

@@ -26,8 +26,6 @@ const MAX_EVENT_TYPE_LEN: usize = 255;
 /// Longest `data` or `metadata` a record can hold.
 const MAX_JSON_LEN: usize = 1 << 30;
 
-const UNWRITABLE: &str = "the log could not be written";
-
 pub(crate) struct Job {
     pub requests: Vec<AppendRequest>,
     pub reply: oneshot::Sender<Result<Vec<AppendResult>>>,
@@ -51,6 +49,30 @@ pub(crate) struct Writer {
     pub model: Box<dyn WriteModel>,
     pub head: watch::Sender<u64>,
     pub metrics: StoreMetrics,
+    pub disk: DiskReserve,
+}
+
+/// The free space a commit must leave on the log's filesystem.
+#[derive(Clone)]
+pub(crate) struct DiskReserve {
+    pub path: std::path::PathBuf,
+    pub reserve_bytes: u64,
+}
+
+impl DiskReserve {
+    /// The free bytes, when the filesystem has less than the reserve free or `bytes` more
+    /// would take it there. A filesystem that cannot tell counts as having room.
+    pub fn short_of_room(&self, bytes: u64) -> Option<u64> {
+        let free_bytes = self.free_bytes()?;
+        let short = free_bytes < self.reserve_bytes.saturating_add(bytes);
+        (self.reserve_bytes > 0 && short).then_some(free_bytes)
+    }
+
+    /// Free bytes for an unprivileged writer, if the filesystem tells.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let stats = rustix::fs::statvfs(&self.path).ok()?;
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
 }
 
 impl Writer {
@@ -77,7 +99,7 @@ impl Writer {
                 commands.close();
                 while let Ok(command) = commands.try_recv() {
                     if let Command::Append(job) = command {
-                        let _ = job.reply.send(Err(Error::Unavailable(UNWRITABLE)));
+                        let _ = job.reply.send(Err(Error::WriteFailed));
                     }
                 }
                 break;
@@ -101,7 +123,35 @@ impl Writer {
 
     /// Stages every job, writes the successful ones in one synced batch, answers each job.
     /// Returns false if the write failed: after a failed fsync the file state is unknown.
+    /// Without room above the disk reserve every job is refused, and nothing is written.
     fn commit_group(&mut self, jobs: Vec<Job>) -> bool {
+        let bytes: u64 = jobs
+            .iter()
+            .flat_map(|job| &job.requests)
+            .flat_map(|request| &request.events)
+            .map(|event| (event.data.len() + event.metadata.len() + 64) as u64)
+            .sum();
+        if let Some(free_bytes) = self.disk.free_bytes() {
+            self.metrics.disk_free_bytes.set(free_bytes);
+        }
+        if let Some(free_bytes) = self.disk.short_of_room(bytes) {
+            let reserve_bytes = self.disk.reserve_bytes;
+            tracing::warn!(
+                free_bytes,
+                reserve_bytes,
+                "appends refused: the disk is full"
+            );
+            for job in jobs {
+                self.metrics.append_requests.inc();
+                self.metrics.append_failures.inc();
+                let refused = Error::DiskFull {
+                    free_bytes,
+                    reserve_bytes,
+                };
+                let _ = job.reply.send(Err(refused));
+            }
+            return true;
+        }
         let recorded_at_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
@@ -170,7 +220,7 @@ impl Writer {
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             self.metrics.append_requests.inc();
             let outcome = match outcome {
-                Ok(_) if !ok => Err(Error::Unavailable(UNWRITABLE)),
+                Ok(_) if !ok => Err(Error::WriteFailed),
                 other => other,
             };
             if outcome.is_err() {

@@ -1,0 +1,169 @@
+"""Mixed load against a running chiso serve for a fixed time, with one line of figures a
+minute: the server's resident set, append p99, query p99 (what each client saw).
+
+Load, steady rather than flat out (a soak looks for growth, not for the ceiling):
+  - APPENDERS threads, each a single-event append (a new dossier) every 1/APPEND_RATE s;
+  - one thread posting an NDJSON batch of BATCH receipts every 2 s;
+  - one thread running the queries below in turn, back to back;
+  - one Server-Sent Events subscriber following the dossier category.
+Every answer must be a success. Usage: soak.py URL PID MINUTES OUT.json
+"""
+
+import http.client
+import json
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import urlencode, urlparse
+
+URL, PID, MINUTES, OUT = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+APPENDERS, APPEND_RATE, BATCH = 8, 20.0, 200
+HOST = urlparse(URL).netloc
+QUERIES = [
+    "SELECT province, date_trunc('month', received_at) AS month, count(*) AS received, "
+    "count(*) FILTER (WHERE timeliness = 'on_time') AS on_time FROM dossiers "
+    "GROUP BY 1, 2 ORDER BY 1, 2",
+    "SELECT * FROM dossier_report(DATE '2019-01-01', DATE '2019-12-31') WHERE agency = '26'",
+    "SELECT channel, count(*) AS n FROM dossiers WHERE received_at >= now() - INTERVAL '1 day' GROUP BY 1",
+]
+stop = time.time() + MINUTES * 60
+lock = threading.Lock()
+samples = {"append": [], "query": []}  # (time, seconds)
+failures = []
+sse_events = [0]
+
+
+def receipt(agency, service):
+    dossier = str(uuid.uuid4())
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    due = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 7 * 86400))
+    data = {"agency": agency, "service": service, "channel": "online",
+            "received_at": now, "due_at": due}
+    return dossier, {"id": dossier, "type": "DossierReceived", "data": data}
+
+
+def request(connection, method, path, body=None, content_type="application/json"):
+    headers = {"content-type": content_type} if body is not None else {}
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    payload = response.read()
+    if response.status >= 300:
+        raise RuntimeError(f"{method} {path}: {response.status} {payload[:300]!r}")
+    return payload
+
+
+def timed(kind, work):
+    started = time.time()
+    try:
+        work()
+    except Exception as error:  # noqa: BLE001 - every failure is recorded and fails the run
+        with lock:
+            failures.append(f"{kind}: {error}")
+        return
+    with lock:
+        samples[kind].append((started, time.time() - started))
+
+
+def appender(agency, service):
+    connection = http.client.HTTPConnection(HOST, timeout=60)
+    next_at = time.time()
+    while time.time() < stop:
+        dossier, event = receipt(agency, service)
+        body = json.dumps({"expected_revision": "no_stream", "events": [event]})
+        timed("append", lambda: request(connection, "POST", f"/v1/streams/dossier-{dossier}", body))
+        next_at += 1 / APPEND_RATE
+        time.sleep(max(0, next_at - time.time()))
+
+
+def batcher(agency, service):
+    connection = http.client.HTTPConnection(HOST, timeout=60)
+    while time.time() < stop:
+        lines = []
+        for _ in range(BATCH):
+            dossier, event = receipt(agency, service)
+            lines.append(json.dumps({"stream": f"dossier-{dossier}", **event}))
+        body = "\n".join(lines)
+        timed("append", lambda: request(connection, "POST", "/v1/events", body, "application/x-ndjson"))
+        time.sleep(2)
+
+
+def querier():
+    connection = http.client.HTTPConnection(HOST, timeout=300)
+    n = 0
+    while time.time() < stop:
+        sql = QUERIES[n % len(QUERIES)]
+        n += 1
+        timed("query", lambda: request(connection, "GET", "/v1/sql?" + urlencode({"q": sql})))
+
+
+def subscriber():
+    connection = http.client.HTTPConnection(HOST, timeout=60)
+    head = json.loads(request(connection, "GET", "/ready"))["log_head"]
+    connection.request("GET", f"/v1/subscribe?from={head}&category=dossier")
+    response = connection.getresponse()
+    while time.time() < stop:
+        line = response.fp.readline()
+        if not line:
+            with lock:
+                failures.append("sse: the stream ended")
+            return
+        if line.startswith(b"id:"):
+            sse_events[0] += 1
+
+
+def resident_mib():
+    with open(f"/proc/{PID}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def p99(values):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
+
+
+def main():
+    connection = http.client.HTTPConnection(HOST, timeout=60)
+    rows = json.loads(request(connection, "GET", "/v1/sql?" + urlencode({
+        "q": "SELECT d.agency, d.service FROM dossiers d JOIN services s ON s.code = d.service "
+             "WHERE s.withdrawn_at IS NULL LIMIT 1"})))
+    agency, service = rows[0]["agency"], rows[0]["service"]
+    threads = [threading.Thread(target=appender, args=(agency, service), daemon=True)
+               for _ in range(APPENDERS)]
+    threads += [threading.Thread(target=batcher, args=(agency, service), daemon=True),
+                threading.Thread(target=querier, daemon=True),
+                threading.Thread(target=subscriber, daemon=True)]
+    for thread in threads:
+        thread.start()
+    began = time.time()
+    minutes = []
+    minute = 0
+    while time.time() < stop:
+        minute += 1
+        time.sleep(max(0, began + minute * 60 - time.time()))
+        low, high = began + (minute - 1) * 60, began + minute * 60
+        with lock:
+            appends = [s for t, s in samples["append"] if low <= t < high]
+            queries = [s for t, s in samples["query"] if low <= t < high]
+            failed = len(failures)
+        row = {"minute": minute, "rss_mib": round(resident_mib(), 1),
+               "append_p99_ms": round(p99(appends), 2), "appends": len(appends),
+               "query_p99_ms": round(p99(queries), 1), "queries": len(queries),
+               "sse_events": sse_events[0], "failures": failed}
+        minutes.append(row)
+        print(json.dumps(row), flush=True)
+    for thread in threads:
+        thread.join(timeout=310)
+    with open(OUT, "w") as out:
+        json.dump({"minutes": minutes, "failures": failures[:20]}, out)
+    if failures:
+        print("failures:", *failures[:20], sep="\n  ")
+        sys.exit(1)
+
+
+main()

@@ -1,0 +1,527 @@
+//! Faults and abuse, tried on the real binary: a full disk (a real small filesystem), a failed
+//! fsync (a shim over `fsync`/`fdatasync` loaded with `LD_PRELOAD`), oversized bodies, SQL
+//! functions asked to build gigabytes, and a query that panics inside arrow.
+
+use crate::support::{dossier_received, read_everything, register_reference_data, Server};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use uuid::Uuid;
+
+/// A tmpfs of `size` mounted on `dir` for one test; unmounted when dropped. The tests run as
+/// root (CI does); anywhere else they fail here, saying so.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// `count` new dossiers as one NDJSON body, each with ~200 bytes of metadata.
+fn batch(count: usize) -> (String, Vec<Uuid>) {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let mut event = dossier_received(*id);
+            event["stream"] = json!(format!("dossier-{id}"));
+            event["metadata"] = json!({"note": "x".repeat(200)});
+            event.to_string()
+        })
+        .collect();
+    (lines.join("\n"), ids)
+}
+
+async fn post_ndjson(url: &str, body: String) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn sql(url: &str, sql: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/sql"))
+        .query(&[("q", sql)])
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn dossier_count(url: &str) -> u64 {
+    let (status, answer) = sql(url, "SELECT count(*) AS n FROM dossiers").await;
+    assert_eq!(status, 200, "{answer}");
+    answer[0]["n"].as_u64().unwrap()
+}
+
+/// The server's resident set and its peak, in bytes.
+fn resident(server: &Server) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let kib = |field: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        let digits: String = line.chars().filter(char::is_ascii_digit).collect();
+        digits.parse::<u64>().unwrap() << 10
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+async fn metrics(url: &str) -> String {
+    let response = reqwest::get(format!("{url}/metrics")).await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// Appends until the disk is full: refused whole with 507 `disk_full`, while reads and SQL go
+/// on; once space is freed appends resume; after a SIGKILL every acknowledged event is there,
+/// once, and no refused one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_appends_whole_and_resumes_when_space_is_freed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&scratch.path().join("disk"), "384m");
+    // Room a person frees by deleting something, once the disk is full.
+    let ballast = disk.dir.join("ballast");
+    std::fs::write(&ballast, vec![7u8; 128 << 20]).unwrap();
+    let data = disk.dir.join("data");
+    let args = ["--disk-reserve-mb", "160"];
+    let mut server = Server::start_with_options(&data, &[], &args).await;
+    register_reference_data(&server.url).await;
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let (body, ids) = batch(2000);
+        let (status, answer) = post_ndjson(&server.url, body).await;
+        match status {
+            200 => acknowledged.extend(ids),
+            507 => break (answer, ids),
+            other => panic!("{other}: {answer}"),
+        }
+        assert!(acknowledged.len() < 1_000_000, "the disk never filled");
+    };
+    let (answer, refused_ids) = refused;
+    assert_eq!(answer["error"]["code"], "disk_full", "{answer}");
+    let details = &answer["error"]["details"];
+    assert_eq!(details["reserve_bytes"], json!(160u64 << 20));
+    assert!(
+        details["free_bytes"].as_u64().unwrap() < 160 << 20,
+        "{answer}"
+    );
+    let before_full = acknowledged.len();
+    assert!(before_full >= 10_000, "only {before_full} acknowledged");
+
+    // While full: reads and SQL answer, a retry is refused again, /ready says why.
+    let url = server.url.clone();
+    let head = before_full as u64 + 2;
+    let (status, answer) = sql(&url, "SELECT count(*) AS n FROM dossiers").await;
+    assert_eq!(
+        (status, answer[0]["n"].as_u64()),
+        (200, Some(before_full as u64))
+    );
+    let events = reqwest::get(format!("{url}/v1/events?from={}&limit=5", head - 5))
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let ready = reqwest::get(format!("{url}/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["reason"].as_str().unwrap().contains("disk is full"),
+        "{ready}"
+    );
+    let (status, _) = post_ndjson(&url, batch(10).0).await;
+    assert_eq!(status, 507);
+    let text = metrics(&url).await;
+    assert!(
+        text.contains(r#"chiso_http_errors_total{code="disk_full"} 2"#),
+        "{text}"
+    );
+
+    // Space freed: appends resume.
+    std::fs::remove_file(&ballast).unwrap();
+    assert!(disk.free_bytes() > 160 << 20);
+    let (body, ids) = batch(2000);
+    let (status, answer) = post_ndjson(&url, body).await;
+    assert_eq!(status, 200, "{answer}");
+    acknowledged.extend(ids);
+
+    server.kill();
+    let server = Server::start_with_options(&data, &[], &args).await;
+    let stored = read_everything(&server.url).await;
+    let dossiers: Vec<Uuid> = stored
+        .iter()
+        .filter(|e| e["type"] == "DossierReceived")
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let positions: Vec<u64> = stored
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        positions,
+        (0..stored.len() as u64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    assert_eq!(
+        dossiers, acknowledged,
+        "every acknowledged dossier, once, in order"
+    );
+    assert!(refused_ids.iter().all(|id| !dossiers.contains(id)));
+    assert_eq!(dossier_count(&server.url).await, acknowledged.len() as u64);
+    println!(
+        "full disk: {before_full} events acknowledged before full, 2 batches refused while \
+         full, reads and SQL answered while full, {} acknowledged in all, 0 lost",
+        acknowledged.len()
+    );
+}
+
+/// A shim over `fsync`/`fdatasync`, built by the test: both fail with EIO while the file named
+/// by `CHISO_FAIL_FSYNC_IF` exists.
+fn fsync_shim(dir: &Path) -> PathBuf {
+    let source = dir.join("failsync.c");
+    std::fs::write(
+        &source,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+static int failing(void) {
+    const char *flag = getenv("CHISO_FAIL_FSYNC_IF");
+    return flag && access(flag, F_OK) == 0;
+}
+#define SHIM(name)                                                   \
+    int name(int fd) {                                               \
+        static int (*real)(int);                                     \
+        if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, #name);     \
+        if (failing()) { errno = EIO; return -1; }                   \
+        return real(fd);                                             \
+    }
+SHIM(fsync)
+SHIM(fdatasync)
+"#,
+    )
+    .unwrap();
+    let library = dir.join("failsync.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("cc runs");
+    assert!(status.success());
+    library
+}
+
+/// A failed fsync: the append is answered 503 `log_write_failed`, the writer takes no more
+/// appends (ready says so) while reads and SQL go on; after a restart every acknowledged event
+/// is there and a retry of the failed append with the same ids is idempotent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_the_writer_and_a_restart_recovers() {
+    let scratch = tempfile::tempdir().unwrap();
+    let shim = fsync_shim(scratch.path());
+    let flag = scratch.path().join("fail-now");
+    let data = scratch.path().join("data");
+    let env = [
+        ("LD_PRELOAD", shim.to_str().unwrap()),
+        ("CHISO_FAIL_FSYNC_IF", flag.to_str().unwrap()),
+    ];
+    let mut server = Server::start_with(&data, &env).await;
+    register_reference_data(&server.url).await;
+    let (body, mut acknowledged) = batch(500);
+    assert_eq!(post_ndjson(&server.url, body).await.0, 200);
+
+    std::fs::write(&flag, b"").unwrap();
+    let (failed_body, failed_ids) = batch(500);
+    let (status, answer) = post_ndjson(&server.url, failed_body.clone()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("log_write_failed"))
+    );
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("retry with the same event ids"));
+    std::fs::remove_file(&flag).unwrap();
+    // The files' state is unknown after a failed fsync: no more appends until a restart.
+    let (status, answer) = post_ndjson(&server.url, batch(5).0).await;
+    assert_eq!(status, 503, "{answer}");
+    let ready = reqwest::get(format!("{}/ready", server.url)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(dossier_count(&server.url).await, 500);
+    assert_eq!(read_everything(&server.url).await.len(), 502);
+
+    server.kill();
+    let server = Server::start(&data).await;
+    // The failed append was never acknowledged: it may or may not have reached the disk, and
+    // its retry answers the same either way.
+    let (status, answer) = post_ndjson(&server.url, failed_body).await;
+    assert_eq!(status, 200, "{answer}");
+    acknowledged.extend(failed_ids);
+    let stored: Vec<Uuid> = read_everything(&server.url)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "DossierReceived")
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(stored, acknowledged);
+}
+
+/// Bodies are read only up to their route's limit: a 512 MiB body posted to `/v1/tokens`
+/// (declared, or streamed without a length) is refused with 413 and the server's peak
+/// resident set grows by at most 16 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_before_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "an-admin-token-of-some-length";
+    let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", token)]).await;
+    let http = reqwest::Client::new();
+    let (_, peak_before) = resident(&server);
+    const BODY: usize = 512 << 20;
+    let chunk = vec![b' '; 1 << 20];
+    let stream = futures_util::stream::iter(
+        (0..BODY >> 20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let streamed = http
+        .post(format!("{}/v1/tokens", server.url))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    // The server answers as soon as the limit is passed and closes the connection; a client
+    // still sending may see the close before the answer.
+    if let Ok(response) = streamed {
+        assert_eq!(response.status(), 413);
+    }
+    // Declared too large: answered from the headers alone, before any of the body is sent.
+    let declared = raw_request(
+        &server.url,
+        &format!(
+            "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    let answer: Value =
+        serde_json::from_str(&declared[declared.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(answer["error"]["code"], "body_too_large");
+    assert_eq!(answer["error"]["details"]["limit_bytes"], 64 << 10);
+    let statement = format!("SELECT 1 -- {}", "x".repeat(2 << 20));
+    let response = http
+        .post(format!("{}/v1/sql", server.url))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body(statement)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let (_, peak_after) = resident(&server);
+    let growth = peak_after.saturating_sub(peak_before);
+    println!(
+        "oversized bodies: peak resident set grew by {} KiB",
+        growth >> 10
+    );
+    assert!(growth <= 16 << 20, "grew by {growth} bytes");
+    // The server still answers.
+    let health = reqwest::get(format!("{}/health", server.url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// Sends `head` on a new connection and reads the answer until the server closes it or has
+/// sent its whole body.
+async fn raw_request(url: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    connection.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            connection.read(&mut buffer),
+        );
+        match read.await.expect("an answer within 10 s") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|l| l.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| answer.len() >= end + 4 + length) {
+                break;
+            }
+        }
+    }
+    String::from_utf8(answer).unwrap()
+}
+
+/// `repeat`, `lpad`, `range` and friends refuse to build more than the cap (413
+/// `value_too_large`) before they allocate: three `repeat('x', 2000000000)` at once leave the
+/// server's peak resident set within the query memory budget. Values under the cap answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_cannot_build_values_past_their_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_options(dir.path(), &[], &["--sql-memory-mb", "512"]).await;
+    let url = server.url.clone();
+    let (_, peak_before) = resident(&server);
+    let huge = "SELECT length(repeat('x', 2000000000)) AS n";
+    let answers = futures_util::future::join_all((0..3).map(|_| sql(&url, huge))).await;
+    for (status, answer) in answers {
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (413, Some("value_too_large")),
+            "{answer}"
+        );
+    }
+    let (_, peak_after) = resident(&server);
+    let growth = peak_after.saturating_sub(peak_before);
+    println!(
+        "three repeat('x', 2000000000) at once: peak resident set grew by {} MiB (budget 512 MiB)",
+        growth >> 20
+    );
+    assert!(growth <= 512 << 20, "grew by {growth} bytes");
+    for refused in [
+        "SELECT lpad('x', 2000000000) AS s",
+        "SELECT cardinality(range(1, 100000000000)) AS n",
+        "SELECT array_repeat(1, 1000000000) AS a",
+        "SELECT length(repeat(repeat('ab', 100000), 10000)) AS n",
+    ] {
+        let (status, answer) = sql(&url, refused).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (413, Some("value_too_large")),
+            "{refused}: {answer}"
+        );
+    }
+    let (status, answer) = sql(
+        &url,
+        "SELECT sum(length(repeat('ab', 1000))) AS n FROM generate_series(1, 100000)",
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!([{"n": 200_000_000}])));
+    let (status, answer) = sql(&url, "SELECT length(lpad('7', 1000, '0')) AS n").await;
+    assert_eq!((status, answer), (200, json!([{"n": 1000}])));
+}
+
+/// A query that panics inside arrow (a 100 MB value spread over 30 rows overflows a string
+/// column's offsets) answers 500 `internal` without its text, is counted in `chiso_panics`,
+/// and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_query_answers_500_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let panics =
+        "SELECT length(string_agg(repeat('y', 100000000), ',')) FROM generate_series(1, 30)";
+    let (status, answer) = sql(&server.url, panics).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (500, Some("internal")),
+        "{answer}"
+    );
+    assert!(!answer.to_string().contains("overflow"), "{answer}");
+    let text = metrics(&server.url).await;
+    assert!(text.contains("chiso_panics_total 1"), "{text}");
+    assert!(
+        text.contains(r#"chiso_http_errors_total{code="internal"} 1"#),
+        "{text}"
+    );
+    let (status, answer) = sql(&server.url, "SELECT 1 AS one").await;
+    assert_eq!((status, answer), (200, json!([{"one": 1}])));
+}
+
+/// The answers the damaged-segment test compares.
+const TABLE_ANSWERS: &str = "SELECT (SELECT count(*) FROM dossiers) AS dossiers, \
+     (SELECT count(*) FROM dossiers WHERE channel = 'online') AS online, \
+     (SELECT sum(received) FROM agency_daily) AS received, (SELECT count(*) FROM agencies) AS agencies";
+
+/// A segment file torn (cut short) or missing does not stop the server: it warns, rebuilds the
+/// tables from the log, and answers as before; sealed months (`--seal-immediately`) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_or_missing_segment_is_rebuilt_from_the_log() {
+    for args in [&[][..], &["--seal-immediately"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start_with_options(dir.path(), &[], args).await;
+        register_reference_data(&server.url).await;
+        assert_eq!(post_ndjson(&server.url, batch(300).0).await.0, 200);
+        let answers = |url: String| async move {
+            let response = reqwest::Client::new()
+                .get(format!("{url}/v1/sql"))
+                .query(&[("q", TABLE_ANSWERS), ("min_position", "301")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        };
+        let before = answers(server.url.clone()).await;
+        assert_eq!(before[0]["dossiers"], 300, "{before}");
+        assert!(server.terminate().success());
+        let tables = dir.path().join("tables");
+        let damage: [fn(&Path); 2] = [
+            |file| {
+                let bytes = std::fs::read(file).unwrap();
+                std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap();
+            },
+            |file| std::fs::remove_file(file).unwrap(),
+        ];
+        for damage in damage {
+            let segment = std::fs::read_dir(&tables)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("dossiers")
+                })
+                .expect("a dossiers segment");
+            damage(&segment);
+            let mut server = Server::start_with_options(dir.path(), &[], args).await;
+            assert_eq!(answers(server.url.clone()).await, before, "{args:?}");
+            assert!(server.terminate().success());
+        }
+    }
+}
