@@ -81,9 +81,19 @@ async fn sql(url: &str, sql: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-async fn dossier_count(url: &str) -> u64 {
-    let (status, answer) = sql(url, "SELECT count(*) AS n FROM dossiers").await;
-    assert_eq!(status, 200, "{answer}");
+/// `count(*)` of `dossiers` once the tables hold position `position`.
+async fn dossier_count(url: &str, position: u64) -> u64 {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/sql"))
+        .query(&[
+            ("q", "SELECT count(*) AS n FROM dossiers".to_owned()),
+            ("min_position", position.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
     answer[0]["n"].as_u64().unwrap()
 }
 
@@ -142,11 +152,7 @@ async fn a_full_disk_refuses_appends_whole_and_resumes_when_space_is_freed() {
     // While full: reads and SQL answer, a retry is refused again, /ready says why.
     let url = server.url.clone();
     let head = before_full as u64 + 2;
-    let (status, answer) = sql(&url, "SELECT count(*) AS n FROM dossiers").await;
-    assert_eq!(
-        (status, answer[0]["n"].as_u64()),
-        (200, Some(before_full as u64))
-    );
+    assert_eq!(dossier_count(&url, head - 1).await, before_full as u64);
     let events = reqwest::get(format!("{url}/v1/events?from={}&limit=5", head - 5))
         .await
         .unwrap();
@@ -196,7 +202,11 @@ async fn a_full_disk_refuses_appends_whole_and_resumes_when_space_is_freed() {
         "every acknowledged dossier, once, in order"
     );
     assert!(refused_ids.iter().all(|id| !dossiers.contains(id)));
-    assert_eq!(dossier_count(&server.url).await, acknowledged.len() as u64);
+    let last = stored.len() as u64 - 1;
+    assert_eq!(
+        dossier_count(&server.url, last).await,
+        acknowledged.len() as u64
+    );
     println!(
         "full disk: {before_full} events acknowledged before full, 2 batches refused while \
          full, reads and SQL answered while full, {} acknowledged in all, 0 lost",
@@ -278,7 +288,7 @@ async fn a_failed_fsync_stops_the_writer_and_a_restart_recovers() {
     assert_eq!(status, 503, "{answer}");
     let ready = reqwest::get(format!("{}/ready", server.url)).await.unwrap();
     assert_eq!(ready.status(), 503);
-    assert_eq!(dossier_count(&server.url).await, 500);
+    assert_eq!(dossier_count(&server.url, 501).await, 500);
     assert_eq!(read_everything(&server.url).await.len(), 502);
 
     server.kill();
@@ -338,16 +348,17 @@ async fn oversized_bodies_are_refused_before_they_are_read() {
         serde_json::from_str(&declared[declared.find("\r\n\r\n").unwrap() + 4..]).unwrap();
     assert_eq!(answer["error"]["code"], "body_too_large");
     assert_eq!(answer["error"]["details"]["limit_bytes"], 64 << 10);
-    let statement = format!("SELECT 1 -- {}", "x".repeat(2 << 20));
-    let response = http
-        .post(format!("{}/v1/sql", server.url))
-        .bearer_auth(token)
-        .header("content-type", "text/plain")
-        .body(statement)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
+    // A SQL statement over its route's limit (1 MiB).
+    let sql = raw_request(
+        &server.url,
+        &format!(
+            "POST /v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            2 << 20
+        ),
+    )
+    .await;
+    assert!(sql.starts_with("HTTP/1.1 413"), "{sql}");
     let (_, peak_after) = resident(&server);
     let growth = peak_after.saturating_sub(peak_before);
     println!(
@@ -524,4 +535,90 @@ async fn a_torn_or_missing_segment_is_rebuilt_from_the_log() {
             assert!(server.terminate().success());
         }
     }
+}
+
+/// Past `--max-connections` a new connection is answered 503 `too_many_connections` at once;
+/// a connection that sends no complete headers within `--header-timeout-secs` is closed, and
+/// its place is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_and_silent_ones_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--max-connections", "4", "--header-timeout-secs", "1"];
+    let server = Server::start_with_options(dir.path(), &[], &args).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // The health checks of the start have closed; four silent clients take every place.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let mut connection = tokio::net::TcpStream::connect(&address).await.unwrap();
+        connection
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        silent.push(connection);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let refused = raw_request(&server.url, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too_many_connections"), "{refused}");
+    // Headers never finished: each silent client is closed within the header timeout.
+    for mut connection in silent {
+        let mut byte = [0u8; 256];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            connection.read(&mut byte),
+        );
+        match read.await.expect("closed within 5 s") {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                let answer = String::from_utf8_lossy(&byte[..n]);
+                assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            }
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let health = reqwest::get(format!("{}/health", server.url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// A Server-Sent Events stream with nothing to send is not idle: its keep-alive comments (every
+/// 15 s) keep it past `--idle-timeout-secs`, and an event appended then still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_sse_stream_outlives_the_idle_timeout() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--idle-timeout-secs", "16"];
+    let server = Server::start_with_options(dir.path(), &[], &args).await;
+    register_reference_data(&server.url).await;
+    let response = reqwest::get(format!(
+        "{}/v1/subscribe?from=2&category=dossier",
+        server.url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    let id = Uuid::new_v4();
+    let appended = reqwest::Client::new()
+        .post(format!("{}/v1/streams/dossier-{id}", server.url))
+        .json(&json!({"events": [dossier_received(id)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 200);
+    let mut text = String::new();
+    let arrived = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(&id.to_string()) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(arrived.await.unwrap_or(false), "the stream ended: {text}");
 }
