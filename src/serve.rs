@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// Seconds a connection may move no bytes either way before it is closed.
     #[arg(long, env = "CHISO_IDLE_TIMEOUT_SECS", default_value_t = ServeLimits::default().idle_timeout.as_secs())]
     idle_timeout_secs: u64,
+    /// Bytes of append bodies held at once across requests, in MiB: past it a new body waits
+    /// a second for room, then is refused with 429 `overloaded`.
+    #[arg(long, env = "CHISO_MAX_INFLIGHT_BODY_MB", default_value_t = Limits::default().max_inflight_body_bytes >> 20)]
+    max_inflight_body_mb: usize,
     /// Largest body of a SQL request, in bytes (413 above it).
     #[arg(long, env = "CHISO_MAX_SQL_BODY_BYTES", default_value_t = Limits::default().max_sql_body_bytes)]
     max_sql_body_bytes: usize,
@@ -106,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_sql_body_bytes: args.max_sql_body_bytes,
+        max_inflight_body_bytes: args.max_inflight_body_mb << 20,
     };
     let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
     tracing::info!(

@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest body of a SQL request (the statement and its parameters), in bytes.
     pub max_sql_body_bytes: usize,
+    /// Bytes of append bodies held at once across requests (429 `overloaded` past it).
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 64 << 20,
             max_sql_body_bytes: 1 << 20,
+            max_inflight_body_bytes: 1 << 30,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct AppState {
     pub store: EventStore,
     /// Request limits.
     pub limits: Limits,
+    /// The append bodies held now, against `limits.max_inflight_body_bytes`.
+    bodies: body::BodyBudget,
     /// Cancelled when the server shuts down: ends live subscriptions.
     pub shutdown: CancellationToken,
     /// Whether appends are decoded and checked against the event catalog (ARCHITECTURE.md §4).
@@ -96,6 +101,9 @@ impl AppState {
         Self {
             store,
             limits,
+            bodies: body::BodyBudget::new(
+                limits.max_inflight_body_bytes.max(limits.max_body_bytes),
+            ),
             shutdown: CancellationToken::new(),
             catalog: true,
             auth: Auth::default(),

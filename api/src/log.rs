@@ -1,6 +1,6 @@
 //! The log endpoints: append to a stream, NDJSON batches, and reads.
 
-use crate::body::{parse_json, read_limited};
+use crate::body::parse_json;
 use crate::error::{ApiError, Result};
 use crate::wire::{events_response, AppendBody, NdjsonLine};
 use crate::{AppState, Principal};
@@ -30,7 +30,8 @@ pub async fn append_to_stream(
 ) -> Result<Json<Value>> {
     let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
     let stream = StreamName::new(stream)?;
-    let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    let limit = state.limits.max_body_bytes;
+    let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
     let body: AppendBody = parse_json(&bytes, "")?;
     if body.events.is_empty() {
         return Err(ApiError::bad_request(
@@ -72,7 +73,8 @@ pub async fn append_batch(
     body: Body,
 ) -> Result<Json<Value>> {
     let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
-    let bytes = read_limited(&headers, body, state.limits.max_body_bytes).await?;
+    let limit = state.limits.max_body_bytes;
+    let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
     let catalog = state.catalog_clock();
     let threads = match bytes.len() >= PARALLEL_PARSE_BYTES {
         true => cores(),

@@ -622,3 +622,77 @@ async fn a_quiet_sse_stream_outlives_the_idle_timeout() {
     });
     assert!(arrived.await.unwrap_or(false), "the stream ended: {text}");
 }
+
+/// Append bodies held at once are bounded (`--max-inflight-body-mb`): while one client holds
+/// the whole budget with a body it is still sending, another body is refused with 429
+/// `overloaded` after a second; once the first is done, appends go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_inflight_budget_are_refused_with_429() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--max-inflight-body-mb", "1", "--max-body-bytes", "1048576"];
+    let server = Server::start_with_options(dir.path(), &[], &args).await;
+    register_reference_data(&server.url).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // A body of 1 MiB declared, of which most is sent, then the client stalls.
+    let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+                Content-Length: 1048576\r\n\r\n";
+    holder.write_all(head.as_bytes()).await.unwrap();
+    holder.write_all(&vec![b'\n'; 900 << 10]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, answer) = post_ndjson(&server.url, batch(50).0).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (429, Some("overloaded")),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["error"]["details"]["max_inflight_body_bytes"],
+        1 << 20
+    );
+    drop(holder);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, answer) = post_ndjson(&server.url, batch(50).0).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// A torn last write: after a SIGKILL the newest write-ahead log ends in the garbage of a
+/// write that never completed (and so was never acknowledged). The server opens, every
+/// acknowledged event is there, and appends continue after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_write_loses_nothing_acknowledged() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    register_reference_data(&server.url).await;
+    let (body, mut acknowledged) = batch(300);
+    assert_eq!(post_ndjson(&server.url, body).await.0, 200);
+    server.kill();
+    let newest_wal = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .expect("a write-ahead log");
+    let torn: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut wal = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest_wal)
+        .unwrap();
+    wal.write_all(&torn).unwrap();
+    drop(wal);
+    let server = Server::start(dir.path()).await;
+    let (body, ids) = batch(10);
+    assert_eq!(post_ndjson(&server.url, body).await.0, 200);
+    acknowledged.extend(ids);
+    let stored: Vec<Uuid> = read_everything(&server.url)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "DossierReceived")
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(stored, acknowledged);
+}
