@@ -98,18 +98,22 @@ def querier():
 
 
 def subscriber():
-    connection = http.client.HTTPConnection(HOST, timeout=60)
-    head = json.loads(request(connection, "GET", "/ready"))["log_head"]
-    connection.request("GET", f"/v1/subscribe?from={head}&category=dossier")
-    response = connection.getresponse()
-    while time.time() < stop:
-        line = response.fp.readline()
-        if not line:
-            with lock:
-                failures.append("sse: the stream ended")
-            return
-        if line.startswith(b"id:"):
-            sse_events[0] += 1
+    try:
+        connection = http.client.HTTPConnection(HOST, timeout=60)
+        # /ready answers the log's head whether or not the tables have caught up (then 503).
+        connection.request("GET", "/ready")
+        head = json.loads(connection.getresponse().read())["log_head"]
+        connection.request("GET", f"/v1/subscribe?from={head}&category=dossier")
+        response = connection.getresponse()
+        while time.time() < stop:
+            line = response.fp.readline()
+            if not line:
+                raise RuntimeError("the stream ended")
+            if line.startswith(b"id:"):
+                sse_events[0] += 1
+    except Exception as error:  # noqa: BLE001 - recorded, fails the run
+        with lock:
+            failures.append(f"sse: {error}")
 
 
 def resident_mib():

@@ -25,7 +25,7 @@ url=http://127.0.0.1:17883
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; soak of $MINUTES minutes"
 CHISO_LOG=warn "$chiso" serve --demo --data-dir "$scratch/data" --listen 127.0.0.1:17883 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$scratch"' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$scratch"' EXIT
 started=$(date +%s)
 until curl -sf "$url/ready" > /dev/null; do sleep 1; done
 say "demo loaded and folded in $(($(date +%s) - started)) s: $(curl -s "$url/ready")"
