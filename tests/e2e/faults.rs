@@ -97,6 +97,16 @@ async fn dossier_count(url: &str, position: u64) -> u64 {
     answer[0]["n"].as_u64().unwrap()
 }
 
+/// The ids of every `DossierReceived` in the log, in log order.
+async fn stored_dossiers(url: &str) -> Vec<Uuid> {
+    read_everything(url)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "DossierReceived")
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
 /// The server's resident set and its peak, in bytes.
 fn resident(server: &Server) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
@@ -298,13 +308,7 @@ async fn a_failed_fsync_stops_the_writer_and_a_restart_recovers() {
     let (status, answer) = post_ndjson(&server.url, failed_body).await;
     assert_eq!(status, 200, "{answer}");
     acknowledged.extend(failed_ids);
-    let stored: Vec<Uuid> = read_everything(&server.url)
-        .await
-        .iter()
-        .filter(|e| e["type"] == "DossierReceived")
-        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(stored, acknowledged);
+    assert_eq!(stored_dossiers(&server.url).await, acknowledged);
 }
 
 /// Bodies are read only up to their route's limit: a 512 MiB body posted to `/v1/tokens`
@@ -688,11 +692,5 @@ async fn a_torn_last_write_loses_nothing_acknowledged() {
     let (body, ids) = batch(10);
     assert_eq!(post_ndjson(&server.url, body).await.0, 200);
     acknowledged.extend(ids);
-    let stored: Vec<Uuid> = read_everything(&server.url)
-        .await
-        .iter()
-        .filter(|e| e["type"] == "DossierReceived")
-        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(stored, acknowledged);
+    assert_eq!(stored_dossiers(&server.url).await, acknowledged);
 }
