@@ -8,7 +8,7 @@ use crate::AppState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use chiso_store::{category_of, RecordedEvent};
+use chiso_store::{RecordedEvent, StreamName};
 use futures_util::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -40,11 +40,12 @@ pub async fn subscribe(
         Some(seen) => seen.checked_add(1).ok_or_else(bad_last_event_id)?,
         None => query.from.unwrap_or(0),
     };
-    let categories: Option<Vec<String>> = query
-        .category
-        .map(|c| c.split(',').map(|s| s.trim().to_owned()).collect());
+    let categories = query.category.as_deref().map(categories).transpose()?;
     let (tx, rx) = mpsc::channel(CHUNK);
-    let mut subscription = state.store.subscribe(from);
+    let mut subscription = match categories {
+        Some(categories) => state.store.subscribe_categories(from, categories),
+        None => state.store.subscribe(from),
+    };
     let shutdown = state.shutdown.clone();
     let revoked = state.auth.revocation(&headers).unwrap_or_default();
     tokio::spawn(async move {
@@ -56,7 +57,7 @@ pub async fn subscribe(
                 batch = subscription.next_batch(CHUNK) => batch,
             };
             let Ok(events) = batch else { break };
-            for event in events.iter().filter(|e| wanted(e, categories.as_deref())) {
+            for event in &events {
                 let Some(message) = sse_event(event) else {
                     return;
                 };
@@ -89,8 +90,28 @@ fn bad_last_event_id() -> ApiError {
     )
 }
 
-fn wanted(event: &RecordedEvent, categories: Option<&[String]>) -> bool {
-    categories.is_none_or(|cs| cs.iter().any(|c| c == category_of(&event.stream)))
+/// The categories of `category=dossier,service`: at least one, each a valid category name.
+fn categories(list: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let invalid =
+        |reason: &str| ApiError::bad_request("invalid_parameter", format!("category: {reason}"));
+    if names.is_empty() {
+        return Err(invalid(
+            "name at least one category (category=dossier,service)",
+        ));
+    }
+    let not_a_category = |name: &&String| name.contains('-') || StreamName::new(*name).is_err();
+    if let Some(name) = names.iter().find(not_a_category) {
+        return Err(invalid(&format!(
+            "{name:?} is not a category: the part of a stream name before its first '-'"
+        )));
+    }
+    Ok(names)
 }
 
 fn sse_event(event: &RecordedEvent) -> Option<Event> {

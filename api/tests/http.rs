@@ -518,7 +518,7 @@ async fn a_corrupt_record_is_a_500_that_shows_no_internals() {
     state.store.shutdown().await;
     drop((state, router));
     {
-        let cfs = ["chunks", "streams", "ids", "meta"];
+        let cfs = ["chunks", "streams", "ids", "categories", "meta"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let events = db.cf_handle("chunks").unwrap();
         let mut record = db.get_cf(events, 0u64.to_be_bytes()).unwrap().unwrap();
@@ -633,6 +633,43 @@ async fn sse_catches_up_follows_live_and_resumes_after_last_event_id() {
         dossiers.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         [0, 2, 3]
     );
+    // Several categories, from the middle of the log, live past the stored events.
+    let both = Request::get("/v1/subscribe?from=1&category=service,%20dossier")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(both).await.unwrap();
+    let body = response.into_body();
+    for (stream, n) in [("agency-9", 5), ("service-2", 6)] {
+        let (status, _) = api
+            .post(
+                &format!("/v1/streams/{stream}"),
+                &json!({"events": [event(n)]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let events = sse_events(body, 4).await;
+    assert_eq!(
+        events.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3, 5],
+        "the agency event at 4 is not a service or a dossier"
+    );
+    for bad in [
+        "category=",
+        "category=,",
+        "category=dossier-3",
+        "category=a%2Fb",
+    ] {
+        let request = Request::get(format!("/v1/subscribe?{bad}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, answer) = api.send(request).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            "{bad}"
+        );
+    }
 
     let bad = Request::get("/v1/subscribe")
         .header("Last-Event-ID", "later")

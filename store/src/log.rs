@@ -252,6 +252,80 @@ impl EventStore {
         Ok(events)
     }
 
+    /// Reads up to `limit` events of the given categories from position `from` (inclusive)
+    /// on, in position order, through the category index: the log's other events are not
+    /// read. Returns them with the position the next read starts from (past every event of
+    /// those categories it has seen, up to the head when it found fewer than `limit`).
+    pub fn read_categories(
+        &self,
+        from: u64,
+        categories: &[String],
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, u64)> {
+        // The head first: every event before it is then in the recent spans or stored.
+        let head = self.head();
+        let mut positions = Vec::new();
+        for category in categories {
+            self.category_positions(category, from..head, limit, &mut positions)?;
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        positions.truncate(limit);
+        let next = match positions.last() {
+            Some(&last) if positions.len() == limit => last + 1,
+            _ => head.max(from),
+        };
+        let mut chunks = ChunkCursor::new(&self.inner.db);
+        let events = positions.into_iter().map(|p| chunks.event(p));
+        Ok((events.collect::<Result<_>>()?, next))
+    }
+
+    /// Adds to `out` the first `limit` positions in `range` of `category`'s events.
+    fn category_positions(
+        &self,
+        category: &str,
+        range: std::ops::Range<u64>,
+        limit: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<()> {
+        // Recent spans before stored ones: a span the indexer moves in between is then seen
+        // twice (the positions are deduplicated), never missed.
+        let recent = self.inner.recent.spans_of(category, range.start);
+        let stored_end = recent.first().map_or(u64::MAX, |span| span.first_position);
+        let floor = out.len();
+        let room = |out: &Vec<u64>| limit - (out.len() - floor);
+        let take = |span: &Span, out: &mut Vec<u64>| {
+            let start = range.start.max(span.first_position);
+            let end = span.end().min(range.end);
+            let end = end.min(start.saturating_add(room(out) as u64));
+            out.extend(start..end.max(start));
+        };
+        if range.start < stored_end {
+            let mut spans = self.inner.db.raw_iterator_cf(self.cf(CF_CATEGORIES));
+            let key = span_key(category, range.start);
+            spans.seek_for_prev(&key);
+            if current_span(&spans, category)?.is_none_or(|s| s.end() <= range.start) {
+                spans.seek(&key);
+            }
+            while room(out) > 0 {
+                match current_span(&spans, category)? {
+                    Some(span) if span.first_position < stored_end.min(range.end) => {
+                        take(&span, out)
+                    }
+                    _ => break,
+                }
+                spans.next();
+            }
+        }
+        for span in &recent {
+            if room(out) == 0 || span.first_position >= range.end {
+                break;
+            }
+            take(span, out);
+        }
+        Ok(())
+    }
+
     /// Calls `each` with the events from `from` on (at most `limit`, none past the head), read
     /// in place in one pass over the chunks: a replay's path, which copies nothing. Returns how
     /// many it read.
@@ -435,7 +509,14 @@ impl EventStore {
 
     /// Follows the log from `from` (inclusive): first what is stored, then each new commit.
     pub fn subscribe(&self, from: u64) -> Subscription {
-        Subscription::new(self.clone(), from, self.inner.head.clone())
+        Subscription::new(self.clone(), from, self.inner.head.clone(), None)
+    }
+
+    /// Follows the events of `categories` from position `from` (inclusive), read through the
+    /// category index.
+    pub fn subscribe_categories(&self, from: u64, categories: Vec<String>) -> Subscription {
+        let head = self.inner.head.clone();
+        Subscription::new(self.clone(), from, head, Some(categories))
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -519,6 +600,23 @@ fn missing(position: u64) -> Error {
 pub(crate) fn last_run(runs: &mut DBRawIterator<'_>, stream: &str) -> Result<Option<Run>> {
     runs.seek_for_prev(run_key(stream, u64::MAX));
     current_run(runs, stream)
+}
+
+/// The span under the iterator, if it belongs to `category`.
+fn current_span(spans: &DBRawIterator<'_>, category: &str) -> Result<Option<Span>> {
+    spans.status()?;
+    let (Some(key), Some(value)) = (spans.key(), spans.value()) else {
+        return Ok(None);
+    };
+    if !key.starts_with(category.as_bytes()) || key.get(category.len()) != Some(&0) {
+        return Ok(None);
+    }
+    Span::decode(category, key, value)
+        .map(Some)
+        .ok_or_else(|| Error::Corrupt {
+            key: format!("category {category}"),
+            reason: "bad span entry",
+        })
 }
 
 /// The run under the iterator, if it belongs to `stream`.
@@ -636,7 +734,7 @@ fn open_db(path: &Path) -> Result<DB> {
         cf_options.set_write_buffer_size(match *name {
             // Run entries are small random keys: a small memtable keeps each insert into its
             // skiplist cheap (measured: the synced write of 10 000 new streams halves).
-            CF_STREAMS => 8 << 20,
+            CF_STREAMS | CF_CATEGORIES => 8 << 20,
             _ => 64 << 20,
         });
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);

@@ -100,6 +100,19 @@ async fn opens_and_answers_as_it_did(name: &str) {
         (409, &json!("invalid_transition"))
     );
 
+    // The category index is built at first open of a log that predates it: a subscriber to
+    // one category gets exactly that category's events.
+    let services: Vec<&str> = events
+        .iter()
+        .filter(|e| e["stream"].as_str().unwrap().starts_with("service-"))
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert!(!services.is_empty());
+    let subscribed = format!("{}/v1/subscribe?category=service", server.url);
+    let received = sse_events(&subscribed, admin, services.len()).await;
+    let ids: Vec<&str> = received.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, services);
+
     // Idempotency survived: the first event again answers its position; the log goes on after it.
     let first = &events[0];
     let retry =
@@ -139,4 +152,33 @@ async fn opens_and_answers_as_it_did(name: &str) {
             .any(|f| f.starts_with("dossiers_2019-08_00000.")),
         "{files:?}"
     );
+}
+
+/// The first `count` events `url` streams.
+async fn sse_events(url: &str, token: &str, count: usize) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    let read = async {
+        while events.len() < count {
+            let bytes = body.next().await.unwrap().unwrap();
+            text.push_str(std::str::from_utf8(&bytes).unwrap());
+            while let Some(end) = text.find("\n\n") {
+                let message: String = text.drain(..end + 2).collect();
+                let data = message.lines().find_map(|l| l.strip_prefix("data:"));
+                events.extend(data.map(|data| serde_json::from_str::<Value>(data).unwrap()));
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the subscription sent its events");
+    events
 }

@@ -10,6 +10,7 @@
 use super::keys::*;
 use super::{cf_handle, ChunkCursor, ReadDirection};
 use crate::error::Result;
+use crate::stream::category_of;
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,6 +20,71 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 type Runs = HashMap<Box<str>, Vec<Run>, foldhash::fast::RandomState>;
+type Spans = HashMap<Box<str>, Vec<Span>, foldhash::fast::RandomState>;
+
+/// What the indexer writes: stream runs and category spans of consecutive positions.
+#[derive(Default, Clone)]
+pub(crate) struct Batch {
+    streams: Runs,
+    categories: Spans,
+}
+
+impl Batch {
+    /// Adds a run (committed after every run already here) to its stream and category.
+    fn add(&mut self, stream: &str, run: Run) {
+        match self.streams.get_mut(stream) {
+            Some(existing) => existing.push(run),
+            None => {
+                self.streams.insert(stream.into(), vec![run]);
+            }
+        }
+        let category = category_of(stream);
+        let span = Span {
+            first_position: run.first_position,
+            count: run.count,
+        };
+        match self.categories.get_mut(category) {
+            Some(spans) => match spans.last_mut() {
+                Some(last) if last.end() == span.first_position => last.count += span.count,
+                _ => spans.push(span),
+            },
+            None => {
+                self.categories.insert(category.into(), vec![span]);
+            }
+        }
+    }
+
+    /// Extends the last run of `stream` by the event at `revision` and `position`, if that is
+    /// the next of both.
+    fn extend_last(&mut self, stream: &str, revision: u64, position: u64) -> bool {
+        let last = self
+            .streams
+            .get_mut(stream)
+            .and_then(|runs| runs.last_mut());
+        let Some(run) = last.filter(|run| {
+            run.last_revision() + 1 == revision && run.first_position + run.count == position
+        }) else {
+            return false;
+        };
+        run.count += 1;
+        // The run ended just before `position`, so its category's last span did too.
+        let spans = self.categories.get_mut(category_of(stream));
+        if let Some(span) = spans.and_then(|spans| spans.last_mut()) {
+            span.count += 1;
+        }
+        true
+    }
+
+    /// Adds the runs of `other`, committed after every run here.
+    fn extend(&mut self, other: Batch) {
+        for (stream, runs) in other.streams {
+            self.streams.entry(stream).or_default().extend(runs);
+        }
+        for (category, spans) in other.categories {
+            self.categories.entry(category).or_default().extend(spans);
+        }
+    }
+}
 
 /// Where the index position lives among the settings: every run of an event before it is in
 /// the streams column family.
@@ -30,16 +96,16 @@ pub(crate) const DEFAULT_BATCH_RUNS: usize = 100_000;
 #[derive(Default)]
 struct Recent {
     /// Runs committed since the last hand-over to the indexer.
-    active: Runs,
+    active: Batch,
     active_runs: usize,
     /// Runs the indexer is writing (with the position they index up to); still read from
     /// here until the writer, between two groups, learns they are in RocksDB.
-    frozen: Option<(Arc<Runs>, u64)>,
+    frozen: Option<(Arc<Batch>, u64)>,
 }
 
 impl Recent {
     fn last_revision(&self, stream: &str) -> Option<u64> {
-        let last = |runs: &Runs| runs.get(stream).and_then(|r| r.last()).copied();
+        let last = |batch: &Batch| batch.streams.get(stream).and_then(|r| r.last()).copied();
         last(&self.active)
             .or_else(|| self.frozen.as_ref().and_then(|(runs, _)| last(runs)))
             .map(|run| run.last_revision())
@@ -80,31 +146,32 @@ impl RecentRuns {
                 head
             }
         };
+        if db
+            .get_pinned_cf(cf_handle(db, CF_META), CATEGORIES_KEY)?
+            .is_none()
+        {
+            index_categories(db, indexed)?;
+        }
         let mut recent = Recent::default();
         let mut chunks = ChunkCursor::new(db);
         for position in indexed..head {
             let event = chunks.event(position)?;
-            let runs = recent.active.entry(event.stream.into()).or_default();
             // The chunks do not say where one append ended and the next began: consecutive
             // events of a stream become one run, which maps revisions to the same positions.
-            match runs.last_mut() {
-                Some(run)
-                    if run.last_revision() + 1 == event.revision
-                        && run.first_position + run.count == position =>
-                {
-                    run.count += 1
-                }
-                _ => {
-                    runs.push(Run {
-                        first_revision: event.revision,
-                        first_position: position,
-                        count: 1,
-                    });
-                    recent.active_runs += 1;
-                }
+            if !recent
+                .active
+                .extend_last(&event.stream, event.revision, position)
+            {
+                let run = Run {
+                    first_revision: event.revision,
+                    first_position: position,
+                    count: 1,
+                };
+                recent.active.add(&event.stream, run);
+                recent.active_runs += 1;
             }
         }
-        remove_unindexed_keys(db, &recent.active)?;
+        remove_unindexed_keys(db, &recent.active, indexed)?;
         let state = RwLock::new(recent);
         let outcome = AtomicU8::new(IN_HAND);
         Ok((
@@ -133,8 +200,9 @@ impl RecentRuns {
         limit: usize,
     ) -> RecentView {
         let state = self.state.read().expect("index lock");
-        let frozen = state.frozen.as_ref().and_then(|(runs, _)| runs.get(stream));
-        let active = state.active.get(stream);
+        let frozen = state.frozen.as_ref();
+        let frozen = frozen.and_then(|(batch, _)| batch.streams.get(stream));
+        let active = state.active.streams.get(stream);
         let parts = [frozen, active].map(|runs| runs.map_or(&[][..], Vec::as_slice));
         let first_revision = parts
             .iter()
@@ -184,6 +252,24 @@ impl RecentRuns {
         }
     }
 
+    /// The recent spans of `category` that end after `from`, oldest first. Every stored span
+    /// of the category starts before the first recent one, or is the same span while it is
+    /// being indexed.
+    pub fn spans_of(&self, category: &str, from: u64) -> Vec<Span> {
+        let state = self.state.read().expect("index lock");
+        let frozen = state.frozen.as_ref();
+        let frozen = frozen.and_then(|(batch, _)| batch.categories.get(category));
+        let active = state.active.categories.get(category);
+        [frozen, active]
+            .into_iter()
+            .flatten()
+            .flat_map(|spans| {
+                let skip = spans.partition_point(|span| span.end() <= from);
+                spans[skip..].iter().copied()
+            })
+            .collect()
+    }
+
     /// Called by the writer before each group, while it holds no RocksDB iterator: forgets a
     /// batch the indexer wrote (so a group never sees it in neither place), or hands back one
     /// whose write failed.
@@ -209,12 +295,7 @@ impl RecentRuns {
     ) {
         let mut state = self.state.write().expect("index lock");
         for (stream, run) in runs {
-            match state.active.get_mut(stream) {
-                Some(existing) => existing.push(run),
-                None => {
-                    state.active.insert(stream.into(), vec![run]);
-                }
-            }
+            state.active.add(stream, run);
             state.active_runs += 1;
         }
         if state.active_runs >= self.batch_runs && state.frozen.is_none() {
@@ -232,11 +313,9 @@ impl RecentRuns {
             let mut all = state
                 .frozen
                 .take()
-                .map(|(runs, _)| Arc::unwrap_or_clone(runs))
+                .map(|(batch, _)| Arc::unwrap_or_clone(batch))
                 .unwrap_or_default();
-            for (stream, runs) in std::mem::take(&mut state.active) {
-                all.entry(stream).or_default().extend(runs);
-            }
+            all.extend(std::mem::take(&mut state.active));
             state.active_runs = 0;
             let all = Arc::new(all);
             state.frozen = Some((all.clone(), next_position));
@@ -251,45 +330,134 @@ impl RecentRuns {
     }
 }
 
-/// Writes `runs` (sorted, as RocksDB's skiplist inserts neighbouring keys fastest), a slice
-/// at a time so the writer's synced commits never queue behind one long batch (a 100 000-run
-/// batch held them ~50 ms), then the indexed position. Not synced: the chunks the runs come
-/// from are, and a lost batch only makes the next open rebuild more.
-fn write_runs(db: &DB, runs: &Runs, indexed: u64) -> Result<()> {
-    let mut sorted: Vec<(&str, &Run)> = runs
+/// Writes the batch's runs and spans (sorted, as RocksDB's skiplist inserts neighbouring keys
+/// fastest), a slice at a time so the writer's synced commits never queue behind one long
+/// batch (a 100 000-run batch held them ~50 ms), then the indexed position. Not synced: the
+/// chunks the runs come from are, and a lost batch only makes the next open rebuild more.
+fn write_runs(db: &DB, batch: &Batch, indexed: u64) -> Result<()> {
+    let mut runs: Vec<(&str, &Run)> = batch
+        .streams
         .iter()
         .flat_map(|(stream, runs)| runs.iter().map(move |run| (&**stream, run)))
         .collect();
     // The order of (name, revision) is the order of their keys: names never contain 0x00.
-    sorted.sort_unstable_by(|a, b| (a.0, a.1.first_revision).cmp(&(b.0, b.1.first_revision)));
+    runs.sort_unstable_by(|a, b| (a.0, a.1.first_revision).cmp(&(b.0, b.1.first_revision)));
     let streams = cf_handle(db, CF_STREAMS);
     let mut key = Vec::new();
-    for slice in sorted.chunks(SLICE_RUNS) {
-        let mut batch = WriteBatch::default();
+    for slice in runs.chunks(SLICE_RUNS) {
+        let mut write = WriteBatch::default();
         for (stream, run) in slice {
             put_run_key(&mut key, stream, run.first_revision);
-            batch.put_cf(streams, &key, run.encode_value());
+            write.put_cf(streams, &key, run.encode_value());
         }
-        db.write(batch)?;
+        db.write(write)?;
     }
+    write_spans(db, &batch.categories)?;
     db.put_cf(cf_handle(db, CF_META), INDEXED_KEY, indexed.to_be_bytes())?;
     Ok(())
 }
 
-/// Deletes the stored run keys of the events after the indexed position: keys of a batch
-/// whose slices were written but not its position (a crash, a failed write). The rebuilt runs
-/// may be cut differently and must not overlap them.
-fn remove_unindexed_keys(db: &DB, recent: &Runs) -> Result<()> {
+/// Writes category spans, in key order.
+fn write_spans(db: &DB, spans: &Spans) -> Result<()> {
+    let mut categories: Vec<(&str, &[Span])> = spans
+        .iter()
+        .map(|(category, spans)| (&**category, spans.as_slice()))
+        .collect();
+    categories.sort_unstable_by_key(|(category, _)| *category);
+    let cf = cf_handle(db, CF_CATEGORIES);
+    let mut write = WriteBatch::default();
+    for (category, spans) in categories {
+        for span in spans {
+            let count = span.count.to_be_bytes();
+            write.put_cf(cf, span_key(category, span.first_position), count);
+            if write.len() >= SLICE_RUNS {
+                db.write(std::mem::take(&mut write))?;
+            }
+        }
+    }
+    db.write(write)?;
+    Ok(())
+}
+
+/// Marks the category index as kept (by [`write_runs`]) for every event before the indexed
+/// position. A log written before it existed gets it at open, once, from its chunks.
+const CATEGORIES_KEY: &[u8] = b"chiso/log/categories-indexed";
+
+/// Builds the category spans of the events before `indexed` from their chunks (a log written
+/// before the category index existed), then marks the index as kept.
+fn index_categories(db: &DB, indexed: u64) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut spans = Spans::default();
+    let mut chunks = ChunkCursor::new(db);
+    let mut last: Option<(Box<str>, Span)> = None;
+    for position in 0..indexed {
+        let event = chunks.event(position)?;
+        let category = category_of(&event.stream);
+        match &mut last {
+            Some((c, span)) if **c == *category => span.count += 1,
+            _ => {
+                if let Some((c, span)) = last.take() {
+                    spans.entry(c).or_default().push(span);
+                }
+                let span = Span {
+                    first_position: position,
+                    count: 1,
+                };
+                last = Some((category.into(), span));
+            }
+        }
+        if position % 1_000_000 == 999_999 {
+            write_spans(db, &spans)?;
+            spans.clear();
+            tracing::info!(
+                indexed = position + 1,
+                of = indexed,
+                "indexing the log's categories"
+            );
+        }
+    }
+    if let Some((c, span)) = last {
+        spans.entry(c).or_default().push(span);
+    }
+    write_spans(db, &spans)?;
+    db.put_cf(cf_handle(db, CF_META), CATEGORIES_KEY, [1])?;
+    if indexed > 0 {
+        tracing::info!(
+            events = indexed,
+            ms = started.elapsed().as_millis() as u64,
+            "category index built"
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the stored run and span keys of the events after the indexed position: keys of a
+/// batch whose slices were written but not its position (a crash, a failed write). The
+/// rebuilt runs may be cut differently and must not overlap them.
+fn remove_unindexed_keys(db: &DB, recent: &Batch, indexed: u64) -> Result<()> {
     let streams = cf_handle(db, CF_STREAMS);
     let mut iter = db.raw_iterator_cf(streams);
     let mut stray = WriteBatch::default();
-    for (stream, runs) in recent {
+    for (stream, runs) in &recent.streams {
         iter.seek(run_key(stream, runs[0].first_revision));
         while let Some(key) = iter.key() {
             if !key.starts_with(stream.as_bytes()) || key.get(stream.len()) != Some(&0) {
                 break;
             }
             stray.delete_cf(streams, key);
+            iter.next();
+        }
+        iter.status()?;
+    }
+    let categories = cf_handle(db, CF_CATEGORIES);
+    let mut iter = db.raw_iterator_cf(categories);
+    for category in recent.categories.keys() {
+        iter.seek(span_key(category, indexed));
+        while let Some(key) = iter.key() {
+            if !key.starts_with(category.as_bytes()) || key.get(category.len()) != Some(&0) {
+                break;
+            }
+            stray.delete_cf(categories, key);
             iter.next();
         }
         iter.status()?;
@@ -309,13 +477,13 @@ const SLICE_RUNS: usize = 1_000;
 
 /// The background thread that writes batches of runs.
 pub(crate) struct Indexer {
-    jobs: Option<mpsc::Sender<(Arc<Runs>, u64)>>,
+    jobs: Option<mpsc::Sender<(Arc<Batch>, u64)>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Indexer {
     pub fn start(db: Arc<DB>, recent: Arc<RecentRuns>) -> std::io::Result<Self> {
-        let (jobs, received) = mpsc::channel::<(Arc<Runs>, u64)>();
+        let (jobs, received) = mpsc::channel::<(Arc<Batch>, u64)>();
         let thread = std::thread::Builder::new()
             .name("chiso-log-indexer".into())
             .spawn(move || {
@@ -339,7 +507,7 @@ impl Indexer {
         })
     }
 
-    fn send(&self, runs: Arc<Runs>, indexed: u64) {
+    fn send(&self, runs: Arc<Batch>, indexed: u64) {
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send((runs, indexed));
         }

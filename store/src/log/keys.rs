@@ -10,10 +10,16 @@ pub(crate) const CF_STREAMS: &str = "streams";
 /// from which the in-memory idempotency index is rebuilt at open.
 pub(crate) const CF_IDS: &str = "ids";
 
+/// `category · 0x00 · first position (u64 BE)` → `count (u64 BE)`: one entry per span of
+/// consecutive positions whose events are all of one category (the stream name's part before
+/// its first `-`), so a subscriber to a category reads its events without the rest of the log.
+/// Written by the indexer with the stream runs.
+pub(crate) const CF_CATEGORIES: &str = "categories";
+
 /// Small settings of the crates above (tokens, …): written directly, synced, outside the log.
 pub(crate) const CF_META: &str = "meta";
 
-pub(crate) const ALL_CFS: [&str; 4] = [CF_CHUNKS, CF_STREAMS, CF_IDS, CF_META];
+pub(crate) const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_STREAMS, CF_IDS, CF_CATEGORIES, CF_META];
 
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
@@ -46,6 +52,36 @@ pub(crate) fn stream_prefix(key: &[u8]) -> &[u8] {
 
 pub(crate) fn has_stream_prefix(key: &[u8]) -> bool {
     key.contains(&0)
+}
+
+/// Categories, like stream names, never contain 0x00; the key orders one category's spans by
+/// position.
+pub(crate) fn span_key(category: &str, first_position: u64) -> Vec<u8> {
+    run_key(category, first_position)
+}
+
+/// Consecutive positions whose events are all of one category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub first_position: u64,
+    pub count: u64,
+}
+
+impl Span {
+    pub fn end(&self) -> u64 {
+        self.first_position + self.count
+    }
+
+    /// Decodes the entry `key → value` if the key belongs to `category`.
+    pub fn decode(category: &str, key: &[u8], value: &[u8]) -> Option<Self> {
+        let rest = key.strip_prefix(category.as_bytes())?.strip_prefix(&[0])?;
+        let first_position = decode_u64(rest)?;
+        let count = decode_u64(value)?;
+        (count > 0).then_some(Self {
+            first_position,
+            count,
+        })
+    }
 }
 
 /// A run of consecutive events of one stream at consecutive positions.

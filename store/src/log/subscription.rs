@@ -7,16 +7,28 @@ use crate::error::{Error, Result};
 use crate::RecordedEvent;
 use tokio::sync::watch;
 
-/// A cursor over the log that yields stored events, then waits for new ones.
+/// A cursor over the log, or over some categories of it, that yields stored events, then
+/// waits for new ones.
 pub struct Subscription {
     store: EventStore,
     next: u64,
     head: watch::Receiver<u64>,
+    categories: Option<Vec<String>>,
 }
 
 impl Subscription {
-    pub(super) fn new(store: EventStore, next: u64, head: watch::Receiver<u64>) -> Self {
-        Self { store, next, head }
+    pub(super) fn new(
+        store: EventStore,
+        next: u64,
+        head: watch::Receiver<u64>,
+        categories: Option<Vec<String>>,
+    ) -> Self {
+        Self {
+            store,
+            next,
+            head,
+            categories,
+        }
     }
 
     /// The position of the next event this subscription yields.
@@ -30,11 +42,21 @@ impl Subscription {
             let head = *self.head.borrow_and_update();
             if self.next < head {
                 let (store, from) = (self.store.clone(), self.next);
-                let events = tokio::task::spawn_blocking(move || store.read_all(from, max))
-                    .await
-                    .map_err(|_| Error::Unavailable("the reader task failed"))??;
-                self.next += events.len() as u64;
-                return Ok(events);
+                let categories = self.categories.clone();
+                let (events, next) = tokio::task::spawn_blocking(move || match categories {
+                    Some(categories) => store.read_categories(from, &categories, max),
+                    None => store.read_all(from, max).map(|events| {
+                        let next = from + events.len() as u64;
+                        (events, next)
+                    }),
+                })
+                .await
+                .map_err(|_| Error::Unavailable("the reader task failed"))??;
+                self.next = next;
+                if !events.is_empty() {
+                    return Ok(events);
+                }
+                continue;
             }
             if self.head.changed().await.is_err() {
                 return Err(Error::Unavailable("the log is closed"));
