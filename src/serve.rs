@@ -46,9 +46,10 @@ pub struct ServeArgs {
     /// MiB (413 `value_too_large` past it): the memory the query pool does not count.
     #[arg(long, env = "CHISO_SQL_MAX_FUNCTION_MB", default_value_t = SqlLimits::default().max_function_bytes >> 20)]
     sql_max_function_mb: usize,
-    /// Stream runs (one per append) kept in memory before the background indexer writes them
-    /// to the log's stream index: more means fewer, larger background writes and more memory
-    /// (~120 bytes a run) and more to rebuild from the log after a crash.
+    /// Stream runs (one per append) and event ids kept in memory before the background
+    /// indexer writes them to the log's stream and id indexes: more means fewer, larger
+    /// background writes, more memory (~120 bytes a run, ~40 an id) and more to rebuild from
+    /// the log after a crash.
     #[arg(long, env = "CHISO_INDEX_BATCH_RUNS", default_value_t = LogOptions::default().index_batch_runs)]
     index_batch_runs: usize,
     /// Free space, in MiB, that appends leave on the data directory's disk for RocksDB's

@@ -518,8 +518,9 @@ async fn a_corrupt_record_is_a_500_that_shows_no_internals() {
     state.store.shutdown().await;
     drop((state, router));
     {
-        let cfs = ["chunks", "streams", "ids", "categories", "meta"];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let options = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&options, dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&options, dir.path(), cfs).unwrap();
         let events = db.cf_handle("chunks").unwrap();
         let mut record = db.get_cf(events, 0u64.to_be_bytes()).unwrap().unwrap();
         let last = record.len() - 2;

@@ -25,6 +25,9 @@ pub struct StoreMetrics {
     pub head_position: Gauge<u64, AtomicU64>,
     /// Free bytes on the log's filesystem, as the last commit found them.
     pub disk_free_bytes: Gauge<u64, AtomicU64>,
+    /// Position below which the stream, category and id indexes are on disk (the rest is in
+    /// memory): `head_position` minus it is the indexer's lag.
+    pub indexed_position: Gauge<u64, AtomicU64>,
 }
 
 impl Default for StoreMetrics {
@@ -38,6 +41,7 @@ impl Default for StoreMetrics {
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             head_position: Gauge::default(),
             disk_free_bytes: Gauge::default(),
+            indexed_position: Gauge::default(),
         }
     }
 }
@@ -85,6 +89,11 @@ impl StoreMetrics {
             "disk_free_bytes",
             "Free bytes on the log's filesystem at the last commit (appends stop at the reserve)",
             self.disk_free_bytes.clone(),
+        );
+        sub.register(
+            "indexed_position",
+            "Position below which the stream, category and id indexes are on disk",
+            self.indexed_position.clone(),
         );
     }
 }

@@ -1,32 +1,40 @@
-//! The stream index of recent appends, kept in memory and written to RocksDB in the
-//! background. Inserting one run key a new stream into RocksDB's memtable was a fifth of the
-//! writer's time when every NDJSON line opens a new dossier; the writer now only adds the run
-//! here, and `chiso-log-indexer` writes many runs at once, sorted, off the commit path.
+//! The indexes of recent appends — stream runs, category spans and event ids — kept in memory
+//! and written to RocksDB in the background. Inserting one run key a new stream into RocksDB's
+//! memtable was a fifth of the writer's time when every NDJSON line opens a new dossier; the
+//! writer now only adds runs and ids here, and `chiso-log-indexer` writes many at once,
+//! sorted, off the commit path. Memory holds only what was committed since the last batch the
+//! indexer wrote: the id index of a national history stays on disk.
 //!
-//! Durability does not depend on it: every event's stream and revision are in its chunk, so
-//! the runs after the indexed position are rebuilt from the chunks at open (after a crash,
-//! or a shutdown that did not index).
+//! Durability does not depend on it: every event's stream and revision are in its chunk and
+//! its id in the chunk's id list, so what follows the indexed position is rebuilt from them
+//! at open (after a crash, or a shutdown that did not index).
 
 use super::keys::*;
 use super::{cf_handle, ChunkCursor, ReadDirection};
 use crate::error::Result;
 use crate::stream::category_of;
+use prometheus_client::metrics::gauge::Gauge;
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use uuid::Uuid;
 
 type Runs = HashMap<Box<str>, Vec<Run>, foldhash::fast::RandomState>;
 type Spans = HashMap<Box<str>, Vec<Span>, foldhash::fast::RandomState>;
+/// foldhash: fast, and seeded per process, so clients cannot choose ids that collide.
+pub(crate) type Ids = HashMap<Uuid, u64, foldhash::fast::RandomState>;
 
-/// What the indexer writes: stream runs and category spans of consecutive positions.
+/// What the indexer writes: stream runs, category spans of consecutive positions, and the
+/// position of every event id.
 #[derive(Default, Clone)]
 pub(crate) struct Batch {
     streams: Runs,
     categories: Spans,
+    ids: Ids,
 }
 
 impl Batch {
@@ -83,6 +91,7 @@ impl Batch {
         for (category, spans) in other.categories {
             self.categories.entry(category).or_default().extend(spans);
         }
+        self.ids.extend(other.ids);
     }
 }
 
@@ -90,13 +99,14 @@ impl Batch {
 /// the streams column family.
 const INDEXED_KEY: &[u8] = b"chiso/log/indexed-up-to";
 
-/// Runs held in memory before they are written (about 12 MB).
-pub(crate) const DEFAULT_BATCH_RUNS: usize = 100_000;
+/// Runs and ids held in memory before they are written (about 12 MB).
+pub(crate) const DEFAULT_BATCH_RUNS: usize = 200_000;
 
 #[derive(Default)]
 struct Recent {
-    /// Runs committed since the last hand-over to the indexer.
+    /// Runs and ids committed since the last hand-over to the indexer.
     active: Batch,
+    /// How many runs and ids `active` holds.
     active_runs: usize,
     /// Runs the indexer is writing (with the position they index up to); still read from
     /// here until the writer, between two groups, learns they are in RocksDB.
@@ -109,6 +119,14 @@ impl Recent {
         last(&self.active)
             .or_else(|| self.frozen.as_ref().and_then(|(runs, _)| last(runs)))
             .map(|run| run.last_revision())
+    }
+
+    fn position_of(&self, id: &Uuid) -> Option<u64> {
+        let frozen = self
+            .frozen
+            .as_ref()
+            .and_then(|(batch, _)| batch.ids.get(id));
+        self.active.ids.get(id).or(frozen).copied()
     }
 }
 
@@ -172,6 +190,10 @@ impl RecentRuns {
             }
         }
         remove_unindexed_keys(db, &recent.active, indexed)?;
+        if db.get_pinned_cf(cf_handle(db, CF_META), IDS_KEY)?.is_none() {
+            index_ids(db, indexed)?;
+        }
+        recent.active_runs += recover_ids(db, indexed, head, &mut recent.active.ids)?;
         let state = RwLock::new(recent);
         let outcome = AtomicU8::new(IN_HAND);
         Ok((
@@ -270,6 +292,22 @@ impl RecentRuns {
             .collect()
     }
 
+    /// Moves to `found` the position of each of `ids` committed since the last batch the
+    /// indexer wrote; returns the others, which only the id index can tell.
+    pub fn find_ids(&self, ids: impl Iterator<Item = Uuid>, found: &mut Ids) -> Vec<Uuid> {
+        let state = self.state.read().expect("index lock");
+        let mut others = Vec::new();
+        for id in ids {
+            match state.position_of(&id) {
+                Some(position) => {
+                    found.insert(id, position);
+                }
+                None => others.push(id),
+            }
+        }
+        others
+    }
+
     /// Called by the writer before each group, while it holds no RocksDB iterator: forgets a
     /// batch the indexer wrote (so a group never sees it in neither place), or hands back one
     /// whose write failed.
@@ -285,11 +323,12 @@ impl RecentRuns {
         }
     }
 
-    /// Adds a committed group's runs; hands a batch to the indexer once enough have gathered
-    /// and it is idle (the batch then covers every event before `next_position`).
+    /// Adds a committed group's runs and ids; hands a batch to the indexer once enough have
+    /// gathered and it is idle (the batch then covers every event before `next_position`).
     pub fn add<'a>(
         &self,
         runs: impl Iterator<Item = (&'a str, Run)>,
+        ids: impl ExactSizeIterator<Item = (Uuid, u64)>,
         next_position: u64,
         indexer: &Indexer,
     ) {
@@ -298,6 +337,8 @@ impl RecentRuns {
             state.active.add(stream, run);
             state.active_runs += 1;
         }
+        state.active_runs += ids.len();
+        state.active.ids.extend(ids);
         if state.active_runs >= self.batch_runs && state.frozen.is_none() {
             let batch = Arc::new(std::mem::take(&mut state.active));
             state.active_runs = 0;
@@ -324,7 +365,7 @@ impl RecentRuns {
         match write_runs(db, &batch, next_position) {
             Ok(()) => self.state.write().expect("index lock").frozen = None,
             Err(error) => {
-                tracing::warn!(%error, "stream index not written; the next open rebuilds it")
+                tracing::warn!(%error, "log indexes not written; the next open rebuilds them")
             }
         }
     }
@@ -353,7 +394,107 @@ fn write_runs(db: &DB, batch: &Batch, indexed: u64) -> Result<()> {
         db.write(write)?;
     }
     write_spans(db, &batch.categories)?;
+    let mut ids: Vec<(&Uuid, &u64)> = batch.ids.iter().collect();
+    write_ids(db, &mut ids)?;
     db.put_cf(cf_handle(db, CF_META), INDEXED_KEY, indexed.to_be_bytes())?;
+    Ok(())
+}
+
+/// Writes id → position entries, sorted first.
+fn write_ids(db: &DB, ids: &mut [(&Uuid, &u64)]) -> Result<()> {
+    ids.sort_unstable_by_key(|(id, _)| **id);
+    let cf = cf_handle(db, CF_ID_INDEX);
+    for slice in ids.chunks(SLICE_RUNS) {
+        let mut write = WriteBatch::default();
+        for (id, position) in slice {
+            write.put_cf(cf, id.as_bytes(), position.to_be_bytes());
+        }
+        db.write(write)?;
+    }
+    Ok(())
+}
+
+/// Marks the id index as kept (by [`write_runs`]) for every event before the indexed
+/// position. A log written before it existed gets it at open, once, from the id lists.
+const IDS_KEY: &[u8] = b"chiso/log/ids-indexed";
+
+/// Calls `each` with the id and position of every event in `range`, from the chunks' id lists.
+fn each_id(
+    db: &DB,
+    range: std::ops::Range<u64>,
+    mut each: impl FnMut(Uuid, u64) -> Result<()>,
+) -> Result<()> {
+    let mut lists = db.raw_iterator_cf(cf_handle(db, CF_IDS));
+    lists.seek_for_prev(position_key(range.start));
+    if !lists.valid() {
+        lists.seek_to_first();
+    }
+    while let (Some(key), Some(value)) = (lists.key(), lists.value()) {
+        let first =
+            decode_u64(key)
+                .filter(|_| value.len() % 16 == 0)
+                .ok_or(crate::Error::Corrupt {
+                    key: "id list".into(),
+                    reason: "bad id list",
+                })?;
+        if first >= range.end {
+            break;
+        }
+        for (position, id) in (first..).zip(value.chunks_exact(16)) {
+            if range.contains(&position) {
+                each(Uuid::from_slice(id).expect("16 bytes"), position)?;
+            }
+        }
+        lists.next();
+    }
+    lists.status()?;
+    Ok(())
+}
+
+/// Brings the ids of the events in `indexed..head` into memory; returns how many.
+fn recover_ids(db: &DB, indexed: u64, head: u64, ids: &mut Ids) -> Result<usize> {
+    ids.reserve((head - indexed) as usize);
+    each_id(db, indexed..head, |id, position| {
+        ids.insert(id, position);
+        Ok(())
+    })?;
+    Ok(ids.len())
+}
+
+/// Builds the id index of the events before `indexed` from the chunks' id lists (a log
+/// written before the id index existed), a million at a time, then marks it as kept.
+fn index_ids(db: &DB, indexed: u64) -> Result<()> {
+    const AT_ONCE: usize = 1_000_000;
+    let started = std::time::Instant::now();
+    let mut pending: Vec<(Uuid, u64)> = Vec::with_capacity(AT_ONCE.min(indexed as usize));
+    let mut written = 0u64;
+    let mut flush = |pending: &mut Vec<(Uuid, u64)>| -> Result<()> {
+        let mut entries: Vec<(&Uuid, &u64)> = pending.iter().map(|(i, p)| (i, p)).collect();
+        write_ids(db, &mut entries)?;
+        written += pending.len() as u64;
+        pending.clear();
+        if written > 0 {
+            tracing::info!(
+                indexed = written,
+                of = indexed,
+                "indexing the log's event ids"
+            );
+        }
+        Ok(())
+    };
+    each_id(db, 0..indexed, |id, position| {
+        pending.push((id, position));
+        if pending.len() == AT_ONCE {
+            flush(&mut pending)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut pending)?;
+    db.put_cf(cf_handle(db, CF_META), IDS_KEY, [1])?;
+    if indexed > 0 {
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(events = indexed, ms, "id index built");
+    }
     Ok(())
 }
 
@@ -482,14 +623,21 @@ pub(crate) struct Indexer {
 }
 
 impl Indexer {
-    pub fn start(db: Arc<DB>, recent: Arc<RecentRuns>) -> std::io::Result<Self> {
+    pub fn start(
+        db: Arc<DB>,
+        recent: Arc<RecentRuns>,
+        indexed_position: Gauge<u64, AtomicU64>,
+    ) -> std::io::Result<Self> {
         let (jobs, received) = mpsc::channel::<(Arc<Batch>, u64)>();
         let thread = std::thread::Builder::new()
             .name("chiso-log-indexer".into())
             .spawn(move || {
                 for (runs, indexed) in received {
                     let outcome = match write_runs(&db, &runs, indexed) {
-                        Ok(()) => INDEXED,
+                        Ok(()) => {
+                            indexed_position.set(indexed);
+                            INDEXED
+                        }
                         // The batch stays readable in memory; the writer hands it back after
                         // a pause, shutdown tries again, and an open rebuilds it from chunks.
                         Err(error) => {

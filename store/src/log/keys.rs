@@ -7,7 +7,7 @@ pub(crate) const CF_CHUNKS: &str = "chunks";
 /// commits by the indexer (`index.rs`); the latest runs are in memory until then.
 pub(crate) const CF_STREAMS: &str = "streams";
 /// `first position (u64 BE)` → the ids of that chunk's events, 16 bytes each: a compact copy
-/// from which the in-memory idempotency index is rebuilt at open.
+/// from which the ids not yet in the id index are brought back into memory at open.
 pub(crate) const CF_IDS: &str = "ids";
 
 /// `category · 0x00 · first position (u64 BE)` → `count (u64 BE)`: one entry per span of
@@ -16,10 +16,22 @@ pub(crate) const CF_IDS: &str = "ids";
 /// Written by the indexer with the stream runs.
 pub(crate) const CF_CATEGORIES: &str = "categories";
 
+/// `event id (16 bytes)` → `position (u64 BE)`: the idempotency index, written by the indexer
+/// behind the commits (the ids since are in memory). Bloom filters answer most lookups of new
+/// ids without reading a block.
+pub(crate) const CF_ID_INDEX: &str = "id_index";
+
 /// Small settings of the crates above (tokens, …): written directly, synced, outside the log.
 pub(crate) const CF_META: &str = "meta";
 
-pub(crate) const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_STREAMS, CF_IDS, CF_CATEGORIES, CF_META];
+pub(crate) const ALL_CFS: [&str; 6] = [
+    CF_CHUNKS,
+    CF_STREAMS,
+    CF_IDS,
+    CF_CATEGORIES,
+    CF_ID_INDEX,
+    CF_META,
+];
 
 pub(crate) fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()

@@ -1,9 +1,9 @@
 //! Group commit: one thread drains every pending append into one `WriteBatch` written with
 //! `sync = true`, so concurrent requests share a single fsync and nobody waits on a timer.
 
-use super::index::{Indexer, RecentRuns};
+use super::index::{Ids, Indexer, RecentRuns};
 use super::keys::*;
-use super::{cf_handle, last_run, ChunkCursor, IdIndex};
+use super::{cf_handle, last_run, ChunkCursor};
 use crate::chunk::{self, RecordRef, MAX_CHUNK_EVENTS};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
@@ -43,8 +43,6 @@ pub(crate) struct Writer {
     pub indexer: Indexer,
     pub index_at_shutdown: bool,
     pub next_position: u64,
-    /// Every stored event id → its position: the idempotency index, owned by this thread.
-    pub ids: IdIndex,
     /// Domain rules, checked in log order.
     pub model: Box<dyn WriteModel>,
     pub head: watch::Sender<u64>,
@@ -164,9 +162,23 @@ impl Writer {
         // Before the group's iterator exists: a batch the indexer finished leaves memory only
         // now, so a lookup sees every run either in memory or in the iterator's view.
         self.recent.settle(&self.indexer);
+        let stored_ids = match stored_positions(&self.db, &self.recent, &jobs) {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::error!(%error, "the id index could not be read; appends refused");
+                for job in jobs {
+                    self.metrics.append_requests.inc();
+                    self.metrics.append_failures.inc();
+                    let _ = job.reply.send(Err(Error::Unavailable(
+                        "its id index could not be read; nothing was written, retry",
+                    )));
+                }
+                return true;
+            }
+        };
         let mut group = Group::new(
             &self.db,
-            &self.ids,
+            &stored_ids,
             &self.recent,
             self.model.as_mut(),
             self.next_position,
@@ -189,20 +201,12 @@ impl Writer {
             result
         };
         let ok = write.is_ok();
-        let new_ids: Vec<(Uuid, u64)> = match ok {
-            true => group
-                .writes
-                .iter()
-                .map(|w| (w.event.id, w.position))
-                .collect(),
-            false => Vec::new(),
-        };
         if ok && written > 0 {
             let runs = group.runs.iter().map(|&(stream, run)| (stream, run));
-            self.recent.add(runs, next_position, &self.indexer);
+            let ids = group.writes.iter().map(|w| (w.event.id, w.position));
+            self.recent.add(runs, ids, next_position, &self.indexer);
         }
         drop(group);
-        self.ids.extend(new_ids);
         match ok {
             true => self.model.commit_group(),
             false => self.model.abort_group(),
@@ -244,8 +248,8 @@ struct Staged<'j> {
 /// later requests in the same group see earlier ones.
 struct Group<'j> {
     db: &'j DB,
-    /// Ids stored before this group.
-    stored_ids: &'j IdIndex,
+    /// The ids of this group's events that were stored before it, with their positions.
+    stored_ids: &'j Ids,
     recent: &'j RecentRuns,
     model: &'j mut dyn WriteModel,
     next_position: u64,
@@ -262,7 +266,7 @@ struct Group<'j> {
 impl<'j> Group<'j> {
     fn new(
         db: &'j DB,
-        stored_ids: &'j IdIndex,
+        stored_ids: &'j Ids,
         recent: &'j RecentRuns,
         model: &'j mut dyn WriteModel,
         next_position: u64,
@@ -473,6 +477,36 @@ impl<'j> Group<'j> {
         }
         batch
     }
+}
+
+/// The position of every event id of `jobs` the log already holds: the recent ones from
+/// memory, the others in one sorted multi-get of the id index, where bloom filters answer
+/// most new ids without reading a block.
+fn stored_positions(db: &DB, recent: &RecentRuns, jobs: &[Job]) -> Result<Ids> {
+    let ids = jobs
+        .iter()
+        .flat_map(|job| &job.requests)
+        .flat_map(|request| &request.events)
+        .map(|event| event.id);
+    let mut found = Ids::default();
+    let mut others = recent.find_ids(ids, &mut found);
+    others.sort_unstable();
+    others.dedup();
+    let index = cf_handle(db, CF_ID_INDEX);
+    let keys = others.iter().map(|id| id.as_bytes());
+    for (id, value) in others
+        .iter()
+        .zip(db.batched_multi_get_cf(index, keys, true))
+    {
+        if let Some(value) = value? {
+            let position = decode_u64(&value).ok_or(Error::Corrupt {
+                key: format!("id {id}"),
+                reason: "bad id index entry",
+            })?;
+            found.insert(*id, position);
+        }
+    }
+    Ok(found)
 }
 
 /// Refuses empty appends and ids used twice in one job, before anything is looked up.
