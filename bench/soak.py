@@ -6,8 +6,15 @@ Load, steady rather than flat out (a soak looks for growth, not for the ceiling)
   - one thread posting an NDJSON batch of BATCH receipts every 2 s;
   - one thread running the queries below in turn, back to back;
   - one Server-Sent Events subscriber following the dossier category.
+The receipts' times follow a log clock that runs DAYS_PER_MINUTE days a minute from 2020-01-01
+(after the demo decade), so months settle and seal under the load as they do in service, and
+memory can level off: with wall-clock times every receipt of the run would land in one month
+that stays in memory and grows by the 16 000 dossiers a minute the load adds.
 Every answer must be a success. Usage: soak.py URL PID MINUTES OUT.json
 """
+
+import calendar
+import os
 
 import http.client
 import json
@@ -20,12 +27,21 @@ from urllib.parse import urlencode, urlparse
 URL, PID, MINUTES, OUT = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 APPENDERS, APPEND_RATE, BATCH = 8, 20.0, 200
 HOST = urlparse(URL).netloc
+DAYS_PER_MINUTE = float(os.environ.get("SOAK_DAYS_PER_MINUTE", "15"))
+LOG_EPOCH = calendar.timegm((2020, 1, 1, 1, 0, 0))
+STARTED = time.time()
+
+
+def log_clock():
+    """The receipts' time: DAYS_PER_MINUTE days of the log a minute of the run."""
+    return LOG_EPOCH + (time.time() - STARTED) * DAYS_PER_MINUTE * 1440
+
 QUERIES = [
     "SELECT province, date_trunc('month', received_at) AS month, count(*) AS received, "
     "count(*) FILTER (WHERE timeliness = 'on_time') AS on_time FROM dossiers "
     "GROUP BY 1, 2 ORDER BY 1, 2",
     "SELECT * FROM dossier_report(DATE '2019-01-01', DATE '2019-12-31') WHERE agency = '26'",
-    "SELECT channel, count(*) AS n FROM dossiers WHERE received_at >= now() - INTERVAL '1 day' GROUP BY 1",
+    "SELECT channel, count(*) AS n FROM dossiers WHERE received_at >= TIMESTAMP '2020-01-01' GROUP BY 1",
 ]
 stop = time.time() + MINUTES * 60
 lock = threading.Lock()
@@ -36,8 +52,9 @@ sse_events = [0]
 
 def receipt(agency, service):
     dossier = str(uuid.uuid4())
-    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    due = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 7 * 86400))
+    at = log_clock()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at))
+    due = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at + 7 * 86400))
     data = {"agency": agency, "service": service, "channel": "online",
             "received_at": now, "due_at": due}
     return dossier, {"id": dossier, "type": "DossierReceived", "data": data}
