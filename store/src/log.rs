@@ -509,7 +509,7 @@ impl EventStore {
     /// category index.
     pub fn subscribe_categories(&self, from: u64, categories: Vec<String>) -> Subscription {
         let head = self.inner.head.clone();
-        Subscription::new(self.clone(), from, head, Some(categories))
+        Subscription::new(self.clone(), from, head, Some(categories.into()))
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -597,35 +597,33 @@ pub(crate) fn last_run(runs: &mut DBRawIterator<'_>, stream: &str) -> Result<Opt
 
 /// The span under the iterator, if it belongs to `category`.
 fn current_span(spans: &DBRawIterator<'_>, category: &str) -> Result<Option<Span>> {
-    spans.status()?;
-    let (Some(key), Some(value)) = (spans.key(), spans.value()) else {
-        return Ok(None);
-    };
-    if !key.starts_with(category.as_bytes()) || key.get(category.len()) != Some(&0) {
-        return Ok(None);
-    }
-    Span::decode(category, key, value)
-        .map(Some)
-        .ok_or_else(|| Error::Corrupt {
-            key: format!("category {category}"),
-            reason: "bad span entry",
-        })
+    current_entry(spans, category, Span::decode, "bad span entry")
 }
 
 /// The run under the iterator, if it belongs to `stream`.
 fn current_run(runs: &DBRawIterator<'_>, stream: &str) -> Result<Option<Run>> {
-    runs.status()?;
-    let (Some(key), Some(value)) = (runs.key(), runs.value()) else {
+    current_entry(runs, stream, Run::decode, "bad run entry")
+}
+
+/// The entry under the iterator, decoded, if it is one of `name`'s.
+fn current_entry<T>(
+    iter: &DBRawIterator<'_>,
+    name: &str,
+    decode: impl Fn(&str, &[u8], &[u8]) -> Option<T>,
+    reason: &'static str,
+) -> Result<Option<T>> {
+    iter.status()?;
+    let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
         return Ok(None);
     };
-    if !key.starts_with(stream.as_bytes()) || key.get(stream.len()) != Some(&0) {
+    if !is_entry_of(key, name) {
         return Ok(None);
     }
-    Run::decode(stream, key, value)
+    decode(name, key, value)
         .map(Some)
         .ok_or_else(|| Error::Corrupt {
-            key: format!("stream {stream}"),
-            reason: "bad run entry",
+            key: name.to_owned(),
+            reason,
         })
 }
 

@@ -576,32 +576,23 @@ fn index_categories(db: &DB, indexed: u64) -> Result<()> {
 /// batch whose slices were written but not its position (a crash, a failed write). The
 /// rebuilt runs may be cut differently and must not overlap them.
 fn remove_unindexed_keys(db: &DB, recent: &Batch, indexed: u64) -> Result<()> {
-    let streams = cf_handle(db, CF_STREAMS);
-    let mut iter = db.raw_iterator_cf(streams);
     let mut stray = WriteBatch::default();
+    // Every entry of `name` from `from` on.
+    let mut remove = |cf_name: &str, name: &str, from: Vec<u8>| -> Result<()> {
+        let cf = cf_handle(db, cf_name);
+        let mut iter = db.raw_iterator_cf(cf);
+        iter.seek(from);
+        while let Some(key) = iter.key().filter(|key| is_entry_of(key, name)) {
+            stray.delete_cf(cf, key);
+            iter.next();
+        }
+        Ok(iter.status()?)
+    };
     for (stream, runs) in &recent.streams {
-        iter.seek(run_key(stream, runs[0].first_revision));
-        while let Some(key) = iter.key() {
-            if !key.starts_with(stream.as_bytes()) || key.get(stream.len()) != Some(&0) {
-                break;
-            }
-            stray.delete_cf(streams, key);
-            iter.next();
-        }
-        iter.status()?;
+        remove(CF_STREAMS, stream, run_key(stream, runs[0].first_revision))?;
     }
-    let categories = cf_handle(db, CF_CATEGORIES);
-    let mut iter = db.raw_iterator_cf(categories);
     for category in recent.categories.keys() {
-        iter.seek(span_key(category, indexed));
-        while let Some(key) = iter.key() {
-            if !key.starts_with(category.as_bytes()) || key.get(category.len()) != Some(&0) {
-                break;
-            }
-            stray.delete_cf(categories, key);
-            iter.next();
-        }
-        iter.status()?;
+        remove(CF_CATEGORIES, category, span_key(category, indexed))?;
     }
     if !stray.is_empty() {
         tracing::warn!(

@@ -62,6 +62,12 @@ pub(crate) fn stream_prefix(key: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether `key` is one of `name`'s entries (`name · 0x00 · …`): a stream's runs or a
+/// category's spans.
+pub(crate) fn is_entry_of(key: &[u8], name: &str) -> bool {
+    key.starts_with(name.as_bytes()) && key.get(name.len()) == Some(&0)
+}
+
 pub(crate) fn has_stream_prefix(key: &[u8]) -> bool {
     key.contains(&0)
 }

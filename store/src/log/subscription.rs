@@ -5,6 +5,7 @@
 use super::EventStore;
 use crate::error::{Error, Result};
 use crate::RecordedEvent;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// A cursor over the log, or over some categories of it, that yields stored events, then
@@ -13,7 +14,7 @@ pub struct Subscription {
     store: EventStore,
     next: u64,
     head: watch::Receiver<u64>,
-    categories: Option<Vec<String>>,
+    categories: Option<Arc<[String]>>,
 }
 
 impl Subscription {
@@ -21,7 +22,7 @@ impl Subscription {
         store: EventStore,
         next: u64,
         head: watch::Receiver<u64>,
-        categories: Option<Vec<String>>,
+        categories: Option<Arc<[String]>>,
     ) -> Self {
         Self {
             store,
