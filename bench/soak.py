@@ -2,18 +2,23 @@
 minute: the server's resident set, append p99, query p99 (what each client saw).
 
 Load, steady rather than flat out (a soak looks for growth, not for the ceiling):
-  - APPENDERS threads, each a single-event append (a new dossier) every 1/APPEND_RATE s;
-  - one thread posting an NDJSON batch of BATCH receipts every 2 s;
+  - APPENDERS threads, each a single-event append every 1/APPEND_RATE s: a new dossier, or
+    the resolution of its oldest dossier once that is RESOLVE_DAYS old on the log clock;
+  - one thread posting an NDJSON batch of BATCH events every 2 s: the resolutions due of its
+    earlier dossiers, and new ones;
   - one thread running the queries below in turn, back to back;
   - one Server-Sent Events subscriber following the dossier category.
 The receipts' times follow a log clock that runs DAYS_PER_MINUTE days a minute from 2020-01-01
 (after the demo decade), so months settle and seal under the load as they do in service, and
 memory can level off: with wall-clock times every receipt of the run would land in one month
-that stays in memory and grows by the 16 000 dossiers a minute the load adds.
+that stays in memory and grows by the 16 000 dossiers a minute the load adds. Dossiers are
+resolved as in service: an open dossier stays in memory after its month is sealed (a later
+event changes it), so a load of receipts alone grows the server by every dossier it adds.
 Every answer must be a success. Usage: soak.py URL PID MINUTES OUT.json
 """
 
 import calendar
+import collections
 import os
 
 import http.client
@@ -26,6 +31,7 @@ from urllib.parse import urlencode, urlparse
 
 URL, PID, MINUTES, OUT = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 APPENDERS, APPEND_RATE, BATCH = 8, 20.0, 200
+RESOLVE_DAYS = 5
 HOST = urlparse(URL).netloc
 DAYS_PER_MINUTE = float(os.environ.get("SOAK_DAYS_PER_MINUTE", "15"))
 LOG_EPOCH = calendar.timegm((2020, 1, 1, 1, 0, 0))
@@ -60,6 +66,19 @@ def receipt(agency, service):
     return dossier, {"id": dossier, "type": "DossierReceived", "data": data}
 
 
+def resolution():
+    at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(log_clock()))
+    data = {"at": at, "outcome": "approved"}
+    return {"id": str(uuid.uuid4()), "type": "DossierResolved", "data": data}
+
+
+def due(pending):
+    """The oldest open dossier of `pending` (received time, id), once RESOLVE_DAYS old."""
+    if pending and log_clock() - pending[0][0] >= RESOLVE_DAYS * 86400:
+        return pending.popleft()[1]
+    return None
+
+
 def request(connection, method, path, body=None, content_type="application/json"):
     headers = {"content-type": content_type} if body is not None else {}
     connection.request(method, path, body=body, headers=headers)
@@ -85,9 +104,15 @@ def timed(kind, work):
 def appender(agency, service):
     connection = http.client.HTTPConnection(HOST, timeout=60)
     next_at = time.time()
+    pending = collections.deque()
     while time.time() < stop:
-        dossier, event = receipt(agency, service)
-        body = json.dumps({"expected_revision": "no_stream", "events": [event]})
+        dossier = due(pending)
+        if dossier is None:
+            dossier, event = receipt(agency, service)
+            body = json.dumps({"expected_revision": "no_stream", "events": [event]})
+            pending.append((log_clock(), dossier))
+        else:
+            body = json.dumps({"expected_revision": 0, "events": [resolution()]})
         timed("append", lambda: request(connection, "POST", f"/v1/streams/dossier-{dossier}", body))
         next_at += 1 / APPEND_RATE
         time.sleep(max(0, next_at - time.time()))
@@ -95,10 +120,16 @@ def appender(agency, service):
 
 def batcher(agency, service):
     connection = http.client.HTTPConnection(HOST, timeout=60)
+    pending = collections.deque()
     while time.time() < stop:
         lines = []
         for _ in range(BATCH):
-            dossier, event = receipt(agency, service)
+            dossier = due(pending)
+            if dossier is None:
+                dossier, event = receipt(agency, service)
+                pending.append((log_clock(), dossier))
+            else:
+                event = resolution()
             lines.append(json.dumps({"stream": f"dossier-{dossier}", **event}))
         body = "\n".join(lines)
         timed("append", lambda: request(connection, "POST", "/v1/events", body, "application/x-ndjson"))

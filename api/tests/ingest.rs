@@ -1026,59 +1026,111 @@ async fn hostile_bodies_and_names_are_refused_before_the_catalog() {
     }
 }
 
-#[tokio::test]
-async fn a_restart_restores_the_snapshot_and_replays_only_what_follows_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = b"chiso/write-model-snapshot";
-    let (early_snapshot, head) = {
-        let api = Api::open(dir.path());
-        reference(&api).await;
-        api.store.shutdown().await;
-        let saved = api.store.settings(key).unwrap().pop();
-        (saved.expect("a snapshot at shutdown").1, api.store.head())
-    };
-    assert_eq!(
-        &early_snapshot[..8],
-        &head.to_be_bytes(),
-        "it covers every reference event"
-    );
-    {
-        let api = Api::open(dir.path());
-        api.ok("dossier-tail", vec![received(DEPT, "1.001")]).await;
-        api.store.shutdown().await;
-        // As after a crash: the saved snapshot is older than the log.
-        api.store.put_setting(key, &early_snapshot).unwrap();
-    }
-    let api = Api::open(dir.path());
+/// The rules' state of every stream, as a restart finds it: the service withdrawn, the
+/// dossiers resolved, paused and withdrawn, the tail dossier received.
+async fn check_restored_state(api: &Api) {
     let (status, answer) = api
         .append("dossier-tail", vec![received(DEPT, "1.001")])
         .await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("already_exists")),
-        "the tail was replayed"
+        "{answer}"
     );
-    let (status, _) = api
-        .append(
-            "dossier-resolved",
-            vec![resolved("2019-03-06T10:00:00+07:00")],
+    let (status, answer) = api
+        .append("dossier-new", vec![received(DEPT, "1.002")])
+        .await;
+    assert_eq!(answer["error"]["code"], "service_withdrawn", "{status}");
+    let cases = [
+        ("dossier-resolved", resolved("2019-03-06T10:00:00+07:00")),
+        ("dossier-withdrawn", resolved("2019-03-06T10:00:00+07:00")),
+        (
+            "dossier-paused",
+            at("DossierPaused", "2019-03-06T08:00:00+07:00"),
+        ),
+    ];
+    for (stream, event) in cases {
+        let (status, answer) = api.append(stream, vec![event]).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("invalid_transition")),
+            "{stream}: {answer}"
+        );
+    }
+}
+
+/// The write model's state lives in the log, per stream: a restart replays only the events
+/// the indexer had not stored (none after a clean shutdown), and states stored in another
+/// format are rebuilt from the whole log.
+#[tokio::test]
+async fn a_restart_replays_only_the_tail_the_indexer_had_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |index_batch_runs, index_at_shutdown| {
+        let options = chiso_store::LogOptions {
+            index_batch_runs,
+            index_at_shutdown,
+            ..chiso_store::LogOptions::default()
+        };
+        let store = EventStore::open_with_options(
+            dir.path(),
+            StoreMetrics::default(),
+            IngestModel::new(),
+            options,
         )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "the snapshot was restored");
-    api.store.shutdown().await;
-    // A damaged snapshot is not used: the whole log is replayed.
-    api.store
-        .put_setting(key, b"\0\0\0\0\0\0\0\x05garbage")
         .unwrap();
+        let state = AppState::new(store.clone(), Limits::default());
+        Api {
+            router: router(state),
+            store,
+        }
+    };
+    {
+        // The indexer writes states every few appends.
+        let api = open(4, true);
+        reference(&api).await;
+        api.store.shutdown().await;
+    }
+    {
+        // As after a crash: what the indexer had not written stays unwritten.
+        let api = open(1_000_000, false);
+        api.ok("dossier-tail", vec![received(DEPT, "1.001")]).await;
+        api.store.shutdown().await;
+    }
+    let api = open(4, true);
+    assert_eq!(api.store.replayed_at_open(), 1, "only the tail is replayed");
+    check_restored_state(&api).await;
+    api.store.shutdown().await;
     drop(api);
-    let api = Api::open(dir.path());
-    let (status, _) = api
-        .append("dossier-tail", vec![received(DEPT, "1.001")])
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    let api = open(4, true);
+    assert_eq!(
+        api.store.replayed_at_open(),
+        0,
+        "a clean shutdown stored every state"
+    );
+    check_restored_state(&api).await;
+    // States of another format (an older chiso's) are rebuilt from the whole log.
+    api.store
+        .put_setting(b"chiso/log/states-format", &[0, 0, 0, 0])
+        .unwrap();
+    api.store.shutdown().await;
+    let head = api.store.head();
+    drop(api);
+    let api = open(4, true);
+    assert_eq!(api.store.replayed_at_open(), head);
+    check_restored_state(&api).await;
     api.ok(
         "dossier-paused",
         vec![at("DossierResumed", "2019-03-06T08:00:00+07:00")],
     )
     .await;
+    let (status, answer) = api
+        .append(
+            "dossier-paused",
+            vec![at("DossierResumed", "2019-03-07T08:00:00+07:00")],
+        )
+        .await;
+    assert_eq!(
+        answer["error"]["code"], "invalid_transition",
+        "{status}: resumed once"
+    );
 }

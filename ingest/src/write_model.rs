@@ -1,12 +1,19 @@
-//! The write model: the state the rules need (agencies, services, open dossiers, published
-//! ICT ranks), checked and changed inside the log's writer so validation and append are one
+//! The write model: the state the rules need (agencies, services, dossiers, published ICT
+//! ranks), checked and changed inside the log's writer so validation and append are one
 //! step. Staged changes are applied at once and undone if their job or group fails.
+//!
+//! Its state is kept per stream by the log (see [`WriteModel`]): agencies, services and ICT
+//! ranks — a few thousand, needed across streams — stay in memory; a dossier's state is read
+//! from the log for the group that appends to it, so memory does not grow with the history.
 
 use crate::catalog::{decode_stored, field_name, Category, DomainEvent, Timestamp};
 use crate::error::{IngestError, Result};
-use chiso_store::{AppendRequest, ProposedEvent, RecordedEvent, Rejection, StreamName, WriteModel};
+use chiso_store::{
+    category_of, AppendRequest, ErrorKind, ProposedEvent, RecordedEvent, Rejection, StoredStates,
+    StreamName, WriteModel,
+};
 
-mod snapshot;
+mod state;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,11 +68,12 @@ enum Undo {
     Ict(u16, Box<str>),
 }
 
-/// The state the catalog's rules need, rebuilt from the log at open.
+/// The state the catalog's rules need, kept by the log per stream.
 #[derive(Default)]
 pub struct IngestModel {
     agencies: Map<Arc<str>, Agency>,
     services: Map<Box<str>, Service>,
+    /// The dossiers of the current group: read from their stored states, then staged.
     dossiers: Map<Box<str>, Dossier>,
     ict: HashSet<(u16, Box<str>), foldhash::fast::RandomState>,
     undo: Vec<Undo>,
@@ -439,26 +447,114 @@ fn decoded<'e>(stream: &StreamName, event: &'e ProposedEvent) -> Result<Cow<'e, 
         .map(Cow::Owned)
 }
 
-impl WriteModel for IngestModel {
-    fn replay(&mut self, event: &RecordedEvent) -> Result<(), String> {
-        let stream = StreamName::new(event.stream.clone()).map_err(|e| e.to_string())?;
-        let Ok((_, id)) = Category::of(&stream) else {
-            return Ok(());
-        };
-        let decoded = decode_stored(&event.event_type, &event.data).map_err(|e| e.to_string())?;
-        self.apply(id, &decoded);
-        self.undo.clear();
+impl IngestModel {
+    /// Brings a dossier's stored state into the group, unless the group already has it.
+    fn fetch_dossier(&mut self, id: &str, stored: Option<&[u8]>) -> Result<(), String> {
+        if let (false, Some(bytes)) = (self.dossiers.contains_key(id), stored) {
+            let dossier = state::decode_dossier(bytes, self)
+                .map_err(|reason| format!("stored state of dossier {id}: {reason}"))?;
+            self.dossiers.insert(id.into(), dossier);
+        }
         Ok(())
     }
 
-    fn snapshot(&self) -> Option<Vec<u8>> {
-        Some(snapshot::encode(self))
+    /// The state of every stream the group changed, as `(stream, state)`.
+    fn changed_states(&self, changed: &mut Vec<(Box<str>, Vec<u8>)>) {
+        let mut streams: Vec<(Category, &str)> = self
+            .undo
+            .iter()
+            .map(|undo| match undo {
+                Undo::Agency(code) => (Category::Agency, &**code),
+                Undo::Service(code, _) => (Category::Service, &**code),
+                Undo::Dossier(id, _) => (Category::Dossier, &**id),
+                Undo::Ict(_, _) => (Category::IctIndex, ""),
+            })
+            .collect();
+        let mut years: Vec<u16> = self
+            .undo
+            .iter()
+            .filter_map(|undo| match undo {
+                Undo::Ict(year, _) => Some(*year),
+                _ => None,
+            })
+            .collect();
+        streams.retain(|(category, _)| *category != Category::IctIndex);
+        streams.sort_unstable_by_key(|(category, id)| (category.prefix(), *id));
+        streams.dedup();
+        for (category, id) in streams {
+            let state = match category {
+                Category::Agency => self.agencies.get(id).map(state::agency),
+                Category::Service => self.services.get(id).map(state::service),
+                _ => self.dossiers.get(id).map(state::dossier),
+            };
+            if let Some(state) = state {
+                changed.push((format!("{}-{id}", category.prefix()).into(), state));
+            }
+        }
+        years.sort_unstable();
+        years.dedup();
+        for year in years {
+            let provinces = self
+                .ict
+                .iter()
+                .filter(|(y, _)| *y == year)
+                .map(|(_, province)| &**province);
+            let stream = format!("{}-{year}", Category::IctIndex.prefix());
+            changed.push((stream.into(), state::provinces(provinces)));
+        }
+    }
+}
+
+impl WriteModel for IngestModel {
+    fn state_format(&self) -> u32 {
+        state::FORMAT
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let mut restored = Self::default();
-        snapshot::decode(bytes, &mut restored)?;
-        *self = restored;
+    fn resident_categories(&self) -> &'static [&'static str] {
+        // Agencies first: services share their agencies' codes.
+        &["agency", "service", "ictindex"]
+    }
+
+    fn fetches(&self, stream: &str) -> bool {
+        // The one category whose states are read for each group: there are millions.
+        category_of(stream) == Category::Dossier.prefix()
+    }
+
+    fn load(&mut self, stream: &str, bytes: &[u8]) -> Result<(), String> {
+        let failed = |reason: String| format!("stored state of {stream}: {reason}");
+        let (category, id) = stream
+            .split_once('-')
+            .ok_or_else(|| failed("no id".into()))?;
+        match category {
+            "agency" => {
+                let agency = state::decode_agency(bytes).map_err(failed)?;
+                self.agencies.insert(id.into(), agency);
+            }
+            "service" => {
+                let service = state::decode_service(bytes, self).map_err(failed)?;
+                self.services.insert(id.into(), service);
+            }
+            "ictindex" => {
+                let year = id.parse().map_err(|_| failed("not a year".into()))?;
+                for province in state::decode_provinces(bytes).map_err(failed)? {
+                    self.ict.insert((year, province));
+                }
+            }
+            _ => return Err(failed("not a resident category".into())),
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self, event: &RecordedEvent, stored: &StoredStates) -> Result<(), String> {
+        let stream = StreamName::new(event.stream.clone()).map_err(|e| e.to_string())?;
+        let Ok((category, id)) = Category::of(&stream) else {
+            return Ok(());
+        };
+        if category == Category::Dossier {
+            self.fetch_dossier(id, stored.get(&event.stream))?;
+        }
+        let decoded = decode_stored(&event.event_type, &event.data).map_err(|e| e.to_string())?;
+        self.apply(id, &decoded);
         Ok(())
     }
 
@@ -466,15 +562,27 @@ impl WriteModel for IngestModel {
         self.job_start = self.undo.len();
     }
 
-    fn stage(&mut self, request: &AppendRequest) -> Result<(), Rejection> {
+    fn stage(&mut self, request: &AppendRequest, stored: &StoredStates) -> Result<(), Rejection> {
         let grant = request
             .principal
             .as_ref()
             .and_then(|p| p.downcast_ref::<Grant>());
-        let id = match Category::of(&request.stream) {
-            Ok((_, id)) => id,
+        let (category, id) = match Category::of(&request.stream) {
+            Ok(found) => found,
             Err(error) => return Err(error.into_rejection(0)),
         };
+        if category == Category::Dossier {
+            if let Err(reason) = self.fetch_dossier(id, stored.get(request.stream.as_str())) {
+                tracing::error!(%reason, "a stored dossier state does not decode");
+                return Err(Rejection {
+                    kind: ErrorKind::Internal,
+                    code: "internal",
+                    message: "the dossier's stored state could not be read".into(),
+                    event: 0,
+                    pointer: None,
+                });
+            }
+        }
         for (index, event) in request.events.iter().enumerate() {
             let outcome = decoded(&request.stream, event).and_then(|decoded| {
                 if let Some(grant) = grant {
@@ -493,13 +601,16 @@ impl WriteModel for IngestModel {
         self.undo_to(self.job_start);
     }
 
-    fn commit_group(&mut self) {
+    fn commit_group(&mut self, changed: &mut Vec<(Box<str>, Vec<u8>)>) {
+        self.changed_states(changed);
         self.undo.clear();
         self.job_start = 0;
+        self.dossiers.clear();
     }
 
     fn abort_group(&mut self) {
         self.undo_to(0);
         self.job_start = 0;
+        self.dossiers.clear();
     }
 }

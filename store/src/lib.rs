@@ -47,7 +47,7 @@ pub use log::{EventStore, LogOptions, ReadDirection, Subscription};
 pub use metrics::StoreMetrics;
 pub use segments::{Manifest, SegmentDir};
 pub use stream::{category_of, ExpectedRevision, StreamName, MAX_STREAM_NAME_LEN};
-pub use write_model::{NoRules, Rejection, WriteModel};
+pub use write_model::{NoRules, Rejection, StoredStates, WriteModel};
 
 use std::any::Any;
 use std::sync::Arc;

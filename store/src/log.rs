@@ -2,6 +2,7 @@
 
 mod index;
 mod keys;
+mod states;
 mod subscription;
 mod writer;
 
@@ -78,7 +79,7 @@ struct Inner {
     head: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: StoreMetrics,
-    /// Events fed to the write model at open (those after its snapshot).
+    /// Events fed to the write model at open (those its stored states did not include).
     replayed: u64,
     disk: writer::DiskReserve,
 }
@@ -96,7 +97,7 @@ impl EventStore {
     }
 
     /// Opens the log with a [`WriteModel`] that checks every append in the writer. The model
-    /// is first rebuilt by replaying the whole log.
+    /// is brought up to date from its stored stream states and the events after them.
     pub fn open_with(
         path: impl AsRef<Path>,
         metrics: StoreMetrics,
@@ -120,7 +121,8 @@ impl EventStore {
             index::RecentRuns::recover(&db, next_position, options.index_batch_runs.max(1))?;
         let recent = Arc::new(recent);
         let started = Instant::now();
-        let replayed = replay(&db, next_position, &mut model)?;
+        let indexed = next_position - unindexed;
+        let replayed = states::recover(&db, &recent, &mut model, indexed, next_position)?;
         tracing::info!(
             path = %path.display(),
             next_position,
@@ -130,6 +132,7 @@ impl EventStore {
             "event log opened"
         );
         metrics.head_position.set(next_position);
+        metrics.replayed_at_open.set(replayed);
         let (head_tx, head_rx) = watch::channel(next_position);
         let (commands_tx, commands_rx) = mpsc::channel(QUEUE_CAPACITY);
         let disk = writer::DiskReserve {
@@ -214,8 +217,8 @@ impl EventStore {
         self.inner.disk.short_of_room(0)
     }
 
-    /// How many events the write model replayed at open: the whole log, or only those after
-    /// the snapshot it was restored from.
+    /// How many events the write model replayed at open: those after the stream states the
+    /// indexer had stored (a bounded tail), or the whole log when it had none in its format.
     pub fn replayed_at_open(&self) -> u64 {
         self.inner.replayed
     }
@@ -627,70 +630,8 @@ fn current_entry<T>(
         })
 }
 
-/// Feeds every stored event to the write model, in order.
-/// Where the write model's snapshot lives among the settings: `position (u64 BE) · bytes`.
-pub(crate) const MODEL_SNAPSHOT_KEY: &[u8] = b"chiso/write-model-snapshot";
-
-/// Brings the write model up to `head`: from its snapshot if one loads, then by feeding it
-/// every later stored event, in order.
-fn replay(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<u64> {
-    if !model.needs_replay() {
-        return Ok(0);
-    }
-    let from = restore_snapshot(db, head, model)?;
-    let mut chunks = ChunkCursor::new(db);
-    for position in from..head {
-        let event = chunks.event(position)?;
-        model
-            .replay(&event)
-            .map_err(|reason| Error::Replay { position, reason })?;
-        if position % 1_000_000 == 999_999 {
-            tracing::info!(
-                replayed = position + 1,
-                of = head,
-                "rebuilding the write model"
-            );
-        }
-    }
-    Ok(head - from)
-}
-
-/// The position the model's snapshot covers up to (0 without a usable one).
-fn restore_snapshot(db: &DB, head: u64, model: &mut dyn WriteModel) -> Result<u64> {
-    let Some(stored) = db.get_pinned_cf(cf_handle(db, CF_META), MODEL_SNAPSHOT_KEY)? else {
-        return Ok(0);
-    };
-    let position = stored.get(..8).and_then(decode_u64).filter(|&p| p <= head);
-    let restored = match position {
-        Some(position) => model.restore(&stored[8..]).map(|()| position),
-        None => Err("the snapshot is newer than the log".into()),
-    };
-    match restored {
-        Ok(position) => {
-            tracing::info!(position, "write model restored from its snapshot");
-            Ok(position)
-        }
-        Err(reason) => {
-            tracing::warn!(%reason, "write model snapshot not used; replaying the whole log");
-            Ok(0)
-        }
-    }
-}
-
-/// Saves the model's snapshot at `position`, synced; a failure only costs a longer replay.
-pub(crate) fn save_snapshot(db: &DB, position: u64, model: &dyn WriteModel) {
-    let Some(bytes) = model.snapshot() else {
-        return;
-    };
-    let mut value = position.to_be_bytes().to_vec();
-    value.extend_from_slice(&bytes);
-    let mut options = rocksdb::WriteOptions::default();
-    options.set_sync(true);
-    match db.put_cf_opt(cf_handle(db, CF_META), MODEL_SNAPSHOT_KEY, value, &options) {
-        Ok(()) => tracing::info!(position, bytes = bytes.len(), "write model snapshot saved"),
-        Err(error) => tracing::warn!(%error, "write model snapshot not saved"),
-    }
-}
+/// The most write-ahead log an open after a crash replays (about a second's worth).
+const MAX_WAL_BYTES: u64 = 128 << 20;
 
 fn open_db(path: &Path) -> Result<DB> {
     let mut options = Options::default();
@@ -698,13 +639,17 @@ fn open_db(path: &Path) -> Result<DB> {
     options.create_missing_column_families(true);
     options.set_max_background_jobs(2);
     options.set_bytes_per_sync(1 << 20);
+    // A column family written rarely (`meta`) would hold every write-ahead log file since its
+    // last flush, and an open after a crash replays them all (≈ 900 MB, 4 s, after importing
+    // the demo decade): past this size the families holding the oldest file are flushed.
+    options.set_max_total_wal_size(MAX_WAL_BYTES);
     let descriptors = ALL_CFS.iter().map(|name| {
         let mut cf_options = Options::default();
         cf_options.set_write_buffer_size(match *name {
             // Run entries are small random keys: a small memtable keeps each insert into its
             // skiplist cheap (measured: the synced write of 10 000 new streams halves).
             CF_STREAMS | CF_CATEGORIES => 8 << 20,
-            CF_ID_INDEX => 32 << 20,
+            CF_ID_INDEX | CF_STATES => 32 << 20,
             _ => 64 << 20,
         });
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -714,11 +659,12 @@ fn open_db(path: &Path) -> Result<DB> {
         } else {
             table.set_bloom_filter(10.0, false);
         }
-        if *name == CF_ID_INDEX {
-            // Random 16-byte keys, looked up mostly for ids that are new: the whole-key bloom
-            // filters (kept in memory with each file's index, ~1.3 bytes an event) answer
-            // those without a read, the memtable's own filter spares its skiplist, and
-            // dynamic level sizes keep the write amplification of random keys near 10.
+        if *name == CF_ID_INDEX || *name == CF_STATES {
+            // Random keys (event ids; dossier streams), looked up mostly for ones that are
+            // new: the whole-key bloom filters (kept in memory with each file's index, ~1.3
+            // bytes a key) answer those without a read, the memtable's own filter spares its
+            // skiplist, and dynamic level sizes keep the write amplification of random keys
+            // near 10.
             cf_options.set_memtable_whole_key_filtering(true);
             cf_options.set_memtable_prefix_bloom_ratio(0.1);
             cf_options.set_level_compaction_dynamic_level_bytes(true);

@@ -28,6 +28,8 @@ pub struct StoreMetrics {
     /// Position below which the stream, category and id indexes are on disk (the rest is in
     /// memory): `head_position` minus it is the indexer's lag.
     pub indexed_position: Gauge<u64, AtomicU64>,
+    /// Events the write model replayed at open: the tail its stored states did not include.
+    pub replayed_at_open: Gauge<u64, AtomicU64>,
 }
 
 impl Default for StoreMetrics {
@@ -42,6 +44,7 @@ impl Default for StoreMetrics {
             head_position: Gauge::default(),
             disk_free_bytes: Gauge::default(),
             indexed_position: Gauge::default(),
+            replayed_at_open: Gauge::default(),
         }
     }
 }
@@ -94,6 +97,11 @@ impl StoreMetrics {
             "indexed_position",
             "Position below which the stream, category and id indexes are on disk",
             self.indexed_position.clone(),
+        );
+        sub.register(
+            "replayed_at_open",
+            "Events the write model replayed at open (those its stored states did not include)",
+            self.replayed_at_open.clone(),
         );
     }
 }

@@ -1,14 +1,119 @@
 //! Model test: random sequences of appends (random expected revisions, retries with the same
 //! ids, reused ids with other content, multi-stream batches) and reopenings, every answer and
-//! every read checked against a plain in-memory model of the log.
+//! every read checked against a plain in-memory model of the log. A write model that counts
+//! each stream's events checks the stream states the log keeps for it: read back for every
+//! group (memory, then disk), replayed at open, rebuilt when their format changes.
 
 use chiso_store::{
-    AppendRequest, AppendResult, Error, EventStore, ExpectedRevision, LogOptions, NoRules,
-    ProposedEvent, ReadDirection, StoreMetrics, StreamName,
+    AppendRequest, AppendResult, Error, EventStore, ExpectedRevision, LogOptions, ProposedEvent,
+    ReadDirection, RecordedEvent, Rejection, StoreMetrics, StoredStates, StreamName, WriteModel,
 };
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
+
+/// How many events each stream has, as the write model last committed it.
+type Counts = Arc<Mutex<HashMap<String, u64>>>;
+
+/// A write model whose state of a stream is its number of events: `t-` streams' states are
+/// fetched for each group, `s-` streams' are resident (loaded at open). It refuses nothing;
+/// what it counts is compared with the log.
+struct Tally {
+    format: u32,
+    resident: HashMap<String, u64>,
+    staged: HashMap<String, u64>,
+    undo: Vec<(String, Option<u64>)>,
+    job_start: usize,
+    committed: Counts,
+}
+
+impl Tally {
+    fn new(format: u32, committed: Counts) -> Self {
+        Self {
+            format,
+            resident: HashMap::new(),
+            staged: HashMap::new(),
+            undo: Vec::new(),
+            job_start: 0,
+            committed,
+        }
+    }
+
+    fn count(&self, stream: &str, stored: &StoredStates) -> u64 {
+        if let Some(&staged) = self.staged.get(stream) {
+            return staged;
+        }
+        match self.fetches(stream) {
+            true => stored
+                .get(stream)
+                .map_or(0, |bytes| u64::from_le_bytes(bytes.try_into().unwrap())),
+            false => self.resident.get(stream).copied().unwrap_or(0),
+        }
+    }
+
+    fn add(&mut self, stream: &str, events: u64, stored: &StoredStates) {
+        let count = self.count(stream, stored) + events;
+        let previous = self.staged.insert(stream.to_owned(), count);
+        self.undo.push((stream.to_owned(), previous));
+    }
+
+    fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let (stream, previous) = self.undo.pop().unwrap();
+            match previous {
+                Some(count) => self.staged.insert(stream, count),
+                None => self.staged.remove(&stream),
+            };
+        }
+    }
+}
+
+impl WriteModel for Tally {
+    fn state_format(&self) -> u32 {
+        self.format
+    }
+    fn resident_categories(&self) -> &'static [&'static str] {
+        &["s"]
+    }
+    fn fetches(&self, stream: &str) -> bool {
+        stream.starts_with("t-")
+    }
+    fn load(&mut self, stream: &str, state: &[u8]) -> Result<(), String> {
+        let count = u64::from_le_bytes(state.try_into().map_err(|_| "not a count")?);
+        self.resident.insert(stream.to_owned(), count);
+        Ok(())
+    }
+    fn replay(&mut self, event: &RecordedEvent, stored: &StoredStates) -> Result<(), String> {
+        self.add(&event.stream, 1, stored);
+        Ok(())
+    }
+    fn begin_job(&mut self) {
+        self.job_start = self.undo.len();
+    }
+    fn stage(&mut self, request: &AppendRequest, stored: &StoredStates) -> Result<(), Rejection> {
+        self.add(request.stream.as_str(), request.events.len() as u64, stored);
+        Ok(())
+    }
+    fn abort_job(&mut self) {
+        self.undo_to(self.job_start);
+    }
+    fn commit_group(&mut self, changed: &mut Vec<(Box<str>, Vec<u8>)>) {
+        let mut committed = self.committed.lock().unwrap();
+        for (stream, count) in self.staged.drain() {
+            changed.push((stream.as_str().into(), count.to_le_bytes().to_vec()));
+            committed.insert(stream.clone(), count);
+            if !stream.starts_with("t-") {
+                self.resident.insert(stream, count);
+            }
+        }
+        self.undo.clear();
+    }
+    fn abort_group(&mut self) {
+        self.undo.clear();
+        self.staged.clear();
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Expect {
@@ -35,6 +140,8 @@ enum Op {
     RetryWithNewFirst(usize),
     RepeatIdInUnit,
     Reopen,
+    /// Reopens with a write model whose state format is another: every state is rebuilt.
+    ReopenInNewFormat,
 }
 
 fn req() -> impl Strategy<Value = Req> {
@@ -60,7 +167,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::RetryInOtherStream),
         1 => any::<usize>().prop_map(Op::RetryWithNewFirst),
         1 => Just(Op::RepeatIdInUnit),
-        1 => Just(Op::Reopen),
+        2 => Just(Op::Reopen),
+        1 => Just(Op::ReopenInNewFormat),
     ]
 }
 
@@ -179,24 +287,31 @@ struct Harness {
     counter: u128,
     /// How many times the log was reopened.
     opened: usize,
+    /// The write model's state format.
+    format: u32,
+    /// Each stream's event count as the write model last committed it.
+    counts: Counts,
 }
 
-/// Opens the log with a tiny stream-index batch, so the indexer writes runs while the test
-/// reads; every other opening leaves its runs unwritten at shutdown, as a crash would, so the
-/// next one rebuilds them from the chunks.
-fn open(path: &std::path::Path, opened: usize) -> EventStore {
+/// Opens the log with a tiny index batch, so the indexer writes runs, ids and states while the
+/// test reads; two openings in three leave them unwritten at shutdown, as a crash would, so the
+/// next one rebuilds them from the chunks and replays the tail (also after a rebuild of every
+/// state, whose states are then ahead of the indexed position).
+fn open(path: &std::path::Path, opened: usize, format: u32, counts: &Counts) -> EventStore {
     let options = LogOptions {
         index_batch_runs: 3,
-        index_at_shutdown: opened % 2 == 0,
+        index_at_shutdown: opened % 3 == 0,
         ..LogOptions::default()
     };
-    EventStore::open_with_options(path, StoreMetrics::default(), NoRules, options).unwrap()
+    let model = Tally::new(format, counts.clone());
+    EventStore::open_with_options(path, StoreMetrics::default(), model, options).unwrap()
 }
 
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Some(open(dir.path(), 0));
+        let counts = Counts::default();
+        let store = Some(open(dir.path(), 0, 1, &counts));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -210,6 +325,8 @@ impl Harness {
             applied: Vec::new(),
             counter: 0,
             opened: 0,
+            format: 1,
+            counts,
         }
     }
 
@@ -286,12 +403,23 @@ impl Harness {
                 unit[0].events[1].id = unit[0].events[0].id;
                 unit
             }
-            Op::Reopen => {
+            Op::Reopen | Op::ReopenInNewFormat => {
                 let store = self.store.take().unwrap();
+                let indexed_at_shutdown = self.opened % 3 == 0;
                 self.runtime.block_on(store.shutdown());
                 drop(store);
+                let rebuilt = matches!(op, Op::ReopenInNewFormat);
+                self.format += u32::from(rebuilt);
                 self.opened += 1;
-                self.store = Some(open(self.dir.path(), self.opened));
+                let store = open(self.dir.path(), self.opened, self.format, &self.counts);
+                let replayed = store.replayed_at_open();
+                let head = self.model.all.len() as u64;
+                match (rebuilt, indexed_at_shutdown) {
+                    (true, _) => assert_eq!(replayed, head, "a rebuild replays every event"),
+                    (false, true) => assert_eq!(replayed, 0, "every state was stored"),
+                    (false, false) => assert!(replayed <= head),
+                }
+                self.store = Some(store);
                 return self.check_reads();
             }
             _ => return,
@@ -306,6 +434,7 @@ impl Harness {
     }
 
     fn check_reads(&self) {
+        self.check_counts();
         let store = self.store();
         assert_eq!(store.head(), self.model.all.len() as u64);
         let all = store.read_all(0, usize::MAX).unwrap();
@@ -430,6 +559,17 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The write model counted every stream's events as the log holds them.
+    fn check_counts(&self) {
+        let counts = self.counts.lock().unwrap();
+        for (stream, positions) in &self.model.streams {
+            let counted = counts.get(stream).copied();
+            assert_eq!(counted, Some(positions.len() as u64), "events of {stream}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -440,4 +580,70 @@ proptest! {
             harness.run(op);
         }
     }
+}
+
+/// States on disk ahead of the indexed position (a rebuild of every state, or a crash between
+/// the indexer's writes of states and of its position) are not replayed into again: each
+/// stored state's stamp says which events it includes.
+#[test]
+fn states_ahead_of_the_indexed_position_are_not_replayed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let counts = Counts::default();
+    let open = |format| {
+        let options = LogOptions {
+            index_batch_runs: 1_000_000,
+            index_at_shutdown: false,
+            ..LogOptions::default()
+        };
+        let model = Tally::new(format, counts.clone());
+        EventStore::open_with_options(dir.path(), StoreMetrics::default(), model, options).unwrap()
+    };
+    let noted = |stream: &str| AppendRequest {
+        stream: StreamName::new(stream).unwrap(),
+        expected: ExpectedRevision::Any,
+        events: vec![ProposedEvent {
+            id: Uuid::new_v4(),
+            event_type: "Noted".into(),
+            data: "{}".into(),
+            metadata: "{}".into(),
+            decoded: None,
+        }],
+        principal: None,
+    };
+    let store = open(1);
+    for stream in ["t-1", "s-1", "t-1", "t-2"] {
+        runtime.block_on(store.append(noted(stream))).unwrap();
+    }
+    runtime.block_on(store.shutdown());
+    drop(store);
+    let expected = HashMap::from([("t-1".into(), 2), ("s-1".into(), 1), ("t-2".into(), 1)]);
+    // Nothing was indexed: the next open replays all 4 events, in a new format rebuilding
+    // every state up to the head, while the indexed position stays at 0.
+    let store = open(2);
+    assert_eq!(store.replayed_at_open(), 4);
+    assert_eq!(*counts.lock().unwrap(), expected);
+    runtime.block_on(store.shutdown());
+    drop(store);
+    counts.lock().unwrap().clear();
+    let store = open(2);
+    assert_eq!(
+        store.replayed_at_open(),
+        0,
+        "every state includes every event"
+    );
+    runtime.block_on(store.shutdown());
+    drop(store);
+    // One more event per stream is counted on top of the stored states, not twice.
+    for stream in ["t-1", "s-1", "t-2"] {
+        let store = open(2);
+        runtime.block_on(store.append(noted(stream))).unwrap();
+        runtime.block_on(store.shutdown());
+    }
+    let expected = HashMap::from([("t-1".into(), 3), ("s-1".into(), 2), ("t-2".into(), 2)]);
+    assert_eq!(*counts.lock().unwrap(), expected);
 }

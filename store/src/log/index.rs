@@ -13,6 +13,7 @@ use super::keys::*;
 use super::{cf_handle, ChunkCursor, ReadDirection};
 use crate::error::Result;
 use crate::stream::category_of;
+use crate::write_model::StoredStates;
 use prometheus_client::metrics::gauge::Gauge;
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
@@ -27,14 +28,17 @@ type Runs = HashMap<Box<str>, Vec<Run>, foldhash::fast::RandomState>;
 type Spans = HashMap<Box<str>, Vec<Span>, foldhash::fast::RandomState>;
 /// foldhash: fast, and seeded per process, so clients cannot choose ids that collide.
 pub(crate) type Ids = HashMap<Uuid, u64, foldhash::fast::RandomState>;
+/// Stream → `position (u64 BE) · state`, as [`CF_STATES`] holds them.
+pub(crate) type States = HashMap<Box<str>, Vec<u8>, foldhash::fast::RandomState>;
 
-/// What the indexer writes: stream runs, category spans of consecutive positions, and the
-/// position of every event id.
+/// What the indexer writes: stream runs, category spans of consecutive positions, the
+/// position of every event id, and the write model's stream states.
 #[derive(Default, Clone)]
 pub(crate) struct Batch {
     streams: Runs,
     categories: Spans,
     ids: Ids,
+    states: States,
 }
 
 impl Batch {
@@ -92,6 +96,8 @@ impl Batch {
             self.categories.entry(category).or_default().extend(spans);
         }
         self.ids.extend(other.ids);
+        // Newer states replace older ones.
+        self.states.extend(other.states);
     }
 }
 
@@ -99,14 +105,14 @@ impl Batch {
 /// the streams column family.
 const INDEXED_KEY: &[u8] = b"chiso/log/indexed-up-to";
 
-/// Runs and ids held in memory before they are written (about 12 MB).
-pub(crate) const DEFAULT_BATCH_RUNS: usize = 200_000;
+/// Runs, ids and states held in memory before they are written (about 20 MB).
+pub(crate) const DEFAULT_BATCH_RUNS: usize = 300_000;
 
 #[derive(Default)]
 struct Recent {
-    /// Runs and ids committed since the last hand-over to the indexer.
+    /// Runs, ids and states committed since the last hand-over to the indexer.
     active: Batch,
-    /// How many runs and ids `active` holds.
+    /// How many runs, ids and states `active` holds.
     active_runs: usize,
     /// Runs the indexer is writing (with the position they index up to); still read from
     /// here until the writer, between two groups, learns they are in RocksDB.
@@ -127,6 +133,16 @@ impl Recent {
             .as_ref()
             .and_then(|(batch, _)| batch.ids.get(id));
         self.active.ids.get(id).or(frozen).copied()
+    }
+
+    /// The latest state of `stream` in memory: `active` is newer than `frozen`.
+    fn state_of(&self, stream: &str) -> Option<&Vec<u8>> {
+        let frozen = || {
+            self.frozen
+                .as_ref()
+                .and_then(|(batch, _)| batch.states.get(stream))
+        };
+        self.active.states.get(stream).or_else(frozen)
     }
 }
 
@@ -308,6 +324,38 @@ impl RecentRuns {
         others
     }
 
+    /// Moves to `found` the state of each of `streams` changed since the last batch the
+    /// indexer wrote; returns the others, which only the states column family can tell.
+    pub fn find_states<'s>(
+        &self,
+        streams: impl Iterator<Item = &'s str>,
+        found: &mut StoredStates,
+    ) -> Vec<&'s str> {
+        let state = self.state.read().expect("index lock");
+        let mut others = Vec::new();
+        for stream in streams {
+            if found.contains(stream) {
+                continue;
+            }
+            match state.state_of(stream) {
+                Some(value) => found.insert(stream.into(), value.clone()),
+                None => others.push(stream),
+            }
+        }
+        others
+    }
+
+    /// Keeps states replayed at open in memory, with the runs and ids of the same events,
+    /// for the indexer's next batch.
+    pub fn add_states(&self, states: impl Iterator<Item = (Box<str>, Vec<u8>)>) {
+        let mut state = self.state.write().expect("index lock");
+        for (stream, value) in states {
+            if state.active.states.insert(stream, value).is_none() {
+                state.active_runs += 1;
+            }
+        }
+    }
+
     /// Called by the writer before each group, while it holds no RocksDB iterator: forgets a
     /// batch the indexer wrote (so a group never sees it in neither place), or hands back one
     /// whose write failed.
@@ -323,12 +371,14 @@ impl RecentRuns {
         }
     }
 
-    /// Adds a committed group's runs and ids; hands a batch to the indexer once enough have
-    /// gathered and it is idle (the batch then covers every event before `next_position`).
+    /// Adds a committed group's runs, ids and stream states (each stamped with the group's
+    /// last position); hands a batch to the indexer once enough have gathered and it is idle
+    /// (the batch then covers every event before `next_position`).
     pub fn add<'a>(
         &self,
         runs: impl Iterator<Item = (&'a str, Run)>,
         ids: impl ExactSizeIterator<Item = (Uuid, u64)>,
+        states: Vec<(Box<str>, Vec<u8>)>,
         next_position: u64,
         indexer: &Indexer,
     ) {
@@ -339,6 +389,15 @@ impl RecentRuns {
         }
         state.active_runs += ids.len();
         state.active.ids.extend(ids);
+        let stamp = (next_position - 1).to_be_bytes();
+        for (stream, changed) in states {
+            let mut value = Vec::with_capacity(8 + changed.len());
+            value.extend_from_slice(&stamp);
+            value.extend_from_slice(&changed);
+            if state.active.states.insert(stream, value).is_none() {
+                state.active_runs += 1;
+            }
+        }
         if state.active_runs >= self.batch_runs && state.frozen.is_none() {
             let batch = Arc::new(std::mem::take(&mut state.active));
             state.active_runs = 0;
@@ -396,6 +455,7 @@ fn write_runs(db: &DB, batch: &Batch, indexed: u64) -> Result<()> {
     write_spans(db, &batch.categories)?;
     let mut ids: Vec<(&Uuid, &u64)> = batch.ids.iter().collect();
     write_ids(db, &mut ids)?;
+    write_states(db, &batch.states)?;
     db.put_cf(cf_handle(db, CF_META), INDEXED_KEY, indexed.to_be_bytes())?;
     Ok(())
 }
@@ -408,6 +468,22 @@ fn write_ids(db: &DB, ids: &mut [(&Uuid, &u64)]) -> Result<()> {
         let mut write = WriteBatch::default();
         for (id, position) in slice {
             write.put_cf(cf, id.as_bytes(), position.to_be_bytes());
+        }
+        db.write(write)?;
+    }
+    Ok(())
+}
+
+/// Writes stream states (stamped), sorted first. Before the indexed position moves: the
+/// states on disk include at least every event before it.
+pub(crate) fn write_states(db: &DB, states: &States) -> Result<()> {
+    let mut sorted: Vec<(&Box<str>, &Vec<u8>)> = states.iter().collect();
+    sorted.sort_unstable_by_key(|(stream, _)| *stream);
+    let cf = cf_handle(db, CF_STATES);
+    for slice in sorted.chunks(SLICE_RUNS) {
+        let mut write = WriteBatch::default();
+        for (stream, value) in slice {
+            write.put_cf(cf, stream.as_bytes(), value);
         }
         db.write(write)?;
     }

@@ -21,15 +21,21 @@ pub(crate) const CF_CATEGORIES: &str = "categories";
 /// ids without reading a block.
 pub(crate) const CF_ID_INDEX: &str = "id_index";
 
+/// `stream name` → `position (u64 BE) · state`: the write model's state of each stream (see
+/// `write_model.rs`), which includes every event of the log up to that position. Written by
+/// the indexer behind the commits, with the runs (the states changed since are in memory).
+pub(crate) const CF_STATES: &str = "states";
+
 /// Small settings of the crates above (tokens, …): written directly, synced, outside the log.
 pub(crate) const CF_META: &str = "meta";
 
-pub(crate) const ALL_CFS: [&str; 6] = [
+pub(crate) const ALL_CFS: [&str; 7] = [
     CF_CHUNKS,
     CF_STREAMS,
     CF_IDS,
     CF_CATEGORIES,
     CF_ID_INDEX,
+    CF_STATES,
     CF_META,
 ];
 

@@ -3,11 +3,11 @@
 
 use super::index::{Ids, Indexer, RecentRuns};
 use super::keys::*;
-use super::{cf_handle, last_run, ChunkCursor};
+use super::{cf_handle, last_run, states, ChunkCursor};
 use crate::chunk::{self, RecordRef, MAX_CHUNK_EVENTS};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
-use crate::write_model::WriteModel;
+use crate::write_model::{StoredStates, WriteModel};
 use crate::{AppendRequest, AppendResult, ProposedEvent, RecordedEvent};
 use rocksdb::{DBRawIterator, WriteBatch, WriteOptions, DB};
 use std::collections::{HashMap, HashSet};
@@ -107,9 +107,6 @@ impl Writer {
         if self.index_at_shutdown {
             self.recent.write_all(&self.db, self.next_position);
         }
-        if self.model.needs_replay() {
-            super::save_snapshot(&self.db, self.next_position, self.model.as_ref());
-        }
         // Memtables to SST files, so the next open does not replay the write-ahead log.
         for name in ALL_CFS {
             if let Err(error) = self.db.flush_cf(cf_handle(&self.db, name)) {
@@ -162,15 +159,25 @@ impl Writer {
         // Before the group's iterator exists: a batch the indexer finished leaves memory only
         // now, so a lookup sees every run either in memory or in the iterator's view.
         self.recent.settle(&self.indexer);
-        let stored_ids = match stored_positions(&self.db, &self.recent, &jobs) {
+        let mut stored_states = StoredStates::default();
+        let streams = jobs
+            .iter()
+            .flat_map(|job| &job.requests)
+            .map(|request| request.stream.as_str())
+            .filter(|stream| self.model.fetches(stream));
+        let looked_up = stored_positions(&self.db, &self.recent, &jobs).and_then(|ids| {
+            states::stored_states(&self.db, &self.recent, streams, &mut stored_states)?;
+            Ok(ids)
+        });
+        let stored_ids = match looked_up {
             Ok(ids) => ids,
             Err(error) => {
-                tracing::error!(%error, "the id index could not be read; appends refused");
+                tracing::error!(%error, "the log's indexes could not be read; appends refused");
                 for job in jobs {
                     self.metrics.append_requests.inc();
                     self.metrics.append_failures.inc();
                     let _ = job.reply.send(Err(Error::Unavailable(
-                        "its id index could not be read; nothing was written, retry",
+                        "its indexes could not be read; nothing was written, retry",
                     )));
                 }
                 return true;
@@ -179,6 +186,7 @@ impl Writer {
         let mut group = Group::new(
             &self.db,
             &stored_ids,
+            &stored_states,
             &self.recent,
             self.model.as_mut(),
             self.next_position,
@@ -201,15 +209,21 @@ impl Writer {
             result
         };
         let ok = write.is_ok();
-        if ok && written > 0 {
-            let runs = group.runs.iter().map(|&(stream, run)| (stream, run));
-            let ids = group.writes.iter().map(|w| (w.event.id, w.position));
-            self.recent.add(runs, ids, next_position, &self.indexer);
-        }
+        let (runs, writes) = (
+            std::mem::take(&mut group.runs),
+            std::mem::take(&mut group.writes),
+        );
         drop(group);
+        let mut changed = Vec::new();
         match ok {
-            true => self.model.commit_group(),
+            true => self.model.commit_group(&mut changed),
             false => self.model.abort_group(),
+        }
+        if ok && written > 0 {
+            let ids = writes.iter().map(|w| (w.event.id, w.position));
+            let runs = runs.into_iter();
+            self.recent
+                .add(runs, ids, changed, next_position, &self.indexer);
         }
         if let Err(error) = write {
             tracing::error!(%error, "synced write failed");
@@ -246,12 +260,14 @@ struct Staged<'j> {
 
 /// The writes of one group commit, and an overlay of what they change (stream heads, ids) so
 /// later requests in the same group see earlier ones.
-struct Group<'j> {
+struct Group<'j, 'm> {
     db: &'j DB,
     /// The ids of this group's events that were stored before it, with their positions.
     stored_ids: &'j Ids,
+    /// The write model's stored states of the group's streams it fetches.
+    stored_states: &'j StoredStates,
     recent: &'j RecentRuns,
-    model: &'j mut dyn WriteModel,
+    model: &'m mut dyn WriteModel,
     next_position: u64,
     writes: Vec<Staged<'j>>,
     /// One run per request: (stream, run).
@@ -263,17 +279,19 @@ struct Group<'j> {
     ids: FastMap<Uuid, usize>,
 }
 
-impl<'j> Group<'j> {
+impl<'j, 'm> Group<'j, 'm> {
     fn new(
         db: &'j DB,
         stored_ids: &'j Ids,
+        stored_states: &'j StoredStates,
         recent: &'j RecentRuns,
-        model: &'j mut dyn WriteModel,
+        model: &'m mut dyn WriteModel,
         next_position: u64,
     ) -> Self {
         Self {
             db,
             stored_ids,
+            stored_states,
             recent,
             model,
             next_position,
@@ -338,7 +356,7 @@ impl<'j> Group<'j> {
             });
         }
         self.model
-            .stage(request)
+            .stage(request, self.stored_states)
             .map_err(|rejection| Error::Rejected { index, rejection })?;
         let first_revision = current.map_or(0, |last| last + 1);
         let first_position = self.next_position;
