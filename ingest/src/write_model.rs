@@ -460,25 +460,15 @@ impl IngestModel {
 
     /// The state of every stream the group changed, as `(stream, state)`.
     fn changed_states(&self, changed: &mut Vec<(Box<str>, Vec<u8>)>) {
-        let mut streams: Vec<(Category, &str)> = self
-            .undo
-            .iter()
-            .map(|undo| match undo {
-                Undo::Agency(code) => (Category::Agency, &**code),
-                Undo::Service(code, _) => (Category::Service, &**code),
-                Undo::Dossier(id, _) => (Category::Dossier, &**id),
-                Undo::Ict(_, _) => (Category::IctIndex, ""),
-            })
-            .collect();
-        let mut years: Vec<u16> = self
-            .undo
-            .iter()
-            .filter_map(|undo| match undo {
-                Undo::Ict(year, _) => Some(*year),
-                _ => None,
-            })
-            .collect();
-        streams.retain(|(category, _)| *category != Category::IctIndex);
+        let (mut streams, mut years) = (Vec::new(), Vec::new());
+        for undo in &self.undo {
+            match undo {
+                Undo::Agency(code) => streams.push((Category::Agency, &**code)),
+                Undo::Service(code, _) => streams.push((Category::Service, &**code)),
+                Undo::Dossier(id, _) => streams.push((Category::Dossier, &**id)),
+                Undo::Ict(year, _) => years.push(*year),
+            }
+        }
         streams.sort_unstable_by_key(|(category, id)| (category.prefix(), *id));
         streams.dedup();
         for (category, id) in streams {

@@ -389,11 +389,8 @@ impl RecentRuns {
         }
         state.active_runs += ids.len();
         state.active.ids.extend(ids);
-        let stamp = (next_position - 1).to_be_bytes();
         for (stream, changed) in states {
-            let mut value = Vec::with_capacity(8 + changed.len());
-            value.extend_from_slice(&stamp);
-            value.extend_from_slice(&changed);
+            let value = super::states::stamped(next_position - 1, &changed);
             if state.active.states.insert(stream, value).is_none() {
                 state.active_runs += 1;
             }

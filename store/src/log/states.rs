@@ -54,6 +54,14 @@ pub(crate) fn stored_states<'s>(
     Ok(())
 }
 
+/// A state as stored: the position it includes every event up to, then the model's bytes.
+pub(crate) fn stamped(position: u64, state: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + state.len());
+    value.extend_from_slice(&position.to_be_bytes());
+    value.extend_from_slice(state);
+    value
+}
+
 fn bad_state(stream: &str) -> Error {
     Error::Corrupt {
         key: format!("state of {stream}"),
@@ -130,12 +138,8 @@ pub(crate) fn recover(
             replayed += 1;
         }
         model.commit_group(&mut changed);
-        let stamp = (end - 1).to_be_bytes();
         for (stream, state) in changed.drain(..) {
-            let mut value = Vec::with_capacity(8 + state.len());
-            value.extend_from_slice(&stamp);
-            value.extend_from_slice(&state);
-            pending.insert(stream, value);
+            pending.insert(stream, stamped(end - 1, &state));
         }
         if !kept && pending.len() >= REBUILD_STATES {
             write_states(db, &pending)?;
