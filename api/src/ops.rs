@@ -135,6 +135,7 @@ pub struct TableMetrics {
     daily_cold_rows: Gauge,
     memory_bytes: Gauge,
     recalled: Gauge,
+    repaired: Gauge,
 }
 
 impl TableMetrics {
@@ -186,6 +187,11 @@ impl TableMetrics {
                 "Sealed dossiers a late event brought back into memory since start",
                 &self.recalled,
             ),
+            (
+                "chiso_tables_repaired_at_open",
+                "Partitions whose damaged or missing segments were rebuilt alone from the log at start",
+                &self.repaired,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
@@ -205,6 +211,7 @@ impl TableMetrics {
         set(&self.daily_cold_rows, stored.daily_cold_rows);
         set(&self.memory_bytes, stored.memory_estimate() as u64);
         set(&self.recalled, stored.recalled);
+        set(&self.repaired, projections.repaired_at_open() as u64);
     }
 }
 

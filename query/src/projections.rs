@@ -16,6 +16,7 @@ mod columns;
 pub(crate) mod dossiers;
 mod ict_index;
 mod published;
+mod repair;
 pub(crate) mod sealed;
 mod services;
 pub(crate) mod tables;
@@ -142,6 +143,8 @@ struct Shared {
     sealer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The files it is writing (a checkpoint keeps them, and their temporary files).
     sealing: Mutex<BTreeSet<String>>,
+    /// Partitions whose damaged or missing segments were rebuilt from the log at open.
+    repaired: usize,
 }
 
 struct State {
@@ -190,6 +193,20 @@ pub enum Partition {
     Rankings,
     Dossiers(MonthKey),
     AgencyDaily(MonthKey),
+}
+
+impl Partition {
+    /// How logs name it: the table, and the month of a time-series table.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Agencies => "agencies".into(),
+            Self::Services => "services".into(),
+            Self::IctIndex => "ict_index".into(),
+            Self::Rankings => "rankings".into(),
+            Self::Dossiers(month) => format!("dossiers/{}", month_name(*month)),
+            Self::AgencyDaily(month) => format!("agency_daily/{}", month_name(*month)),
+        }
+    }
 }
 
 /// Which table a query reads.
@@ -248,14 +265,31 @@ impl Projections {
             );
         }
         let mut tables = Tables::default();
-        let (manifest, unsaved) = match load_segments(&segments, &manifest, &mut tables) {
-            Ok(unsaved) => (manifest, unsaved),
-            // The log has every row: a damaged or missing segment costs a rebuild, not the
-            // server.
+        let loaded = load_segments(&segments, &manifest, &mut tables).and_then(|loaded| {
+            if !loaded.damaged.is_empty() {
+                for (partition, reason) in &loaded.damaged {
+                    tracing::warn!(
+                        partition = %partition.name(),
+                        reason,
+                        "a table segment is damaged or missing: its partition is rebuilt from the log"
+                    );
+                }
+                let damaged: BTreeSet<Partition> = loaded.damaged.keys().copied().collect();
+                repair_partitions(store, &segments, &mut tables, &damaged, manifest.checkpoint)?;
+            }
+            Ok(loaded)
+        });
+        let (manifest, unsaved, repaired) = match loaded {
+            Ok(Loaded { relayout, damaged }) => {
+                let repaired: BTreeSet<Partition> = damaged.into_keys().collect();
+                (manifest, &relayout | &repaired, repaired.len())
+            }
+            // The log has every row: a segment that cannot be put back costs a rebuild, not
+            // the server.
             Err(error) => {
                 tracing::error!(
                     %error,
-                    "a table segment is damaged or missing: the tables are rebuilt from the log"
+                    "the table segments cannot be loaded: the tables are rebuilt from the log"
                 );
                 segments.clear()?;
                 tables = Tables::default();
@@ -263,7 +297,7 @@ impl Projections {
                     format: FORMAT,
                     ..Manifest::default()
                 };
-                (empty, BTreeSet::new())
+                (empty, BTreeSet::new(), 0)
             }
         };
         tables.next_position = manifest.checkpoint;
@@ -299,10 +333,17 @@ impl Projections {
                 retired: Mutex::new(Vec::new()),
                 sealer: Mutex::new(None),
                 sealing: Mutex::new(BTreeSet::new()),
+                repaired,
             }),
         };
         let recall = Arc::new(LogRecall::new(&projections));
         projections.state().tables.dossiers.sealed_rows = Some(recall);
+        if repaired > 0 {
+            // The damaged files leave the manifest now, not at the next checkpoint.
+            if let Err(error) = projections.checkpoint() {
+                tracing::warn!(%error, "the repaired partitions are saved at a later checkpoint");
+            }
+        }
         Ok(projections)
     }
 
@@ -357,6 +398,12 @@ impl Projections {
         state.saved.clear();
         self.shared.position.send_replace(0);
         Ok(())
+    }
+
+    /// How many partitions had damaged or missing segments at open, and were rebuilt alone
+    /// from the log.
+    pub fn repaired_at_open(&self) -> usize {
+        self.shared.repaired
     }
 
     /// The next log position to fold: the tables include every event before it.
@@ -1471,96 +1518,149 @@ impl Segment {
     }
 }
 
+/// What [`load_segments`] put back.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The `dossiers` months whose rows were not saved by chunk as [`CHUNK_ROWS`] lays them
+    /// out now (to write again).
+    relayout: BTreeSet<Partition>,
+    /// The partitions a segment of which could not be read, and why: what they hold is
+    /// forgotten, to rebuild from the log.
+    damaged: BTreeMap<Partition, String>,
+}
+
 /// Loads every segment of the manifest: sealed files by their footers first, then rows,
-/// services before their level spans. Returns the `dossiers` months whose rows were not
-/// saved by chunk as [`CHUNK_ROWS`] lays them out now (to write again).
+/// services before their level spans. A segment that cannot be read damages its partition
+/// (the partition's other segments are passed over); a name no partition has fails the load.
 fn load_segments(
     segments: &SegmentDir,
     manifest: &Manifest,
     tables: &mut Tables,
-) -> Result<BTreeSet<Partition>> {
-    let mut relayout = BTreeSet::new();
-    for (name, file) in manifest
-        .segments
-        .iter()
-        .filter(|(n, _)| n.ends_with(SEALED))
-    {
-        let month = name
-            .strip_prefix("dossiers/")
-            .and_then(|n| n.strip_suffix(SEALED))
-            .and_then(parse_month)
-            .ok_or_else(|| Error::Segment {
-                file: file.clone(),
-                reason: format!("bad sealed month {name}"),
-            })?;
-        let base = sealed::open_base(&segments.path().join(file), file)?;
-        tables.dossiers.horizon = tables.dossiers.horizon.max(base.newest_received);
-        tables.dossiers.months.entry(month).or_default().sealed = Some(base);
-    }
-    let mut names: Vec<&String> = manifest
-        .segments
-        .keys()
-        .filter(|n| !n.ends_with(SEALED))
-        .collect();
-    names.sort_by_key(|name| (name.as_str() == "service_levels", name.as_str()));
-    for name in names {
-        let file = &manifest.segments[name];
-        let failed = |reason: String| Error::Segment {
+) -> Result<Loaded> {
+    let mut loaded = Loaded::default();
+    let mut names: Vec<(&String, &String)> = manifest.segments.iter().collect();
+    names.sort_by_key(|(name, _)| {
+        let order = if name.ends_with(SEALED) {
+            0
+        } else if name.as_str() == "service_levels" {
+            2
+        } else {
+            1
+        };
+        (order, name.as_str())
+    });
+    for (name, file) in names {
+        let partition = partition_of(name).ok_or_else(|| Error::Segment {
             file: file.clone(),
-            reason,
-        };
-        let bytes = segments.read(file)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .map_err(|e| failed(e.to_string()))?;
-        let deleted = footer_value(&builder, sealed::DELETED);
-        let reader = builder
-            .with_batch_size(65_536)
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
-        let (table, month, part) = match name.split_once('/') {
-            Some((table, rest)) => {
-                let (month, part) = rest
-                    .split_once('/')
-                    .map_or((rest, None), |(m, p)| (m, Some(p)));
-                let month = parse_month(month).ok_or_else(|| failed("bad month".into()))?;
-                (table, Some(month), part)
-            }
-            None => (name.as_str(), None, None),
-        };
-        let in_memory = |tables: &Tables| {
-            month
-                .and_then(|m| tables.dossiers.months.get(&m))
-                .map_or(0, |m| m.rows().len())
-        };
-        let before = in_memory(tables);
-        for batch in reader {
-            let batch = batch.map_err(|e| failed(e.to_string()))?;
-            tables.restore(table, month, &batch).map_err(failed)?;
+            reason: format!("no table has a segment named {name}"),
+        })?;
+        if loaded.damaged.contains_key(&partition) {
+            continue;
         }
-        if let (Some(month), "dossiers") = (month, table) {
-            // A chunk lands where it was saved only if every chunk before it is whole.
-            let in_place = match part.map(str::parse::<usize>) {
-                Some(Ok(i)) => before == i * CHUNK_ROWS && in_memory(tables) - before <= CHUNK_ROWS,
-                Some(Err(_)) => part == Some(DELETIONS),
-                None => false,
-            };
-            if !in_place {
-                relayout.insert(Partition::Dossiers(month));
+        let result = match partition {
+            Partition::Dossiers(month) if name.ends_with(SEALED) => {
+                sealed::open_base(&segments.path().join(file), file).map(|base| {
+                    let dossiers = &mut tables.dossiers;
+                    dossiers.horizon = dossiers.horizon.max(base.newest_received);
+                    dossiers.months.entry(month).or_default().sealed = Some(base);
+                })
             }
-        }
-        if let (Some(deleted), Some(month)) = (deleted, month) {
-            let base = tables
-                .dossiers
-                .months
-                .get_mut(&month)
-                .and_then(|m| m.sealed.as_mut())
-                .ok_or_else(|| failed("a deletion vector without a sealed file".into()))?;
-            let rows: std::result::Result<Vec<u32>, _> =
-                deleted.split(',').map(str::parse).collect();
-            base.deleted = Arc::new(rows.map_err(|e| failed(e.to_string()))?);
+            _ => load_segment(segments, name, file, tables, &mut loaded.relayout),
+        };
+        if let Err(error) = result {
+            loaded.damaged.insert(partition, error.to_string());
         }
     }
-    Ok(relayout)
+    for partition in loaded.damaged.keys() {
+        tables.forget(*partition);
+        loaded.relayout.remove(partition);
+    }
+    Ok(loaded)
+}
+
+/// The partition a segment's manifest name belongs to (`dossiers/2019-03/00001`,
+/// `dossiers/2019-03@sealed`, `agency_daily/2019-03`, `services`, …).
+fn partition_of(name: &str) -> Option<Partition> {
+    let (table, rest) = name.split_once('/').unwrap_or((name, ""));
+    let month = rest
+        .split('/')
+        .next()
+        .map(|m| m.strip_suffix(SEALED).unwrap_or(m));
+    let month = month.and_then(parse_month);
+    Some(match (table, month, rest.is_empty()) {
+        ("agencies", _, true) => Partition::Agencies,
+        ("services" | "service_levels", _, true) => Partition::Services,
+        ("ict_index", _, true) => Partition::IctIndex,
+        ("rankings", _, true) => Partition::Rankings,
+        ("dossiers", Some(month), false) => Partition::Dossiers(month),
+        ("agency_daily", Some(month), false) => Partition::AgencyDaily(month),
+        _ => return None,
+    })
+}
+
+/// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not
+/// land where it was saved puts its month in `relayout`.
+fn load_segment(
+    segments: &SegmentDir,
+    name: &str,
+    file: &str,
+    tables: &mut Tables,
+    relayout: &mut BTreeSet<Partition>,
+) -> Result<()> {
+    let failed = |reason: String| Error::Segment {
+        file: file.to_owned(),
+        reason,
+    };
+    let bytes = segments.read(file)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .map_err(|e| failed(e.to_string()))?;
+    let deleted = footer_value(&builder, sealed::DELETED);
+    let reader = builder
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let (table, month, part) = match name.split_once('/') {
+        Some((table, rest)) => {
+            let (month, part) = rest
+                .split_once('/')
+                .map_or((rest, None), |(m, p)| (m, Some(p)));
+            let month = parse_month(month).ok_or_else(|| failed("bad month".into()))?;
+            (table, Some(month), part)
+        }
+        None => (name, None, None),
+    };
+    let in_memory = |tables: &Tables| {
+        month
+            .and_then(|m| tables.dossiers.months.get(&m))
+            .map_or(0, |m| m.rows().len())
+    };
+    let before = in_memory(tables);
+    for batch in reader {
+        let batch = batch.map_err(|e| failed(e.to_string()))?;
+        tables.restore(table, month, &batch).map_err(failed)?;
+    }
+    if let (Some(month), "dossiers") = (month, table) {
+        // A chunk lands where it was saved only if every chunk before it is whole.
+        let in_place = match part.map(str::parse::<usize>) {
+            Some(Ok(i)) => before == i * CHUNK_ROWS && in_memory(tables) - before <= CHUNK_ROWS,
+            Some(Err(_)) => part == Some(DELETIONS),
+            None => false,
+        };
+        if !in_place {
+            relayout.insert(Partition::Dossiers(month));
+        }
+    }
+    if let (Some(deleted), Some(month)) = (deleted, month) {
+        let base = tables
+            .dossiers
+            .months
+            .get_mut(&month)
+            .and_then(|m| m.sealed.as_mut())
+            .ok_or_else(|| failed("a deletion vector without a sealed file".into()))?;
+        let rows: std::result::Result<Vec<u32>, _> = deleted.split(',').map(str::parse).collect();
+        base.deleted = Arc::new(rows.map_err(|e| failed(e.to_string()))?);
+    }
+    Ok(())
 }
 
 fn footer_value<T>(
@@ -1577,6 +1677,44 @@ fn footer_value<T>(
         .clone()
 }
 
+/// Rebuilds the `damaged` partitions, which `tables` hold none of, from the log up to
+/// `checkpoint` ([`repair::Repair`]), logging its progress.
+fn repair_partitions(
+    store: &EventStore,
+    segments: &SegmentDir,
+    tables: &mut Tables,
+    damaged: &BTreeSet<Partition>,
+    checkpoint: u64,
+) -> Result<()> {
+    let history = LogRecall::at(store, segments.path());
+    let mut repair = repair::Repair::new(damaged, &history);
+    let (mut next, mut reported) = (0, std::time::Instant::now());
+    while next < checkpoint {
+        let want = FOLD_BATCH.min((checkpoint - next) as usize);
+        let mut batch = Decoded::with_capacity(want);
+        let read = store.scan(next, want, |event| batch.push(event))?;
+        if read == 0 {
+            return Err(Error::Fold(format!(
+                "the log ends at {next}, before the tables' checkpoint {checkpoint}"
+            )));
+        }
+        next += read;
+        repair
+            .fold(batch)
+            .map_err(|FoldError(reason)| Error::Fold(reason))?;
+        if reported.elapsed() >= Duration::from_secs(5) {
+            reported = std::time::Instant::now();
+            tracing::info!(folded = next, of = checkpoint, "repairing tables");
+        }
+    }
+    repair.install(tables);
+    tracing::info!(
+        partitions = damaged.len(),
+        "damaged partitions rebuilt from the log"
+    );
+    Ok(())
+}
+
 /// Reads sealed dossiers back for the fold: their streams from the log, their rows from the
 /// sealed file (the row numbers of the last file asked about are kept).
 struct LogRecall {
@@ -1587,9 +1725,16 @@ struct LogRecall {
 
 impl LogRecall {
     fn new(projections: &Projections) -> Self {
+        Self::at(
+            &projections.shared.store,
+            projections.shared.segments.path(),
+        )
+    }
+
+    fn at(store: &EventStore, dir: &Path) -> Self {
         Self {
-            store: projections.shared.store.clone(),
-            dir: projections.shared.segments.path().to_path_buf(),
+            store: store.clone(),
+            dir: dir.to_path_buf(),
             rows: Mutex::new(None),
         }
     }

@@ -92,7 +92,7 @@ pub(crate) async fn tables(url: &str, position: u64) -> Vec<Value> {
     all
 }
 
-fn segments(data_dir: &Path) -> BTreeSet<String> {
+pub(crate) fn segments(data_dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(data_dir.join("tables"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

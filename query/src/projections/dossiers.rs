@@ -450,6 +450,21 @@ impl Dossiers {
         }
     }
 
+    /// Whether the dossier `id` is in memory.
+    pub fn holds(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Drops a month: its rows in memory and its sealed file.
+    pub fn forget(&mut self, month: MonthKey) -> Option<DossierMonth> {
+        let mut forgotten = self.months.remove(&month)?;
+        for row in &forgotten.rows {
+            self.index.remove(&row.id);
+        }
+        forgotten.sealed = None;
+        Some(forgotten)
+    }
+
     fn insert(&mut self, month: MonthKey, dossier: Dossier) {
         let id = dossier.id.clone();
         let row = self.months.entry(month).or_default().push(dossier);
@@ -562,14 +577,9 @@ impl Tables {
             return Ok(None);
         };
         let events = sealed_rows.history(id, position).map_err(FoldError)?;
-        let mut events = events.into_iter();
-        let Some(DomainEvent::DossierReceived(received)) = events.next() else {
+        let Some(mut dossier) = self.replayed(id, events) else {
             return Ok(None);
         };
-        let mut dossier = self.received(id, &received);
-        for change in events.filter_map(|e| DossierChange::of(&e)) {
-            dossier.change(change);
-        }
         let month = local_month(dossier.received_at);
         let Some(base) = self
             .dossiers
@@ -588,6 +598,19 @@ impl Tables {
         self.dossiers.insert(month, dossier);
         self.dossiers.recalled += 1;
         Ok(self.dossiers.index.get(id).copied())
+    }
+
+    /// The row a dossier's own events fold into (`None` unless the first is its receipt).
+    pub(super) fn replayed(&mut self, id: &str, events: Vec<DomainEvent>) -> Option<Dossier> {
+        let mut events = events.into_iter();
+        let Some(DomainEvent::DossierReceived(received)) = events.next() else {
+            return None;
+        };
+        let mut dossier = self.received(id, &received);
+        for change in events.filter_map(|e| DossierChange::of(&e)) {
+            dossier.change(change);
+        }
+        Some(dossier)
     }
 
     /// Puts back a row loaded from a segment (its counters are in the daily segments).

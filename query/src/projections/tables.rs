@@ -54,12 +54,8 @@ impl Tables {
     /// catalog cannot read (a log written without it) are counted and folded as nothing. On an
     /// error the events before the failing one are folded, and the position is at it.
     pub fn fold(&mut self, batch: Decoded) -> Result<(), FoldError> {
-        let Decoded { ids, events } = batch;
-        let mut start = 0;
-        for (position, end, event) in events {
+        batch.try_for_each(|position, id, event| {
             debug_assert_eq!(position, self.next_position);
-            let id = &ids[start..end];
-            start = end;
             match event {
                 Some(event) => self
                     .apply(id, event, position)
@@ -69,8 +65,8 @@ impl Tables {
                 None => self.skipped += 1,
             }
             self.next_position = position + 1;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Applies a decoded event of the stream whose id (after the category) is `id`.
@@ -183,6 +179,20 @@ impl Decoded {
 
     pub fn len(&self) -> usize {
         self.events.len()
+    }
+
+    /// Calls `f` with each event in order — its position, its stream's id and the event —
+    /// until it fails.
+    pub fn try_for_each<E>(
+        self,
+        mut f: impl FnMut(u64, &str, Option<DomainEvent>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut start = 0;
+        for (position, end, event) in self.events {
+            f(position, &self.ids[start..end], event)?;
+            start = end;
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
