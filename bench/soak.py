@@ -172,6 +172,25 @@ def resident_mib():
     return 0.0
 
 
+# Gauges of /metrics sampled with the resident set each minute, to say where memory went.
+GAUGES = {
+    "chiso_log_block_cache_bytes": "log_cache_mib",
+    "chiso_log_memtable_bytes": "log_memtables_mib",
+    "chiso_log_table_readers_bytes": "log_table_readers_mib",
+    "chiso_tables_memory_bytes": "tables_mib",
+}
+
+
+def gauges(connection):
+    """The GAUGES in MiB (None where the server has no such gauge)."""
+    found = dict.fromkeys(GAUGES.values())
+    for line in request(connection, "GET", "/metrics").decode().splitlines():
+        name, _, value = line.partition(" ")
+        if name in GAUGES:
+            found[GAUGES[name]] = round(float(value) / 2**20, 1)
+    return found
+
+
 def p99(values):
     if not values:
         return 0.0
@@ -206,7 +225,8 @@ def main():
         row = {"minute": minute, "rss_mib": round(resident_mib(), 1),
                "append_p99_ms": round(p99(appends), 2), "appends": len(appends),
                "query_p99_ms": round(p99(queries), 1), "queries": len(queries),
-               "sse_events": sse_events[0], "failures": failed}
+               "sse_events": sse_events[0], "failures": failed,
+               **gauges(http.client.HTTPConnection(HOST, timeout=60))}
         minutes.append(row)
         print(json.dumps(row), flush=True)
     for thread in threads:

@@ -83,6 +83,7 @@ pub struct AppState {
     sql: Option<chiso_query::SqlEngine>,
     sql_metrics: SqlMetrics,
     table_metrics: TableMetrics,
+    log_memory: ops::LogMemoryMetrics,
     registry: Arc<Registry>,
 }
 
@@ -98,6 +99,8 @@ impl AppState {
         sql_metrics.register(&mut registry);
         let table_metrics = TableMetrics::default();
         table_metrics.register(&mut registry);
+        let log_memory = ops::LogMemoryMetrics::default();
+        log_memory.register(&mut registry);
         Self {
             store,
             limits,
@@ -111,6 +114,7 @@ impl AppState {
             sql: None,
             sql_metrics,
             table_metrics,
+            log_memory,
             registry: Arc::new(registry),
         }
     }

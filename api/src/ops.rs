@@ -215,6 +215,50 @@ impl TableMetrics {
     }
 }
 
+/// What the log's RocksDB holds in memory, read when metrics are scraped.
+#[derive(Clone, Default)]
+pub struct LogMemoryMetrics {
+    block_cache: Gauge,
+    memtables: Gauge,
+    table_readers: Gauge,
+}
+
+impl LogMemoryMetrics {
+    /// Registers the `chiso_log_*_bytes` memory gauges.
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, gauge) in [
+            (
+                "chiso_log_block_cache_bytes",
+                "Bytes in the block caches of the log's column families",
+                &self.block_cache,
+            ),
+            (
+                "chiso_log_memtable_bytes",
+                "Bytes in the log's memtables, every column family",
+                &self.memtables,
+            ),
+            (
+                "chiso_log_table_readers_bytes",
+                "Bytes the log's open SST files hold outside the block caches (index and filter blocks)",
+                &self.table_readers,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    fn update(&self, store: &chiso_store::EventStore) {
+        let memory = store.memory();
+        for (gauge, value) in [
+            (&self.block_cache, memory.block_cache),
+            (&self.memtables, memory.memtables),
+            (&self.table_readers, memory.table_readers),
+        ] {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 /// A running query; dropping it ends the count.
 pub struct RunningQuery(prometheus_client::metrics::gauge::Gauge);
 
@@ -294,6 +338,7 @@ pub async fn metrics(State(state): State<AppState>, principal: crate::Principal)
     if let Some(sql) = &state.sql {
         state.table_metrics.update(sql.projections());
     }
+    state.log_memory.update(&state.store);
     let mut text = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return crate::error::ApiError::internal(&error).into_response();

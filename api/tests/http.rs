@@ -482,6 +482,18 @@ async fn unknown_routes_methods_and_operator_endpoints() {
     ] {
         assert!(text.contains(metric), "missing {metric} in\n{text}");
     }
+    // The log's memory, read at the scrape: the two events sit in its memtables.
+    let gauge = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        let value = line.unwrap_or_else(|| panic!("missing {name} in\n{text}"));
+        value[name.len() + 1..].parse().unwrap()
+    };
+    assert!(gauge("chiso_log_memtable_bytes") > 0, "{text}");
+    assert!(
+        gauge("chiso_log_block_cache_bytes") <= (7 * 8) << 20,
+        "{text}"
+    );
+    gauge("chiso_log_table_readers_bytes");
 }
 
 #[tokio::test]

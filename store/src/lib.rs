@@ -43,7 +43,7 @@ mod stream;
 mod write_model;
 
 pub use error::{Error, ErrorKind, Result};
-pub use log::{EventStore, LogOptions, ReadDirection, Subscription};
+pub use log::{EventStore, LogMemory, LogOptions, ReadDirection, Subscription};
 pub use metrics::StoreMetrics;
 pub use segments::{Manifest, SegmentDir};
 pub use stream::{category_of, ExpectedRevision, StreamName, MAX_STREAM_NAME_LEN};

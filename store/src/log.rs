@@ -65,6 +65,20 @@ impl Default for LogOptions {
     }
 }
 
+/// What the log's RocksDB holds in memory ([`EventStore::memory`]), in bytes, summed over its
+/// column families.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMemory {
+    /// The block caches: data blocks read (each column family has RocksDB's own default
+    /// cache of 8 MiB).
+    pub block_cache: u64,
+    /// The memtables: writes not yet flushed to SST files.
+    pub memtables: u64,
+    /// What the open SST files hold beside them, outside the caches: their index and filter
+    /// blocks, which grow with the log.
+    pub table_readers: u64,
+}
+
 /// A handle to the event log. Cheap to clone; every clone shares one writer.
 #[derive(Clone)]
 pub struct EventStore {
@@ -168,6 +182,23 @@ impl EventStore {
                 disk,
             }),
         })
+    }
+
+    /// What RocksDB holds in memory now, by kind.
+    pub fn memory(&self) -> LogMemory {
+        let db = &self.inner.db;
+        let sum = |property: &str| {
+            ALL_CFS
+                .iter()
+                .filter_map(|name| db.property_int_value_cf(cf_handle(db, name), property).ok())
+                .flatten()
+                .sum()
+        };
+        LogMemory {
+            block_cache: sum("rocksdb.block-cache-usage"),
+            memtables: sum("rocksdb.cur-size-all-mem-tables"),
+            table_readers: sum("rocksdb.estimate-table-readers-mem"),
+        }
     }
 
     /// Appends to one stream atomically; resolves once the events are fsynced.
