@@ -3,7 +3,8 @@
 # 2010–2019, ≈ 3 million events, loaded over HTTP by `chiso serve --demo`), then MINUTES
 # (default 30) of steady mixed load from a separate process (bench/soak.py: 8 clients of
 # single appends at 20/s each, a 200-event NDJSON batch every 2 s, queries back to back, an SSE
-# subscriber), with the fold, the indexer and the scheduler running. One line a minute:
+# subscriber), with the fold, the indexer and the scheduler running. One line a minute (with the
+# log's and the tables' memory gauges, to attribute the resident set):
 # resident set, append p99, query p99. Budgets: resident set grows ≤ 5 % from minute 10 to
 # the last minute; each p99 of the last minutes within 1.5× the median of the first five.
 # CHISO=path runs that binary unbuilt. Results: stdout and bench/last-soak.txt.
@@ -41,6 +42,14 @@ first = [by[m] for m in range(1, 6) if m in by]
 tail = [by[m] for m in range(max(1, last - 4), last + 1) if m in by]
 ok = growth <= 5
 print(f"resident set: minute {min(10, last)} {rss10} MiB, minute {last} {rss_end} MiB: {growth:+.1f} % (budget ≤ 5 %)")
+# Where it went: the log's and the tables' own memory, sampled beside it (None: not reported).
+parts = [k for k in ("log_cache_mib", "log_memtables_mib", "log_table_readers_mib", "tables_mib")
+         if by[last].get(k) is not None]
+if parts:
+    start, end = by[min(10, last)], by[last]
+    rest = lambda m: round(m["rss_mib"] - sum(m[k] for k in parts), 1)
+    print("  of it: " + ", ".join(f"{k[:-4]} {start[k]} → {end[k]}" for k in parts)
+          + f", the rest {rest(start)} → {rest(end)} MiB")
 for key in ("append_p99_ms", "query_p99_ms"):
     base = statistics.median(m[key] for m in first)
     worst = max(m[key] for m in tail)
