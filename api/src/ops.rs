@@ -123,6 +123,18 @@ impl SqlMetrics {
     }
 }
 
+/// Registers gauges read when metrics are scraped: name, help, gauge.
+fn register_gauges(registry: &mut Registry, gauges: &[(&str, &str, &Gauge)]) {
+    for (name, help, gauge) in gauges {
+        registry.register(*name, *help, (*gauge).clone());
+    }
+}
+
+/// Sets a gauge to a count or a size (saturating: a gauge is an `i64`).
+fn set_gauge(gauge: &Gauge, value: u64) {
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+}
+
 /// Where the tables' rows are, read when metrics are scraped.
 #[derive(Clone, Default)]
 pub struct TableMetrics {
@@ -141,7 +153,7 @@ pub struct TableMetrics {
 impl TableMetrics {
     /// Registers the `chiso_tables_*` gauges.
     pub fn register(&self, registry: &mut Registry) {
-        for (name, help, gauge) in [
+        let gauges = [
             (
                 "chiso_tables_position",
                 "Log position the tables include every event before",
@@ -192,26 +204,22 @@ impl TableMetrics {
                 "Partitions whose damaged or missing segments were rebuilt alone from the log at start",
                 &self.repaired,
             ),
-        ] {
-            registry.register(name, help, gauge.clone());
-        }
+        ];
+        register_gauges(registry, &gauges);
     }
 
     fn update(&self, projections: &chiso_query::Projections) {
         let stored = projections.dossier_storage();
-        let set = |gauge: &Gauge, value: u64| {
-            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-        };
-        set(&self.position, projections.position());
-        set(&self.dossiers_in_memory, stored.in_memory as u64);
-        set(&self.dossiers_sealed, stored.sealed_rows);
-        set(&self.sealed_months, stored.sealed_months as u64);
-        set(&self.sealed_bytes, stored.sealed_bytes);
-        set(&self.daily_rows, stored.daily_rows as u64);
-        set(&self.daily_cold_rows, stored.daily_cold_rows);
-        set(&self.memory_bytes, stored.memory_estimate() as u64);
-        set(&self.recalled, stored.recalled);
-        set(&self.repaired, projections.repaired_at_open() as u64);
+        set_gauge(&self.position, projections.position());
+        set_gauge(&self.dossiers_in_memory, stored.in_memory as u64);
+        set_gauge(&self.dossiers_sealed, stored.sealed_rows);
+        set_gauge(&self.sealed_months, stored.sealed_months as u64);
+        set_gauge(&self.sealed_bytes, stored.sealed_bytes);
+        set_gauge(&self.daily_rows, stored.daily_rows as u64);
+        set_gauge(&self.daily_cold_rows, stored.daily_cold_rows);
+        set_gauge(&self.memory_bytes, stored.memory_estimate() as u64);
+        set_gauge(&self.recalled, stored.recalled);
+        set_gauge(&self.repaired, projections.repaired_at_open() as u64);
     }
 }
 
@@ -226,7 +234,7 @@ pub struct LogMemoryMetrics {
 impl LogMemoryMetrics {
     /// Registers the `chiso_log_*_bytes` memory gauges.
     pub fn register(&self, registry: &mut Registry) {
-        for (name, help, gauge) in [
+        let gauges = [
             (
                 "chiso_log_block_cache_bytes",
                 "Bytes in the block caches of the log's column families",
@@ -242,20 +250,15 @@ impl LogMemoryMetrics {
                 "Bytes the log's open SST files hold outside the block caches (index and filter blocks)",
                 &self.table_readers,
             ),
-        ] {
-            registry.register(name, help, gauge.clone());
-        }
+        ];
+        register_gauges(registry, &gauges);
     }
 
     fn update(&self, store: &chiso_store::EventStore) {
         let memory = store.memory();
-        for (gauge, value) in [
-            (&self.block_cache, memory.block_cache),
-            (&self.memtables, memory.memtables),
-            (&self.table_readers, memory.table_readers),
-        ] {
-            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-        }
+        set_gauge(&self.block_cache, memory.block_cache);
+        set_gauge(&self.memtables, memory.memtables);
+        set_gauge(&self.table_readers, memory.table_readers);
     }
 }
 

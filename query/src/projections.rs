@@ -196,7 +196,8 @@ pub enum Partition {
 }
 
 impl Partition {
-    /// How logs name it: the table, and the month of a time-series table.
+    /// Its manifest name (and the prefix of its segments' names): the table, and the month
+    /// of a time-series table.
     pub fn name(&self) -> String {
         match self {
             Self::Agencies => "agencies".into(),
@@ -1202,7 +1203,7 @@ fn cool_daily(
         })
         .collect();
     for month in settled {
-        let name = format!("agency_daily/{}", month_name(month));
+        let name = Partition::AgencyDaily(month).name();
         let Some(file) = state.manifest.segments.get(&name) else {
             continue;
         };
@@ -1274,7 +1275,7 @@ const CHECKPOINT_THREADS: usize = 2;
 
 /// The manifest name of a month's sealed file.
 fn sealed_name(month: MonthKey) -> String {
-    format!("dossiers/{}{SEALED}", month_name(month))
+    format!("{}{SEALED}", Partition::Dossiers(month).name())
 }
 
 const SEALED: &str = "@sealed";
@@ -1371,16 +1372,13 @@ impl State {
             Partition::Rankings => batch("rankings", tables.rankings_batch()),
             // A cold month's segment is its rows: it stays as it is.
             Partition::AgencyDaily(month) if tables.cold_daily.contains_key(&month) => Vec::new(),
-            Partition::AgencyDaily(month) => batch(
-                &format!("agency_daily/{}", month_name(month)),
-                tables.daily_batch(month),
-            ),
+            Partition::AgencyDaily(month) => batch(&partition.name(), tables.daily_batch(month)),
             Partition::Dossiers(month) => self.dossier_segments(month),
         }
     }
 
     fn dossier_segments(&self, month: MonthKey) -> Vec<Segment> {
-        let prefix = format!("dossiers/{}", month_name(month));
+        let prefix = Partition::Dossiers(month).name();
         let m = self.tables.dossiers.months.get(&month);
         let mut segments = Vec::new();
         let mut chunks = 0;
@@ -1550,22 +1548,26 @@ fn load_segments(
         (order, name.as_str())
     });
     for (name, file) in names {
-        let partition = partition_of(name).ok_or_else(|| Error::Segment {
-            file: file.clone(),
-            reason: format!("no table has a segment named {name}"),
-        })?;
+        let parsed = SegmentName::parse(name);
+        let partition = parsed.as_ref().and_then(SegmentName::partition);
+        let (Some(parsed), Some(partition)) = (parsed, partition) else {
+            return Err(Error::Segment {
+                file: file.clone(),
+                reason: format!("no table has a segment named {name}"),
+            });
+        };
         if loaded.damaged.contains_key(&partition) {
             continue;
         }
         let result = match partition {
-            Partition::Dossiers(month) if name.ends_with(SEALED) => {
+            Partition::Dossiers(month) if parsed.sealed => {
                 sealed::open_base(&segments.path().join(file), file).map(|base| {
                     let dossiers = &mut tables.dossiers;
                     dossiers.horizon = dossiers.horizon.max(base.newest_received);
                     dossiers.months.entry(month).or_default().sealed = Some(base);
                 })
             }
-            _ => load_segment(segments, name, file, tables, &mut loaded.relayout),
+            _ => load_segment(segments, &parsed, file, tables, &mut loaded.relayout),
         };
         if let Err(error) = result {
             loaded.damaged.insert(partition, error.to_string());
@@ -1578,31 +1580,60 @@ fn load_segments(
     Ok(loaded)
 }
 
-/// The partition a segment's manifest name belongs to (`dossiers/2019-03/00001`,
-/// `dossiers/2019-03@sealed`, `agency_daily/2019-03`, `services`, …).
-fn partition_of(name: &str) -> Option<Partition> {
-    let (table, rest) = name.split_once('/').unwrap_or((name, ""));
-    let month = rest
-        .split('/')
-        .next()
-        .map(|m| m.strip_suffix(SEALED).unwrap_or(m));
-    let month = month.and_then(parse_month);
-    Some(match (table, month, rest.is_empty()) {
-        ("agencies", _, true) => Partition::Agencies,
-        ("services" | "service_levels", _, true) => Partition::Services,
-        ("ict_index", _, true) => Partition::IctIndex,
-        ("rankings", _, true) => Partition::Rankings,
-        ("dossiers", Some(month), false) => Partition::Dossiers(month),
-        ("agency_daily", Some(month), false) => Partition::AgencyDaily(month),
-        _ => return None,
-    })
+/// A segment's manifest name, parsed: `dossiers/2019-03/00001`, `dossiers/2019-03@sealed`,
+/// `agency_daily/2019-03`, `services`, …
+#[derive(Clone, Copy)]
+struct SegmentName<'a> {
+    table: &'a str,
+    month: Option<MonthKey>,
+    /// What follows the month (a chunk's number, `deleted`).
+    part: Option<&'a str>,
+    sealed: bool,
+}
+
+impl<'a> SegmentName<'a> {
+    fn parse(name: &'a str) -> Option<Self> {
+        let (table, rest) = match name.split_once('/') {
+            Some((table, rest)) => (table, Some(rest)),
+            None => (name, None),
+        };
+        let (month, part) = match rest {
+            Some(rest) => {
+                let (month, part) = rest
+                    .split_once('/')
+                    .map_or((rest, None), |(m, p)| (m, Some(p)));
+                let month = month.strip_suffix(SEALED).unwrap_or(month);
+                (Some(parse_month(month)?), part)
+            }
+            None => (None, None),
+        };
+        Some(Self {
+            table,
+            month,
+            part,
+            sealed: name.ends_with(SEALED),
+        })
+    }
+
+    /// The partition it belongs to.
+    fn partition(&self) -> Option<Partition> {
+        Some(match (self.table, self.month) {
+            ("agencies", None) => Partition::Agencies,
+            ("services" | "service_levels", None) => Partition::Services,
+            ("ict_index", None) => Partition::IctIndex,
+            ("rankings", None) => Partition::Rankings,
+            ("dossiers", Some(month)) => Partition::Dossiers(month),
+            ("agency_daily", Some(month)) => Partition::AgencyDaily(month),
+            _ => return None,
+        })
+    }
 }
 
 /// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not
 /// land where it was saved puts its month in `relayout`.
 fn load_segment(
     segments: &SegmentDir,
-    name: &str,
+    name: &SegmentName<'_>,
     file: &str,
     tables: &mut Tables,
     relayout: &mut BTreeSet<Partition>,
@@ -1619,16 +1650,9 @@ fn load_segment(
         .with_batch_size(65_536)
         .build()
         .map_err(|e| failed(e.to_string()))?;
-    let (table, month, part) = match name.split_once('/') {
-        Some((table, rest)) => {
-            let (month, part) = rest
-                .split_once('/')
-                .map_or((rest, None), |(m, p)| (m, Some(p)));
-            let month = parse_month(month).ok_or_else(|| failed("bad month".into()))?;
-            (table, Some(month), part)
-        }
-        None => (name, None, None),
-    };
+    let SegmentName {
+        table, month, part, ..
+    } = *name;
     let in_memory = |tables: &Tables| {
         month
             .and_then(|m| tables.dossiers.months.get(&m))
