@@ -164,12 +164,17 @@ def subscriber():
             failures.append(f"sse: {error}")
 
 
-def resident_mib():
+def resident():
+    """The server's resident set in MiB: in all, anonymous (heaps, stacks) and file-backed
+    (mapped files: the binary, libraries), and its thread count."""
+    fields = {}
     with open(f"/proc/{PID}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            name, _, value = line.partition(":")
+            fields[name] = value.split()[0] if value.split() else "0"
+    mib = lambda name: round(int(fields.get(name, 0)) / 1024, 1)
+    return {"rss_mib": mib("VmRSS"), "anon_mib": mib("RssAnon"), "file_mib": mib("RssFile"),
+            "threads": int(fields.get("Threads", 0))}
 
 
 # Gauges of /metrics sampled with the resident set each minute, to say where memory went.
@@ -222,7 +227,7 @@ def main():
             appends = [s for t, s in samples["append"] if low <= t < high]
             queries = [s for t, s in samples["query"] if low <= t < high]
             failed = len(failures)
-        row = {"minute": minute, "rss_mib": round(resident_mib(), 1),
+        row = {"minute": minute, **resident(),
                "append_p99_ms": round(p99(appends), 2), "appends": len(appends),
                "query_p99_ms": round(p99(queries), 1), "queries": len(queries),
                "sse_events": sse_events[0], "failures": failed,

@@ -4,7 +4,7 @@
 //! Run alone with `cargo bench --bench log`; each figure is the median of `RUNS` runs.
 
 use chiso_api::{router, AppState, Limits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{IngestModel, Ingestor};
 use chiso_store::{
     AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
 };
@@ -106,7 +106,7 @@ fn dossier_event(n: usize) -> ProposedEvent {
             n % 60
         ),
         metadata: r#"{"source":"bench"}"#.into(),
-        decoded: None,
+        decoded: (),
     }
 }
 
@@ -127,7 +127,7 @@ async fn store_batches(scratch: &str) {
             stream: StreamName::new(format!("dossier-bulk-{run}")).unwrap(),
             expected: ExpectedRevision::Any,
             events,
-            principal: None,
+            principal: (),
         };
         let started = Instant::now();
         store.append(request).await.unwrap();
@@ -140,7 +140,7 @@ async fn store_batches(scratch: &str) {
                     stream: StreamName::new(format!("dossier-{counter}")).unwrap(),
                     expected: ExpectedRevision::NoStream,
                     events: vec![dossier_event(counter)],
-                    principal: None,
+                    principal: (),
                 }
             })
             .collect();
@@ -181,12 +181,16 @@ async fn start_server(scratch: &str, validated: bool) -> (String, EventStore, te
     let (store, state) = if validated {
         let store =
             EventStore::open_with(dir.path(), StoreMetrics::default(), IngestModel::new()).unwrap();
-        (store.clone(), AppState::new(store, Limits::default()))
-    } else {
-        let store = EventStore::open(dir.path()).unwrap();
+        let ingestor = Ingestor::new(store);
         (
-            store.clone(),
-            AppState::new(store, Limits::default()).without_catalog(),
+            ingestor.store().clone(),
+            AppState::new(ingestor, Limits::default()),
+        )
+    } else {
+        let ingestor = Ingestor::without_catalog(EventStore::open(dir.path()).unwrap());
+        (
+            ingestor.store().clone(),
+            AppState::new(ingestor, Limits::default()),
         )
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,10 +5,10 @@
 //! `cargo bench --bench tables -- rebuild visibility report`; figures are medians.
 
 use chiso_api::{router, AppState, Limits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{Grant, IngestModel, Ingestor};
 use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{
-    AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
+    AppendRequest, Appender, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
 };
 use serde_json::json;
 use std::io::Write;
@@ -63,7 +63,7 @@ fn event(stream: &str, event_type: &str, data: serde_json::Value) -> (String, Pr
         event_type: event_type.into(),
         data: data.to_string(),
         metadata: "{}".into(),
-        decoded: None,
+        decoded: (),
     };
     (stream.to_owned(), proposed)
 }
@@ -81,7 +81,7 @@ fn time(day: u64, seconds: u64) -> String {
 /// One province's year 2019: agencies, services, and dossiers received, paused, resolved,
 /// withdrawn, paid and rated, appended through the catalog and the write model. Also
 /// written as CSV for the peers.
-async fn history(dir: &std::path::Path, scratch: &str) -> EventStore {
+async fn history(dir: &std::path::Path, scratch: &str) -> Appender<IngestModel> {
     let store = EventStore::open_with(dir.join("log"), StoreMetrics::default(), IngestModel::new())
         .unwrap();
     let mut events = vec![event(
@@ -161,6 +161,7 @@ async fn history(dir: &std::path::Path, scratch: &str) -> EventStore {
         writeln!(csv, "{position},{stream},{},\"{data}\"", e.event_type).unwrap();
     }
     csv.flush().unwrap();
+    let ingestor = Ingestor::new(store.clone());
     for chunk in events.chunks(10_000) {
         let requests = chunk
             .iter()
@@ -168,10 +169,13 @@ async fn history(dir: &std::path::Path, scratch: &str) -> EventStore {
                 stream: StreamName::new(stream.as_str()).unwrap(),
                 expected: ExpectedRevision::Any,
                 events: vec![e.clone()],
-                principal: None,
+                principal: (),
             })
             .collect();
-        store.append_all(requests).await.unwrap();
+        ingestor
+            .append_envelopes(Grant::All, requests)
+            .await
+            .unwrap();
     }
     println!(
         "history: {} events, {DOSSIERS} dossiers, {} agencies (one province, 2019)",
@@ -251,7 +255,7 @@ async fn visibility(scratch: &str) {
     .unwrap();
     let projections = Projections::open(&store, dir.path().join("tables")).unwrap();
     let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
-    let state = AppState::new(store.clone(), Limits::default()).with_sql(engine);
+    let state = AppState::new(Ingestor::new(store.clone()), Limits::default()).with_sql(engine);
     projections.follow(state.shutdown.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

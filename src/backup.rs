@@ -54,16 +54,16 @@ fn copy_unserved(data_dir: &DataDir, dest: &Path) -> Result<Option<Backup>, BoxE
     if !data_dir.log().is_dir() {
         return Err(format!("{} holds no chiso log", data_dir.path.display()).into());
     }
-    let store = match EventStore::open(data_dir.log()) {
-        Ok(store) => store,
+    let log = match EventStore::open(data_dir.log()) {
+        Ok(log) => log,
         // RocksDB's lock file: a server has it open.
         Err(error) if error.to_string().contains("lock") => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    let projections = Projections::open(&store, data_dir.tables())?;
+    let projections = Projections::open(log.store(), data_dir.tables())?;
     let copied = projections.backup(dest)?;
     drop(projections);
-    drop(store);
+    drop(log);
     Ok(Some(copied))
 }
 

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chiso_api::{router, AppState, Limits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{IngestModel, Ingestor};
 use chiso_store::{EventStore, StoreMetrics};
 use clap::Args;
 use http_body_util::BodyExt;
@@ -84,12 +84,13 @@ impl Sink {
 pub async fn import(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> {
     let sink = match &args.data_dir {
         Some(dir) => {
-            let store = EventStore::open_with(
+            let appender = EventStore::open_with(
                 dir.join("log"),
                 StoreMetrics::default(),
                 IngestModel::new(),
             )?;
-            let router = router(AppState::new(store.clone(), Limits::default()));
+            let store = appender.store().clone();
+            let router = router(AppState::new(Ingestor::new(appender), Limits::default()));
             Sink::Local { router, store }
         }
         None => Sink::Http {

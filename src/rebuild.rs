@@ -25,8 +25,9 @@ pub async fn rebuild(args: RebuildArgs) -> Result<(), Box<dyn std::error::Error>
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn rebuild_tables(args: &RebuildArgs) -> Result<(), BoxError> {
-    let store = EventStore::open(args.data_dir.log())?;
-    let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
+    let log = EventStore::open(args.data_dir.log())?;
+    let store = log.store();
+    let projections = Projections::open_with(store, args.data_dir.tables(), args.tables.policy())?;
     projections.clear()?;
     let progress = ProgressBar::new(store.head()).with_style(ProgressStyle::with_template(
         "rebuilding {bar:40} {human_pos}/{human_len} events, {per_sec}, {eta} left",
@@ -44,6 +45,6 @@ fn rebuild_tables(args: &RebuildArgs) -> Result<(), BoxError> {
         projections.dossier_storage().sealed_months
     );
     drop(projections);
-    drop(store);
+    drop(log);
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use crate::cli::{DataDir, TableArgs};
 use chiso_api::{router, AppState, Auth, Limits, ServeLimits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{IngestModel, Ingestor};
 use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{EventStore, LogOptions};
 use clap::Args;
@@ -106,8 +106,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         disk_reserve_bytes: args.disk_reserve_mb << 20,
         ..LogOptions::default()
     };
-    let store =
+    let appender =
         EventStore::open_with_options(args.data_dir.log(), metrics, IngestModel::new(), options)?;
+    let store = appender.store().clone();
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_sql_body_bytes: args.max_sql_body_bytes,
@@ -127,7 +128,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ..SqlLimits::default()
     };
     let engine = SqlEngine::new(&store, &projections, sql_limits)?;
-    let mut state = AppState::new(store.clone(), limits).with_sql(engine);
+    let mut state = AppState::new(Ingestor::new(appender), limits).with_sql(engine);
     if let Some(token) = &args.admin_token {
         state = state.with_auth(Auth::enabled(token, &store)?);
     }

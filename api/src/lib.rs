@@ -5,8 +5,13 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = chiso_store::EventStore::open("./chiso-data/log")?;
-//! let state = chiso_api::AppState::new(store, chiso_api::Limits::default());
+//! let appender = chiso_store::EventStore::open_with(
+//!     "./chiso-data/log",
+//!     chiso_store::StoreMetrics::default(),
+//!     chiso_ingest::IngestModel::new(),
+//! )?;
+//! let ingestor = chiso_ingest::Ingestor::new(appender);
+//! let state = chiso_api::AppState::new(ingestor, chiso_api::Limits::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
 //! axum::serve(listener, chiso_api::router(state)).await?;
 //! # Ok(()) }
@@ -33,6 +38,7 @@ pub use rankings::spawn_scheduler;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use chiso_ingest::Ingestor;
 use chiso_store::EventStore;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -66,16 +72,16 @@ pub const MAX_CONTROL_BODY_BYTES: usize = 64 << 10;
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The event log.
+    /// The event log, for reading it.
     pub store: EventStore,
+    /// The way into the log: every append goes through it.
+    pub ingestor: Ingestor,
     /// Request limits.
     pub limits: Limits,
     /// The append bodies held now, against `limits.max_inflight_body_bytes`.
     bodies: body::BodyBudget,
     /// Cancelled when the server shuts down: ends live subscriptions.
     pub shutdown: CancellationToken,
-    /// Whether appends are decoded and checked against the event catalog (ARCHITECTURE.md §4).
-    catalog: bool,
     /// Tokens and scopes; off unless configured.
     auth: Auth,
     http_metrics: HttpMetrics,
@@ -88,9 +94,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `store`, with a metrics registry holding the store's and the HTTP
-    /// instruments.
-    pub fn new(store: EventStore, limits: Limits) -> Self {
+    /// State over the log `ingestor` appends to, with a metrics registry holding the store's
+    /// and the HTTP instruments. Appends are checked against the event catalog
+    /// (ARCHITECTURE.md §4) unless the ingestor was made without it.
+    pub fn new(ingestor: Ingestor, limits: Limits) -> Self {
+        let store = ingestor.store().clone();
         let mut registry = Registry::default();
         store.metrics().register(&mut registry);
         let http_metrics = HttpMetrics::default();
@@ -103,12 +111,12 @@ impl AppState {
         log_memory.register(&mut registry);
         Self {
             store,
+            ingestor,
             limits,
             bodies: body::BodyBudget::new(
                 limits.max_inflight_body_bytes.max(limits.max_body_bytes),
             ),
             shutdown: CancellationToken::new(),
-            catalog: true,
             auth: Auth::default(),
             http_metrics,
             sql: None,
@@ -121,13 +129,6 @@ impl AppState {
 }
 
 impl AppState {
-    /// Takes any event type and JSON object data, checking only the envelope: chiso's log
-    /// as a generic event store, without the catalog. The write model must be off too.
-    pub fn without_catalog(mut self) -> Self {
-        self.catalog = false;
-        self
-    }
-
     /// Serves SQL, the report and readiness of the tables from `engine`.
     pub fn with_sql(mut self, engine: chiso_query::SqlEngine) -> Self {
         self.sql = Some(engine);
@@ -143,11 +144,6 @@ impl AppState {
     pub fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
         self
-    }
-
-    /// The time appends are checked against, or `None` when the catalog is off.
-    fn catalog_clock(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.catalog.then(chrono::Utc::now)
     }
 }
 

@@ -9,11 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use chiso_store::{AppendRequest, ReadDirection, StreamName};
+use chiso_ingest::{Append, Checker};
+use chiso_store::{ReadDirection, StreamName};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::any::Any;
-use std::sync::Arc;
 
 /// Most events one read answers.
 pub const MAX_READ_LIMIT: usize = 10_000;
@@ -28,7 +27,7 @@ pub async fn append_to_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
+    let grant = principal.append_grant()?;
     let stream = StreamName::new(stream)?;
     let limit = state.limits.max_body_bytes;
     let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
@@ -39,22 +38,25 @@ pub async fn append_to_stream(
             "`events` is empty: an append carries at least one event",
         ));
     }
-    let catalog = state.catalog_clock();
+    let (checker, now) = (state.ingestor.checker(), chrono::Utc::now());
     let events = (0..)
         .zip(body.events)
-        .map(|(i, event)| event.into_proposed(&format!("/events/{i}"), &stream, catalog))
+        .map(|(i, event)| event.into_checked(&format!("/events/{i}"), &stream, checker, now))
         .collect::<Result<Vec<_>>>()?;
     let name = stream.as_str().to_owned();
-    let request = AppendRequest {
+    let request = Append {
         stream,
         expected: body.expected_revision.0,
         events,
-        principal: Some(grant),
     };
-    let result = state.store.append(request).await.map_err(|error| {
-        let event = error.rejected_event();
-        ApiError::from(error).under_pointer(event.map(|i| format!("/events/{i}")))
-    })?;
+    let result = state
+        .ingestor
+        .append(grant, request)
+        .await
+        .map_err(|error| {
+            let event = error.rejected_event();
+            ApiError::from(error).under_pointer(event.map(|i| format!("/events/{i}")))
+        })?;
     Ok(Json(json!({
         "stream": name,
         "first_revision": result.first_revision,
@@ -72,10 +74,10 @@ pub async fn append_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    let grant: Arc<dyn Any + Send + Sync> = Arc::new(principal.append_grant()?);
+    let grant = principal.append_grant()?;
     let limit = state.limits.max_body_bytes;
     let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
-    let catalog = state.catalog_clock();
+    let checker = state.ingestor.checker();
     let threads = match bytes.len() >= PARALLEL_PARSE_BYTES {
         true => cores(),
         false => 1,
@@ -86,18 +88,19 @@ pub async fn append_batch(
         .acquire_many(threads as u32)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let (mut requests, line_numbers) =
-        tokio::task::spawn_blocking(move || parse_ndjson(&bytes, catalog, threads))
+    let (requests, line_numbers) =
+        tokio::task::spawn_blocking(move || parse_ndjson(&bytes, checker, threads))
             .await
             .map_err(|e| ApiError::internal(&e))??;
-    for request in &mut requests {
-        request.principal = Some(grant.clone());
-    }
     let count = requests.len();
-    let results = state.store.append_all(requests).await.map_err(|error| {
-        let line = error.request_index().map(|i| line_numbers[i]);
-        with_line(ApiError::from(error), line)
-    })?;
+    let results = state
+        .ingestor
+        .append_all(grant, requests)
+        .await
+        .map_err(|error| {
+            let line = error.request_index().map(|i| line_numbers[i]);
+            with_line(ApiError::from(error), line)
+        })?;
     let first = results.iter().map(|r| r.first_position).min();
     let last = results.iter().map(|r| r.last_position).max();
     Ok(Json(json!({
@@ -122,9 +125,10 @@ fn cores() -> usize {
 /// A large body is cut at line boundaries and decoded on `threads` threads, in order.
 fn parse_ndjson(
     bytes: &[u8],
-    catalog: Option<chrono::DateTime<chrono::Utc>>,
+    checker: Checker,
     threads: usize,
-) -> Result<(Vec<AppendRequest>, Vec<usize>)> {
+) -> Result<(Vec<Append>, Vec<usize>)> {
+    let now = chrono::Utc::now();
     let pieces = match threads > 1 {
         true => split_lines(bytes, threads),
         false => vec![(1, bytes)],
@@ -133,7 +137,7 @@ fn parse_ndjson(
         let workers: Vec<_> = pieces
             .iter()
             .map(|&(first_line, piece)| {
-                scope.spawn(move || parse_piece(piece, first_line, catalog))
+                scope.spawn(move || parse_piece(piece, first_line, checker, now))
             })
             .collect();
         workers
@@ -156,19 +160,20 @@ fn parse_ndjson(
     Ok((requests, line_numbers))
 }
 
-type Parsed = (Vec<AppendRequest>, Vec<usize>);
+type Parsed = (Vec<Append>, Vec<usize>);
 
 fn parse_piece(
     bytes: &[u8],
     first_line: usize,
-    catalog: Option<chrono::DateTime<chrono::Utc>>,
+    checker: Checker,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Parsed> {
     let (mut requests, mut line_numbers) = (Vec::new(), Vec::new());
     for (number, line) in (first_line..).zip(bytes.split(|&b| b == b'\n')) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let request = parse_line(line, catalog).map_err(|e| with_line(e, Some(number)))?;
+        let request = parse_line(line, checker, now).map_err(|e| with_line(e, Some(number)))?;
         requests.push(request);
         line_numbers.push(number);
     }
@@ -223,9 +228,8 @@ mod tests {
             lines in proptest::collection::vec(line(), 0..40),
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
         ) {
-            let now = Some(chrono::Utc::now());
             for body in [lines.join("\n").into_bytes(), bytes] {
-                let outcome = |threads| match parse_ndjson(&body, now, threads) {
+                let outcome = |threads| match parse_ndjson(&body, chiso_ingest::Checker::Catalog, threads) {
                     Ok((requests, numbers)) => Ok((requests.len(), numbers)),
                     Err(error) => Err((error.code, error.details.get("line").cloned())),
                 };
@@ -257,19 +261,15 @@ mod tests {
     }
 }
 
-fn parse_line(
-    line: &[u8],
-    catalog: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<AppendRequest> {
+fn parse_line(line: &[u8], checker: Checker, now: chrono::DateTime<chrono::Utc>) -> Result<Append> {
     let line: NdjsonLine = parse_json(line, "")?;
     let (stream, expected, event) = line.into_event();
     let stream = StreamName::new(stream)?;
-    let event = event.into_proposed("", &stream, catalog)?;
-    Ok(AppendRequest {
+    let event = event.into_checked("", &stream, checker, now)?;
+    Ok(Append {
         stream,
         expected: expected.0,
         events: vec![event],
-        principal: None,
     })
 }
 

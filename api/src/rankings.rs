@@ -7,11 +7,11 @@ use crate::{AppState, Principal};
 use axum::extract::{Path, Query as QueryString, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chiso_ingest::Append;
 use chiso_ingest::Grant;
 use chiso_query::local_time::{month_name, parse_month, MonthKey};
-use chiso_store::{AppendRequest, ExpectedRevision, ProposedEvent, StreamName};
+use chiso_store::{ExpectedRevision, ProposedEvent, StreamName};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a publication waits for the tables to include the log's head.
@@ -58,23 +58,30 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
     if changes.is_empty() {
         return Ok(json!({"month": name, "published": 0, "computed_ms": computed_ms}));
     }
+    // The publisher's events take the clients' path: checked by the catalog, then appended
+    // with the admin's grant (the publication is an admin's request or the scheduler's).
+    let stream = StreamName::new(format!("ranking-{name}"))?;
+    let (checker, now) = (state.ingestor.checker(), chrono::Utc::now());
     let events = changes
         .iter()
-        .map(|change| ProposedEvent {
-            id: change.id,
-            event_type: "RankingPublished".into(),
-            data: serde_json::to_string(&change.event).expect("a ranking serializes"),
-            metadata: json!({"publisher": "chiso rankings"}).to_string(),
-            decoded: None,
+        .map(|change| {
+            let envelope = ProposedEvent {
+                id: change.id,
+                event_type: "RankingPublished".into(),
+                data: serde_json::to_string(&change.event).expect("a ranking serializes"),
+                metadata: json!({"publisher": "chiso rankings"}).to_string(),
+                decoded: (),
+            };
+            checker.check(&stream, envelope, now)
         })
-        .collect();
-    let request = AppendRequest {
-        stream: StreamName::new(format!("ranking-{name}"))?,
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::internal(&format!("a computed ranking was refused: {e}")))?;
+    let request = Append {
+        stream,
         expected: ExpectedRevision::Any,
         events,
-        principal: Some(Arc::new(Grant::All)),
     };
-    let appended = state.store.append(request).await?;
+    let appended = state.ingestor.append(Grant::All, request).await?;
     tracing::info!(month = %name, rankings = changes.len(), "rankings published");
     Ok(json!({
         "month": name,

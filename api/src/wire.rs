@@ -1,14 +1,13 @@
 //! JSON shapes of the log API (ARCHITECTURE.md §6), decoded strictly: unknown fields are refused.
 
 use crate::error::{ApiError, Result};
+use chiso_ingest::{Checked, Checker};
 use chiso_store::{ExpectedRevision, ProposedEvent, RecordedEvent, StreamName};
 use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
-use std::any::Any;
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// Longest event type name, in bytes.
@@ -74,36 +73,32 @@ impl NdjsonLine {
 }
 
 impl EventIn {
-    /// Checks the envelope (type name, object data and metadata) and, when `catalog` gives
-    /// the time to check against, the event itself (ARCHITECTURE.md §4); then hands it to
-    /// the store. `pointer` locates the event in the request for error messages.
-    pub fn into_proposed(
+    /// Checks the envelope (type name, object data and metadata), then the event itself as
+    /// of `now` by the ingestor's `checker` (the catalog, ARCHITECTURE.md §4). `pointer`
+    /// locates the event in the request for error messages.
+    pub fn into_checked(
         self,
         pointer: &str,
         stream: &StreamName,
-        catalog: Option<DateTime<Utc>>,
-    ) -> Result<ProposedEvent> {
+        checker: Checker,
+        now: DateTime<Utc>,
+    ) -> Result<Checked> {
         check_type_name(&self.event_type, pointer)?;
         let data = object_text(self.data, pointer, "data")?;
         let metadata = match self.metadata {
             Some(metadata) => object_text(metadata, pointer, "metadata")?,
             None => "{}".to_owned(),
         };
-        let decoded = match catalog {
-            Some(now) => {
-                let event = chiso_ingest::decode(stream, &self.event_type, &data, now)
-                    .map_err(|e| ApiError::from_ingest(e, pointer))?;
-                Some(Arc::new(event) as Arc<dyn Any + Send + Sync>)
-            }
-            None => None,
-        };
-        Ok(ProposedEvent {
+        let envelope = ProposedEvent {
             id: self.id,
             event_type: self.event_type,
             data,
             metadata,
-            decoded,
-        })
+            decoded: (),
+        };
+        checker
+            .check(stream, envelope, now)
+            .map_err(|e| ApiError::from_ingest(e, pointer))
     }
 }
 

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use chiso_api::{router, AppState, Auth, Limits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{IngestModel, Ingestor};
 use chiso_store::{EventStore, StoreMetrics};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -18,8 +18,8 @@ const DEPT: &str = "000.00.31.H56";
 fn open(dir: &std::path::Path) -> (Router, EventStore) {
     let store = EventStore::open_with(dir, StoreMetrics::default(), IngestModel::new()).unwrap();
     let auth = Auth::enabled(ADMIN, &store).unwrap();
-    let state = AppState::new(store.clone(), Limits::default()).with_auth(auth);
-    (router(state), store)
+    let state = AppState::new(Ingestor::new(store.clone()), Limits::default()).with_auth(auth);
+    (router(state), store.store().clone())
 }
 
 /// With the SQL engine and tables following the log (which hold the store until the runtime
@@ -29,11 +29,11 @@ fn open_with_sql(dir: &std::path::Path) -> (Router, EventStore) {
     let auth = Auth::enabled(ADMIN, &store).unwrap();
     let projections = chiso_query::Projections::open(&store, dir.join("tables")).unwrap();
     let engine = chiso_query::SqlEngine::new(&store, &projections, Default::default()).unwrap();
-    let state = AppState::new(store.clone(), Limits::default())
+    let state = AppState::new(Ingestor::new(store.clone()), Limits::default())
         .with_auth(auth)
         .with_sql(engine);
     projections.follow(state.shutdown.clone());
-    (router(state), store)
+    (router(state), store.store().clone())
 }
 
 /// Where the token matrix's `n`th request would put a backup.
@@ -480,4 +480,31 @@ async fn revoking_a_token_ends_its_live_subscriptions() {
         String::from_utf8_lossy(&body).contains("id: 0"),
         "it had streamed the log"
     );
+}
+
+/// A log without the catalog has no agencies to check an `append:` scope against: it refuses
+/// such tokens (403, nothing written) and takes appends from an admin only.
+#[tokio::test]
+async fn a_log_without_the_catalog_refuses_the_grants_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    let auth = Auth::enabled(ADMIN, &store).unwrap();
+    let ingestor = Ingestor::without_catalog(store.clone());
+    let router = router(AppState::new(ingestor, Limits::default()).with_auth(auth));
+    let scoped = new_token(&router, &["append:26"]).await;
+    let event = json!({"id": Uuid::new_v4(), "type": "Noted", "data": {"n": 1}});
+    let single = json!({"events": [event]}).to_string();
+    let line = json!({"stream": "note-1", "id": Uuid::new_v4(), "type": "Noted", "data": {}});
+    for (uri, body) in [
+        ("/v1/streams/note-1", single.clone()),
+        ("/v1/events", line.to_string()),
+    ] {
+        let (status, answer) = call(&router, Some(&scoped), "POST", uri, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
+        assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+    }
+    assert_eq!(store.head(), 0, "nothing of a refused append is written");
+    let (status, answer) = call(&router, Some(ADMIN), "POST", "/v1/streams/note-1", single).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(store.head(), 1);
 }

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use chiso_api::{router, AppState, Limits};
+use chiso_ingest::Ingestor;
 use chiso_store::EventStore;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -29,7 +30,7 @@ impl Api {
 
     fn open(dir: tempfile::TempDir, limits: Limits) -> Self {
         let store = EventStore::open(dir.path()).unwrap();
-        let state = AppState::new(store, limits).without_catalog();
+        let state = AppState::new(Ingestor::without_catalog(store.clone()), limits);
         Self {
             router: router(state.clone()),
             state,

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use chiso_api::{router, AppState, Limits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{IngestModel, Ingestor};
 use chiso_store::{EventStore, StoreMetrics};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -22,10 +22,10 @@ impl Api {
     fn open(dir: &std::path::Path) -> Self {
         let store =
             EventStore::open_with(dir, StoreMetrics::default(), IngestModel::new()).unwrap();
-        let state = AppState::new(store.clone(), Limits::default());
+        let state = AppState::new(Ingestor::new(store.clone()), Limits::default());
         Self {
             router: router(state),
-            store,
+            store: store.store().clone(),
         }
     }
 
@@ -970,8 +970,8 @@ async fn hostile_bodies_and_names_are_refused_before_the_catalog() {
         ..Limits::default()
     };
     let api = Api {
-        router: router(AppState::new(store.clone(), limits)),
-        store,
+        router: router(AppState::new(Ingestor::new(store.clone()), limits)),
+        store: store.store().clone(),
     };
     reference(&api).await;
     let huge =
@@ -1078,10 +1078,10 @@ async fn a_restart_replays_only_the_tail_the_indexer_had_not_stored() {
             options,
         )
         .unwrap();
-        let state = AppState::new(store.clone(), Limits::default());
+        let state = AppState::new(Ingestor::new(store.clone()), Limits::default());
         Api {
             router: router(state),
-            store,
+            store: store.store().clone(),
         }
     };
     {

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use chiso_api::{router, AppState, Limits};
-use chiso_ingest::IngestModel;
+use chiso_ingest::{IngestModel, Ingestor};
 use chiso_query::datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use chiso_query::datafusion::arrow::ipc::reader::StreamReader;
 use chiso_query::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -76,7 +76,7 @@ impl Api {
         let projections =
             Projections::open_with(&store, dir.path().join("tables"), tables).unwrap();
         let engine = SqlEngine::new(&store, &projections, limits).unwrap();
-        let state = AppState::new(store, Limits::default()).with_sql(engine);
+        let state = AppState::new(Ingestor::new(store.clone()), Limits::default()).with_sql(engine);
         projections.follow(state.shutdown.clone());
         let api = Self {
             router: router(state.clone()),

@@ -2,7 +2,8 @@
 //! (typed events, their JSON Schema), the checks each event makes on its own ([`decode`]),
 //! and the write model ([`IngestModel`]) that checks events against the state — referential
 //! rules, the dossier state machine, one ICT rank per province and year — inside the log's
-//! writer, so validation and append are one step.
+//! writer, so validation and append are one step; and the [`Ingestor`], the one way into the
+//! log of every entry point.
 //!
 //! ```
 //! use chiso_ingest::{decode, DomainEvent};
@@ -16,8 +17,10 @@
 mod catalog;
 pub mod demo;
 mod error;
+mod ingestor;
 mod write_model;
 
 pub use catalog::*;
 pub use error::{IngestError, Result};
+pub use ingestor::{Append, Checked, Checker, Ingestor};
 pub use write_model::{Grant, IngestModel};

@@ -9,12 +9,11 @@
 use crate::catalog::{decode_stored, field_name, Category, DomainEvent, Timestamp};
 use crate::error::{IngestError, Result};
 use chiso_store::{
-    category_of, AppendRequest, ErrorKind, ProposedEvent, RecordedEvent, Rejection, StoredStates,
-    StreamName, WriteModel,
+    category_of, ErrorKind, RecordedEvent, Rejection, RequestOf, StoredStates, StreamName,
+    WriteModel,
 };
 
 mod state;
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -433,20 +432,6 @@ fn restore<V>(map: &mut Map<Box<str>, V>, key: Box<str>, previous: Option<V>) {
     };
 }
 
-/// The decoded event, from what the API attached, or decoded and checked here for appends
-/// that come without one.
-fn decoded<'e>(stream: &StreamName, event: &'e ProposedEvent) -> Result<Cow<'e, DomainEvent>> {
-    if let Some(decoded) = event
-        .decoded
-        .as_ref()
-        .and_then(|d| d.downcast_ref::<DomainEvent>())
-    {
-        return Ok(Cow::Borrowed(decoded));
-    }
-    crate::catalog::decode(stream, &event.event_type, &event.data, chrono::Utc::now())
-        .map(Cow::Owned)
-}
-
 impl IngestModel {
     /// Brings a dossier's stored state into the group, unless the group already has it.
     fn fetch_dossier(&mut self, id: &str, stored: Option<&[u8]>) -> Result<(), String> {
@@ -496,6 +481,11 @@ impl IngestModel {
 }
 
 impl WriteModel for IngestModel {
+    /// Every append says what its principal may append: there is no request without a grant.
+    type Principal = Grant;
+    /// Events come decoded and checked on their own by [`crate::decode`].
+    type Decoded = DomainEvent;
+
     fn state_format(&self) -> u32 {
         state::FORMAT
     }
@@ -552,11 +542,7 @@ impl WriteModel for IngestModel {
         self.job_start = self.undo.len();
     }
 
-    fn stage(&mut self, request: &AppendRequest, stored: &StoredStates) -> Result<(), Rejection> {
-        let grant = request
-            .principal
-            .as_ref()
-            .and_then(|p| p.downcast_ref::<Grant>());
+    fn stage(&mut self, request: &RequestOf<Self>, stored: &StoredStates) -> Result<(), Rejection> {
         let (category, id) = match Category::of(&request.stream) {
             Ok(found) => found,
             Err(error) => return Err(error.into_rejection(0)),
@@ -574,15 +560,11 @@ impl WriteModel for IngestModel {
             }
         }
         for (index, event) in request.events.iter().enumerate() {
-            let outcome = decoded(&request.stream, event).and_then(|decoded| {
-                if let Some(grant) = grant {
-                    self.authorize(grant, id, &decoded)?;
-                }
-                self.check(id, &decoded)?;
-                self.apply(id, &decoded);
-                Ok(())
-            });
+            let outcome = self
+                .authorize(&request.principal, id, &event.decoded)
+                .and_then(|()| self.check(id, &event.decoded));
             outcome.map_err(|error| error.into_rejection(index))?;
+            self.apply(id, &event.decoded);
         }
         Ok(())
     }

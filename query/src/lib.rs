@@ -13,10 +13,10 @@
 //! ```no_run
 //! # async fn example() -> chiso_query::Result<()> {
 //! use chiso_query::{Projections, Query, SqlEngine, SqlLimits};
-//! let store = chiso_store::EventStore::open("./chiso-data/log")?;
-//! let projections = Projections::open(&store, "./chiso-data/tables")?;
+//! let log = chiso_store::EventStore::open("./chiso-data/log")?;
+//! let projections = Projections::open(log.store(), "./chiso-data/tables")?;
 //! projections.catch_up(|_, _| {})?;
-//! let engine = SqlEngine::new(&store, &projections, SqlLimits::default())?;
+//! let engine = SqlEngine::new(log.store(), &projections, SqlLimits::default())?;
 //! let query = Query { sql: "SELECT count(*) FROM dossiers".into(), ..Query::default() };
 //! let batches = engine.execute(query).await?.collect().await?;
 //! # Ok(()) }

@@ -15,14 +15,14 @@ const HEADER_LEN: usize = MAGIC.len() + 1 + 4;
 pub(crate) const MAX_CHUNK_EVENTS: usize = 64;
 
 /// The fields of an event as they are written, borrowed from the request.
-pub(crate) struct RecordRef<'a> {
+pub(crate) struct RecordRef<'a, D = ()> {
     pub stream: &'a str,
     pub revision: u64,
-    pub event: &'a ProposedEvent,
+    pub event: &'a ProposedEvent<D>,
 }
 
 /// Encodes consecutive events (all recorded at `recorded_at_micros`) into one chunk.
-pub(crate) fn encode(records: &[RecordRef<'_>], recorded_at_micros: i64) -> Vec<u8> {
+pub(crate) fn encode<D>(records: &[RecordRef<'_, D>], recorded_at_micros: i64) -> Vec<u8> {
     let count = records.len();
     let mut out = Vec::with_capacity(HEADER_LEN + 4 + count * 400);
     out.extend_from_slice(&MAGIC);
@@ -42,7 +42,7 @@ pub(crate) fn encode(records: &[RecordRef<'_>], recorded_at_micros: i64) -> Vec<
     out
 }
 
-fn put_record(out: &mut Vec<u8>, record: &RecordRef<'_>, recorded_at_micros: i64) {
+fn put_record<D>(out: &mut Vec<u8>, record: &RecordRef<'_, D>, recorded_at_micros: i64) {
     let event = record.event;
     out.extend_from_slice(&record.revision.to_le_bytes());
     out.extend_from_slice(&recorded_at_micros.to_le_bytes());
@@ -201,7 +201,7 @@ mod tests {
             event_type: "DossierReceived".into(),
             data: format!(r#"{{"n":{n}}}"#),
             metadata: "{}".into(),
-            decoded: None,
+            decoded: (),
         }
     }
 
@@ -295,7 +295,7 @@ mod tests {
                 event_type,
                 data,
                 metadata,
-                decoded: None,
+                decoded: (),
             };
             let record = RecordRef { stream: &stream, revision, event: &event };
             let bytes = encode(&[record], -5);

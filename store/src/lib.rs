@@ -14,23 +14,45 @@
 //! ```no_run
 //! # async fn example() -> chiso_store::Result<()> {
 //! use chiso_store::{AppendRequest, EventStore, ExpectedRevision, ProposedEvent, StreamName};
-//! let store = EventStore::open("./chiso-data/log")?;
+//! // A log without rules: its appender takes requests with no principal and no decoded data.
+//! let appender = EventStore::open("./chiso-data/log")?;
 //! let event = ProposedEvent {
 //!     id: uuid::Uuid::new_v4(),
 //!     event_type: "AgencyRegistered".into(),
 //!     data: r#"{"code":"26"}"#.into(),
 //!     metadata: "{}".into(),
-//!     decoded: None,
+//!     decoded: (),
 //! };
 //! let stream = StreamName::new("agency-26")?;
 //! let request = AppendRequest {
-//!     stream,
+//!     stream: stream.clone(),
 //!     expected: ExpectedRevision::NoStream,
 //!     events: vec![event],
-//!     principal: None,
+//!     principal: (),
 //! };
-//! let result = store.append(request).await?;
+//! let result = appender.append(request).await?;
 //! assert_eq!(result.first_revision, 0);
+//! // Reads go through the store, which any number of readers share.
+//! let store: &EventStore = appender.store();
+//! assert_eq!(store.stream_revision(&stream)?, Some(0));
+//! # Ok(()) }
+//! ```
+//!
+//! Appends are typed by the log's [`WriteModel`]: a model's principal and decoded events are
+//! its own types, so a log opened without rules cannot be handed a grant it would not check.
+//!
+//! ```compile_fail
+//! # async fn example() -> chiso_store::Result<()> {
+//! use chiso_store::{AppendRequest, EventStore, ExpectedRevision, StreamName};
+//! struct Grant;
+//! let appender = EventStore::open("./chiso-data/log")?;
+//! let request = AppendRequest {
+//!     stream: StreamName::new("agency-26")?,
+//!     expected: ExpectedRevision::Any,
+//!     events: vec![],
+//!     principal: Grant, // NoRules takes no principal: this does not compile
+//! };
+//! appender.append(request).await?;
 //! # Ok(()) }
 //! ```
 
@@ -43,20 +65,19 @@ mod stream;
 mod write_model;
 
 pub use error::{Error, ErrorKind, Result};
-pub use log::{EventStore, LogMemory, LogOptions, ReadDirection, Subscription};
+pub use log::{Appender, EventStore, LogMemory, LogOptions, ReadDirection, Subscription};
 pub use metrics::StoreMetrics;
 pub use segments::{Manifest, SegmentDir};
 pub use stream::{category_of, ExpectedRevision, StreamName, MAX_STREAM_NAME_LEN};
-pub use write_model::{NoRules, Rejection, StoredStates, WriteModel};
+pub use write_model::{NoRules, Rejection, RequestOf, StoredStates, WriteModel};
 
-use std::any::Any;
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// An event as a client proposes it. `data` and `metadata` are JSON texts (objects); the
-/// store keeps their bytes and compares them as JSON values on idempotent retries.
+/// store keeps their bytes and compares them as JSON values on idempotent retries. `D` is the
+/// log's [`WriteModel::Decoded`]: what the caller decoded of `data` (`()` without rules).
 #[derive(Debug, Clone, Default)]
-pub struct ProposedEvent {
+pub struct ProposedEvent<D = ()> {
     /// Client-chosen id: the idempotency key.
     pub id: Uuid,
     /// The event type, e.g. `DossierReceived`.
@@ -65,31 +86,34 @@ pub struct ProposedEvent {
     pub data: String,
     /// JSON object text.
     pub metadata: String,
-    /// The decoded form of `data`, if the caller already parsed it: handed to the
-    /// [`WriteModel`] untouched so the writer does not parse it again. Not stored.
-    pub decoded: Option<Arc<dyn Any + Send + Sync>>,
+    /// The decoded form of `data`, which the caller checked: handed to the [`WriteModel`]
+    /// untouched, so the writer does not parse it again. Not stored.
+    pub decoded: D,
 }
 
-impl PartialEq for ProposedEvent {
+/// Two proposed events are the same when what the log would store is (the id, the type and
+/// the JSON texts), whatever was decoded of them.
+impl<D> PartialEq for ProposedEvent<D> {
     fn eq(&self, other: &Self) -> bool {
         (&self.id, &self.event_type, &self.data, &self.metadata)
             == (&other.id, &other.event_type, &other.data, &other.metadata)
     }
 }
 
-impl Eq for ProposedEvent {}
+impl<D> Eq for ProposedEvent<D> {}
 
-/// One atomic append to one stream.
+/// One atomic append to one stream, asked by `principal` (the log's
+/// [`WriteModel::Principal`], which the model authorises; `()` without rules).
 #[derive(Debug, Clone)]
-pub struct AppendRequest {
+pub struct AppendRequest<P = (), D = ()> {
     /// Target stream.
     pub stream: StreamName,
     /// What the client believes the stream's state is.
     pub expected: ExpectedRevision,
     /// At least one event.
-    pub events: Vec<ProposedEvent>,
+    pub events: Vec<ProposedEvent<D>>,
     /// Who asks, for the [`WriteModel`] to authorise (opaque to the store).
-    pub principal: Option<Arc<dyn Any + Send + Sync>>,
+    pub principal: P,
 }
 
 /// Where an append's events landed.

@@ -11,8 +11,8 @@ pub use subscription::Subscription;
 use crate::chunk::Chunk;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
-use crate::write_model::{NoRules, WriteModel};
-use crate::{AppendRequest, AppendResult, EventRef, RecordedEvent, StreamName};
+use crate::write_model::{NoRules, RequestOf, WriteModel};
+use crate::{AppendResult, EventRef, RecordedEvent, StreamName};
 use keys::*;
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DBRawIterator, Options, SliceTransform, DB,
@@ -79,17 +79,45 @@ pub struct LogMemory {
     pub table_readers: u64,
 }
 
-/// A handle to the event log. Cheap to clone; every clone shares one writer.
+/// A handle to the event log for reading it: cheap to clone, shared by every reader. Its
+/// writes go through the [`Appender`] it was opened with, typed by the log's [`WriteModel`].
 #[derive(Clone)]
 pub struct EventStore {
     inner: Arc<Inner>,
+}
+
+/// The log's write handle: appends checked by the rules `M` it was opened with, each request
+/// carrying `M`'s principal and decoded events. Cheap to clone; every clone shares one writer.
+pub struct Appender<M: WriteModel> {
+    commands: mpsc::Sender<writer::Command<M>>,
+    store: EventStore,
+}
+
+/// An appender reads like the store it writes to (`appender.head()`, `appender.read_stream(…)`,
+/// `appender.shutdown()`): it is that store's handle with the right to append.
+impl<M: WriteModel> std::ops::Deref for Appender<M> {
+    type Target = EventStore;
+
+    fn deref(&self) -> &EventStore {
+        &self.store
+    }
+}
+
+impl<M: WriteModel> Clone for Appender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            store: self.store.clone(),
+        }
+    }
 }
 
 struct Inner {
     db: Arc<DB>,
     /// Stream runs not yet in the streams column family.
     recent: Arc<index::RecentRuns>,
-    commands: mpsc::Sender<writer::Command>,
+    /// Stops the writer, whatever its model (`None` once the store is dropped).
+    writer_control: Option<Box<dyn writer::Control>>,
     head: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: StoreMetrics,
@@ -99,34 +127,37 @@ struct Inner {
 }
 
 impl EventStore {
-    /// Opens (or creates) the log in `path` and starts its writer thread. The log continues
-    /// exactly after the last record that was acknowledged before any crash.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+    /// Opens (or creates) the log in `path`, without rules, and starts its writer thread. The
+    /// log continues exactly after the last record that was acknowledged before any crash.
+    pub fn open(path: impl AsRef<Path>) -> Result<Appender<NoRules>> {
         Self::open_with_metrics(path, StoreMetrics::default())
     }
 
     /// Like [`EventStore::open`], updating the given instruments.
-    pub fn open_with_metrics(path: impl AsRef<Path>, metrics: StoreMetrics) -> Result<Self> {
+    pub fn open_with_metrics(
+        path: impl AsRef<Path>,
+        metrics: StoreMetrics,
+    ) -> Result<Appender<NoRules>> {
         Self::open_with(path, metrics, NoRules)
     }
 
     /// Opens the log with a [`WriteModel`] that checks every append in the writer. The model
     /// is brought up to date from its stored stream states and the events after them.
-    pub fn open_with(
+    pub fn open_with<M: WriteModel>(
         path: impl AsRef<Path>,
         metrics: StoreMetrics,
-        model: impl WriteModel,
-    ) -> Result<Self> {
+        model: M,
+    ) -> Result<Appender<M>> {
         Self::open_with_options(path, metrics, model, LogOptions::default())
     }
 
     /// Like [`EventStore::open_with`], tuned by `options`.
-    pub fn open_with_options(
+    pub fn open_with_options<M: WriteModel>(
         path: impl AsRef<Path>,
         metrics: StoreMetrics,
-        mut model: impl WriteModel,
+        mut model: M,
         options: LogOptions,
-    ) -> Result<Self> {
+    ) -> Result<Appender<M>> {
         let path = path.as_ref();
         std::fs::create_dir_all(path)?;
         let db = Arc::new(open_db(path)?);
@@ -162,7 +193,7 @@ impl EventStore {
             indexer,
             index_at_shutdown: options.index_at_shutdown,
             next_position,
-            model: Box::new(model),
+            model,
             head: head_tx,
             metrics: metrics.clone(),
             disk: disk.clone(),
@@ -170,17 +201,21 @@ impl EventStore {
         let handle = std::thread::Builder::new()
             .name("chiso-log-writer".into())
             .spawn(move || writer.run(commands_rx))?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 db,
                 recent,
-                commands: commands_tx,
+                writer_control: Some(Box::new(commands_tx.clone())),
                 head: head_rx,
                 writer: Mutex::new(Some(handle)),
                 metrics,
                 replayed,
                 disk,
             }),
+        };
+        Ok(Appender {
+            commands: commands_tx,
+            store,
         })
     }
 
@@ -201,31 +236,12 @@ impl EventStore {
         }
     }
 
-    /// Appends to one stream atomically; resolves once the events are fsynced.
-    pub async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
-        let mut results = self.append_all(vec![request]).await?;
-        Ok(results.pop().expect("one result per request"))
-    }
-
-    /// Appends several requests (to any streams) as one all-or-nothing unit, in order: a later
-    /// request sees the revisions the earlier ones produce. Resolves once fsynced.
-    pub async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<Vec<AppendResult>> {
-        let (reply, answer) = oneshot::channel();
-        let job = writer::Job { requests, reply };
-        self.inner
-            .commands
-            .send(writer::Command::Append(job))
-            .await
-            .map_err(|_| Error::Unavailable("the log is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the log writer stopped"))?
-    }
-
     /// Finishes every append already queued, then stops the writer. Appends after this fail
     /// with [`Error::Unavailable`].
     pub async fn shutdown(&self) {
-        let _ = self.inner.commands.send(writer::Command::Shutdown).await;
+        if let Some(control) = &self.inner.writer_control {
+            control.stop().await;
+        }
         let handle = self.inner.writer.lock().expect("writer lock").take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
@@ -239,7 +255,10 @@ impl EventStore {
 
     /// Whether the writer still takes appends (it stops after shutdown or a failed fsync).
     pub fn is_writable(&self) -> bool {
-        !self.inner.commands.is_closed()
+        self.inner
+            .writer_control
+            .as_ref()
+            .is_some_and(|control| !control.is_closed())
     }
 
     /// The free bytes of the log's disk when they are under the reserve appends keep (see
@@ -551,12 +570,39 @@ impl EventStore {
     }
 }
 
+impl<M: WriteModel> Appender<M> {
+    /// Appends to one stream atomically; resolves once the events are fsynced.
+    pub async fn append(&self, request: RequestOf<M>) -> Result<AppendResult> {
+        let mut results = self.append_all(vec![request]).await?;
+        Ok(results.pop().expect("one result per request"))
+    }
+
+    /// Appends several requests (to any streams) as one all-or-nothing unit, in order: a later
+    /// request sees the revisions the earlier ones produce. Resolves once fsynced.
+    pub async fn append_all(&self, requests: Vec<RequestOf<M>>) -> Result<Vec<AppendResult>> {
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Job { requests, reply };
+        self.commands
+            .send(writer::Command::Append(job))
+            .await
+            .map_err(|_| Error::Unavailable("the log is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the log writer stopped"))?
+    }
+
+    /// The log this appends to, for reading it.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+}
+
 impl Drop for Inner {
-    /// Closes the queue and waits for the writer, so the database is closed when the last
-    /// handle goes, not later on another thread (RocksDB must not outlive the process exit).
+    /// Closes the queue (no [`Appender`] is left: each holds the store) and waits for the
+    /// writer, so the database is closed when the last handle goes, not later on another
+    /// thread (RocksDB must not outlive the process exit).
     fn drop(&mut self) {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.commands, closed));
+        drop(self.writer_control.take());
         if let Some(handle) = self.writer.get_mut().ok().and_then(Option::take) {
             let _ = handle.join();
         }

@@ -23,6 +23,11 @@ use std::fmt;
 /// `commit_group`; a state format it does not know ([`WriteModel::state_format`]) makes it
 /// rebuild every state from the whole log.
 pub trait WriteModel: Send + 'static {
+    /// Who asks for an append: what `stage` authorises each request against. Required on
+    /// every request, so a model that checks grants cannot be handed a request without one.
+    type Principal: Send + 'static;
+    /// What the caller decoded of an event's `data`, handed to `stage` with the event.
+    type Decoded: Send + 'static;
     /// Whether the model keeps state at all (a model without rules keeps none).
     fn needs_replay(&self) -> bool {
         true
@@ -45,7 +50,7 @@ pub trait WriteModel: Send + 'static {
     /// A new all-or-nothing job begins.
     fn begin_job(&mut self);
     /// Checks a request against the state and what this group staged; stages it if valid.
-    fn stage(&mut self, request: &AppendRequest, stored: &StoredStates) -> Result<(), Rejection>;
+    fn stage(&mut self, request: &RequestOf<Self>, stored: &StoredStates) -> Result<(), Rejection>;
     /// The current job failed: forget what it staged.
     fn abort_job(&mut self);
     /// The group is durable: staged effects are now state. Pushes `(stream, state)` for every
@@ -54,6 +59,9 @@ pub trait WriteModel: Send + 'static {
     /// The group's write failed: forget everything it staged.
     fn abort_group(&mut self);
 }
+
+/// An append request to a log whose rules are `M`.
+pub type RequestOf<M> = AppendRequest<<M as WriteModel>::Principal, <M as WriteModel>::Decoded>;
 
 /// The stored states of the streams of one group, as the log read them before the group
 /// (a stream without one has none yet).
@@ -86,11 +94,14 @@ impl StoredStates {
     }
 }
 
-/// A model with no rules: every event is accepted.
+/// A model with no rules: every event is accepted. It takes no principal (`()`): it has no
+/// rules to check a grant against, so none can be handed to it.
 #[derive(Debug, Default)]
 pub struct NoRules;
 
 impl WriteModel for NoRules {
+    type Principal = ();
+    type Decoded = ();
     fn needs_replay(&self) -> bool {
         false
     }
@@ -107,7 +118,7 @@ impl WriteModel for NoRules {
         Ok(())
     }
     fn begin_job(&mut self) {}
-    fn stage(&mut self, _: &AppendRequest, _: &StoredStates) -> Result<(), Rejection> {
+    fn stage(&mut self, _: &RequestOf<Self>, _: &StoredStates) -> Result<(), Rejection> {
         Ok(())
     }
     fn abort_job(&mut self) {}

@@ -5,8 +5,9 @@
 //! group (memory, then disk), replayed at open, rebuilt when their format changes.
 
 use chiso_store::{
-    AppendRequest, AppendResult, Error, EventStore, ExpectedRevision, LogOptions, ProposedEvent,
-    ReadDirection, RecordedEvent, Rejection, StoreMetrics, StoredStates, StreamName, WriteModel,
+    AppendRequest, AppendResult, Appender, Error, EventStore, ExpectedRevision, LogOptions,
+    ProposedEvent, ReadDirection, RecordedEvent, Rejection, StoreMetrics, StoredStates, StreamName,
+    WriteModel,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +71,9 @@ impl Tally {
 }
 
 impl WriteModel for Tally {
+    type Principal = ();
+    type Decoded = ();
+
     fn state_format(&self) -> u32 {
         self.format
     }
@@ -280,7 +284,7 @@ fn outcome_of(result: Result<Vec<AppendResult>, Error>) -> Outcome {
 
 struct Harness {
     dir: tempfile::TempDir,
-    store: Option<EventStore>,
+    store: Option<Appender<Tally>>,
     runtime: tokio::runtime::Runtime,
     model: Model,
     applied: Vec<Vec<AppendRequest>>,
@@ -297,7 +301,7 @@ struct Harness {
 /// test reads; two openings in three leave them unwritten at shutdown, as a crash would, so the
 /// next one rebuilds them from the chunks and replays the tail (also after a rebuild of every
 /// state, whose states are then ahead of the indexed position).
-fn open(path: &std::path::Path, opened: usize, format: u32, counts: &Counts) -> EventStore {
+fn open(path: &std::path::Path, opened: usize, format: u32, counts: &Counts) -> Appender<Tally> {
     let options = LogOptions {
         index_batch_runs: 3,
         index_at_shutdown: opened % 3 == 0,
@@ -330,7 +334,7 @@ impl Harness {
         }
     }
 
-    fn store(&self) -> &EventStore {
+    fn store(&self) -> &Appender<Tally> {
         self.store.as_ref().unwrap()
     }
 
@@ -341,7 +345,7 @@ impl Harness {
             event_type: format!("Type{}", self.counter % 3),
             data: format!(r#"{{"n":{}}}"#, self.counter),
             metadata: "{}".into(),
-            decoded: None,
+            decoded: (),
         }
     }
 
@@ -362,7 +366,7 @@ impl Harness {
                     Expect::Exact(n) => ExpectedRevision::Exact(n),
                 },
                 events: (0..r.events).map(|_| self.event()).collect(),
-                principal: None,
+                principal: (),
             })
             .collect()
     }
@@ -611,9 +615,9 @@ fn states_ahead_of_the_indexed_position_are_not_replayed_twice() {
             event_type: "Noted".into(),
             data: "{}".into(),
             metadata: "{}".into(),
-            decoded: None,
+            decoded: (),
         }],
-        principal: None,
+        principal: (),
     };
     let store = open(1);
     for stream in ["t-1", "s-1", "t-1", "t-2"] {

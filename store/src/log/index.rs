@@ -737,10 +737,10 @@ impl Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AppendRequest, EventStore, ExpectedRevision, NoRules, ProposedEvent};
+    use crate::{AppendRequest, Appender, EventStore, ExpectedRevision, NoRules, ProposedEvent};
     use crate::{LogOptions, StoreMetrics, StreamName};
 
-    fn open(path: &std::path::Path, index_at_shutdown: bool) -> EventStore {
+    fn open(path: &std::path::Path, index_at_shutdown: bool) -> Appender<NoRules> {
         let options = LogOptions {
             index_batch_runs: 1_000_000,
             index_at_shutdown,
@@ -769,14 +769,14 @@ mod tests {
                     event_type: "Noted".into(),
                     data: format!(r#"{{"n":{n}}}"#),
                     metadata: "{}".into(),
-                    decoded: None,
+                    decoded: (),
                 })
                 .collect();
             let request = AppendRequest {
                 stream: StreamName::new("s-1").unwrap(),
                 expected: ExpectedRevision::Any,
                 events,
-                principal: None,
+                principal: (),
             };
             store.append(request).await.unwrap();
         }

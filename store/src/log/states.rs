@@ -77,7 +77,7 @@ fn bad_state(stream: &str) -> Error {
 pub(crate) fn recover(
     db: &DB,
     recent: &RecentRuns,
-    model: &mut dyn WriteModel,
+    model: &mut impl WriteModel,
     indexed: u64,
     head: u64,
 ) -> Result<u64> {
@@ -161,7 +161,7 @@ pub(crate) fn recover(
 
 /// Gives the model every stored state of its resident categories; returns them, for their
 /// stamps.
-fn load_resident(db: &DB, model: &mut dyn WriteModel) -> Result<StoredStates> {
+fn load_resident(db: &DB, model: &mut impl WriteModel) -> Result<StoredStates> {
     let mut resident = StoredStates::default();
     let mut iter = db.raw_iterator_cf(cf_handle(db, CF_STATES));
     for category in model.resident_categories() {

@@ -7,10 +7,12 @@ use super::{cf_handle, last_run, states, ChunkCursor};
 use crate::chunk::{self, RecordRef, MAX_CHUNK_EVENTS};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
-use crate::write_model::{StoredStates, WriteModel};
+use crate::write_model::{RequestOf, StoredStates, WriteModel};
 use crate::{AppendRequest, AppendResult, ProposedEvent, RecordedEvent};
 use rocksdb::{DBRawIterator, WriteBatch, WriteOptions, DB};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
@@ -26,17 +28,37 @@ const MAX_EVENT_TYPE_LEN: usize = 255;
 /// Longest `data` or `metadata` a record can hold.
 const MAX_JSON_LEN: usize = 1 << 30;
 
-pub(crate) struct Job {
-    pub requests: Vec<AppendRequest>,
+pub(crate) struct Job<M: WriteModel> {
+    pub requests: Vec<RequestOf<M>>,
     pub reply: oneshot::Sender<Result<Vec<AppendResult>>>,
 }
 
-pub(crate) enum Command {
-    Append(Job),
+pub(crate) enum Command<M: WriteModel> {
+    Append(Job<M>),
     Shutdown,
 }
 
-pub(crate) struct Writer {
+/// What the log's readers may ask of its writer, whatever its model: whether it still takes
+/// appends, and to stop. The store's own end of the queue: the writer runs until the store's
+/// last handle goes (or it is stopped), like the database it writes.
+pub(crate) trait Control: Send + Sync {
+    fn is_closed(&self) -> bool;
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<M: WriteModel> Control for mpsc::Sender<Command<M>> {
+    fn is_closed(&self) -> bool {
+        mpsc::Sender::is_closed(self)
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let _ = self.send(Command::Shutdown).await;
+        })
+    }
+}
+
+pub(crate) struct Writer<M: WriteModel> {
     pub db: Arc<DB>,
     /// Stream runs not yet in RocksDB: the writer adds each group's, the indexer writes them.
     pub recent: Arc<RecentRuns>,
@@ -44,7 +66,7 @@ pub(crate) struct Writer {
     pub index_at_shutdown: bool,
     pub next_position: u64,
     /// Domain rules, checked in log order.
-    pub model: Box<dyn WriteModel>,
+    pub model: M,
     pub head: watch::Sender<u64>,
     pub metrics: StoreMetrics,
     pub disk: DiskReserve,
@@ -73,8 +95,8 @@ impl DiskReserve {
     }
 }
 
-impl Writer {
-    pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+impl<M: WriteModel> Writer<M> {
+    pub fn run(mut self, mut commands: mpsc::Receiver<Command<M>>) {
         while let Some(first) = commands.blocking_recv() {
             let mut jobs = Vec::new();
             let mut events = 0;
@@ -119,7 +141,7 @@ impl Writer {
     /// Stages every job, writes the successful ones in one synced batch, answers each job.
     /// Returns false if the write failed: after a failed fsync the file state is unknown.
     /// Without room above the disk reserve every job is refused, and nothing is written.
-    fn commit_group(&mut self, jobs: Vec<Job>) -> bool {
+    fn commit_group(&mut self, jobs: Vec<Job<M>>) -> bool {
         let bytes: u64 = jobs
             .iter()
             .flat_map(|job| &job.requests)
@@ -188,7 +210,7 @@ impl Writer {
             &stored_ids,
             &stored_states,
             &self.recent,
-            self.model.as_mut(),
+            &mut self.model,
             self.next_position,
         );
         group.reserve(requests, events);
@@ -251,25 +273,25 @@ impl Writer {
 }
 
 /// One event placed in the group: where it goes and which request it comes from.
-struct Staged<'j> {
+struct Staged<'j, D> {
     stream: &'j str,
     revision: u64,
     position: u64,
-    event: &'j ProposedEvent,
+    event: &'j ProposedEvent<D>,
 }
 
 /// The writes of one group commit, and an overlay of what they change (stream heads, ids) so
 /// later requests in the same group see earlier ones.
-struct Group<'j, 'm> {
+struct Group<'j, 'm, M: WriteModel> {
     db: &'j DB,
     /// The ids of this group's events that were stored before it, with their positions.
     stored_ids: &'j Ids,
     /// The write model's stored states of the group's streams it fetches.
     stored_states: &'j StoredStates,
     recent: &'j RecentRuns,
-    model: &'m mut dyn WriteModel,
+    model: &'m mut M,
     next_position: u64,
-    writes: Vec<Staged<'j>>,
+    writes: Vec<Staged<'j, M::Decoded>>,
     /// One run per request: (stream, run).
     runs: Vec<(&'j str, Run)>,
     stream_runs: DBRawIterator<'j>,
@@ -279,13 +301,13 @@ struct Group<'j, 'm> {
     ids: FastMap<Uuid, usize>,
 }
 
-impl<'j, 'm> Group<'j, 'm> {
+impl<'j, 'm, M: WriteModel> Group<'j, 'm, M> {
     fn new(
         db: &'j DB,
         stored_ids: &'j Ids,
         stored_states: &'j StoredStates,
         recent: &'j RecentRuns,
-        model: &'m mut dyn WriteModel,
+        model: &'m mut M,
         next_position: u64,
     ) -> Self {
         Self {
@@ -313,7 +335,7 @@ impl<'j, 'm> Group<'j, 'm> {
     }
 
     /// Stages one all-or-nothing job: on error nothing of it stays in the group.
-    fn stage(&mut self, requests: &'j [AppendRequest]) -> Result<Vec<AppendResult>> {
+    fn stage(&mut self, requests: &'j [RequestOf<M>]) -> Result<Vec<AppendResult>> {
         check_shape(requests)?;
         let rollback = (self.next_position, self.writes.len(), self.runs.len());
         self.heads_undo.clear();
@@ -341,7 +363,7 @@ impl<'j, 'm> Group<'j, 'm> {
         results
     }
 
-    fn stage_request(&mut self, index: usize, request: &'j AppendRequest) -> Result<AppendResult> {
+    fn stage_request(&mut self, index: usize, request: &'j RequestOf<M>) -> Result<AppendResult> {
         if let Some(result) = self.idempotent_result(index, request)? {
             return Ok(result);
         }
@@ -394,7 +416,7 @@ impl<'j, 'm> Group<'j, 'm> {
     fn idempotent_result(
         &mut self,
         index: usize,
-        request: &AppendRequest,
+        request: &RequestOf<M>,
     ) -> Result<Option<AppendResult>> {
         // The common case, all ids new, costs two hash lookups an event and no allocation.
         let known = |id| self.ids.contains_key(id) || self.stored_ids.contains_key(id);
@@ -480,7 +502,7 @@ impl<'j, 'm> Group<'j, 'm> {
         let (chunks, ids) = (cf(CF_CHUNKS), cf(CF_IDS));
         let mut batch = WriteBatch::default();
         for slice in self.writes.chunks(MAX_CHUNK_EVENTS) {
-            let records: Vec<RecordRef<'_>> = slice
+            let records: Vec<RecordRef<'_, M::Decoded>> = slice
                 .iter()
                 .map(|staged| RecordRef {
                     stream: staged.stream,
@@ -500,7 +522,7 @@ impl<'j, 'm> Group<'j, 'm> {
 /// The position of every event id of `jobs` the log already holds: the recent ones from
 /// memory, the others in one sorted multi-get of the id index, where bloom filters answer
 /// most new ids without reading a block.
-fn stored_positions(db: &DB, recent: &RecentRuns, jobs: &[Job]) -> Result<Ids> {
+fn stored_positions<M: WriteModel>(db: &DB, recent: &RecentRuns, jobs: &[Job<M>]) -> Result<Ids> {
     let ids = jobs
         .iter()
         .flat_map(|job| &job.requests)
@@ -528,7 +550,7 @@ fn stored_positions(db: &DB, recent: &RecentRuns, jobs: &[Job]) -> Result<Ids> {
 }
 
 /// Refuses empty appends and ids used twice in one job, before anything is looked up.
-fn check_shape(requests: &[AppendRequest]) -> Result<()> {
+fn check_shape<P, D>(requests: &[AppendRequest<P, D>]) -> Result<()> {
     let mut seen: HashSet<Uuid, foldhash::fast::RandomState> = HashSet::default();
     for (index, request) in requests.iter().enumerate() {
         if request.events.is_empty() {
@@ -561,7 +583,7 @@ fn check_shape(requests: &[AppendRequest]) -> Result<()> {
     Ok(())
 }
 
-fn same_content(proposed: &ProposedEvent, stored: &RecordedEvent) -> bool {
+fn same_content<D>(proposed: &ProposedEvent<D>, stored: &RecordedEvent) -> bool {
     proposed.event_type == stored.event_type
         && same_json(&proposed.data, &stored.data)
         && same_json(&proposed.metadata, &stored.metadata)
