@@ -1,15 +1,12 @@
 //! `chiso demo` writes the demo history as NDJSON; `chiso serve --demo` loads it into an empty
 //! data directory through the normal append path before serving.
 
-use axum::body::Body;
-use axum::http::Request;
 use chiso_ingest::demo::{write_demo, DemoOptions};
+use chiso_ingest::{Grant, Ingestor};
 use clap::Args;
-use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
-use tower::ServiceExt;
 
 /// Options of `chiso demo`.
 #[derive(Args)]
@@ -92,8 +89,9 @@ impl Write for Batches {
     }
 }
 
-/// Loads the demo history (default options) through `router`'s `POST /v1/events`.
-pub async fn load(router: axum::Router) -> Result<u64, Box<dyn std::error::Error>> {
+/// Loads the demo history (default options) in NDJSON batches through `ingestor`, as
+/// `POST /v1/events` appends them.
+pub async fn load(ingestor: &Ingestor) -> Result<u64, Box<dyn std::error::Error>> {
     let (sender, mut batches) = tokio::sync::mpsc::channel(4);
     let generator = tokio::task::spawn_blocking(move || {
         let mut out = Batches {
@@ -110,13 +108,10 @@ pub async fn load(router: axum::Router) -> Result<u64, Box<dyn std::error::Error
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut loaded = 0;
     while let Some((body, lines)) = batches.recv().await {
-        let request = Request::post("/v1/events").body(Body::from(body))?;
-        let response = router.clone().oneshot(request).await?;
-        if !response.status().is_success() {
-            let answer = response.into_body().collect().await?.to_bytes();
+        if let Err(error) = chiso_api::append_ndjson(ingestor, Grant::All, body.into()).await {
             return Err(format!(
                 "the demo history was refused at event {loaded}: {}",
-                String::from_utf8_lossy(&answer)
+                error.body()
             )
             .into());
         }

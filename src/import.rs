@@ -1,20 +1,16 @@
 //! `chiso import`: NDJSON event files through the same decoding and validation as the API,
 //! either to a running chiso (`--url`) or straight into a data directory (`--data-dir`,
-//! through the same router in-process). Batches are atomic and ids idempotent, so running an
+//! through the same decoding and ingestor in-process, as the data directory's admin). Batches are atomic and ids idempotent, so running an
 //! interrupted import again is safe; the first bad line stops it, named by file and line.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use chiso_api::{router, AppState, Limits};
-use chiso_ingest::{IngestModel, Ingestor};
+use axum::http::StatusCode;
+use chiso_ingest::{Grant, IngestModel, Ingestor};
 use chiso_store::{EventStore, StoreMetrics};
 use clap::Args;
-use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use tower::ServiceExt;
 
 /// Options of `chiso import`.
 #[derive(Args)]
@@ -48,10 +44,8 @@ enum Sink {
         url: String,
         token: Option<String>,
     },
-    Local {
-        router: axum::Router,
-        store: EventStore,
-    },
+    /// Whoever may write the data directory is its admin.
+    Local { ingestor: Ingestor },
 }
 
 impl Sink {
@@ -67,15 +61,11 @@ impl Sink {
                 let status = StatusCode::from_u16(response.status().as_u16())?;
                 Ok((status, response.json().await.unwrap_or(Value::Null)))
             }
-            Self::Local { router, .. } => {
-                let request = Request::post("/v1/events").body(Body::from(body))?;
-                let response = router.clone().oneshot(request).await?;
-                let status = response.status();
-                let bytes = response.into_body().collect().await?.to_bytes();
-                Ok((
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ))
+            Self::Local { ingestor } => {
+                match chiso_api::append_ndjson(ingestor, Grant::All, body.into()).await {
+                    Ok(_) => Ok((StatusCode::OK, Value::Null)),
+                    Err(error) => Ok((error.status(), error.body())),
+                }
             }
         }
     }
@@ -89,9 +79,9 @@ pub async fn import(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> 
                 StoreMetrics::default(),
                 IngestModel::new(),
             )?;
-            let store = appender.store().clone();
-            let router = router(AppState::new(Ingestor::new(appender), Limits::default()));
-            Sink::Local { router, store }
+            Sink::Local {
+                ingestor: Ingestor::new(appender),
+            }
         }
         None => Sink::Http {
             client: reqwest::Client::new(),
@@ -103,8 +93,8 @@ pub async fn import(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> 
     for file in &args.files {
         total += import_file(&sink, file, args.batch.max(1)).await?;
     }
-    if let Sink::Local { store, .. } = &sink {
-        store.shutdown().await;
+    if let Sink::Local { ingestor } = &sink {
+        ingestor.store().shutdown().await;
     }
     eprintln!("imported {total} events from {} file(s)", args.files.len());
     Ok(())

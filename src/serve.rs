@@ -138,7 +138,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let drained = tokio_util::sync::CancellationToken::new();
     let follower = projections.follow(drained.clone());
     if args.demo {
-        load_demo(&store, router(state.clone())).await?;
+        load_demo(&state.ingestor).await?;
     }
     let scheduler = chiso_api::spawn_scheduler(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -214,10 +214,8 @@ async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
 }
 
 /// `--demo`: the demo history into an empty log; a log with events is left as it is.
-async fn load_demo(
-    store: &EventStore,
-    router: axum::Router,
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn load_demo(ingestor: &Ingestor) -> Result<(), Box<dyn std::error::Error>> {
+    let store = ingestor.store();
     if store.head() > 0 {
         tracing::info!(
             events = store.head(),
@@ -226,7 +224,7 @@ async fn load_demo(
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let loaded = crate::demo::load(router).await?;
+    let loaded = crate::demo::load(ingestor).await?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         events = loaded,

@@ -119,12 +119,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer's body: `{"error": {"code", "message", "details"}}`.
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message, "details": self.details}})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(self.body())).into_response();
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }

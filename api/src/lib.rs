@@ -32,6 +32,7 @@ mod wire;
 pub use auth::{Auth, Principal, Scope};
 pub use error::{ApiError, ErrorCode, ErrorKind, Result};
 pub use listen::{serve, ServeLimits};
+pub use log::{append_ndjson, Batch};
 pub use ops::{install_panic_hook, HttpMetrics, SqlMetrics, TableMetrics};
 pub use rankings::spawn_scheduler;
 

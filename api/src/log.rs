@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use chiso_ingest::{Append, Checker};
+use bytes::Bytes;
+use chiso_ingest::{Append, Checker, Grant, Ingestor};
 use chiso_store::{ReadDirection, StreamName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -77,7 +78,30 @@ pub async fn append_batch(
     let grant = principal.append_grant()?;
     let limit = state.limits.max_body_bytes;
     let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
-    let checker = state.ingestor.checker();
+    let batch = append_ndjson(&state.ingestor, grant, bytes).await?;
+    Ok(Json(json!({
+        "count": batch.count,
+        "first_position": batch.first_position,
+        "last_position": batch.last_position,
+    })))
+}
+
+/// What an NDJSON batch appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Events appended (or already there, for a retry).
+    pub count: usize,
+    /// Position of the first.
+    pub first_position: Option<u64>,
+    /// Position of the last.
+    pub last_position: Option<u64>,
+}
+
+/// Decodes an NDJSON body (one event per line with its `stream`) and appends it, all lines or
+/// none, through `ingestor` with `grant`: the path of `POST /v1/events`, which `chiso import
+/// --data-dir` and `chiso serve --demo` take in-process. A refusal names the body's line.
+pub async fn append_ndjson(ingestor: &Ingestor, grant: Grant, bytes: Bytes) -> Result<Batch> {
+    let checker = ingestor.checker();
     let threads = match bytes.len() >= PARALLEL_PARSE_BYTES {
         true => cores(),
         false => 1,
@@ -93,21 +117,18 @@ pub async fn append_batch(
             .await
             .map_err(|e| ApiError::internal(&e))??;
     let count = requests.len();
-    let results = state
-        .ingestor
+    let results = ingestor
         .append_all(grant, requests)
         .await
         .map_err(|error| {
             let line = error.request_index().map(|i| line_numbers[i]);
             with_line(ApiError::from(error), line)
         })?;
-    let first = results.iter().map(|r| r.first_position).min();
-    let last = results.iter().map(|r| r.last_position).max();
-    Ok(Json(json!({
-        "count": count,
-        "first_position": first,
-        "last_position": last,
-    })))
+    Ok(Batch {
+        count,
+        first_position: results.iter().map(|r| r.first_position).min(),
+        last_position: results.iter().map(|r| r.last_position).max(),
+    })
 }
 
 /// Bodies with at least this many bytes are decoded on several threads.

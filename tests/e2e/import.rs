@@ -1,7 +1,7 @@
 //! `chiso import`: the first bad line stops it with its file and line number; importing again
 //! after an interruption writes each event exactly once; `--url` goes through a running chiso.
 
-use crate::support::{read_everything, Server};
+use crate::support::{read_everything, read_everything_as, Server};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -103,4 +103,89 @@ async fn import_names_the_first_bad_line_and_is_safe_to_run_again() {
         .iter()
         .filter(|e| !e["stream"].as_str().unwrap().starts_with("ranking-"));
     assert_eq!(imported.count(), good.len() + 1);
+}
+
+/// `chiso import --url` with a token scoped to one province: events of its agencies go in, an
+/// event of another province's agency stops the import at its line (403), nothing of that
+/// batch written.
+#[tokio::test]
+async fn an_import_with_a_scoped_token_cannot_write_for_another_agency() {
+    const ADMIN: &str = "import-admin-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::start_with(&dir.path().join("data"), &[("CHISO_ADMIN_TOKEN", ADMIN)]).await;
+    let http = reqwest::Client::new();
+    let mut reference = history(0);
+    reference.push(json!({"stream": "agency-99", "id": Uuid::from_u128(3), "type": "AgencyRegistered",
+        "data": {"code": "99", "name": "Other", "kind": "province", "parent": null, "province": "99"}}).to_string());
+    let response = http
+        .post(format!("{}/v1/events", server.url))
+        .bearer_auth(ADMIN)
+        .body(reference.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let token: serde_json::Value = http
+        .post(format!("{}/v1/tokens", server.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"scopes": ["append:26", "query"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap();
+    let dossier = |n: u128, agency: &str| {
+        json!({"stream": format!("dossier-s{n}"), "id": Uuid::from_u128(500 + n), "type": "DossierReceived",
+            "data": {"agency": agency, "service": "1.001", "channel": "online",
+                     "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"}})
+        .to_string()
+    };
+    let (own, foreign) = (
+        dir.path().join("own.ndjson"),
+        dir.path().join("foreign.ndjson"),
+    );
+    write(&own, &[dossier(1, "26")]);
+    write(&foreign, &[dossier(2, "26"), dossier(3, "99")]);
+    let dossiers = |events: Vec<serde_json::Value>| {
+        let streams = events
+            .iter()
+            .map(|e| e["stream"].as_str().unwrap().to_owned());
+        streams
+            .filter(|s| s.starts_with("dossier-"))
+            .collect::<Vec<_>>()
+    };
+    let output = import(&[
+        "--url",
+        &server.url,
+        "--token",
+        token,
+        own.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = import(&[
+        "--url",
+        &server.url,
+        "--token",
+        token,
+        foreign.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("foreign.ndjson:2: forbidden (403 Forbidden)"),
+        "{stderr}"
+    );
+    let written = dossiers(read_everything_as(&server.url, Some(ADMIN)).await);
+    assert_eq!(
+        written,
+        ["dossier-s1"],
+        "nothing of the refused batch written"
+    );
 }

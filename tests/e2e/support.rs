@@ -106,13 +106,25 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 
 /// Every event in the log, paging through `GET /v1/events`.
 pub async fn read_everything(url: &str) -> Vec<serde_json::Value> {
+    read_everything_as(url, None).await
+}
+
+/// Every event in the log, asked with `token`.
+pub async fn read_everything_as(url: &str, token: Option<&str>) -> Vec<serde_json::Value> {
+    let http = reqwest::Client::new();
     let mut events = Vec::new();
     loop {
-        let page = get_json(&format!(
-            "{url}/v1/events?from={}&limit=10000",
-            events.len()
-        ))
-        .await;
+        let mut request = http.get(format!("{url}/v1/events?from={}&limit=10000", events.len()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let page: serde_json::Value = request
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("json");
         let page = page["events"].as_array().expect("events").clone();
         if page.is_empty() {
             return events;
