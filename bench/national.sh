@@ -11,14 +11,15 @@
 #   - PostgreSQL 15 (`bench/pg.sh`, fsync on) `COPY` of the history's first WINDOW events into the
 #     log as a table (`bench/pg_schema.sql`: unique id, unique (stream, revision)), in the same
 #     run, and its size on disk against chiso's log for the same number of events;
+#   - `bench/adhoc.sh` on the data as loaded (REUSE=1): restart after SIGTERM, the five ad-hoc
+#     queries against DuckDB, `dossier_report`, append → visible, 64 clients under a scan,
+#     rebuild by replay;
 #   - restart until `/ready` after a SIGKILL taken while NDJSON batches were being appended
 #     (with `chiso_log_replayed_at_open`);
 #   - 64 concurrent single appends on that data (wrk), and pgbench's one-row INSERTs on the
-#     loaded PostgreSQL, in the same run;
-#   - then `bench/adhoc.sh` on the same data directory (REUSE=1): restart after SIGTERM, the five
-#     ad-hoc queries against DuckDB, `dossier_report`, append → visible, 64 clients under a
-#     scan, rebuild by replay.
-# CHISO=path runs that binary unbuilt. KEEP=1 leaves the data directory for another run.
+#     loaded PostgreSQL, in the same run.
+# CHISO=path runs that binary unbuilt. KEEP=1 leaves the data directory for another run;
+# REUSE=1 runs on it again from step 2, with the load's figures of the run that made it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chiso-target}"
@@ -43,8 +44,10 @@ fi
 chiso="${CHISO:-$CARGO_TARGET_DIR/release/chiso}"
 port=17881
 url=http://127.0.0.1:$port
-rm -rf "$scratch"
-mkdir -p "$scratch"
+if [ -z "${REUSE:-}" ]; then
+  rm -rf "$scratch"
+  mkdir -p "$scratch"
+fi
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; chiso demo --provinces $PROVINCES --scale $SCALE into $chiso serve (default settings)"
 
 set_phase() { echo "$1" > "$scratch/phase"; }
@@ -69,23 +72,34 @@ log_head() { curl -s "$url/ready" | python3 -c 'import json,sys; print(json.load
 trap 'kill $pid 2>/dev/null || true' EXIT
 
 # 1. The load, timed; the generator's and the client's CPU time from their own `time`.
+if [ -z "${REUSE:-}" ]; then
 : > "$scratch/samples.txt"
 set_phase load
 serve
 until curl -sf "$url/health" > /dev/null; do sleep 0.1; done
 s=$(now)
+echo "$s" > "$scratch/load-start"
 ( TIMEFORMAT='generator %U %S'; time "$chiso" demo --provinces "$PROVINCES" --scale "$SCALE" ) 2> "$scratch/demo-cpu.txt" \
   | ( TIMEFORMAT='client %U %S'; time CHISO_LOG=warn "$chiso" import --url "$url" - 2> /dev/null ) 2> "$scratch/client-cpu.txt"
 loaded=$(echo "$(now) - $s" | bc)
+echo "$loaded" > "$scratch/load-seconds"
 set_phase fold
 ready
 caught=$(echo "$(now) - $s - $loaded" | bc)
 events=$(log_head)
 say "load: $events events in $loaded s ($(echo "$events / $loaded" | bc) events/s overall); tables caught up $caught s later"
+else
+  s=$(cat "$scratch/load-start"); loaded=$(cat "$scratch/load-seconds")
+  set_phase reopen
+  serve
+  ready
+  events=$(log_head)
+  say "reused: $events events, loaded by an earlier run in $loaded s"
+fi
 python3 - "$scratch/samples.txt" "$s" "$WINDOW" "$loaded" "$scratch/demo-cpu.txt" "$scratch/client-cpu.txt" <<'PY' | tee -a "$out"
 import sys
 path, start, window, wall = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-points = [(float(t), int(h)) for t, phase, rss, *h in (l.split() for l in open(path))
+points = [(float(t), int(h[0])) for t, phase, rss, *h in (l.split() for l in open(path))
           if phase == "load" and h and h[0].isdigit()]
 points.insert(0, (start, 0))
 # When the head crossed each multiple of the window (linear between samples).
@@ -111,7 +125,16 @@ say "resident set: peak $(peak load) MiB while loading, $(peak fold) MiB while t
 du -sh "$scratch/data/log" "$scratch/data/tables" | tee -a "$out"
 log_bytes=$(du -sb "$scratch/data/log" | cut -f1)
 
-# 2. Restart after a SIGKILL taken while NDJSON batches of new dossiers were being appended.
+# 2. The ad-hoc queries and the rest of issue #12's figures, on this data directory as loaded
+# (before the steps below add dossiers of their own, which the report would count).
+set_phase stop
+kill -TERM "$pid"; wait "$pid" || true
+REUSE=1 CHISO="$chiso" bash bench/adhoc.sh | sed 's/^/adhoc: /' | tee -a "$out"
+set_phase reopen
+serve
+ready
+
+# 3. Restart after a SIGKILL taken while NDJSON batches of new dossiers were being appended.
 read -r agency service < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
   -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
 python3 - "$agency" "$service" > "$scratch/extra.ndjson" <<'PY'
@@ -135,7 +158,7 @@ serve
 ready
 say "restart after SIGKILL under NDJSON batches (head $before when killed): ready in $(echo "$(now) - $s" | bc) s, $(curl -s "$url/metrics" | awk '/^chiso_log_replayed_at_open /{print $2}') events replayed into the write model"
 
-# 3. 64 concurrent single appends on this data.
+# 4. 64 concurrent single appends on this data.
 set_phase wrk
 export CHISO_AGENCY=$agency CHISO_SERVICE=$service
 result=$(wrk -t2 -c64 -d20s --latency -s bench/append.lua "$url")
@@ -144,7 +167,7 @@ say "resident set: peak $(peak restart_kill) MiB after the restart, $(peak wrk) 
 set_phase stop
 kill -TERM "$pid"; wait "$pid" || true
 
-# 4. PostgreSQL: COPY of the history's first WINDOW events (the generator is seeded: the same
+# 5. PostgreSQL: COPY of the history's first WINDOW events (the generator is seeded: the same
 # events), converted to CSV beforehand so that only the COPY is timed; then pgbench on it.
 (
   source bench/pg.sh
@@ -175,8 +198,5 @@ for line in sys.stdin:
   say "postgresql 15: 64 clients (pgbench, 20 s) on those rows, one-row INSERT transactions: $(echo "$result" | awk -F'= ' '/^tps/{split($2,a," "); print a[1]}') rows/s, p50 ${p50}ms, p99 ${p99}ms"
 )
 
-# 5. The ad-hoc queries and the rest of issue #12's figures, on this data directory.
-trap - EXIT
-REUSE=1 CHISO="$chiso" bash bench/adhoc.sh | sed 's/^/adhoc: /' | tee -a "$out"
 say "resident set of the whole run: peak $(awk '$3 > m {m = $3} END {print m + 0}' "$scratch/samples.txt") MiB (load and restarts; adhoc.sh's phases are in its own lines)"
 [ -n "${KEEP:-}" ] || rm -rf "$scratch"
