@@ -33,7 +33,6 @@ out=bench/last-national.txt
 : > "$out"
 say() { echo "$*" | tee -a "$out"; }
 now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for p in wrk bc; do
   command -v "$p" > /dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p"; }
@@ -51,12 +50,11 @@ fi
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; chiso demo --provinces $PROVINCES --scale $SCALE into $chiso serve (default settings)"
 
 set_phase() { echo "$1" > "$scratch/phase"; }
+log_head() { curl -s --max-time 1 "$url/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_head"])'; }
 # Every SAMPLE_SECONDS: time, phase, resident MiB, log head (empty while the server is down).
 sample() {
   while kill -0 "$pid" 2>/dev/null; do
-    head=$(curl -s --max-time 1 "$url/ready" | python3 -c 'import json,sys
-try: print(json.load(sys.stdin)["log_head"])
-except Exception: print("")' 2>/dev/null || true)
+    head=$(log_head 2>/dev/null || true)
     echo "$(date +%s.%N) $(cat "$scratch/phase") $(($(ps -o rss= -p "$pid" 2>/dev/null || echo 0) / 1024)) $head" >> "$scratch/samples.txt"
     sleep "$SAMPLE_SECONDS"
   done
@@ -68,26 +66,25 @@ serve() {
 }
 peak() { awk -v p="$1" '$2 == p && $3 > m {m = $3} END {print m + 0}' "$scratch/samples.txt"; }
 ready() { until curl -sf "$url/ready" > /dev/null; do sleep 0.05; done; }
-log_head() { curl -s "$url/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_head"])'; }
 trap 'kill $pid 2>/dev/null || true' EXIT
 
 # 1. The load, timed; the generator's and the client's CPU time from their own `time`.
 if [ -z "${REUSE:-}" ]; then
-: > "$scratch/samples.txt"
-set_phase load
-serve
-until curl -sf "$url/health" > /dev/null; do sleep 0.1; done
-s=$(now)
-echo "$s" > "$scratch/load-start"
-( TIMEFORMAT='generator %U %S'; time "$chiso" demo --provinces "$PROVINCES" --scale "$SCALE" ) 2> "$scratch/demo-cpu.txt" \
-  | ( TIMEFORMAT='client %U %S'; time CHISO_LOG=warn "$chiso" import --url "$url" - 2> /dev/null ) 2> "$scratch/client-cpu.txt"
-loaded=$(echo "$(now) - $s" | bc)
-echo "$loaded" > "$scratch/load-seconds"
-set_phase fold
-ready
-caught=$(echo "$(now) - $s - $loaded" | bc)
-events=$(log_head)
-say "load: $events events in $loaded s ($(echo "$events / $loaded" | bc) events/s overall); tables caught up $caught s later"
+  : > "$scratch/samples.txt"
+  set_phase load
+  serve
+  until curl -sf "$url/health" > /dev/null; do sleep 0.1; done
+  s=$(now)
+  echo "$s" > "$scratch/load-start"
+  ( TIMEFORMAT='generator %U %S'; time "$chiso" demo --provinces "$PROVINCES" --scale "$SCALE" ) 2> "$scratch/demo-cpu.txt" \
+    | ( TIMEFORMAT='client %U %S'; time CHISO_LOG=warn "$chiso" import --url "$url" - 2> /dev/null ) 2> "$scratch/client-cpu.txt"
+  loaded=$(echo "$(now) - $s" | bc)
+  echo "$loaded" > "$scratch/load-seconds"
+  set_phase fold
+  ready
+  caught=$(echo "$(now) - $s - $loaded" | bc)
+  events=$(log_head)
+  say "load: $events events in $loaded s ($(echo "$events / $loaded" | bc) events/s overall); tables caught up $caught s later"
 else
   s=$(cat "$scratch/load-start"); loaded=$(cat "$scratch/load-seconds")
   set_phase reopen
