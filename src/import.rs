@@ -107,8 +107,8 @@ async fn import_file(
     batch: usize,
 ) -> Result<u64, Box<dyn std::error::Error>> {
     // `-` is standard input (`chiso demo | chiso import --url … -`): its length is unknown.
-    let (reader, length): (Box<dyn std::io::Read>, Option<u64>) = if path == Path::new("-") {
-        (Box::new(std::io::stdin().lock()), None)
+    let (reader, length): (Box<dyn std::io::Read + Send>, Option<u64>) = if path == Path::new("-") {
+        (Box::new(std::io::stdin()), None)
     } else {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let length = file.metadata()?.len();
@@ -121,14 +121,70 @@ async fn import_file(
         .progress_chars("=> "),
     );
     progress.set_message(path.display().to_string());
-    let (mut body, mut lines, mut events) = (String::new(), Vec::new(), 0u64);
     if length.is_none() {
         progress.set_style(ProgressStyle::with_template(
             "{msg} {bytes} {bytes_per_sec} {elapsed}",
         )?);
     }
+    // The next batch is read (and, from a pipe, generated) while the server writes this one:
+    // a thread reads the lines ahead, a batch or two at most, in order.
+    let (batches, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let reading = {
+        let (progress, name) = (progress.clone(), path.display().to_string());
+        std::thread::Builder::new()
+            .name("chiso-import-read".into())
+            .spawn(move || read_batches(reader, batch, &progress, &name, batches))?
+    };
+    let mut events = 0u64;
+    let mut sent = Ok(());
+    while let Some(read) = received.recv().await {
+        let (body, lines) = match read {
+            Ok(batch) => batch,
+            Err(error) => {
+                sent = Err(error.into());
+                break;
+            }
+        };
+        match send(sink, path, body, lines).await {
+            Ok(count) => events += count,
+            Err(error) => {
+                sent = Err(error);
+                break;
+            }
+        }
+    }
+    // Dropping the receiver stops the reader at its next batch.
+    drop(received);
+    let _ = reading.join();
+    sent?;
+    progress.finish();
+    Ok(events)
+}
+
+/// Batches read ahead of the one being sent.
+const READ_AHEAD: usize = 2;
+
+/// One batch: NDJSON lines and their line numbers in the file.
+type LinesBatch = (String, Vec<usize>);
+
+/// Reads `reader` into batches of `batch` non-empty lines and sends them in order; stops at
+/// the first read error (sent, named by file and line) or when nobody receives any more.
+fn read_batches(
+    reader: Box<dyn std::io::Read + Send>,
+    batch: usize,
+    progress: &ProgressBar,
+    name: &str,
+    batches: tokio::sync::mpsc::Sender<Result<LinesBatch, String>>,
+) {
+    let (mut body, mut lines) = (String::new(), Vec::new());
     for (number, line) in (1..).zip(std::io::BufReader::with_capacity(1 << 20, reader).lines()) {
-        let line = line.map_err(|e| format!("{}:{number}: {e}", path.display()))?;
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                let _ = batches.blocking_send(Err(format!("{name}:{number}: {error}")));
+                return;
+            }
+        };
         progress.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {
             continue;
@@ -137,20 +193,15 @@ async fn import_file(
         body.push('\n');
         lines.push(number);
         if lines.len() == batch {
-            events += send(
-                sink,
-                path,
-                std::mem::take(&mut body),
-                std::mem::take(&mut lines),
-            )
-            .await?;
+            let full = (std::mem::take(&mut body), std::mem::take(&mut lines));
+            if batches.blocking_send(Ok(full)).is_err() {
+                return;
+            }
         }
     }
     if !lines.is_empty() {
-        events += send(sink, path, body, lines).await?;
+        let _ = batches.blocking_send(Ok((body, lines)));
     }
-    progress.finish();
-    Ok(events)
 }
 
 /// Sends a batch; on refusal, names the file line of the first bad event.

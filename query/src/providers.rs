@@ -186,8 +186,11 @@ fn sealed_scan(
     let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
     let footers =
         CachedParquetFileReaderFactory::new(store, runtime.cache_manager.get_file_metadata_cache());
-    let mut source =
-        ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(Arc::new(footers));
+    // The session's Parquet options (`DATAFUSION_EXECUTION_PARQUET_*`), as a listing table
+    // would read them.
+    let mut source = ParquetSource::new(schema.clone())
+        .with_table_parquet_options(state.table_options().parquet.clone())
+        .with_parquet_file_reader_factory(Arc::new(footers));
     let predicate = conjunction(filters.iter().cloned()).and_then(|filter| {
         let columns = DFSchema::try_from(schema.as_ref().clone()).ok()?;
         state.create_physical_expr(filter, &columns).ok()
