@@ -135,28 +135,19 @@ async fn import_file(
             .name("chiso-import-read".into())
             .spawn(move || read_batches(reader, batch, &progress, &name, batches))?
     };
-    let mut events = 0u64;
-    let mut sent = Ok(());
-    while let Some(read) = received.recv().await {
-        let (body, lines) = match read {
-            Ok(batch) => batch,
-            Err(error) => {
-                sent = Err(error.into());
-                break;
-            }
-        };
-        match send(sink, path, body, lines).await {
-            Ok(count) => events += count,
-            Err(error) => {
-                sent = Err(error);
-                break;
-            }
+    let sent = async {
+        let mut events = 0u64;
+        while let Some(read) = received.recv().await {
+            let (body, lines) = read?;
+            events += send(sink, path, body, lines).await?;
         }
+        Ok::<_, Box<dyn std::error::Error>>(events)
     }
+    .await;
     // Dropping the receiver stops the reader at its next batch.
     drop(received);
     let _ = reading.join();
-    sent?;
+    let events = sent?;
     progress.finish();
     Ok(events)
 }

@@ -51,7 +51,7 @@ pub struct LogOptions {
     pub disk_reserve_bytes: u64,
 }
 
-/// The default reserve: room for every memtable to flush (three of 64 MiB, one of 8) and for
+/// The default reserve: room for every memtable to flush (≈ 330 MiB: see `open_db`) and for
 /// a compaction of the first levels, with a margin for the tables' checkpoints.
 pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 1 << 30;
 
