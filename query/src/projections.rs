@@ -266,7 +266,7 @@ impl Projections {
             );
         }
         let mut tables = Tables::default();
-        let loaded = load_segments(&segments, &manifest, &mut tables).and_then(|loaded| {
+        let loaded = load_segments(&segments, &manifest, &policy, &mut tables).and_then(|loaded| {
             if !loaded.damaged.is_empty() {
                 for (partition, reason) in &loaded.damaged {
                     tracing::warn!(
@@ -1372,7 +1372,13 @@ impl State {
             Partition::Rankings => batch("rankings", tables.rankings_batch()),
             // A cold month's segment is its rows: it stays as it is.
             Partition::AgencyDaily(month) if tables.cold_daily.contains_key(&month) => Vec::new(),
-            Partition::AgencyDaily(month) => batch(&partition.name(), tables.daily_batch(month)),
+            Partition::AgencyDaily(month) => {
+                let (days, totals) = (tables.daily_batch(month), tables.monthly_batch(month));
+                vec![
+                    Segment::new(partition.name(), Content::Batch(days)),
+                    Segment::new(totals_name(month), Content::Batch(totals)),
+                ]
+            }
             Partition::Dossiers(month) => self.dossier_segments(month),
         }
     }
@@ -1530,9 +1536,18 @@ struct Loaded {
 /// Loads every segment of the manifest: sealed files by their footers first, then rows,
 /// services before their level spans. A segment that cannot be read damages its partition
 /// (the partition's other segments are passed over); a name no partition has fails the load.
+/// The segment of a month's `agency_daily` totals by agency, beside its days.
+fn totals_name(month: MonthKey) -> String {
+    format!("{}/{TOTALS}", Partition::AgencyDaily(month).name())
+}
+
+/// The part of a month of `agency_daily` holding its totals by agency.
+const TOTALS: &str = "totals";
+
 fn load_segments(
     segments: &SegmentDir,
     manifest: &Manifest,
+    policy: &SealPolicy,
     tables: &mut Tables,
 ) -> Result<Loaded> {
     let mut loaded = Loaded::default();
@@ -1559,8 +1574,29 @@ fn load_segments(
         if loaded.damaged.contains_key(&partition) {
             continue;
         }
-        let result = match partition {
-            Partition::Dossiers(month) if parsed.sealed => {
+        // A settled month of `agency_daily` saved with its totals starts cold: its totals
+        // are read, its days stay in their file. (The horizon is the sealed months' so far,
+        // loaded first: a month settled by it stays settled.)
+        let cold = |month: MonthKey, tables: &Tables| {
+            manifest.segments.contains_key(&totals_name(month))
+                && (policy.immediately || policy.settled(month, tables.dossiers.horizon))
+        };
+        let result = match (partition, parsed.part) {
+            (Partition::AgencyDaily(month), Some(TOTALS)) if cold(month, tables) => {
+                let days = &manifest.segments[&partition.name()];
+                load_totals(segments, file, days, month, tables)
+            }
+            // A month loaded whole counts its totals from its days.
+            (Partition::AgencyDaily(_), Some(TOTALS)) => Ok(()),
+            (Partition::AgencyDaily(month), None) if cold(month, tables) => Ok(()),
+            (Partition::AgencyDaily(month), None) => {
+                if !manifest.segments.contains_key(&totals_name(month)) {
+                    // Saved before months kept their totals: saved again with them.
+                    loaded.relayout.insert(partition);
+                }
+                load_segment(segments, &parsed, file, tables, &mut loaded.relayout)
+            }
+            (Partition::Dossiers(month), _) if parsed.sealed => {
                 sealed::open_base(&segments.path().join(file), file).map(|base| {
                     let dossiers = &mut tables.dossiers;
                     dossiers.horizon = dossiers.horizon.max(base.newest_received);
@@ -1627,6 +1663,47 @@ impl<'a> SegmentName<'a> {
             _ => return None,
         })
     }
+}
+
+/// Puts back a settled month's totals of `agency_daily` from their segment `file`, the month
+/// cold: its days stay in their segment `days`, of which only the footer is read (its rows,
+/// and that it is whole).
+fn load_totals(
+    segments: &SegmentDir,
+    file: &str,
+    days: &str,
+    month: MonthKey,
+    tables: &mut Tables,
+) -> Result<()> {
+    let failed = |file: &str, reason: String| Error::Segment {
+        file: file.to_owned(),
+        reason,
+    };
+    let cold = std::fs::File::open(segments.path().join(days))
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            let bytes = f.metadata().map_err(|e| e.to_string())?.len();
+            let footer = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string())?;
+            let rows = footer.metadata().file_metadata().num_rows();
+            Ok(ColdMonth {
+                file: days.into(),
+                rows: u64::try_from(rows).map_err(|e| e.to_string())?,
+                bytes,
+            })
+        })
+        .map_err(|reason| failed(days, reason))?;
+    let bytes = segments.read(file)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|builder| builder.build())
+        .map_err(|e| failed(file, e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| failed(file, e.to_string()))?;
+        tables
+            .restore_monthly(month, &batch)
+            .map_err(|reason| failed(file, reason))?;
+    }
+    tables.cold_daily.insert(month, cold);
+    Ok(())
 }
 
 /// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not

@@ -495,7 +495,7 @@ type Damage = (&'static str, fn(&Path), &'static [&'static str]);
 /// A segment file torn (cut short) or missing does not stop the server: it warns, rebuilds
 /// only that segment's partition from the log — a month of `dossiers` (hot, or sealed with
 /// `--seal-immediately`), a month of `agency_daily` that resolutions of earlier months count
-/// on, a small table — and answers as before; no other partition's file is written again.
+/// on (its days, or its totals by agency), a small table — and answers as before; no other partition's file is written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_or_missing_segment_is_rebuilt_alone_from_the_log() {
     let tear: fn(&Path) = |file| {
@@ -503,9 +503,11 @@ async fn a_torn_or_missing_segment_is_rebuilt_alone_from_the_log() {
         std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap();
     };
     let remove: fn(&Path) = |file| std::fs::remove_file(file).unwrap();
-    let damages: [Damage; 4] = [
+    let damages: [Damage; 5] = [
         ("dossiers_2019-04", tear, &["dossiers_2019-04"]),
         ("agency_daily_2019-06", remove, &["agency_daily_2019-06"]),
+        // A settled month starts from its totals, its days unread but for their footer.
+        ("agency_daily_2019-07_totals", tear, &["agency_daily_2019-07"]),
         ("services.", tear, &["services.", "service_levels."]),
         ("dossiers_2019-09", remove, &["dossiers_2019-09"]),
     ];

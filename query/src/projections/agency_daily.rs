@@ -128,8 +128,33 @@ impl Tables {
     pub fn daily_batch(&self, month: MonthKey) -> RecordBatch {
         let mut rows: Vec<_> = self.daily.get(&month).into_iter().flatten().collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let keys = || rows.iter().map(|(key, _)| key);
-        let counter = |get: fn(&DayCounts) -> i64| longs(rows.iter().map(|(_, c)| Some(get(c))));
+        self.day_rows(
+            rows.iter()
+                .map(|((day, agency), counts)| (*day, agency, *counts)),
+        )
+    }
+
+    /// A month's totals by agency, as rows of `agency_daily` dated the month's first day:
+    /// saved beside the month's days, so that a start reads a settled month's totals, not
+    /// every day of it ([`Tables::restore_monthly`]).
+    pub fn monthly_batch(&self, month: MonthKey) -> RecordBatch {
+        let mut rows: Vec<_> = self.monthly.get(&month).into_iter().flatten().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let first = month_first_day(month);
+        self.day_rows(
+            rows.iter()
+                .map(|(agency, counts)| (first, *agency, *counts)),
+        )
+    }
+
+    /// Rows of `agency_daily`, in the order given.
+    fn day_rows<'a>(
+        &self,
+        rows: impl Iterator<Item = (i32, &'a Arc<str>, &'a DayCounts)>,
+    ) -> RecordBatch {
+        let rows: Vec<(i32, &Arc<str>, &DayCounts)> = rows.collect();
+        let keys = || rows.iter().map(|(day, agency, _)| (day, *agency));
+        let counter = |get: fn(&DayCounts) -> i64| longs(rows.iter().map(|(_, _, c)| Some(get(c))));
         batch(
             &AGENCY_DAILY,
             vec![
@@ -145,6 +170,27 @@ impl Tables {
                 counter(|c| c.withdrawn),
             ],
         )
+    }
+
+    /// Adds to a month's totals the rows of its [`Tables::monthly_batch`] segment.
+    pub(super) fn restore_monthly(
+        &mut self,
+        month: MonthKey,
+        batch: &RecordBatch,
+    ) -> Result<(), String> {
+        let c = Columns(batch);
+        let agency = c.strings("agency")?;
+        let counters: Vec<&Int64Array> = COUNTER_COLUMNS
+            .iter()
+            .map(|name| c.int64(name))
+            .collect::<Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            let counts = DayCounts::of_row(&counters, row);
+            let agency = self.intern(agency.value(row));
+            let total = self.monthly.entry(month).or_default();
+            total.entry(agency).or_default().add(&counts);
+        }
+        Ok(())
     }
 
     /// Puts back a month's rows from its segment, adding them to its totals when `totals`

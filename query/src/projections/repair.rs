@@ -136,6 +136,7 @@ impl Tables {
             Partition::AgencyDaily(month) => {
                 self.daily.remove(&month);
                 self.monthly.remove(&month);
+                self.cold_daily.remove(&month);
             }
         }
     }
