@@ -51,9 +51,15 @@ use tables::ColdMonth;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Version of the segment layout; segments of another version are dropped and rebuilt.
+/// Version of the segment layout; segments of a version before [`OLDEST_FORMAT`] or after this
+/// one are dropped and rebuilt.
 /// 2: sealed months; dossier rows carry their province at receipt and every SQL column.
-const FORMAT: u32 = 2;
+/// 3: a month of `agency_daily` is saved with its totals by agency (`…/totals`). A version
+/// that knows only 2 would read those as days, so it rebuilds a directory of 3 instead.
+const FORMAT: u32 = 3;
+/// The oldest segment layout opened as it is: a format-2 month of `agency_daily` has no
+/// totals segment, so it is loaded whole and saved again with them.
+const OLDEST_FORMAT: u32 = 2;
 /// Events folded per lock.
 const FOLD_BATCH: usize = 8192;
 
@@ -254,11 +260,11 @@ impl Projections {
     ) -> Result<Self> {
         let segments = SegmentDir::open(store, dir, "tables")?;
         let stored = segments.stored_format()?;
-        let manifest = segments.load(FORMAT)?.unwrap_or(Manifest {
+        let manifest = segments.load(OLDEST_FORMAT..=FORMAT)?.unwrap_or(Manifest {
             format: FORMAT,
             ..Manifest::default()
         });
-        if let Some(old) = stored.filter(|format| *format != FORMAT) {
+        if let Some(old) = stored.filter(|format| !(OLDEST_FORMAT..=FORMAT).contains(format)) {
             tracing::warn!(
                 old,
                 new = FORMAT,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 const MANIFEST_VERSION: u32 = 1;
@@ -55,8 +56,9 @@ impl SegmentDir {
         &self.dir
     }
 
-    /// The committed manifest of `format`, if any; removes files it does not name.
-    pub fn load(&self, format: u32) -> Result<Option<Manifest>> {
+    /// The committed manifest, if any and of a format in `formats` (those the caller reads);
+    /// removes files it does not name.
+    pub fn load(&self, formats: RangeInclusive<u32>) -> Result<Option<Manifest>> {
         let stored = self
             .store
             .settings(&self.key)?
@@ -64,7 +66,7 @@ impl SegmentDir {
             .find(|(key, _)| *key == self.key);
         let manifest = stored
             .and_then(|(_, value)| serde_json::from_slice::<Manifest>(&value).ok())
-            .filter(|m| m.version == MANIFEST_VERSION && m.format == format);
+            .filter(|m| m.version == MANIFEST_VERSION && formats.contains(&m.format));
         self.remove_unreferenced(manifest.as_ref())?;
         Ok(manifest)
     }
@@ -186,7 +188,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EventStore::open(dir.path().join("log")).unwrap();
         let segments = SegmentDir::open(&store, dir.path().join("tables"), "t").unwrap();
-        assert_eq!(segments.load(1).unwrap(), None);
+        assert_eq!(segments.load(1..=1).unwrap(), None);
         segments.write("a.1", b"one").unwrap();
         segments.write("b.1", b"two").unwrap();
         let mut manifest = Manifest {
@@ -200,12 +202,17 @@ mod tests {
             !segments.path().join("b.1").exists(),
             "uncommitted file removed"
         );
-        let loaded = segments.load(1).unwrap().unwrap();
+        let loaded = segments.load(1..=1).unwrap().unwrap();
         assert_eq!(loaded.checkpoint, 7);
         assert_eq!(segments.read("a.1").unwrap(), b"one");
-        assert_eq!(segments.load(2).unwrap(), None, "another format is ignored");
+        assert_eq!(segments.load(0..=2).unwrap().unwrap().checkpoint, 7);
+        assert_eq!(
+            segments.load(2..=3).unwrap(),
+            None,
+            "another format is ignored"
+        );
         segments.clear().unwrap();
-        assert_eq!(segments.load(1).unwrap(), None);
+        assert_eq!(segments.load(1..=1).unwrap(), None);
     }
 
     #[test]

@@ -507,7 +507,11 @@ async fn a_torn_or_missing_segment_is_rebuilt_alone_from_the_log() {
         ("dossiers_2019-04", tear, &["dossiers_2019-04"]),
         ("agency_daily_2019-06", remove, &["agency_daily_2019-06"]),
         // A settled month starts from its totals, its days unread but for their footer.
-        ("agency_daily_2019-07_totals", tear, &["agency_daily_2019-07"]),
+        (
+            "agency_daily_2019-07_totals",
+            tear,
+            &["agency_daily_2019-07"],
+        ),
         ("services.", tear, &["services.", "service_levels."]),
         ("dossiers_2019-09", remove, &["dossiers_2019-09"]),
     ];

@@ -133,7 +133,20 @@ async fn opens_and_answers_as_it_did(name: &str) {
         "{answer}"
     );
 
-    // Saved again in today's layout: no month in memory as one segment any more.
+    // What the months of `agency_daily` add up to, before they are saved again.
+    let report = format!(
+        "{}/v1/reports/dossiers?from=2019-01-01&to=2019-12-31&min_position=1000",
+        server.url
+    );
+    let daily =
+        json!({"sql": "SELECT * FROM agency_daily ORDER BY day, agency", "min_position": 1000});
+    let before = (
+        get(&report, admin).await,
+        post(&sql, admin, daily.clone()).await,
+    );
+
+    // Saved again in today's layout: no month in memory as one segment any more, every month
+    // of `agency_daily` with its totals by agency.
     let mut server = server;
     assert!(server.terminate().success());
     let files: Vec<String> = std::fs::read_dir(dir.path().join("tables"))
@@ -152,6 +165,56 @@ async fn opens_and_answers_as_it_did(name: &str) {
             .any(|f| f.starts_with("dossiers_2019-08_00000.")),
         "{files:?}"
     );
+    let months = |suffix: &str| -> Vec<String> {
+        let mut months: Vec<String> = files
+            .iter()
+            .filter_map(|f| f.strip_prefix("agency_daily_")?.split_once('.'))
+            .filter_map(|(stem, _)| Some(stem.strip_suffix(suffix)?.to_owned()))
+            .filter(|month| month.len() == 7)
+            .collect();
+        months.sort();
+        months
+    };
+    assert!(!months("").is_empty(), "{files:?}");
+    assert_eq!(months("_totals"), months(""), "{files:?}");
+
+    // Started again, the settled months are read from their totals (their days stay in their
+    // files), and answer as before.
+    let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", admin)]).await;
+    let report = format!(
+        "{}/v1/reports/dossiers?from=2019-01-01&to=2019-12-31&min_position=1000",
+        server.url
+    );
+    let sql = format!("{}/v1/sql", server.url);
+    let after = (get(&report, admin).await, post(&sql, admin, daily).await);
+    assert_eq!(after, before);
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cold: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chiso_tables_agency_daily_cold_rows "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cold > 0.0, "no month of agency_daily started cold");
+}
+
+async fn get(url: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// The first `count` events `url` streams.
