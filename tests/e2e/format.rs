@@ -188,12 +188,8 @@ async fn opens_and_answers_as_it_did(name: &str) {
     let sql = format!("{}/v1/sql", server.url);
     let after = (get(&report, admin).await, post(&sql, admin, daily).await);
     assert_eq!(after, before);
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(admin)
-        .send()
+    let metrics = send_get(&format!("{}/metrics", server.url), admin)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -206,13 +202,17 @@ async fn opens_and_answers_as_it_did(name: &str) {
     assert!(cold > 0.0, "no month of agency_daily started cold");
 }
 
-async fn get(url: &str, token: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+async fn send_get(url: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
         .get(url)
         .bearer_auth(token)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn get(url: &str, token: &str) -> (u16, Value) {
+    let response = send_get(url, token).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -220,12 +220,7 @@ async fn get(url: &str, token: &str) -> (u16, Value) {
 /// The first `count` events `url` streams.
 async fn sse_events(url: &str, token: &str, count: usize) -> Vec<Value> {
     use futures_util::StreamExt;
-    let response = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = send_get(url, token).await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let (mut text, mut events) = (String::new(), Vec::new());

@@ -180,10 +180,7 @@ impl Tables {
     ) -> Result<(), String> {
         let c = Columns(batch);
         let agency = c.strings("agency")?;
-        let counters: Vec<&Int64Array> = COUNTER_COLUMNS
-            .iter()
-            .map(|name| c.int64(name))
-            .collect::<Result<_, _>>()?;
+        let counters = c.counters()?;
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
             let agency = self.intern(agency.value(row));
@@ -203,10 +200,7 @@ impl Tables {
     ) -> Result<(), String> {
         let c = Columns(batch);
         let (day, agency) = (c.get::<Date32Array>("day")?, c.strings("agency")?);
-        let counters: Vec<&Int64Array> = COUNTER_COLUMNS
-            .iter()
-            .map(|name| c.int64(name))
-            .collect::<Result<_, _>>()?;
+        let counters = c.counters()?;
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
             let agency = self.intern(agency.value(row));
@@ -220,5 +214,15 @@ impl Tables {
                 .insert((day.value(row), agency), counts);
         }
         Ok(())
+    }
+}
+
+impl Columns<'_> {
+    /// The counter columns of `agency_daily`, in [`COUNTER_COLUMNS`]' order.
+    fn counters(&self) -> Result<Vec<&Int64Array>, String> {
+        COUNTER_COLUMNS
+            .iter()
+            .map(|name| self.int64(name))
+            .collect()
     }
 }
