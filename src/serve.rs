@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// MiB (413 `value_too_large` past it): the memory the query pool does not count.
     #[arg(long, env = "CHISO_SQL_MAX_FUNCTION_MB", default_value_t = SqlLimits::default().max_function_bytes >> 20)]
     sql_max_function_mb: usize,
+    /// Queries that ended kept in `system.queries` for admins (0 keeps none).
+    #[arg(long, env = "CHISO_QUERY_LOG_SIZE", default_value_t = SqlLimits::default().query_log)]
+    query_log_size: usize,
     /// Stream runs (one per append) and event ids kept in memory before the background
     /// indexer writes them to the log's stream and id indexes: more means fewer, larger
     /// background writes, more memory (~120 bytes a run, ~40 an id) and more to rebuild from
@@ -125,6 +128,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         max_rows: args.sql_max_rows,
         threads: args.sql_threads,
         max_function_bytes: args.sql_max_function_mb << 20,
+        query_log: args.query_log_size,
         ..SqlLimits::default()
     };
     let engine = SqlEngine::new(&store, &projections, sql_limits)?;

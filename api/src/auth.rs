@@ -82,6 +82,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A token's id, safe to show and log: the first 16 hex digits of its SHA-256.
+fn token_id(hash: &Digest32) -> String {
+    hex(&hash[..8])
+}
+
 impl Auth {
     /// Auth on, with `admin_token`, and the tokens stored beside `store`'s log.
     pub fn enabled(admin_token: &str, store: &EventStore) -> chiso_store::Result<Self> {
@@ -114,7 +119,7 @@ impl Auth {
 
     fn principal(&self, parts: &Parts) -> Result<Principal> {
         let Some(inner) = &self.inner else {
-            return Ok(Principal::Unrestricted);
+            return Ok(Principal::unrestricted("anonymous"));
         };
         let token = parts
             .headers
@@ -125,12 +130,17 @@ impl Auth {
             .ok_or_else(|| unauthorized("unauthorized", "send `Authorization: Bearer <token>`"))?;
         let hash = digest(token);
         if bool::from(hash.ct_eq(&inner.admin)) {
-            return Ok(Principal::Unrestricted);
+            return Ok(Principal::unrestricted("admin"));
         }
         let tokens = inner.tokens.read().expect("token lock");
         match tokens.get(&hash) {
-            Some((scopes, _)) if scopes.contains(&Scope::Admin) => Ok(Principal::Unrestricted),
-            Some((scopes, _)) => Ok(Principal::Scoped(scopes.clone())),
+            Some((scopes, _)) if scopes.contains(&Scope::Admin) => {
+                Ok(Principal::unrestricted(token_id(&hash)))
+            }
+            Some((scopes, _)) => Ok(Principal {
+                token_id: token_id(&hash),
+                access: Access::Scoped(scopes.clone()),
+            }),
             None => Err(unauthorized(
                 "invalid_token",
                 "the token is unknown or was revoked",
@@ -190,9 +200,17 @@ fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Forbidden, "forbidden", message)
 }
 
-/// Who is asking: everyone when auth is off or for the admin, else a token's scopes.
+/// Who is asking: the id of their token, and what it may do.
 #[derive(Debug, Clone)]
-pub enum Principal {
+pub struct Principal {
+    /// The token's id: the first 16 hex digits of its SHA-256, `admin` for the environment's
+    /// admin token, `anonymous` while auth is off. Never the token itself.
+    pub token_id: String,
+    access: Access,
+}
+
+#[derive(Debug, Clone)]
+enum Access {
     /// Auth off, or an admin.
     Unrestricted,
     /// A token's scopes.
@@ -200,10 +218,31 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Everything, as the admin token or with auth off.
+    fn unrestricted(token_id: impl Into<String>) -> Self {
+        Self {
+            token_id: token_id.into(),
+            access: Access::Unrestricted,
+        }
+    }
+
+    /// Whether this is an admin (or auth is off).
+    pub fn is_admin(&self) -> bool {
+        matches!(self.access, Access::Unrestricted)
+    }
+
+    /// The caller of a query this principal runs.
+    pub fn caller(&self) -> chiso_query::Caller {
+        chiso_query::Caller {
+            token_id: self.token_id.clone(),
+            admin: self.is_admin(),
+        }
+    }
+
     /// Reads and queries need `query` (or admin).
     pub fn require_query(&self) -> Result<()> {
-        match self {
-            Self::Scoped(scopes) if !scopes.contains(&Scope::Query) => {
+        match &self.access {
+            Access::Scoped(scopes) if !scopes.contains(&Scope::Query) => {
                 Err(forbidden("this token has no `query` scope"))
             }
             _ => Ok(()),
@@ -212,17 +251,17 @@ impl Principal {
 
     /// Token management and metrics need `admin`.
     pub fn require_admin(&self) -> Result<()> {
-        match self {
-            Self::Unrestricted => Ok(()),
-            Self::Scoped(_) => Err(forbidden("this needs the `admin` scope")),
+        match self.access {
+            Access::Unrestricted => Ok(()),
+            Access::Scoped(_) => Err(forbidden("this needs the `admin` scope")),
         }
     }
 
     /// What the write model lets this principal append; refused without any append scope.
     pub fn append_grant(&self) -> Result<Grant> {
-        match self {
-            Self::Unrestricted => Ok(Grant::All),
-            Self::Scoped(scopes) => {
+        match &self.access {
+            Access::Unrestricted => Ok(Grant::All),
+            Access::Scoped(scopes) => {
                 let agencies: Vec<String> = scopes
                     .iter()
                     .filter_map(|s| match s {
@@ -308,7 +347,7 @@ pub async fn create_token(
         .write()
         .expect("token lock")
         .insert(hash, entry);
-    let body = json!({"token": token, "scopes": texts});
+    let body = json!({"token": token, "id": token_id(&hash), "scopes": texts});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

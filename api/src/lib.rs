@@ -160,6 +160,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schema", get(schema))
         .route("/v1/sql", get(sql::get_sql).post(sql::post_sql))
         .route("/v1/reports/dossiers", get(sql::dossier_report))
+        .route("/v1/queries", get(sql::list_queries))
+        .route("/v1/queries/{id}", axum::routing::delete(sql::cancel_query))
         .route("/v1/rankings", get(rankings::list))
         .route("/v1/rankings/{month}/publish", post(rankings::publish))
         .route("/v1/admin/backup", post(backup::backup))
@@ -177,6 +179,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             ops::track,
         ))
+        // Answers compressed as the client accepts (gzip, zstd); not event streams, whose
+        // events must leave as they come, nor answers under 32 bytes.
+        .layer(tower_http::compression::CompressionLayer::new())
         // Each handler reads its body with `body::read_limited` under its route's limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -3,29 +3,41 @@
 //!
 //! The status is decided before the first byte: the first [`HOLD_ROWS`] rows are held back,
 //! so an answer that small gets its exact error (408, 413, 503). Past that the answer streams;
-//! a limit crossed later ends the body early (the client sees a truncated transfer), and the
-//! server log says why.
+//! an error later (a limit crossed, a cancel) ends a JSON answer with a last element
+//! `{"error": {"code", "message"}}`, a JSON-lines answer with that object as its last line and
+//! a CSV answer with a last line `# error: <code>: <message>`; an Arrow or Parquet answer ends
+//! without its end (the transfer is cut, and the partial file does not read).
+//!
+//! Every answer carries the query's id in `X-Chiso-Query-Id`: the client's own, sent in that
+//! header, or a new one. `GET /v1/queries` lists the running queries and `DELETE
+//! /v1/queries/{id}` cancels one.
 
 use crate::error::{ApiError, Result};
 use crate::{AppState, Principal};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query as QueryString, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chiso_query::datafusion::arrow::array::RecordBatch;
 use chiso_query::datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use chiso_query::datafusion::arrow::datatypes::SchemaRef;
+use chiso_query::datafusion::arrow::ipc::writer::IpcWriteOptions;
 use chiso_query::datafusion::arrow::ipc::writer::StreamWriter;
+use chiso_query::datafusion::arrow::ipc::CompressionType;
 use chiso_query::datafusion::arrow::json::writer::{
     LineDelimited, WriterBuilder as JsonWriterBuilder,
 };
 use chiso_query::datafusion::parquet::arrow::ArrowWriter;
-use chiso_query::{ErrorKind, Query, QueryStream};
+use chiso_query::datafusion::parquet::basic::{Compression, ZstdLevel};
+use chiso_query::datafusion::parquet::file::properties::WriterProperties;
+use chiso_query::{ErrorKind, Protocol, Query, QueryLog, QueryStream};
 use serde::Deserialize;
 use std::time::Duration;
 
 /// Rows held back before the answer starts streaming.
 const HOLD_ROWS: usize = 65_536;
+/// The header naming a query's id, in a request and in its answer.
+pub static QUERY_ID: HeaderName = HeaderName::from_static("x-chiso-query-id");
 /// Longest wait for `min_position`, whatever the query's time limit.
 const MAX_POSITION_WAIT: Duration = Duration::from_secs(10);
 
@@ -41,6 +53,8 @@ pub struct SqlRequest {
     min_position: Option<u64>,
     timeout_ms: Option<u64>,
     max_rows: Option<usize>,
+    /// Buffer compression of an Arrow or Parquet answer: `zstd` or `lz4`.
+    compression: Option<String>,
 }
 
 /// The wire formats.
@@ -81,26 +95,52 @@ impl Format {
     }
 }
 
-/// The shape of every SQL handler: the `query` scope, then the request, then the answer.
+/// The shape of every SQL handler: the query's id, the `query` scope, then the request, then
+/// the answer, which names the id.
 async fn answer(
     state: &AppState,
     principal: Principal,
+    headers: &HeaderMap,
     request: impl std::future::Future<Output = Result<SqlRequest>>,
 ) -> Response {
+    let id = match headers.get(&QUERY_ID) {
+        None => QueryLog::new_id(),
+        Some(value) => match value.to_str().map_err(|_| ()).and_then(|id| {
+            QueryLog::check_id(id).map_err(|_| ())?;
+            Ok(id.to_owned())
+        }) {
+            Ok(id) => id,
+            Err(()) => {
+                return ApiError::bad_request(
+                    "invalid_parameter",
+                    "X-Chiso-Query-Id is 1 to 128 letters, digits, '-', '_', '.' or ':'",
+                )
+                .into_response()
+            }
+        },
+    };
     let answered = async {
         principal.require_query()?;
-        run(state, request.await?).await
+        run(state, &principal, id.clone(), request.await?).await
     };
-    answered.await.unwrap_or_else(IntoResponse::into_response)
+    let mut response = answered.await.unwrap_or_else(IntoResponse::into_response);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(QUERY_ID.clone(), value);
+    }
+    response
 }
 
 /// `GET /v1/sql?q=…`.
 pub async fn get_sql(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    answer(&state, principal, async { from_query_string(raw, None) }).await
+    answer(&state, principal, &headers, async {
+        from_query_string(raw, None)
+    })
+    .await
 }
 
 /// `POST /v1/sql` with a JSON body, or with the SQL as a text body and options in the query
@@ -111,8 +151,8 @@ pub async fn post_sql(
     request: Request,
 ) -> Response {
     let limit = state.limits.max_sql_body_bytes;
-    answer(&state, principal, async move {
-        let (parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    answer(&state, principal, &parts.headers.clone(), async move {
         let bytes = crate::body::read_limited(&parts.headers, body, limit).await?;
         let raw: Vec<(String, String)> = parts.uri.query().map(query_pairs).unwrap_or_default();
         let request = if is_json(&parts.headers) {
@@ -140,9 +180,10 @@ pub async fn post_sql(
 pub async fn dossier_report(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    answer(&state, principal, async {
+    answer(&state, principal, &headers, async {
         let mut request = SqlRequest::default();
         let (mut from, mut to) = (None, None);
         for (name, value) in raw {
@@ -182,7 +223,7 @@ pub async fn run_for(
         format,
         ..SqlRequest::default()
     };
-    answer(&state, principal, async { Ok(request) }).await
+    answer(&state, principal, &HeaderMap::new(), async { Ok(request) }).await
 }
 
 fn date(name: &str, value: &str) -> Result<chrono::NaiveDate> {
@@ -247,21 +288,22 @@ fn from_query_string(raw: Vec<(String, String)>, body: Option<String>) -> Result
             "min_position" => request.min_position = Some(number(&name, &value)?),
             "timeout_ms" => request.timeout_ms = Some(number(&name, &value)?),
             "max_rows" => request.max_rows = Some(number(&name, &value)?),
+            "compression" => request.compression = Some(value),
             other => return Err(unknown_parameter(other)),
         }
     }
     Ok(request)
 }
 
-async fn run(state: &AppState, request: SqlRequest) -> Result<Response> {
-    let Some(engine) = &state.sql else {
-        return Err(ApiError::new(
-            ErrorKind::NotFound,
-            "not_found",
-            "this server has no SQL engine",
-        ));
-    };
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    id: String,
+    request: SqlRequest,
+) -> Result<Response> {
+    let engine = engine(state)?;
     let format = Format::parse(request.format.as_deref())?;
+    let compression = Compressed::parse(request.compression.as_deref(), format)?;
     let sql = match (request.q, request.sql) {
         (Some(sql), None) | (None, Some(sql)) if !sql.trim().is_empty() => sql,
         (Some(_), Some(_)) => {
@@ -293,29 +335,62 @@ async fn run(state: &AppState, request: SqlRequest) -> Result<Response> {
         params: request.params,
         timeout: request.timeout_ms.map(Duration::from_millis),
         max_rows: request.max_rows,
+        id: Some(id),
+        caller: principal.caller(),
+        protocol: Protocol::Http,
     };
     let running = state.sql_metrics.running();
     let mut stream = engine.execute(query).await.map_err(query_error)?;
     let mut held = Vec::new();
     let mut held_rows = 0;
-    let mut finished = false;
     while held_rows < HOLD_ROWS {
-        match stream.next().await {
-            Some(batch) => {
-                let batch = batch.map_err(query_error)?;
-                held_rows += batch.num_rows();
-                held.push(batch);
-            }
-            None => {
-                finished = true;
-                break;
-            }
-        }
+        let Some(batch) = stream.next().await else {
+            break;
+        };
+        let batch = batch.map_err(query_error)?;
+        held_rows += batch.num_rows();
+        held.push(batch);
     }
     let schema = stream.schema();
-    let encoder = Encoder::new(format, &schema).map_err(|e| ApiError::internal(&e))?;
-    let body = answer_body(encoder, held, (!finished).then_some(stream), running);
+    let encoder = Encoder::new(format, &schema, compression).map_err(|e| ApiError::internal(&e))?;
+    let body = answer_body(encoder, held, stream, running);
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+fn engine(state: &AppState) -> Result<&chiso_query::SqlEngine> {
+    state.sql.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::NotFound,
+            "not_found",
+            "this server has no SQL engine",
+        )
+    })
+}
+
+/// `GET /v1/queries`: the queries running now, oldest first — an admin's list has every
+/// query, anyone else's only those of their own token.
+pub async fn list_queries(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+    principal.require_query()?;
+    let running = engine(&state)?.queries().running(&principal.caller());
+    Ok(axum::Json(serde_json::json!({ "queries": running })).into_response())
+}
+
+/// `DELETE /v1/queries/{id}`: cancels a running query (an admin any, anyone else their own);
+/// its client gets `query_cancelled`.
+pub async fn cancel_query(
+    State(state): State<AppState>,
+    principal: Principal,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode> {
+    principal.require_query()?;
+    match engine(&state)?.queries().cancel(&id, &principal.caller()) {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(
+            ErrorKind::NotFound,
+            "query_not_found",
+            "no query of that id is running (or it is not yours)",
+        )),
+    }
 }
 
 /// A query error as an answer (through the one mapping of [`ApiError`]).
@@ -324,24 +399,25 @@ pub(crate) fn query_error(error: chiso_query::Error) -> ApiError {
 }
 
 /// The body: the held batches, then the rest of the stream, encoded; an error past the first
-/// byte ends the body early.
+/// byte ends the body with the error (see the module's doc). The stream stays with the body to
+/// its end, so the query log counts the bytes sent and how the answer ended.
 fn answer_body(
     encoder: Encoder,
     held: Vec<RecordBatch>,
-    rest: Option<QueryStream>,
+    stream: QueryStream,
     running: crate::ops::RunningQuery,
 ) -> Body {
     struct Progress {
         encoder: Option<Encoder>,
         held: std::vec::IntoIter<RecordBatch>,
-        rest: Option<QueryStream>,
+        stream: QueryStream,
         _running: crate::ops::RunningQuery,
         started: bool,
     }
     let progress = Progress {
         encoder: Some(encoder),
         held: held.into_iter(),
-        rest,
+        stream,
         _running: running,
         started: false,
     };
@@ -354,23 +430,24 @@ fn answer_body(
         }
         let next = match p.held.next() {
             Some(batch) => Some(Ok(batch)),
-            None => match p.rest.as_mut() {
-                Some(stream) => stream.next().await,
-                None => None,
-            },
+            None => p.stream.next().await,
         };
         let encoded = match next {
             Some(Ok(batch)) => encoder.batch(&batch),
             Some(Err(error)) => {
                 tracing::warn!(%error, "query failed after its answer started; ending the body");
-                p.encoder = None;
-                return Some((Err(std::io::Error::other(error.to_string())), p));
+                let error = query_error(error);
+                match p.encoder.take().expect("encoder present").fail(&error) {
+                    Some(last) => Ok(last),
+                    None => return Some((Err(std::io::Error::other(error.message)), p)),
+                }
             }
             None => p.encoder.take().expect("encoder present").finish(),
         };
         match encoded {
             Ok(bytes) => {
                 out.extend(bytes);
+                p.stream.add_bytes(out.len() as u64);
                 Some((Ok(Bytes::from(out)), p))
             }
             Err(error) => {
@@ -380,7 +457,40 @@ fn answer_body(
             }
         }
     });
-    Body::from_stream(chunks)
+    // Fused: a layer around the body (compression) may poll it again after its end.
+    Body::from_stream(futures_util::StreamExt::fuse(chunks))
+}
+
+/// Buffer compression inside an Arrow or Parquet answer (`compression=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compressed {
+    None,
+    Zstd,
+    Lz4,
+}
+
+impl Compressed {
+    fn parse(name: Option<&str>, format: Format) -> Result<Self> {
+        let compression = match name {
+            None => return Ok(Self::None),
+            Some("zstd") => Self::Zstd,
+            Some("lz4") => Self::Lz4,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("compression {other:?} is not one of zstd, lz4"),
+                ))
+            }
+        };
+        match format {
+            Format::Arrow | Format::Parquet => Ok(compression),
+            _ => Err(ApiError::bad_request(
+                "invalid_parameter",
+                "compression= applies to format=arrow and format=parquet; \
+                 for the others send Accept-Encoding: gzip or zstd",
+            )),
+        }
+    }
 }
 
 type EncodeResult = std::result::Result<Vec<u8>, chiso_query::datafusion::arrow::error::ArrowError>;
@@ -395,7 +505,11 @@ enum Encoder {
 }
 
 impl Encoder {
-    fn new(format: Format, schema: &SchemaRef) -> std::result::Result<Self, String> {
+    fn new(
+        format: Format,
+        schema: &SchemaRef,
+        compression: Compressed,
+    ) -> std::result::Result<Self, String> {
         Ok(match format {
             Format::Json => Self::Json { first: true },
             Format::Jsonl => Self::Jsonl,
@@ -404,12 +518,29 @@ impl Encoder {
                 schema: schema.clone(),
             },
             Format::Arrow => {
-                Self::Arrow(StreamWriter::try_new(Vec::new(), schema).map_err(|e| e.to_string())?)
+                let codec = match compression {
+                    Compressed::None => None,
+                    Compressed::Zstd => Some(CompressionType::ZSTD),
+                    Compressed::Lz4 => Some(CompressionType::LZ4_FRAME),
+                };
+                let options = IpcWriteOptions::default()
+                    .try_with_compression(codec)
+                    .map_err(|e| e.to_string())?;
+                let writer = StreamWriter::try_new_with_options(Vec::new(), schema, options);
+                Self::Arrow(writer.map_err(|e| e.to_string())?)
             }
-            Format::Parquet => Self::Parquet(
-                ArrowWriter::try_new(Vec::new(), schema.clone(), None)
-                    .map_err(|e| e.to_string())?,
-            ),
+            Format::Parquet => {
+                let codec = match compression {
+                    Compressed::None => Compression::UNCOMPRESSED,
+                    Compressed::Zstd => Compression::ZSTD(ZstdLevel::default()),
+                    Compressed::Lz4 => Compression::LZ4_RAW,
+                };
+                let properties = WriterProperties::builder().set_compression(codec).build();
+                Self::Parquet(
+                    ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties))
+                        .map_err(|e| e.to_string())?,
+                )
+            }
         })
     }
 
@@ -455,6 +586,24 @@ impl Encoder {
                 }
                 Ok(std::mem::take(writer.inner_mut()))
             }
+        }
+    }
+
+    /// The last bytes of an answer that failed after it started: the error as the last JSON
+    /// element, JSON line or CSV line; `None` for Arrow and Parquet, whose transfer is cut.
+    fn fail(self, error: &ApiError) -> Option<Vec<u8>> {
+        let object = serde_json::json!({"error": {"code": error.code, "message": error.message}});
+        match self {
+            Self::Json { first } => {
+                let separator = if first { "" } else { "," };
+                Some(format!("{separator}{object}]\n").into_bytes())
+            }
+            Self::Jsonl => Some(format!("{object}\n").into_bytes()),
+            Self::Csv { .. } => {
+                let message = error.message.replace(['\r', '\n'], " ");
+                Some(format!("# error: {}: {message}\n", error.code).into_bytes())
+            }
+            Self::Arrow(_) | Self::Parquet(_) => None,
         }
     }
 

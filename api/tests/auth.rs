@@ -234,6 +234,24 @@ async fn every_scope_against_every_endpoint() {
             [NO, NO, OK, FB, FB, FB, OK],
         ),
         (
+            "running queries",
+            |_| ("GET", "/v1/queries".into(), String::new()),
+            [NO, NO, OK, FB, FB, FB, OK],
+        ),
+        (
+            "cancel a query",
+            |_| ("DELETE", "/v1/queries/none-such".into(), String::new()),
+            [NO, NO, S::NOT_FOUND, FB, FB, FB, S::NOT_FOUND],
+        ),
+        (
+            "query log",
+            |_| {
+                let sql = "/v1/sql?q=SELECT%20count(*)%20FROM%20system.queries";
+                ("GET", sql.into(), String::new())
+            },
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
             "append, department dossier",
             |n| {
                 (
@@ -507,4 +525,97 @@ async fn a_log_without_the_catalog_refuses_the_grants_it_cannot_check() {
     let (status, answer) = call(&router, Some(ADMIN), "POST", "/v1/streams/note-1", single).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(store.head(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_sees_and_cancels_only_its_own_queries() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open_with_sql(dir.path());
+    let (status, created) = call(
+        &router,
+        Some(ADMIN),
+        "POST",
+        "/v1/tokens",
+        json!({"scopes": ["query"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mine = created["token"].as_str().unwrap().to_owned();
+    let hash = sha2::Sha256::digest(mine.as_bytes());
+    let id: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        created["id"],
+        id.as_str(),
+        "a token's id is its hash's first 16 hex digits"
+    );
+    let theirs = new_token(&router, &["query"]).await;
+
+    let endless = "SELECT sum(v % 7) FROM generate_series(1, 100000000000) AS t(v)";
+    let running = {
+        let router = router.clone();
+        let request = Request::post("/v1/sql")
+            .header("Authorization", format!("Bearer {mine}"))
+            .header("x-chiso-query-id", "mine-1")
+            .body(Body::from(endless))
+            .unwrap();
+        tokio::spawn(async move { router.oneshot(request).await.unwrap() })
+    };
+    let listed = |token: &'static str| {
+        let router = router.clone();
+        let token = match token {
+            "mine" => mine.clone(),
+            "theirs" => theirs.clone(),
+            _ => ADMIN.to_owned(),
+        };
+        async move {
+            let (status, answer) =
+                call(&router, Some(&token), "GET", "/v1/queries", String::new()).await;
+            assert_eq!(status, StatusCode::OK);
+            answer["queries"].as_array().unwrap().clone()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed("mine").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(listed("theirs").await.is_empty());
+    let seen = listed("admin").await;
+    assert_eq!(
+        (&seen[0]["id"], &seen[0]["token_id"]),
+        (&json!("mine-1"), &json!(id))
+    );
+    let (status, _) = call(
+        &router,
+        Some(&theirs),
+        "DELETE",
+        "/v1/queries/mine-1",
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another token's query is not theirs to cancel"
+    );
+    let (status, _) = call(
+        &router,
+        Some(&mine),
+        "DELETE",
+        "/v1/queries/mine-1",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let answer = running.await.unwrap();
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+    // The admin reads who ran it in the query log.
+    let uri = "/v1/sql?q=SELECT%20token_id,%20outcome%20FROM%20system.queries%20WHERE%20id%20=%20'mine-1'";
+    let (status, log) = call(&router, Some(ADMIN), "GET", uri, String::new()).await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    assert_eq!(log, json!([{"token_id": id, "outcome": "cancelled"}]));
 }

@@ -3,7 +3,7 @@
 //! the client goes away.
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use chiso_api::{router, AppState, Limits};
 use chiso_ingest::{IngestModel, Ingestor};
@@ -94,25 +94,38 @@ impl Api {
         uri: &str,
         body: impl Into<Body>,
     ) -> (StatusCode, String, Vec<u8>) {
+        let (status, headers, bytes) = self.request(method, uri, &[], body).await;
+        let content_type = headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, bytes)
+    }
+
+    /// A request with `headers`; the answer's status, headers and body.
+    async fn request(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut request = Request::builder().method(method).uri(uri);
-        let body = body.into();
         if method == "POST" && uri.starts_with("/v1/sql") && !uri.contains('?') {
             request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = self
             .router
             .clone()
-            .oneshot(request.body(body).unwrap())
+            .oneshot(request.body(body.into()).unwrap())
             .await
             .unwrap();
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, content_type, bytes.to_vec())
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, bytes.to_vec())
     }
 
     async fn call(&self, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
@@ -616,5 +629,241 @@ async fn backups_go_to_new_directories_and_name_what_is_wrong(tables: SealPolicy
     assert!(
         segments > 0,
         "the fixture's tables were checkpointed and copied"
+    );
+}
+
+/// Waits until `id` is among the running queries.
+async fn until_running(api: &Api, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, listed) = api.call("GET", "/v1/queries", Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        let found = listed["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == id);
+        if let Some(query) = found {
+            return query.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id} never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_have_ids_are_listed_cancelled_and_logged() {
+    let api = Api::start(SqlLimits::default(), SealPolicy::NEVER).await;
+    // A new id on every answer, errors included; the client's own when it sends one.
+    let (status, headers, _) = api
+        .request("GET", "/v1/sql?q=SELECT%201", &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let generated = headers["x-chiso-query-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+    let (status, headers, _) = api
+        .request("GET", "/v1/sql?q=SELEC", &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(headers.contains_key("x-chiso-query-id"));
+    let mine = [("x-chiso-query-id", "report-2019.q1")];
+    let uri = "/v1/sql?q=SELECT%20id%20FROM%20dossiers%20ORDER%20BY%20id&min_position=0";
+    let (status, headers, body) = api.request("GET", uri, &mine, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-chiso-query-id"], "report-2019.q1");
+    let sent = body.len();
+    let bad = [("x-chiso-query-id", "two words")];
+    let (status, _, _) = api
+        .request("GET", "/v1/sql?q=SELECT%201", &bad, Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A running query is listed, its id taken, and a cancel ends it with 409.
+    let endless = json!({"sql": ENDLESS}).to_string();
+    let running = {
+        let router = api.router.clone();
+        let request = Request::post("/v1/sql")
+            .header("content-type", "application/json")
+            .header("x-chiso-query-id", "endless-1")
+            .body(Body::from(endless.clone()))
+            .unwrap();
+        tokio::spawn(async move { router.oneshot(request).await.unwrap() })
+    };
+    let listed = until_running(&api, "endless-1").await;
+    assert_eq!(
+        (&listed["sql"], &listed["protocol"], &listed["token_id"]),
+        (&json!(ENDLESS), &json!("http"), &json!("anonymous"))
+    );
+    let taken = [("x-chiso-query-id", "endless-1")];
+    let (status, _, body) = api
+        .request("POST", "/v1/sql", &taken, endless.clone())
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        code(&serde_json::from_slice(&body).unwrap()),
+        "query_id_in_use"
+    );
+    let (status, _) = api
+        .call("DELETE", "/v1/queries/endless-1", Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let response = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("a cancelled query answers at once")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        code(&serde_json::from_slice(&body).unwrap()),
+        "query_cancelled"
+    );
+    let (status, answer) = api
+        .call("DELETE", "/v1/queries/endless-1", Body::empty())
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::NOT_FOUND, "query_not_found")
+    );
+
+    // Every query that ended is in `system.queries`, with how it ended.
+    let (status, log) = api
+        .sql(
+            json!({"sql": "SELECT id, protocol, token_id, rows, bytes, outcome, error_code \
+            FROM system.queries WHERE id IN ('report-2019.q1', 'endless-1') ORDER BY id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    assert_eq!(
+        log,
+        json!([
+            {"id": "endless-1", "protocol": "http", "token_id": "anonymous", "rows": 0,
+             "bytes": 0, "outcome": "cancelled", "error_code": "query_cancelled"},
+            {"id": "report-2019.q1", "protocol": "http", "token_id": "anonymous", "rows": 8,
+             "bytes": sent, "outcome": "finished", "error_code": null},
+        ])
+    );
+    let (_, failed) = api
+        .sql(json!({"sql": "SELECT outcome, error_code FROM system.queries WHERE sql = 'SELEC'"}))
+        .await;
+    assert_eq!(
+        failed,
+        json!([{"outcome": "failed", "error_code": "invalid_sql"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_after_the_answer_started_ends_the_body_with_it() {
+    let api = Api::start(SqlLimits::default(), SealPolicy::NEVER).await;
+    // Past the rows held back before the first byte, then past the row limit.
+    let sql = "SELECT v FROM generate_series(1, 200000) AS t(v)";
+    let uri = |format: &str| {
+        format!(
+            "/v1/sql?q={}&format={format}&max_rows=100000",
+            sql.replace(' ', "%20")
+        )
+    };
+    let (status, _, body) = api.raw("GET", &uri("json"), Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Vec<Value> = serde_json::from_slice(&body).expect("a whole JSON array");
+    assert!(
+        rows.len() > 65_536 && rows.len() <= 100_001,
+        "{}",
+        rows.len()
+    );
+    assert_eq!(code(rows.last().unwrap()), "too_many_rows");
+    assert_eq!(rows[rows.len() - 2], json!({"v": rows.len() - 1}));
+
+    let (_, _, body) = api.raw("GET", &uri("jsonl"), Body::empty()).await;
+    let last = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code(&serde_json::from_str(&last).unwrap()), "too_many_rows");
+
+    let (_, _, body) = api.raw("GET", &uri("csv"), Body::empty()).await;
+    let text = String::from_utf8(body).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("# error: too_many_rows: "), "{last}");
+    assert_eq!(text.lines().next(), Some("v"));
+
+    // An Arrow answer is cut: the body itself fails.
+    let request = Request::get(uri("arrow")).body(Body::empty()).unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.into_body().collect().await.is_err());
+}
+
+fn decompress(encoding: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .unwrap(),
+        "zstd" => zstd::stream::read::Decoder::new(bytes)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap(),
+        other => panic!("{other}"),
+    };
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_compress_as_the_client_accepts() {
+    let api = Api::start(SqlLimits::default(), SealPolicy::NEVER).await;
+    let q = "SELECT%20*%20FROM%20dossiers%20ORDER%20BY%20id&min_position=0";
+    for format in ["json", "jsonl", "csv", "arrow", "parquet"] {
+        let uri = format!("/v1/sql?q={q}&format={format}");
+        let (status, headers, plain) = api.request("GET", &uri, &[], Body::empty()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!headers.contains_key("content-encoding"));
+        for encoding in ["gzip", "zstd"] {
+            let accept = [("accept-encoding", encoding)];
+            let (status, headers, bytes) = api.request("GET", &uri, &accept, Body::empty()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers["content-encoding"], encoding, "{format}");
+            assert_eq!(decompress(encoding, &bytes), plain, "{format} {encoding}");
+        }
+    }
+    // Buffers compressed inside Arrow and Parquet answers read back as the plain ones.
+    let batches = |format: &str, bytes: Vec<u8>| -> Vec<RecordBatch> {
+        match format {
+            "arrow" => StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            _ => ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap(),
+        }
+    };
+    for format in ["arrow", "parquet"] {
+        let uri = format!("/v1/sql?q={q}&format={format}");
+        let (_, _, plain) = api.raw("GET", &uri, Body::empty()).await;
+        let plain = batches(format, plain);
+        for codec in ["zstd", "lz4"] {
+            let (status, _, bytes) = api
+                .raw("GET", &format!("{uri}&compression={codec}"), Body::empty())
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(batches(format, bytes), plain, "{format} {codec}");
+        }
+    }
+    let (status, answer) = api
+        .call(
+            "GET",
+            &format!("/v1/sql?q={q}&compression=zstd"),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
     );
 }

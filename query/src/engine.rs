@@ -5,6 +5,10 @@ use crate::error::{Error, Result};
 use crate::local_time::ZONE;
 use crate::projections::Projections;
 use crate::providers::{EventsTable, ProjectionTable};
+use crate::queries::{
+    reads_query_log, Caller, Protocol, QueryLog, QueryLogTable, Ticket, QUERY_LOG_TABLE,
+    SYSTEM_SCHEMA,
+};
 use crate::report::DossierReportFunction;
 use chiso_store::EventStore;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
@@ -39,6 +43,8 @@ pub struct SqlLimits {
     /// The most bytes one call of a function like `repeat` or `lpad` may build for a batch
     /// (see `capped.rs`): what the memory pool does not see is bounded here.
     pub max_function_bytes: usize,
+    /// Queries that ended kept in `system.queries` (the oldest leave first).
+    pub query_log: usize,
 }
 
 impl Default for SqlLimits {
@@ -50,6 +56,7 @@ impl Default for SqlLimits {
             max_rows: 1_000_000,
             threads: 2,
             max_function_bytes: 256 << 20,
+            query_log: 10_000,
         }
     }
 }
@@ -65,6 +72,13 @@ pub struct Query {
     pub timeout: Option<Duration>,
     /// Row limit (at most [`SqlLimits::max_rows`]).
     pub max_rows: Option<usize>,
+    /// The client's id for the query (a new one when `None`); refused while a query of that
+    /// id runs.
+    pub id: Option<String>,
+    /// Who asks.
+    pub caller: Caller,
+    /// How the query came.
+    pub protocol: Protocol,
 }
 
 /// The read-only SQL engine.
@@ -74,6 +88,7 @@ pub struct SqlEngine {
     limits: SqlLimits,
     projections: Projections,
     runtime: Arc<QueryRuntime>,
+    queries: QueryLog,
 }
 
 /// The runtime queries plan and execute on: [`SqlLimits::threads`] workers (and their blocking
@@ -149,6 +164,21 @@ impl SqlEngine {
         }
         context.register_udf(crate::date_trunc::LocalDateTrunc::udf());
         crate::capped::register(&context, limits.max_function_bytes)?;
+        let queries = QueryLog::new(limits.query_log);
+        let catalog = context
+            .state()
+            .config_options()
+            .catalog
+            .default_catalog
+            .clone();
+        if let Some(catalog) = context.catalog(&catalog) {
+            let schema = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+            catalog.register_schema(SYSTEM_SCHEMA, schema)?;
+        }
+        context.register_table(
+            datafusion::common::TableReference::partial(SYSTEM_SCHEMA, QUERY_LOG_TABLE),
+            Arc::new(QueryLogTable(queries.clone())),
+        )?;
         context.register_udtf(
             "dossier_report",
             Arc::new(DossierReportFunction::new(projections.clone())),
@@ -158,7 +188,13 @@ impl SqlEngine {
             limits,
             projections: projections.clone(),
             runtime: Arc::new(QueryRuntime::new(limits.threads)?),
+            queries,
         })
+    }
+
+    /// The queries running and those that ended.
+    pub fn queries(&self) -> &QueryLog {
+        &self.queries
     }
 
     /// The tables this engine reads.
@@ -173,7 +209,20 @@ impl SqlEngine {
 
     /// Plans `query` (refusing anything but a read) and starts it on the query runtime; the
     /// answer streams from the returned [`QueryStream`].
-    pub async fn execute(&self, query: Query) -> Result<QueryStream> {
+    pub async fn execute(&self, mut query: Query) -> Result<QueryStream> {
+        let id = query.id.take().unwrap_or_else(QueryLog::new_id);
+        let caller = query.caller.clone();
+        let mut ticket = self.queries.begin(id, caller, query.protocol, &query.sql)?;
+        match self.start_streaming(query, &ticket).await {
+            Ok(started) => Ok(started.with_ticket(ticket)),
+            Err(error) => {
+                ticket.ended(Err(&error));
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_streaming(&self, query: Query, ticket: &Ticket) -> Result<QueryStream> {
         let timeout = query
             .timeout
             .unwrap_or(self.limits.default_timeout)
@@ -210,7 +259,11 @@ impl SqlEngine {
             }
         });
         let task = AbortOnDrop(task);
-        let schema = match tokio::time::timeout_at(deadline, schema).await {
+        let schema = tokio::select! {
+            _ = ticket.cancelled() => return Err(Error::Cancelled),
+            schema = tokio::time::timeout_at(deadline, schema) => schema,
+        };
+        let schema = match schema {
             Err(_) => return Err(Error::Timeout(timeout.as_millis() as u64)),
             Ok(Err(_)) => return Err(Error::Panicked("before its first batch".into())),
             Ok(Ok(schema)) => schema?,
@@ -224,6 +277,7 @@ impl SqlEngine {
             timeout,
             max_rows,
             rows: 0,
+            ticket: None,
         })
     }
 
@@ -247,6 +301,11 @@ impl SqlEngine {
             return Err(Error::ReadOnly(format!(
                 "chiso's SQL is read-only: {}",
                 error.strip_backtrace()
+            )));
+        }
+        if !query.caller.admin && reads_query_log(&plan) {
+            return Err(Error::Forbidden(format!(
+                "{SYSTEM_SCHEMA}.{QUERY_LOG_TABLE} is for admins"
             )));
         }
         let mut frame = self.context.execute_logical_plan(plan).await?;
@@ -349,6 +408,8 @@ pub struct QueryStream {
     timeout: Duration,
     max_rows: usize,
     rows: usize,
+    /// Its place among the running queries (none only while it starts).
+    ticket: Option<Ticket>,
 }
 
 impl QueryStream {
@@ -357,9 +418,49 @@ impl QueryStream {
         self.schema.clone()
     }
 
-    /// The next batch; `None` at the end.
+    fn with_ticket(mut self, ticket: Ticket) -> Self {
+        self.ticket = Some(ticket);
+        self
+    }
+
+    /// The query's id.
+    pub fn id(&self) -> &str {
+        self.ticket.as_ref().map_or("", Ticket::id)
+    }
+
+    /// Counts bytes of the answer sent to the client (for the query log).
+    pub fn add_bytes(&self, bytes: u64) {
+        if let Some(ticket) = &self.ticket {
+            ticket.add_bytes(bytes);
+        }
+    }
+
+    /// The next batch; `None` at the end. The end or an error is recorded in the query log.
     pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
-        let batch = match tokio::time::timeout_at(self.deadline, self.batches.recv()).await {
+        let next = self.next_batch().await;
+        if let Some(ticket) = &mut self.ticket {
+            match &next {
+                None => ticket.ended(Ok(())),
+                Some(Err(error)) => ticket.ended(Err(error)),
+                Some(Ok(batch)) => ticket.add_rows(batch.num_rows() as u64),
+            }
+        }
+        next
+    }
+
+    async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        let (ticket, batches) = (&self.ticket, &mut self.batches);
+        let cancelled = async {
+            match ticket {
+                Some(ticket) => ticket.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = tokio::select! {
+            _ = cancelled => return Some(Err(Error::Cancelled)),
+            received = tokio::time::timeout_at(self.deadline, batches.recv()) => received,
+        };
+        let batch = match received {
             Err(_) => return Some(Err(Error::Timeout(self.timeout.as_millis() as u64))),
             Ok(None) => return self.ended().await.err().map(Err),
             Ok(Some(Err(error))) => return Some(Err(error)),

@@ -15,6 +15,15 @@ pub enum Error {
     /// Not a read-only statement.
     #[error("{0}")]
     ReadOnly(String),
+    /// A client gave its query the id of one still running.
+    #[error("a query with id {0:?} is running; give each query its own id")]
+    QueryIdInUse(String),
+    /// The query was cancelled (`DELETE /v1/queries/{id}`).
+    #[error("the query was cancelled")]
+    Cancelled,
+    /// Reading a table only admins may read.
+    #[error("{0}")]
+    Forbidden(String),
     /// Past the time limit.
     #[error("the query did not finish within {0} ms")]
     Timeout(u64),
@@ -65,7 +74,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Sql(_) | Self::InvalidParameter(_) => ErrorKind::InvalidInput,
-            Self::ReadOnly(_) => ErrorKind::Forbidden,
+            Self::ReadOnly(_) | Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::QueryIdInUse(_) | Self::Cancelled => ErrorKind::Conflict,
             Self::Timeout(_) => ErrorKind::Timeout,
             Self::TooManyRows(_) | Self::ValueTooLarge(_) => ErrorKind::TooLarge,
             Self::ResourcesExhausted(_) | Self::Behind { .. } => ErrorKind::Unavailable,
@@ -95,6 +105,9 @@ impl Error {
             Self::Sql(_) => "invalid_sql",
             Self::InvalidParameter(_) => "invalid_parameter",
             Self::ReadOnly(_) => "read_only",
+            Self::QueryIdInUse(_) => "query_id_in_use",
+            Self::Cancelled => "query_cancelled",
+            Self::Forbidden(_) => "forbidden",
             Self::Timeout(_) => "query_timeout",
             Self::TooManyRows(_) => "too_many_rows",
             Self::ValueTooLarge(_) => "value_too_large",

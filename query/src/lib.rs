@@ -6,7 +6,9 @@
 //!   loads segments and folds only the tail.
 //! - [`SqlEngine`] answers SQL with DataFusion over those tables, the log itself (`events`)
 //!   and the table function `dossier_report(DATE, DATE)`; it refuses anything but reads and
-//!   runs every query under a shared memory pool, a time limit and a row limit.
+//!   runs every query under a shared memory pool, a time limit and a row limit. Every query
+//!   has an id and a caller; while it runs it is listed and may be cancelled, and when it
+//!   ends its record goes to a bounded [`QueryLog`], which admins read as `system.queries`.
 //!
 //! Local dates and months are in `Asia/Ho_Chi_Minh` (UTC+07:00).
 //!
@@ -29,6 +31,7 @@ mod error;
 pub mod local_time;
 mod projections;
 mod providers;
+mod queries;
 pub mod rankings;
 mod report;
 
@@ -37,4 +40,5 @@ pub use datafusion;
 pub use engine::{Query, QueryStream, SqlEngine, SqlLimits};
 pub use error::{Error, Result};
 pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
+pub use queries::{Caller, Protocol, QueryLog, RunningQuery, Ticket, QUERY_LOG};
 pub use report::REPORT;

@@ -135,3 +135,38 @@ async fn with_an_admin_token_requests_need_tokens() {
         .unwrap();
     assert_eq!(admin.status(), 200);
 }
+
+#[tokio::test]
+async fn the_query_log_keeps_the_configured_number_of_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "e2e-admin-token-0123456789";
+    let env = [("CHISO_ADMIN_TOKEN", admin), ("CHISO_QUERY_LOG_SIZE", "2")];
+    let server = Server::start_with(dir.path(), &env).await;
+    let http = reqwest::Client::new();
+    let sql = |q: &str, id: &str| {
+        http.get(format!("{}/v1/sql", server.url))
+            .query(&[("q", q)])
+            .bearer_auth(admin)
+            .header("x-chiso-query-id", id)
+            .header("accept-encoding", "zstd")
+            .send()
+    };
+    for n in 1..=3 {
+        let answer = sql(&format!("SELECT {n} AS n"), &format!("q{n}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer.headers()["x-chiso-query-id"],
+            format!("q{n}").as_str()
+        );
+    }
+    let answer = sql("SELECT id FROM system.queries ORDER BY started_at", "log")
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-encoding"], "zstd");
+    let body = zstd::decode_all(&answer.bytes().await.unwrap()[..]).unwrap();
+    let ids: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ids, serde_json::json!([{"id": "q2"}, {"id": "q3"}]));
+}
