@@ -296,13 +296,16 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// Body of `POST /v1/tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// `admin`, `query`, `append:{agency code}` (that agency and those below it).
     scopes: Vec<String>,
 }
 
 /// `POST /v1/tokens` (admin): a new random token with the given scopes, shown once.
+#[utoipa::path(post, path = "/v1/tokens", tag = "admin", security(("bearer" = [])), request_body = NewToken,
+    responses((status = 201, description = "`{token, id, scopes}`: the token is shown once"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
     principal: Principal,
@@ -352,6 +355,9 @@ pub async fn create_token(
 }
 
 /// `DELETE /v1/tokens/{token}` (admin): revokes it at once.
+#[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "admin", security(("bearer" = [])),
+    params(("token" = String, Path, description = "The token itself")),
+    responses((status = 204, description = "Revoked at once"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     principal: Principal,

@@ -13,14 +13,17 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 /// Body of `POST /v1/admin/backup`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BackupBody {
     /// An absolute path on the server's machine: a new or empty directory.
+    #[schema(value_type = String)]
     destination: PathBuf,
 }
 
 /// `POST /v1/admin/backup {"destination": "/abs/dir"}`.
+#[utoipa::path(post, path = "/v1/admin/backup", tag = "admin", security(("bearer" = [])), request_body = BackupBody,
+    responses((status = 200, description = "A consistent copy, written by the server"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn backup(
     State(state): State<AppState>,
     principal: Principal,

@@ -23,6 +23,7 @@ mod body;
 mod error;
 mod listen;
 mod log;
+mod openapi;
 mod ops;
 mod rankings;
 mod sql;
@@ -37,13 +38,13 @@ pub use ops::{install_panic_hook, HttpMetrics, SqlMetrics, TableMetrics};
 pub use rankings::spawn_scheduler;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 use chiso_ingest::Ingestor;
 use chiso_store::EventStore;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Request size limits, by route (413 above them). A body is read only up to its route's
 /// limit, so no request holds more memory than that.
@@ -148,31 +149,12 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API, and its OpenAPI document (`GET /v1/openapi.json`), collected from the
+/// same routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/v1/streams/{stream}",
-            post(log::append_to_stream).get(log::read_stream),
-        )
-        .route("/v1/events", post(log::append_batch).get(log::read_all))
-        .route("/v1/subscribe", get(subscribe::subscribe))
-        .route("/v1/schema", get(schema))
-        .route("/v1/sql", get(sql::get_sql).post(sql::post_sql))
-        .route("/v1/reports/dossiers", get(sql::dossier_report))
-        .route("/v1/queries", get(sql::list_queries))
-        .route("/v1/queries/{id}", axum::routing::delete(sql::cancel_query))
-        .route("/v1/rankings", get(rankings::list))
-        .route("/v1/rankings/{month}/publish", post(rankings::publish))
-        .route("/v1/admin/backup", post(backup::backup))
-        .route("/v1/tokens", post(auth::create_token))
-        .route(
-            "/v1/tokens/{token}",
-            axum::routing::delete(auth::revoke_token),
-        )
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
+    let (router, document) = routes().split_for_parts();
+    let _ = openapi::DOCUMENT.set(serde_json::to_value(&document).unwrap_or_default());
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -187,7 +169,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Every route, each documented by its handler's `#[utoipa::path]`.
+fn routes() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(log::append_to_stream, log::read_stream))
+        .routes(routes!(log::append_batch, log::read_all))
+        .routes(routes!(subscribe::subscribe))
+        .routes(routes!(schema))
+        .routes(routes!(sql::get_sql, sql::post_sql))
+        .routes(routes!(sql::dossier_report))
+        .routes(routes!(sql::list_queries))
+        .routes(routes!(sql::cancel_query))
+        .routes(routes!(rankings::list))
+        .routes(routes!(rankings::publish))
+        .routes(routes!(backup::backup))
+        .routes(routes!(auth::create_token))
+        .routes(routes!(auth::revoke_token))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI document of [`router`], for tests and tools.
+pub fn openapi_document() -> serde_json::Value {
+    serde_json::to_value(routes().split_for_parts().1).unwrap_or_default()
+}
+
 /// `GET /v1/schema`: the JSON Schema of the event catalog, generated from its types.
+#[utoipa::path(get, path = "/v1/schema", tag = "ops", responses((status = 200, description = "JSON Schema of the event catalog")))]
 async fn schema() -> axum::Json<serde_json::Value> {
     axum::Json(chiso_ingest::json_schema())
 }

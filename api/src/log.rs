@@ -21,6 +21,10 @@ const DEFAULT_READ_LIMIT: usize = 100;
 
 /// `POST /v1/streams/{stream}`: append `{expected_revision, events}` atomically.
 #[tracing::instrument(skip_all, fields(stream = %stream))]
+#[utoipa::path(post, path = "/v1/streams/{stream}", tag = "log", security(("bearer" = [])),
+    params(("stream" = String, Path, description = "`category-id`, e.g. `dossier-26.2019.0000123`")),
+    request_body(content = crate::wire::AppendBody, description = "Events to append atomically; each `type` and `data` as in `GET /v1/schema`"),
+    responses((status = 200, description = "Appended (or already there, for a retry): `stream`, `first_revision`, `last_revision`, `first_position`, `last_position`"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn append_to_stream(
     State(state): State<AppState>,
     principal: Principal,
@@ -69,6 +73,9 @@ pub async fn append_to_stream(
 
 /// `POST /v1/events`: NDJSON, one event per line with its `stream`; all lines or none.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(post, path = "/v1/events", tag = "log", security(("bearer" = [])),
+    request_body(content = String, content_type = "application/x-ndjson", description = "One event a line: `{stream, id, type, data, metadata?, expected_revision?}`; all lines or none"),
+    responses((status = 200, description = "`count`, `first_position`, `last_position`"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn append_batch(
     State(state): State<AppState>,
     principal: Principal,
@@ -307,16 +314,21 @@ fn with_line(mut error: ApiError, line: Option<usize>) -> ApiError {
 }
 
 /// Query of `GET /v1/streams/{stream}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamReadQuery {
+    /// The revision to start at.
     from: Option<u64>,
+    /// `forwards` (the default) or `backwards`.
     #[serde(default)]
+    #[param(inline)]
     direction: Direction,
+    /// 1–10 000, default 100.
     limit: Option<usize>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Direction {
     #[default]
@@ -325,6 +337,9 @@ enum Direction {
 }
 
 /// `GET /v1/streams/{stream}?from=&direction=&limit=`.
+#[utoipa::path(get, path = "/v1/streams/{stream}", tag = "log", security(("bearer" = [])),
+    params(("stream" = String, Path, description = "The stream"), StreamReadQuery),
+    responses((status = 200, description = "`{events: [{position, stream, revision, id, type, data, metadata, recorded_at}]}`"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn read_stream(
     State(state): State<AppState>,
     principal: Principal,
@@ -349,15 +364,20 @@ pub async fn read_stream(
 }
 
 /// Query of `GET /v1/events`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AllReadQuery {
+    /// The position to start at (default 0).
     #[serde(default)]
     from: u64,
+    /// 1–10 000, default 100.
     limit: Option<usize>,
 }
 
 /// `GET /v1/events?from=&limit=`: the whole log in position order.
+#[utoipa::path(get, path = "/v1/events", tag = "log", security(("bearer" = [])), params(AllReadQuery),
+    responses((status = 200, description = "`{events: […]}` in position order"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn read_all(
     State(state): State<AppState>,
     principal: Principal,

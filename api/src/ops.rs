@@ -303,11 +303,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// `GET /health`: the process answers.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// `GET /ready`: 200 while the log takes writes, 503 otherwise.
+#[utoipa::path(get, path = "/ready", tag = "ops", responses(
+    (status = 200, description = "`{ready, log_head, tables_position}`: the log takes writes and the tables have caught up"),
+    (status = 503, description = "Not ready, with `reason`")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let head = state.store.head();
     let tables = state.sql.as_ref().map(|sql| sql.projections().position());
@@ -334,6 +338,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>, principal: crate::Principal) -> Response {
     if let Err(error) = principal.require_admin() {
         return error.into_response();

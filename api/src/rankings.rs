@@ -18,6 +18,9 @@ use std::time::Duration;
 const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// `POST /v1/rankings/{month}/publish`.
+#[utoipa::path(post, path = "/v1/rankings/{month}/publish", tag = "sql", security(("bearer" = [])),
+    params(("month" = String, Path, description = "`YYYY-MM`")),
+    responses((status = 200, description = "The rankings published for the month"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn publish(
     State(state): State<AppState>,
     principal: Principal,
@@ -100,7 +103,24 @@ fn no_tables() -> ApiError {
     )
 }
 
+/// The query string of `GET /v1/rankings` (documentation: the handler reads it pair by pair).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RankingsQuery {
+    /// `YYYY-MM`.
+    month: Option<String>,
+    /// The agency whose children are ranked (`national` for the provinces).
+    scope: Option<String>,
+    /// The metric ranked.
+    metric: Option<String>,
+    /// As for `/v1/sql`.
+    format: Option<String>,
+}
+
 /// `GET /v1/rankings?month=&scope=&metric=&format=`: the latest publication of each ranking.
+#[utoipa::path(get, path = "/v1/rankings", tag = "sql", security(("bearer" = [])), params(RankingsQuery),
+    responses((status = 200, description = "The latest publication of each ranking, in `format`"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -36,22 +36,58 @@ use std::time::Duration;
 
 /// Rows held back before the answer starts streaming.
 const HOLD_ROWS: usize = 65_536;
+/// The query's own id, sent by the client (documentation of the header).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct QueryIdHeader {
+    /// 1–128 letters, digits, `-`, `_`, `.`, `:`; a new UUID when absent. 409
+    /// `query_id_in_use` while a query of that id runs.
+    #[param(rename = "X-Chiso-Query-Id")]
+    id: Option<String>,
+}
+
+/// The query string of `GET /v1/reports/dossiers` (documentation: the handler reads it
+/// pair by pair, to name an unknown parameter).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ReportQuery {
+    /// The period's first local date, `YYYY-MM-DD`.
+    from: String,
+    /// The period's last local date, `YYYY-MM-DD`.
+    to: String,
+    /// As for `/v1/sql`.
+    format: Option<String>,
+    /// As for `/v1/sql`.
+    min_position: Option<u64>,
+}
+
 /// The header naming a query's id, in a request and in its answer.
 pub static QUERY_ID: HeaderName = HeaderName::from_static("x-chiso-query-id");
 /// Longest wait for `min_position`, whatever the query's time limit.
 const MAX_POSITION_WAIT: Duration = Duration::from_secs(10);
 
 /// Options of a query, from the query string or a JSON body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SqlRequest {
+    /// The statement (or `sql`).
     q: Option<String>,
+    /// The statement (or `q`).
     sql: Option<String>,
-    /// A JSON array or object; in a query string, its JSON text.
+    /// A JSON array for `$1, $2, …` or an object for `$name`; in a query string, its JSON text.
+    #[schema(value_type = Option<Object>)]
+    #[param(value_type = Option<String>)]
     params: Option<serde_json::Value>,
+    /// `json` (default) · `jsonl` · `csv` · `arrow` · `parquet`.
     format: Option<String>,
+    /// Wait (at most 10 s) until the tables include this log position.
     min_position: Option<u64>,
+    /// Time limit (default 30 000, at most 300 000).
     timeout_ms: Option<u64>,
+    /// Row limit (default and ceiling `--sql-max-rows`).
     max_rows: Option<usize>,
     /// Buffer compression of an Arrow or Parquet answer: `zstd` or `lz4`.
     compression: Option<String>,
@@ -131,6 +167,8 @@ async fn answer(
 }
 
 /// `GET /v1/sql?q=…`.
+#[utoipa::path(get, path = "/v1/sql", tag = "sql", security(("bearer" = [])), params(SqlRequest, QueryIdHeader),
+    responses((status = 200, description = "The answer in `format` (`application/json`, `application/x-ndjson`, `text/csv`, `application/vnd.apache.arrow.stream`, `application/vnd.apache.parquet`), streamed; `X-Chiso-Query-Id` names the query"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn get_sql(
     State(state): State<AppState>,
     principal: Principal,
@@ -145,6 +183,12 @@ pub async fn get_sql(
 
 /// `POST /v1/sql` with a JSON body, or with the SQL as a text body and options in the query
 /// string.
+#[utoipa::path(post, path = "/v1/sql", tag = "sql", security(("bearer" = [])), params(QueryIdHeader),
+    request_body(content(
+        (SqlRequest = "application/json"),
+        (String = "text/plain", example = "SELECT count(*) FROM dossiers")),
+        description = "A JSON query, or the SQL itself with the options in the query string"),
+    responses((status = 200, description = "The answer in `format`, streamed"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn post_sql(
     State(state): State<AppState>,
     principal: Principal,
@@ -177,6 +221,8 @@ pub async fn post_sql(
 }
 
 /// `GET /v1/reports/dossiers?from=&to=&format=`: the Biểu 06 report per agency.
+#[utoipa::path(get, path = "/v1/reports/dossiers", tag = "sql", security(("bearer" = [])), params(ReportQuery, QueryIdHeader),
+    responses((status = 200, description = "Biểu 06 per agency (`dossier_report`), in `format`"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn dossier_report(
     State(state): State<AppState>,
     principal: Principal,
@@ -369,6 +415,8 @@ fn engine(state: &AppState) -> Result<&chiso_query::SqlEngine> {
 
 /// `GET /v1/queries`: the queries running now, oldest first — an admin's list has every
 /// query, anyone else's only those of their own token.
+#[utoipa::path(get, path = "/v1/queries", tag = "sql", security(("bearer" = [])),
+    responses((status = 200, description = "`{queries: [{id, token_id, sql, protocol, started_at, rows}]}`, oldest first"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn list_queries(State(state): State<AppState>, principal: Principal) -> Result<Response> {
     principal.require_query()?;
     let running = engine(&state)?.queries().running(&principal.caller());
@@ -377,6 +425,9 @@ pub async fn list_queries(State(state): State<AppState>, principal: Principal) -
 
 /// `DELETE /v1/queries/{id}`: cancels a running query (an admin any, anyone else their own);
 /// its client gets `query_cancelled`.
+#[utoipa::path(delete, path = "/v1/queries/{id}", tag = "sql", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The query's id")),
+    responses((status = 204, description = "Cancelled: its client gets 409 `query_cancelled`"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn cancel_query(
     State(state): State<AppState>,
     principal: Principal,

@@ -19,15 +19,20 @@ use tokio_stream::wrappers::ReceiverStream;
 const CHUNK: usize = 1_000;
 
 /// Query of `GET /v1/subscribe`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SubscribeQuery {
+    /// The position to start at (default: the live head).
     from: Option<u64>,
     /// Comma-separated categories (`dossier,service`); all when absent.
     category: Option<String>,
 }
 
 /// Streams the log from `from` (or after `Last-Event-ID`) as SSE.
+#[utoipa::path(get, path = "/v1/subscribe", tag = "log", security(("bearer" = [])), params(SubscribeQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
+    responses((status = 200, description = "Server-Sent Events: stored events, then live; `id:` is the position", content_type = "text/event-stream"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn subscribe(
     State(state): State<AppState>,
     principal: crate::Principal,

@@ -14,28 +14,33 @@ use uuid::Uuid;
 const MAX_TYPE_LEN: usize = 128;
 
 /// Body of `POST /v1/streams/{stream}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
-    /// Defaults to `any`.
+    /// `"any"` (the default), `"no_stream"`, `"stream_exists"` or the stream's current
+    /// revision.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub expected_revision: WireExpectedRevision,
     /// The events, in order.
     pub events: Vec<EventIn>,
 }
 
 /// One event of a request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn {
-    /// Client-chosen UUID.
+    /// Client-chosen UUID: a retry with the same id is not appended twice.
+    #[schema(value_type = String)]
     pub id: Uuid,
-    /// Event type.
+    /// Event type (the catalog: `GET /v1/schema`).
     #[serde(rename = "type")]
     pub event_type: String,
     /// JSON object.
+    #[schema(value_type = Object)]
     pub data: Box<RawValue>,
     /// JSON object, `{}` when absent.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Box<RawValue>>,
 }
 

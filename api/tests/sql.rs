@@ -867,3 +867,86 @@ async fn answers_compress_as_the_client_accepts() {
         (StatusCode::BAD_REQUEST, "invalid_parameter")
     );
 }
+
+/// The routes ARCHITECTURE.md §6 lists: `(METHOD, /path)`.
+fn routes_in_architecture() -> std::collections::BTreeSet<(String, String)> {
+    let text = include_str!("../../ARCHITECTURE.md");
+    let section = text
+        .split("## 6. HTTP (api)")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has §6");
+    let mut routes = std::collections::BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split(" | ").next().unwrap().trim_start_matches("| ");
+        for route in cell.split(" · ") {
+            let route = route.trim().trim_matches('`');
+            let (methods, path) = route.split_once(' ').expect("METHOD /path");
+            let path = path.split('?').next().unwrap();
+            for method in methods.split('·') {
+                routes.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_every_route_and_each_is_served() {
+    let api = Api::start(SqlLimits::default(), SealPolicy::NEVER).await;
+    let (status, document) = api.call("GET", "/v1/openapi.json", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        document["openapi"]
+    );
+    assert_eq!(document, chiso_api::openapi_document());
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "delete", "patch"] {
+            if item.get(method).is_some() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        documented,
+        routes_in_architecture(),
+        "the document and ARCHITECTURE.md §6"
+    );
+    // Each documented route reaches its handler: whatever it answers, it is not the router's
+    // own 404 or 405.
+    for (method, path) in &documented {
+        let uri = path
+            .replace("{stream}", "agency-26")
+            .replace("{month}", "2019-03")
+            .replace("{id}", "no-such-query")
+            .replace("{token}", "no-such-token");
+        let request = Request::builder().method(method.as_str()).uri(&uri);
+        let response = api
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let code = if response.headers()["content-type"] == "text/event-stream" {
+            String::new()
+        } else {
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            code(&answer).to_owned()
+        };
+        assert!(
+            !matches!(code.as_str(), "not_found" | "method_not_allowed"),
+            "{method} {uri}: {status} {code}"
+        );
+    }
+    // And a route that is not documented is not served.
+    let (status, answer) = api.call("GET", "/v1/undocumented", Body::empty()).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+}
