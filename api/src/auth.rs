@@ -354,9 +354,36 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// `DELETE /v1/tokens/{token}` (admin): revokes it at once.
+/// `GET /v1/tokens` (admin): every token's id, scopes and creation time (never the token).
+#[utoipa::path(get, path = "/v1/tokens", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "`{tokens: [{id, scopes, created_at}]}`, oldest first"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>> {
+    principal.require_admin()?;
+    let inner = state.auth.registry()?;
+    let mut tokens: Vec<serde_json::Value> = inner
+        .store
+        .settings(TOKEN_KEY_PREFIX)?
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let hash = decode_key(&key)?;
+            let record: serde_json::Value = serde_json::from_slice(&value).ok()?;
+            Some(json!({"id": token_id(&hash), "scopes": record["scopes"],
+                "created_at": record["created_at"]}))
+        })
+        .collect();
+    tokens.sort_by(|a, b| {
+        let at = |v: &serde_json::Value| v["created_at"].as_str().unwrap_or("").to_owned();
+        at(a).cmp(&at(b))
+    });
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+/// `DELETE /v1/tokens/{token}` (admin): revokes a token, named by itself or by its id, at once.
 #[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "admin", security(("bearer" = [])),
-    params(("token" = String, Path, description = "The token itself")),
+    params(("token" = String, Path, description = "The token itself, or its id (16 hex digits, as `GET /v1/tokens` and `system.queries` show it)")),
     responses((status = 204, description = "Revoked at once"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
@@ -365,7 +392,20 @@ pub async fn revoke_token(
 ) -> Result<StatusCode> {
     principal.require_admin()?;
     let inner = state.auth.registry()?;
-    let hash = digest(&token);
+    let is_id = token.len() == 16
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hash = if is_id {
+        let tokens = inner.tokens.read().expect("token lock");
+        let mut matching = tokens.keys().filter(|hash| token_id(hash) == token);
+        match (matching.next(), matching.next()) {
+            (Some(hash), None) => *hash,
+            _ => return Err(token_not_found()),
+        }
+    } else {
+        digest(&token)
+    };
     let key = token_key(&hash);
     let existed = inner.store.delete_setting(&key)?;
     if let Some((_, revoked)) = inner.tokens.write().expect("token lock").remove(&hash) {
@@ -373,10 +413,10 @@ pub async fn revoke_token(
     }
     match existed {
         true => Ok(StatusCode::NO_CONTENT),
-        false => Err(ApiError::new(
-            ErrorKind::NotFound,
-            "token_not_found",
-            "no such token",
-        )),
+        false => Err(token_not_found()),
     }
+}
+
+fn token_not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "token_not_found", "no such token")
 }

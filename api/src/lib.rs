@@ -184,7 +184,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rankings::list))
         .routes(routes!(rankings::publish))
         .routes(routes!(backup::backup))
-        .routes(routes!(auth::create_token))
+        .routes(routes!(auth::create_token, auth::list_tokens))
         .routes(routes!(auth::revoke_token))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))

@@ -234,6 +234,11 @@ async fn every_scope_against_every_endpoint() {
             [NO, NO, OK, FB, FB, FB, OK],
         ),
         (
+            "list tokens",
+            |_| ("GET", "/v1/tokens".into(), String::new()),
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
             "running queries",
             |_| ("GET", "/v1/queries".into(), String::new()),
             [NO, NO, OK, FB, FB, FB, OK],
@@ -618,4 +623,67 @@ async fn a_token_sees_and_cancels_only_its_own_queries() {
     let (status, log) = call(&router, Some(ADMIN), "GET", uri, String::new()).await;
     assert_eq!(status, StatusCode::OK, "{log}");
     assert_eq!(log, json!([{"token_id": id, "outcome": "cancelled"}]));
+}
+
+#[tokio::test]
+async fn admins_list_tokens_by_id_and_revoke_one_by_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open(dir.path());
+    let (status, created) = call(
+        &router,
+        Some(ADMIN),
+        "POST",
+        "/v1/tokens",
+        json!({"scopes": ["append:26", "query"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (token, id) = (
+        created["token"].as_str().unwrap(),
+        created["id"].as_str().unwrap(),
+    );
+    let other = new_token(&router, &["query"]).await;
+    let (status, listed) = call(&router, Some(ADMIN), "GET", "/v1/tokens", String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let tokens = listed["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(
+        (&tokens[0]["id"], &tokens[0]["scopes"]),
+        (&json!(id), &json!(["append:26", "query"]))
+    );
+    assert!(tokens[0]["created_at"].is_string());
+    assert!(
+        !listed.to_string().contains(token),
+        "a listing never shows a token"
+    );
+    let (status, _) = call(&router, Some(token), "GET", "/v1/events", String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let uri = format!("/v1/tokens/{id}");
+    let (status, _) = call(&router, Some(ADMIN), "DELETE", &uri, String::new()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, answer) = call(&router, Some(token), "GET", "/v1/events", String::new()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    let (status, answer) = call(&router, Some(ADMIN), "DELETE", &uri, String::new()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("token_not_found"))
+    );
+    // The other token is untouched, and still revoked by itself.
+    let (status, listed) = call(&router, Some(ADMIN), "GET", "/v1/tokens", String::new()).await;
+    assert_eq!(
+        (status, listed["tokens"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
+    let (status, _) = call(
+        &router,
+        Some(ADMIN),
+        "DELETE",
+        &format!("/v1/tokens/{other}"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }

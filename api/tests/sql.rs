@@ -915,6 +915,7 @@ async fn the_openapi_document_names_every_route_and_each_is_served() {
         routes_in_architecture(),
         "the document and ARCHITECTURE.md §6"
     );
+    assert_eq!(documented.len(), 21, "{documented:?}");
     // Each documented route reaches its handler: whatever it answers, it is not the router's
     // own 404 or 405.
     for (method, path) in &documented {
