@@ -141,19 +141,14 @@ async fn answer(
 ) -> Response {
     let id = match headers.get(&QUERY_ID) {
         None => QueryLog::new_id(),
-        Some(value) => match value.to_str().map_err(|_| ()).and_then(|id| {
-            QueryLog::check_id(id).map_err(|_| ())?;
-            Ok(id.to_owned())
-        }) {
-            Ok(id) => id,
-            Err(()) => {
-                return ApiError::bad_request(
-                    "invalid_parameter",
-                    "X-Chiso-Query-Id is 1 to 128 letters, digits, '-', '_', '.' or ':'",
-                )
-                .into_response()
+        // A value that is not text is no id either: the one check refuses it.
+        Some(value) => {
+            let id = value.to_str().unwrap_or_default();
+            if let Err(error) = QueryLog::check_id(id) {
+                return query_error(error).into_response();
             }
-        },
+            id.to_owned()
+        }
     };
     let answered = async {
         principal.require_query()?;
