@@ -4,8 +4,10 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/chiso-target
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := librocksdb-dev libclang-dev pkg-config
+# The real clients the end-to-end tests drive (psql, pgjdbc; Java 17 is assumed present).
+CLIENT_PACKAGES := postgresql-client libpostgresql-jdbc-java openssl
 
-.PHONY: run test deps notebook-deps build bench fmt lint
+.PHONY: run test deps client-deps notebook-deps build bench fmt lint
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -14,6 +16,15 @@ deps:
 	  echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+client-deps:
+	@missing=""; for p in $(CLIENT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check -r tests/clients/requirements.txt
 
 # The notebooks' Python packages (pinned), for their headless run in `make test`.
 notebook-deps:
@@ -25,7 +36,7 @@ build: deps
 run: build
 	$(CARGO_TARGET_DIR)/release/chiso serve --demo
 
-test: deps notebook-deps
+test: deps client-deps notebook-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace

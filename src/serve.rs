@@ -4,10 +4,12 @@
 use crate::cli::{DataDir, TableArgs};
 use chiso_api::{router, AppState, Auth, Limits, ServeLimits};
 use chiso_ingest::{IngestModel, Ingestor};
+use chiso_pg::PgLimits;
 use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{EventStore, LogOptions};
 use clap::Args;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Options of `chiso serve`.
 #[derive(Args)]
@@ -82,6 +84,38 @@ pub struct ServeArgs {
     /// Largest body of a SQL request, in bytes (413 above it).
     #[arg(long, env = "CHISO_MAX_SQL_BODY_BYTES", default_value_t = Limits::default().max_sql_body_bytes)]
     max_sql_body_bytes: usize,
+    /// Address of the PostgreSQL wire protocol (psql, JDBC, psycopg, BI tools), or `off`.
+    #[arg(
+        long,
+        env = "CHISO_PG_LISTEN",
+        default_value = "127.0.0.1:7879",
+        value_name = "ADDR|off",
+        value_parser = optional_address
+    )]
+    pg_listen: OptionalAddress,
+    /// PostgreSQL connections open at once; past it a new one is refused (SQLSTATE 53300).
+    #[arg(long, env = "CHISO_PG_MAX_CONNECTIONS", default_value_t = PgLimits::default().max_connections)]
+    pg_max_connections: usize,
+    /// TLS certificate chain (PEM) for the PostgreSQL protocol; with `--tls-key`. A client
+    /// on another host must use TLS to send its token.
+    #[arg(long, env = "CHISO_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "CHISO_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// A listening address, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+pub struct OptionalAddress(Option<SocketAddr>);
+
+fn optional_address(text: &str) -> Result<OptionalAddress, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddress(None));
+    }
+    text.parse()
+        .map(|address| OptionalAddress(Some(address)))
+        .map_err(|error| format!("{error}: give an address such as 127.0.0.1:7879, or off"))
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -99,10 +133,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
+        None if args
+            .pg_listen
+            .0
+            .is_some_and(|address| !address.ip().is_loopback()) =>
+        {
+            return Err(
+                "refusing the PostgreSQL protocol off loopback without authentication: set \
+                 CHISO_ADMIN_TOKEN, or keep --pg-listen on loopback only (127.0.0.1)"
+                    .into(),
+            );
+        }
         None => tracing::warn!(
             "no admin token (CHISO_ADMIN_TOKEN): serving loopback only, without authentication"
         ),
     }
+    // TLS that was asked for and cannot be set up stops the start: no silent plaintext.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(chiso_pg::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let metrics = chiso_store::StoreMetrics::default();
     let options = LogOptions {
         index_batch_runs: args.index_batch_runs,
@@ -132,10 +182,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ..SqlLimits::default()
     };
     let engine = SqlEngine::new(&store, &projections, sql_limits)?;
-    let mut state = AppState::new(Ingestor::new(appender), limits).with_sql(engine);
-    if let Some(token) = &args.admin_token {
-        state = state.with_auth(Auth::enabled(token, &store)?);
-    }
+    let auth = match &args.admin_token {
+        Some(token) => Auth::enabled(token, &store)?,
+        None => Auth::default(),
+    };
+    let state = AppState::new(Ingestor::new(appender), limits)
+        .with_sql(engine.clone())
+        .with_auth(auth.clone());
     let shutdown = state.shutdown.clone();
     // The tables stop following only after the server has drained: every append acknowledged
     // while draining is folded and saved.
@@ -147,6 +200,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let scheduler = chiso_api::spawn_scheduler(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let address = listener.local_addr()?;
+    let postgres = match args.pg_listen.0 {
+        Some(pg_address) => {
+            let pg_listener = tokio::net::TcpListener::bind(pg_address).await?;
+            let pg_address = pg_listener.local_addr()?;
+            tracing::info!(address = %pg_address, tls = tls.is_some(), "PostgreSQL protocol listening");
+            let limits = PgLimits {
+                max_connections: args.pg_max_connections,
+                ..PgLimits::default()
+            };
+            Some(tokio::spawn(chiso_pg::serve(
+                pg_listener,
+                engine,
+                auth,
+                tls,
+                limits,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(%address, "chiso listening");
     // Where `chiso backup` finds this server while it holds the data directory.
     let url_file = args.data_dir.path.join(crate::backup::SERVE_URL_FILE);
@@ -159,6 +232,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     raise_open_files_limit(serve_limits.max_connections);
     chiso_api::serve(listener, router(state), serve_limits, shutdown.clone()).await;
+    if let Some(postgres) = postgres {
+        let _ = postgres.await;
+    }
     // Every acknowledged append is in the log now: fold it and save the tables, then close.
     shutdown.cancel();
     scheduler.abort();

@@ -118,9 +118,9 @@ impl Auth {
     }
 
     fn principal(&self, parts: &Parts) -> Result<Principal> {
-        let Some(inner) = &self.inner else {
-            return Ok(Principal::unrestricted("anonymous"));
-        };
+        if self.inner.is_none() {
+            return self.principal_of("");
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -128,6 +128,15 @@ impl Auth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("unauthorized", "send `Authorization: Bearer <token>`"))?;
+        self.principal_of(token)
+    }
+
+    /// Who `token` is: 401 `invalid_token` for a token unknown or revoked. With auth off,
+    /// anyone is `anonymous` with every scope, whatever the token.
+    pub fn principal_of(&self, token: &str) -> Result<Principal> {
+        let Some(inner) = &self.inner else {
+            return Ok(Principal::unrestricted("anonymous"));
+        };
         let hash = digest(token);
         if bool::from(hash.ct_eq(&inner.admin)) {
             return Ok(Principal::unrestricted("admin"));
@@ -153,15 +162,20 @@ impl Auth {
     /// Cancelled when the bearer token of `headers` is revoked; `None` for the admin token,
     /// or with auth off.
     pub fn revocation(&self, headers: &axum::http::HeaderMap) -> Option<CancellationToken> {
-        let inner = self.inner.as_ref()?;
         let token = headers
             .get(header::AUTHORIZATION)?
             .to_str()
             .ok()?
             .strip_prefix("Bearer ")?;
+        self.revocation_of(token.trim())
+    }
+
+    /// Cancelled when `token` is revoked; `None` for the admin token, or with auth off.
+    pub fn revocation_of(&self, token: &str) -> Option<CancellationToken> {
+        let inner = self.inner.as_ref()?;
         let tokens = inner.tokens.read().expect("token lock");
         tokens
-            .get(&digest(token.trim()))
+            .get(&digest(token))
             .map(|(_, revoked)| revoked.clone())
     }
 }

@@ -373,7 +373,8 @@ async fn run(
     }
     let query = Query {
         sql,
-        params: request.params,
+        statement: None,
+        params: request.params.map(chiso_query::Params::Json),
         timeout: request.timeout_ms.map(Duration::from_millis),
         max_rows: request.max_rows,
         id: Some(id),

@@ -18,13 +18,18 @@ use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The catalog chiso's tables are in: the database a PostgreSQL client names.
+pub const CATALOG: &str = "chiso";
 
 /// Limits every query runs under.
 #[derive(Debug, Clone, Copy)]
@@ -66,8 +71,11 @@ impl Default for SqlLimits {
 pub struct Query {
     /// One SQL statement.
     pub sql: String,
-    /// `$1, $2, …` as a JSON array or `$name` as a JSON object.
-    pub params: Option<serde_json::Value>,
+    /// The statement already parsed, by a protocol with its own dialect (PostgreSQL's);
+    /// `sql` is then its text, for the query log.
+    pub statement: Option<Statement>,
+    /// Values of the statement's parameters.
+    pub params: Option<Params>,
     /// Time limit (at most [`SqlLimits::max_timeout`]).
     pub timeout: Option<Duration>,
     /// Row limit (at most [`SqlLimits::max_rows`]).
@@ -79,6 +87,15 @@ pub struct Query {
     pub caller: Caller,
     /// How the query came.
     pub protocol: Protocol,
+}
+
+/// Values of a statement's parameters.
+#[derive(Debug, Clone)]
+pub enum Params {
+    /// `$1, $2, …` as a JSON array or `$name` as a JSON object (HTTP).
+    Json(serde_json::Value),
+    /// Values a protocol has decoded by their types (PostgreSQL's Bind).
+    Values(ParamValues),
 }
 
 /// The read-only SQL engine.
@@ -149,6 +166,7 @@ impl SqlEngine {
         // (`DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`); chiso's settings win.
         let mut config = SessionConfig::from_env()?
             .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, "public")
             .with_target_partitions(limits.threads.max(1));
         config.options_mut().execution.time_zone = Some(ZONE.to_owned());
         let runtime = RuntimeEnvBuilder::new()
@@ -163,6 +181,7 @@ impl SqlEngine {
             context.register_table(name, Arc::new(table))?;
         }
         context.register_udf(crate::date_trunc::LocalDateTrunc::udf());
+        crate::postgres::install(&context, CATALOG)?;
         crate::capped::register(&context, limits.max_function_bytes)?;
         let queries = QueryLog::new(limits.query_log);
         let catalog = context
@@ -290,9 +309,15 @@ impl SqlEngine {
         self.execute(query).await?.collect().await
     }
 
-    async fn start(&self, query: &Query) -> Result<SendableRecordBatchStream> {
+    /// Plans `query` as it would run, refusing what it would refuse: anything but a read, and
+    /// `system.queries` to a caller who is not an admin. Protocols describe a statement's
+    /// parameters and columns from this plan before they run it.
+    pub async fn plan(&self, query: &Query) -> Result<LogicalPlan> {
         let state = self.context.state();
-        let plan = state.create_logical_plan(&query.sql).await?;
+        let plan = match &query.statement {
+            Some(statement) => state.statement_to_plan(statement.clone()).await?,
+            None => state.create_logical_plan(&query.sql).await?,
+        };
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -308,9 +333,16 @@ impl SqlEngine {
                 "{SYSTEM_SCHEMA}.{QUERY_LOG_TABLE} is for admins"
             )));
         }
+        Ok(plan)
+    }
+
+    async fn start(&self, query: &Query) -> Result<SendableRecordBatchStream> {
+        let plan = self.plan(query).await?;
         let mut frame = self.context.execute_logical_plan(plan).await?;
-        if let Some(params) = &query.params {
-            frame = frame.with_param_values(param_values(params)?)?;
+        match &query.params {
+            Some(Params::Json(params)) => frame = frame.with_param_values(param_values(params)?)?,
+            Some(Params::Values(values)) => frame = frame.with_param_values(values.clone())?,
+            None => {}
         }
         Ok(frame.execute_stream().await?)
     }
@@ -354,8 +386,12 @@ fn scalar(value: &serde_json::Value) -> Result<ScalarValue> {
     })
 }
 
-/// The schema of an answer: string views (how the tables are read) as plain strings, which
-/// every Arrow and Parquet client reads.
+/// The schema of an answer to a plan of this schema: string views (how the tables are read)
+/// as plain strings, which every Arrow and Parquet client reads.
+pub fn answer_schema(schema: &SchemaRef) -> SchemaRef {
+    without_views(schema)
+}
+
 fn without_views(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()

@@ -29,6 +29,7 @@ mod date_trunc;
 mod engine;
 mod error;
 pub mod local_time;
+pub mod postgres;
 mod projections;
 mod providers;
 mod queries;
@@ -37,7 +38,7 @@ mod report;
 
 pub use chiso_store::ErrorKind;
 pub use datafusion;
-pub use engine::{Query, QueryStream, SqlEngine, SqlLimits};
+pub use engine::{answer_schema, Params, Query, QueryStream, SqlEngine, SqlLimits, CATALOG};
 pub use error::{Error, Result};
 pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
 pub use queries::{Caller, Protocol, QueryLog, RunningQuery, Ticket, QUERY_LOG};

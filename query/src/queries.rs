@@ -56,6 +56,8 @@ impl Default for Caller {
 pub enum Protocol {
     /// `/v1/sql` and `/v1/reports/dossiers`.
     Http,
+    /// The PostgreSQL wire protocol (`--pg-listen`).
+    Postgres,
     /// chiso itself (the ranking publisher, `collect`).
     #[default]
     Internal,
@@ -66,6 +68,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
+            Self::Postgres => "postgres",
             Self::Internal => "internal",
         }
     }

@@ -4,24 +4,11 @@
 //! in memory as one segment), each with the answers that version gave. A later version may
 //! rebuild its tables from the log at first start, but must answer the same.
 
-use crate::support::Server;
+use crate::support::{copy_dir, Server};
 use serde_json::{json, Value};
 use std::path::Path;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 async fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()

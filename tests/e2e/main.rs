@@ -1,6 +1,7 @@
 //! End-to-end tests through the real `chiso` binary and HTTP: one test binary for all of them.
 
 mod backup;
+mod clients;
 mod crash;
 mod demo;
 mod faults;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The port of its PostgreSQL protocol (each server its own, so tests run side by side).
+    pub pg_port: u16,
 }
 
 impl Server {
@@ -35,10 +37,17 @@ impl Server {
 
     async fn launch(data_dir: &Path, env: &[(&str, &str)], args: &[&str], wait: Duration) -> Self {
         let port = free_port();
+        let pg_port = free_port();
+        let pg_listen = format!("127.0.0.1:{pg_port}");
+        let pg_args = match args.contains(&"--pg-listen") {
+            true => vec![],
+            false => vec!["--pg-listen", pg_listen.as_str()],
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_chiso"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .args(pg_args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("CHISO_LOG", "warn")
             .envs(env.iter().copied())
@@ -49,6 +58,7 @@ impl Server {
         let server = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            pg_port,
         };
         server.wait_healthy(wait).await;
         server
@@ -164,4 +174,18 @@ pub fn dossier_received(id: uuid::Uuid) -> serde_json::Value {
     serde_json::json!({"id": id, "type": "DossierReceived", "data": {
         "agency": "26", "service": "1.001", "channel": "online",
         "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"}})
+}
+
+/// Copies a directory tree (a fixture's data directory).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -1,0 +1,222 @@
+//! What a PostgreSQL client's statement asks for: a query for the engine, a `COPY (…) TO
+//! STDOUT`, a session setting, a transaction boundary, or something chiso refuses.
+
+use crate::session::canonical;
+use crate::sqlstate::error;
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr, Query, Set,
+    Statement, Value,
+};
+use pgwire::error::PgWireResult;
+
+/// One statement, classified.
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    /// For the engine (which refuses anything but a read).
+    Query(Box<Statement>),
+    /// `COPY (query) TO STDOUT`.
+    Copy(Box<Query>, CopyFormat),
+    /// `SET name = value`, `RESET name` (`None`), `RESET ALL` (name `all`).
+    Set(String, Option<String>),
+    /// `SHOW name`.
+    Show(String),
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`: chiso only reads, so a transaction changes nothing.
+    Transaction(Boundary),
+    /// `DISCARD ALL`: settings back to their defaults.
+    Discard,
+    /// Accepted and answered with this tag, changing nothing (`SET TRANSACTION READ ONLY`,
+    /// `DEALLOCATE`).
+    Nothing(&'static str),
+}
+
+/// A transaction's start or end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Boundary {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// How `COPY … TO STDOUT` writes rows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopyFormat {
+    pub kind: CopyKind,
+    pub header: bool,
+    pub delimiter: Option<char>,
+    pub null: Option<String>,
+    pub quote: Option<char>,
+    pub escape: Option<char>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum CopyKind {
+    #[default]
+    Text,
+    Csv,
+    Binary,
+}
+
+/// Classifies a parsed statement; refuses what chiso does not do, with its SQLSTATE.
+pub(crate) fn classify(statement: Statement) -> PgWireResult<Command> {
+    Ok(match statement {
+        Statement::Set(set) => classify_set(set)?,
+        Statement::Reset(reset) => match reset.reset {
+            datafusion::sql::sqlparser::ast::Reset::ALL => Command::Set("all".into(), None),
+            datafusion::sql::sqlparser::ast::Reset::ConfigurationParameter(name) => {
+                Command::Set(canonical(&name.to_string()), None)
+            }
+        },
+        Statement::ShowVariable { variable } => {
+            let name: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
+            Command::Show(canonical(&name.join(" ")))
+        }
+        Statement::StartTransaction { .. } => Command::Transaction(Boundary::Begin),
+        Statement::Commit { .. } => Command::Transaction(Boundary::Commit),
+        Statement::Rollback { savepoint: None, .. } => Command::Transaction(Boundary::Rollback),
+        // Savepoints inside a transaction that reads only: nothing to keep or undo.
+        Statement::Rollback { .. } => Command::Nothing("ROLLBACK"),
+        Statement::Savepoint { .. } => Command::Nothing("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Command::Nothing("RELEASE"),
+        Statement::Discard { .. } => Command::Discard,
+        Statement::Deallocate { .. } => Command::Nothing("DEALLOCATE"),
+        Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => match (source, to, target) {
+            (CopySource::Query(query), true, CopyTarget::Stdout) => {
+                Command::Copy(query, copy_format(&options, &legacy_options)?)
+            }
+            _ => {
+                return Err(error(
+                    "25006",
+                    "chiso's SQL is read-only: only COPY (SELECT …) TO STDOUT is served",
+                ))
+            }
+        },
+        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
+            return Err(error(
+                "0A000",
+                "chiso has no cursors: read the answer as it streams, or page with LIMIT and OFFSET",
+            ))
+        }
+        other => Command::Query(Box::new(other)),
+    })
+}
+
+fn classify_set(set: Set) -> PgWireResult<Command> {
+    Ok(match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
+            let name = canonical(&variable.to_string());
+            let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
+            match value.eq_ignore_ascii_case("default") {
+                true => Command::Set(name, None),
+                false => Command::Set(name, Some(value)),
+            }
+        }
+        Set::SetTimeZone { value, .. } => {
+            let value = value_text(&value);
+            match value.eq_ignore_ascii_case("default") || value.eq_ignore_ascii_case("local") {
+                true => Command::Set("timezone".into(), None),
+                false => Command::Set("timezone".into(), Some(value)),
+            }
+        }
+        Set::SetNames { charset_name, .. } => {
+            Command::Set("client_encoding".into(), Some(charset_name.value))
+        }
+        Set::SetTransaction { modes, .. } => {
+            use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionMode};
+            let writes = modes.iter().any(|mode| {
+                matches!(
+                    mode,
+                    TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
+                )
+            });
+            if writes {
+                return Err(error(
+                    "25006",
+                    "chiso's SQL is read-only: transactions cannot write",
+                ));
+            }
+            Command::Nothing("SET")
+        }
+        other => {
+            return Err(error(
+                "0A000",
+                format!("chiso does not take this setting: {other}"),
+            ))
+        }
+    })
+}
+
+/// A setting's value as text: `'x'`, `x`, `5`, `-1`.
+fn value_text(expr: &Expr) -> String {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(ident) => ident.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireResult<CopyFormat> {
+    let mut format = CopyFormat::default();
+    for option in options {
+        match option {
+            CopyOption::Format(kind) => {
+                format.kind = match kind.value.to_ascii_lowercase().as_str() {
+                    "text" => CopyKind::Text,
+                    "csv" => CopyKind::Csv,
+                    "binary" => CopyKind::Binary,
+                    other => {
+                        return Err(error(
+                            "22023",
+                            format!("COPY format \"{other}\" not recognized"),
+                        ))
+                    }
+                }
+            }
+            CopyOption::Header(header) => format.header = *header,
+            CopyOption::Delimiter(c) => format.delimiter = Some(*c),
+            CopyOption::Null(null) => format.null = Some(null.clone()),
+            CopyOption::Quote(c) => format.quote = Some(*c),
+            CopyOption::Escape(c) => format.escape = Some(*c),
+            other => return Err(unsupported_copy_option(other)),
+        }
+    }
+    for option in legacy {
+        match option {
+            CopyLegacyOption::Binary => format.kind = CopyKind::Binary,
+            CopyLegacyOption::Delimiter(c) => format.delimiter = Some(*c),
+            CopyLegacyOption::Null(null) => format.null = Some(null.clone()),
+            CopyLegacyOption::Header => format.header = true,
+            CopyLegacyOption::Csv(csv) => {
+                format.kind = CopyKind::Csv;
+                for option in csv {
+                    match option {
+                        CopyLegacyCsvOption::Header => format.header = true,
+                        CopyLegacyCsvOption::Quote(c) => format.quote = Some(*c),
+                        CopyLegacyCsvOption::Escape(c) => format.escape = Some(*c),
+                        other => return Err(unsupported_copy_option(other)),
+                    }
+                }
+            }
+            other => return Err(unsupported_copy_option(other)),
+        }
+    }
+    if format.kind == CopyKind::Binary && format.header {
+        return Err(error("0A000", "cannot specify HEADER in BINARY mode"));
+    }
+    Ok(format)
+}
+
+fn unsupported_copy_option(option: &dyn std::fmt::Display) -> pgwire::error::PgWireError {
+    error("0A000", format!("COPY option {option} is not supported"))
+}

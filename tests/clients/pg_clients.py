@@ -1,0 +1,177 @@
+"""Real PostgreSQL clients against chiso's PostgreSQL protocol, for tests/e2e/clients.rs.
+
+    python3 tests/clients/pg_clients.py COMMAND PORT TOKEN [ARGS...]
+
+Each command prints one JSON document on standard output; timestamps are ISO 8601 with
+their offset, so the test compares them with /v1/sql's as instants.
+"""
+
+import datetime
+import json
+import sys
+import threading
+import time
+import urllib.request
+
+import psycopg
+
+PARAM_SQL = (
+    "SELECT id, received_at, service_level FROM dossiers "
+    "WHERE service_level = %s AND received_at >= %s ORDER BY received_at, id"
+)
+PARAM_VALUES = (3, datetime.datetime(2019, 4, 15, tzinfo=datetime.timezone(datetime.timedelta(hours=7))))
+SERIES_SQL = (
+    "SELECT date_trunc('month', received_at) AS month, count(*) AS n "
+    "FROM dossiers GROUP BY 1 ORDER BY 1"
+)
+# A query that runs for minutes in little memory: a hundred billion numbers, none kept.
+SLOW_SQL = "SELECT count(*) FROM generate_series(1, 100000000000) WHERE value % 7 = 8"
+
+
+def connect(port, token, **kwargs):
+    return psycopg.connect(
+        host="127.0.0.1", port=port, user="chiso", dbname="chiso", password=token,
+        connect_timeout=10, **kwargs,
+    )
+
+
+def plain(value):
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+def rows(cursor):
+    return [[plain(v) for v in row] for row in cursor.fetchall()]
+
+
+def psycopg_queries(port, token):
+    with connect(port, token) as conn:
+        # Server-side binding (the extended protocol) and client-side (simple protocol).
+        param = rows(conn.execute(PARAM_SQL, PARAM_VALUES, prepare=True))
+        series = rows(conn.execute(SERIES_SQL))
+        simple = rows(psycopg.ClientCursor(conn).execute(PARAM_SQL, PARAM_VALUES))
+    return {"param": param, "series": series, "simple": simple}
+
+
+def sqlalchemy_pandas(port, token):
+    import pandas as pd
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"postgresql+psycopg://chiso:{token}@127.0.0.1:{port}/chiso")
+    tables = sorted(sa.inspect(engine).get_table_names())
+    frame = pd.read_sql(
+        sa.text(PARAM_SQL.replace("%s", ":level", 1).replace("%s", ":since", 1)),
+        engine,
+        params={"level": PARAM_VALUES[0], "since": PARAM_VALUES[1]},
+    )
+    series = pd.read_sql(sa.text(SERIES_SQL), engine)
+    engine.dispose()
+    return {
+        "tables": tables,
+        "param": [[r.id, r.received_at.isoformat(), int(r.service_level)] for r in frame.itertuples()],
+        "series": [[r.month.isoformat(), int(r.n)] for r in series.itertuples()],
+    }
+
+
+def sqlstate_of(conn, sql):
+    try:
+        conn.execute(sql)
+        return "ok"
+    except psycopg.Error as error:
+        return error.sqlstate or "none"
+
+
+def refusals(port, token):
+    statements = [
+        "CREATE TABLE t (a INT)",
+        "CREATE VIEW v AS SELECT 1",
+        "DROP TABLE dossiers",
+        "INSERT INTO agencies SELECT * FROM agencies",
+        "DELETE FROM dossiers",
+        "UPDATE dossiers SET status = 'x'",
+        "COPY dossiers FROM STDIN",
+        "COPY dossiers TO '/tmp/chiso-copy-out'",
+        "COPY (SELECT 1) TO '/tmp/chiso-copy-out'",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.runtime.memory_limit = '1K'",
+        "SET datafusion.execution.batch_size = 1",
+        "SET no_such_setting = 1",
+        "SELECT * FROM system.queries",
+        "SELECT * FROM no_such_table",
+    ]
+    with connect(port, token, autocommit=True) as conn:
+        answers = {sql: sqlstate_of(conn, sql) for sql in statements}
+        answers["alive"] = conn.execute("SELECT 1").fetchone()[0]
+    return answers
+
+
+def revocation(port, token, url, admin, token_id):
+    conn = connect(port, token, autocommit=True)
+    before = conn.execute("SELECT count(*) FROM agencies").fetchone()[0]
+    request = urllib.request.Request(
+        f"{url}/v1/tokens/{token_id}", method="DELETE",
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    status = urllib.request.urlopen(request).status
+    time.sleep(0.2)
+    try:
+        conn.execute("SELECT count(*) FROM agencies")
+        after = "ok"
+    except psycopg.Error as error:
+        after = error.sqlstate or "closed"
+    try:
+        connect(port, token)
+        reconnect = "ok"
+    except psycopg.Error as error:
+        reconnect = str(error)
+    return {"before": before, "revoke_status": status, "after": after, "reconnect": reconnect}
+
+
+def timeout_and_cancel(port, token):
+    with connect(port, token, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '300ms'")
+        timed_out = sqlstate_of(conn, SLOW_SQL)
+        after_timeout = conn.execute("SELECT 1").fetchone()[0]
+        conn.execute("RESET statement_timeout")
+        timer = threading.Timer(1.0, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        cancelled = sqlstate_of(conn, SLOW_SQL)
+        seconds = time.monotonic() - started
+        after_cancel = conn.execute("SELECT 1").fetchone()[0]
+        settings = conn.execute("SHOW statement_timeout").fetchone()[0]
+    return {
+        "timed_out": timed_out, "after_timeout": after_timeout,
+        "cancelled": cancelled, "cancel_seconds": seconds, "after_cancel": after_cancel,
+        "statement_timeout": settings,
+    }
+
+
+def replay(port, token, path):
+    with open(path) as f:
+        statements = json.load(f)
+    answers = []
+    with connect(port, token, autocommit=True) as conn:
+        for statement in statements:
+            try:
+                cursor = conn.execute(statement["sql"])
+                count = len(cursor.fetchall()) if cursor.description else 0
+                answers.append({"tool": statement["tool"], "ok": True, "rows": count})
+            except psycopg.Error as error:
+                answers.append({"tool": statement["tool"], "ok": False, "sqlstate": error.sqlstate, "error": str(error)})
+    return answers
+
+
+COMMANDS = {
+    "psycopg": psycopg_queries,
+    "sqlalchemy": sqlalchemy_pandas,
+    "refusals": refusals,
+    "revocation": revocation,
+    "timeout-and-cancel": timeout_and_cancel,
+    "replay": replay,
+}
+
+if __name__ == "__main__":
+    command, port, token, *rest = sys.argv[1:]
+    print(json.dumps(COMMANDS[command](int(port), token, *rest)))

@@ -1,0 +1,351 @@
+//! Real PostgreSQL clients against `chiso serve`'s PostgreSQL protocol: psql, psycopg 3,
+//! SQLAlchemy 2 with pandas, and pgjdbc (a small Java program) connect with a token and read
+//! the rows `/v1/sql` gives; writes, engine settings and bad tokens are refused; a runaway
+//! query stops at its timeout and at the client's cancel. The clients are installed by `make
+//! test` (tests/clients/requirements.txt, Debian's postgresql-client and
+//! libpostgresql-jdbc-java).
+
+use crate::support::{copy_dir, Server};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The format-2 fixture: a small log with dossiers, agencies and rankings, and its admin.
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-2/data");
+const ADMIN: &str = "format-2-fixture-admin-token";
+
+/// The queries every client runs, as `/v1/sql` runs them (parameters written in).
+const PARAM_SQL: &str = "SELECT id, received_at, service_level FROM dossiers \
+     WHERE service_level = 3 AND received_at >= TIMESTAMP '2019-04-15T00:00:00+07:00' \
+     ORDER BY received_at, id";
+const SERIES_SQL: &str = "SELECT date_trunc('month', received_at) AS month, count(*) AS n \
+     FROM dossiers GROUP BY 1 ORDER BY 1";
+
+/// A server on the fixture, with auth on, and a `query` token (and its id).
+async fn serve_fixture() -> (tempfile::TempDir, Server, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(FIXTURE), dir.path());
+    let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", ADMIN)]).await;
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/v1/tokens", server.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"scopes": ["query"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The tables have folded the fixture's log before any client reads.
+    http_rows(&server.url, &token, "SELECT 1", &["Int64(1)"]).await;
+    (dir, server, token, id)
+}
+
+/// The rows of `sql` over `/v1/sql`, columns in the order of `columns`.
+async fn http_rows(url: &str, token: &str, sql: &str, columns: &[&str]) -> Vec<Vec<Value>> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/sql"))
+        .bearer_auth(token)
+        .json(&json!({"sql": sql, "min_position": 999, "timeout_ms": 60000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{sql}");
+    let rows: Vec<Value> = response.json().await.unwrap();
+    rows.iter()
+        .map(|row| columns.iter().map(|c| row[*c].clone()).collect())
+        .collect()
+}
+
+/// A timestamp as microseconds since the epoch, from RFC 3339 or psql's text.
+fn instant(text: &str) -> i64 {
+    let parsed = chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    parsed.timestamp_micros()
+}
+
+/// Rows with their timestamp columns (`at`) as instants, the rest as text.
+fn normal(rows: &[Vec<Value>], at: &[usize]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(i, v)| match (at.contains(&i), v) {
+                    (true, Value::String(s)) => instant(s).to_string(),
+                    (_, Value::String(s)) => s.clone(),
+                    (_, other) => other.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn python(args: &[&str]) -> Value {
+    let output = Command::new("python3")
+        .arg(Path::new(ROOT).join("tests/clients/pg_clients.py"))
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "pg_clients.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn psql(port: u16, password: &str, commands: &[&str]) -> Output {
+    let mut command = Command::new("psql");
+    command
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=chiso dbname=chiso sslmode=disable"
+        ))
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10");
+    for c in commands {
+        command.args(["-c", c]);
+    }
+    command.output().expect("psql runs")
+}
+
+fn as_rows(value: &Value) -> Vec<Vec<Value>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_clients_read_the_rows_http_gives() {
+    let (_dir, server, token, _) = serve_fixture().await;
+    let port = server.pg_port.to_string();
+    let param = http_rows(
+        &server.url,
+        &token,
+        PARAM_SQL,
+        &["id", "received_at", "service_level"],
+    )
+    .await;
+    let param = normal(&param, &[1]);
+    let series = normal(
+        &http_rows(&server.url, &token, SERIES_SQL, &["month", "n"]).await,
+        &[0],
+    );
+    assert!(
+        param.len() >= 5 && series.len() >= 6,
+        "{param:?} {series:?}"
+    );
+
+    // psycopg 3: server-side and client-side parameters.
+    let answer = python(&["psycopg", &port, &token]);
+    assert_eq!(normal(&as_rows(&answer["param"]), &[1]), param);
+    assert_eq!(normal(&as_rows(&answer["simple"]), &[1]), param);
+    assert_eq!(normal(&as_rows(&answer["series"]), &[0]), series);
+
+    // SQLAlchemy 2 reflection and pandas.
+    let answer = python(&["sqlalchemy", &port, &token]);
+    let tables: Vec<&str> = answer["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "agencies",
+            "agency_daily",
+            "dossiers",
+            "events",
+            "ict_index",
+            "rankings",
+            "service_levels",
+            "services"
+        ]
+    );
+    assert_eq!(normal(&as_rows(&answer["param"]), &[1]), param);
+    assert_eq!(normal(&as_rows(&answer["series"]), &[0]), series);
+
+    // pgjdbc: metadata, a prepared statement with parameters, a time series.
+    let output = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(Path::new(ROOT).join("tests/clients/JdbcClient.java"))
+        .args([&port, &token])
+        .output()
+        .expect("java runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l[0] == name)
+            .unwrap_or_else(|| panic!("{name}: {stdout}"))
+    };
+    assert_eq!(line("product")[1..], ["PostgreSQL", "16.6"]);
+    assert_eq!(line("tables")[1..], tables[..]);
+    assert!(
+        line("columns").contains(&"received_at:timestamptz"),
+        "{stdout}"
+    );
+    let jdbc = |name: &str| -> Vec<Vec<Value>> {
+        lines
+            .iter()
+            .filter(|l| l[0] == name)
+            .map(|l| l[1..].iter().map(|v| json!(v)).collect())
+            .collect()
+    };
+    let param_jdbc: Vec<Vec<String>> = param.iter().map(|r| r[..2].to_vec()).collect();
+    assert_eq!(normal(&jdbc("param"), &[1]), param_jdbc);
+    assert_eq!(normal(&jdbc("series"), &[0]), series);
+
+    // psql: \dt, \d, a time series, and \copy out.
+    let output = psql(
+        server.pg_port,
+        &token,
+        &["\\dt", "\\d dossiers", SERIES_SQL],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("public|dossiers|table|"), "{stdout}");
+    assert!(
+        stdout.contains("received_at|timestamp with time zone"),
+        "{stdout}"
+    );
+    let psql_series: Vec<Vec<Value>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("20"))
+        .map(|l| l.split('|').map(|v| json!(v)).collect())
+        .collect();
+    assert_eq!(normal(&psql_series, &[0]), series);
+    let copy = format!("\\copy ({PARAM_SQL}) TO STDOUT WITH CSV HEADER");
+    let output = psql(server.pg_port, &token, &[&copy]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("id,received_at,service_level"));
+    let copied: Vec<Vec<Value>> = lines
+        .map(|l| l.split(',').map(|v| json!(v)).collect())
+        .collect();
+    assert_eq!(normal(&copied, &[1]), param);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_writes_engine_settings_and_bad_tokens() {
+    let (_dir, server, token, token_id) = serve_fixture().await;
+    let port = server.pg_port.to_string();
+    let settings = "SELECT name, value FROM information_schema.df_settings ORDER BY name";
+    let catalog = "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2";
+    let before = (
+        http_rows(&server.url, ADMIN, settings, &["name", "value"]).await,
+        http_rows(&server.url, ADMIN, catalog, &["table_schema", "table_name"]).await,
+    );
+    let answer = python(&["refusals", &port, &token]);
+    let expected = [
+        ("CREATE TABLE t (a INT)", "25006"),
+        ("CREATE VIEW v AS SELECT 1", "25006"),
+        ("DROP TABLE dossiers", "25006"),
+        ("INSERT INTO agencies SELECT * FROM agencies", "25006"),
+        ("DELETE FROM dossiers", "25006"),
+        ("UPDATE dossiers SET status = 'x'", "25006"),
+        ("COPY dossiers FROM STDIN", "25006"),
+        ("COPY dossiers TO '/tmp/chiso-copy-out'", "25006"),
+        ("COPY (SELECT 1) TO '/tmp/chiso-copy-out'", "25006"),
+        ("SET datafusion.runtime.memory_limit = '1K'", "42501"),
+        ("SET datafusion.execution.batch_size = 1", "42501"),
+        ("SET no_such_setting = 1", "42704"),
+        ("SELECT * FROM system.queries", "42501"),
+        ("SELECT * FROM no_such_table", "42P01"),
+    ];
+    for (sql, state) in expected {
+        assert_eq!(answer[sql], state, "{sql}: {answer}");
+    }
+    // DataFusion's own DDL does not even parse as PostgreSQL.
+    let external = answer["CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'"]
+        .as_str()
+        .unwrap();
+    assert_ne!(external, "ok");
+    assert_eq!(answer["alive"], 1);
+    let after = (
+        http_rows(&server.url, ADMIN, settings, &["name", "value"]).await,
+        http_rows(&server.url, ADMIN, catalog, &["table_schema", "table_name"]).await,
+    );
+    assert_eq!(before, after, "the shared engine is as it was");
+    assert!(!Path::new("/tmp/chiso-copy-out").exists());
+
+    // A wrong token, and a token revoked while its connection is open.
+    let output = psql(server.pg_port, "not-a-token", &["SELECT 1"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    let answer = python(&["revocation", &port, &token, &server.url, ADMIN, &token_id]);
+    assert_eq!(answer["before"], 6, "{answer}");
+    assert_eq!(answer["revoke_status"], 204, "{answer}");
+    assert_ne!(
+        answer["after"], "ok",
+        "a revoked token's open connection reads no more: {answer}"
+    );
+    let reconnect = answer["reconnect"].as_str().unwrap();
+    assert!(
+        reconnect.contains("password authentication failed"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queries_stop_at_the_timeout_and_the_clients_cancel() {
+    let (_dir, server, token, token_id) = serve_fixture().await;
+    let answer = python(&["timeout-and-cancel", &server.pg_port.to_string(), &token]);
+    assert_eq!(answer["timed_out"], "57014", "{answer}");
+    assert_eq!(answer["after_timeout"], 1, "{answer}");
+    assert_eq!(answer["cancelled"], "57014", "{answer}");
+    assert!(
+        answer["cancel_seconds"].as_f64().unwrap() < 20.0,
+        "{answer}"
+    );
+    assert_eq!(answer["after_cancel"], 1, "{answer}");
+    assert_eq!(
+        answer["statement_timeout"], "30000ms",
+        "RESET restores the default: {answer}"
+    );
+    // Both are in the query log, as the protocol and token that ran them.
+    let log = http_rows(
+        &server.url,
+        ADMIN,
+        &format!(
+            "SELECT outcome, error_code FROM system.queries WHERE protocol = 'postgres' \
+             AND token_id = '{token_id}' AND sql LIKE '%generate_series%' ORDER BY started_at"
+        ),
+        &["outcome", "error_code"],
+    )
+    .await;
+    assert_eq!(
+        log,
+        [
+            vec![json!("failed"), json!("query_timeout")],
+            vec![json!("cancelled"), json!("query_cancelled")]
+        ]
+    );
+}
