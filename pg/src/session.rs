@@ -5,15 +5,13 @@
 //! chiso does (a DataFusion option, a writable transaction) is refused with a SQLSTATE.
 
 use crate::sqlstate::error;
-use chiso_query::postgres::SERVER_VERSION;
+use chiso_query::postgres::server_setting;
+#[cfg(test)]
+use chiso_query::postgres::TIME_ZONE;
 use chiso_query::SqlLimits;
 use pgwire::error::PgWireResult;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// A session's time zone until it sets one: chiso's local time (`+07:00`, no daylight
-/// saving), under the name drivers know.
-const TIME_ZONE: &str = "Asia/Ho_Chi_Minh";
 
 /// A setting a client may change.
 struct Parameter {
@@ -118,42 +116,16 @@ const PARAMETERS: &[Parameter] = &[
     },
 ];
 
-/// The value of a parameter no client has set.
+/// The value of a parameter no client has set: the server's, but for the time limit.
 fn default(name: &str, limits: &SqlLimits) -> Option<String> {
-    Some(match name {
-        "application_name" => String::new(),
-        "client_encoding" => "UTF8".into(),
-        "datestyle" => "ISO, MDY".into(),
-        "timezone" => TIME_ZONE.into(),
-        "intervalstyle" => "postgres".into(),
-        "standard_conforming_strings" => "on".into(),
-        "extra_float_digits" => "1".into(),
-        "search_path" => "\"$user\", public".into(),
-        "statement_timeout" => limits.default_timeout.as_millis().to_string(),
-        "bytea_output" => "hex".into(),
-        "client_min_messages" => "notice".into(),
-        "default_transaction_read_only" | "transaction_read_only" => "on".into(),
-        "default_transaction_isolation" | "transaction_isolation" => "read committed".into(),
-        "idle_in_transaction_session_timeout" | "lock_timeout" => "0".into(),
-        "jit" => "off".into(),
-        // Shown, never set.
-        "server_version" => SERVER_VERSION.into(),
-        "server_version_num" => server_version_num(),
-        "server_encoding" => "UTF8".into(),
-        "integer_datetimes" => "on".into(),
-        "is_superuser" => "off".into(),
-        "max_identifier_length" => "63".into(),
-        "lc_collate" | "lc_ctype" | "lc_messages" => "C".into(),
-        _ => return None,
-    })
-}
-
-fn server_version_num() -> String {
-    let mut parts = SERVER_VERSION
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major * 10_000 + minor).to_string()
+    match name {
+        "statement_timeout" => Some(limits.default_timeout.as_millis().to_string()),
+        "bytea_output" => Some("hex".into()),
+        "client_min_messages" => Some("notice".into()),
+        "idle_in_transaction_session_timeout" | "lock_timeout" => Some("0".into()),
+        "jit" => Some("off".into()),
+        _ => server_setting(name),
+    }
 }
 
 /// A parameter's canonical name: lower case, `SHOW TRANSACTION ISOLATION LEVEL` as the
@@ -520,7 +492,7 @@ mod tests {
         assert_eq!(show(&session, "timezone", &limits).unwrap(), "UTC");
         assert_eq!(
             show(&HashMap::new(), "server_version", &limits).unwrap(),
-            SERVER_VERSION
+            "16.6"
         );
         reset_all(&mut session);
         assert_eq!(show(&session, "timezone", &limits).unwrap(), TIME_ZONE);

@@ -57,7 +57,8 @@ pub(crate) enum CopyKind {
 }
 
 /// Classifies a parsed statement; refuses what chiso does not do, with its SQLSTATE.
-pub(crate) fn classify(statement: Statement) -> PgWireResult<Command> {
+pub(crate) fn classify(mut statement: Statement) -> PgWireResult<Command> {
+    without_descriptions(&mut statement);
     Ok(match statement {
         Statement::Set(set) => classify_set(set)?,
         Statement::Reset(reset) => match reset.reset {
@@ -105,6 +106,29 @@ pub(crate) fn classify(statement: Statement) -> PgWireResult<Command> {
         }
         other => Command::Query(Box::new(other)),
     })
+}
+
+/// chiso keeps no comments on its tables and columns: `col_description(…)`,
+/// `obj_description(…)` and `shobj_description(…)` are NULL, whatever their arguments (whose
+/// `'schema.table'::regclass` casts chiso could not evaluate).
+fn without_descriptions(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::visit_expressions_mut;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Function(function) = expr {
+            let name = function
+                .name
+                .0
+                .last()
+                .map(|part| part.to_string().to_ascii_lowercase());
+            if matches!(
+                name.as_deref(),
+                Some("col_description" | "obj_description" | "shobj_description")
+            ) {
+                *expr = Expr::Value(Value::Null.into());
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 fn classify_set(set: Set) -> PgWireResult<Command> {

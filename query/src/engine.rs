@@ -165,7 +165,8 @@ impl SqlEngine {
         // DataFusion's own options may be set by an operator as `DATAFUSION_*` variables
         // (`DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true`); chiso's settings win.
         let mut config = SessionConfig::from_env()?
-            .with_information_schema(true)
+            // chiso's own information_schema (information_schema.rs) takes its place.
+            .with_information_schema(false)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_target_partitions(limits.threads.max(1));
         config.options_mut().execution.time_zone = Some(ZONE.to_owned());
@@ -202,6 +203,7 @@ impl SqlEngine {
             "dossier_report",
             Arc::new(DossierReportFunction::new(projections.clone())),
         );
+        crate::information_schema::install(&context, CATALOG)?;
         Ok(Self {
             context,
             limits,

@@ -28,6 +28,7 @@ mod capped;
 mod date_trunc;
 mod engine;
 mod error;
+mod information_schema;
 pub mod local_time;
 pub mod postgres;
 mod projections;

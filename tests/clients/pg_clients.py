@@ -150,20 +150,49 @@ def timeout_and_cancel(port, token):
 
 def replay(port, token, path):
     with open(path) as f:
-        statements = json.load(f)
+        statements = json.load(f)["statements"]
     answers = []
     with connect(port, token, autocommit=True) as conn:
+        # DBeaver binds the oids it read from earlier answers.
+        oids = {
+            "public_oid": conn.execute(
+                "SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public'"
+            ).fetchone()[0],
+            "dossiers_oid": conn.execute(
+                "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = 'dossiers'"
+            ).fetchone()[0],
+        }
         for statement in statements:
+            sql = statement["sql"]
+            for name, oid in oids.items():
+                sql = sql.replace("{" + name + "}", str(oid))
             try:
-                cursor = conn.execute(statement["sql"])
+                cursor = conn.execute(sql)
                 count = len(cursor.fetchall()) if cursor.description else 0
-                answers.append({"tool": statement["tool"], "ok": True, "rows": count})
+                answers.append({"tool": statement["tool"], "ok": True, "rows": count,
+                                "min_rows": statement.get("min_rows", 0)})
             except psycopg.Error as error:
                 answers.append({"tool": statement["tool"], "ok": False, "sqlstate": error.sqlstate, "error": str(error)})
     return answers
 
 
+def drain(port, token):
+    """A statement of some seconds, during which the test stops the server."""
+    conn = connect(port, token, autocommit=True)
+    count = conn.execute(
+        "SELECT count(*) FROM generate_series(1, 40000000) WHERE value % 7 = 8"
+    ).fetchone()[0]
+    try:
+        conn.execute("SELECT 1")
+        after = "ok"
+    except psycopg.Error as error:
+        after = error.sqlstate or "closed"
+    return {"count": count, "next": after}
+
+
 COMMANDS = {
+    "drain": drain,
     "psycopg": psycopg_queries,
     "sqlalchemy": sqlalchemy_pandas,
     "refusals": refusals,

@@ -349,3 +349,142 @@ async fn postgres_queries_stop_at_the_timeout_and_the_clients_cancel() {
         ]
     );
 }
+
+/// The metadata statements Grafana, Metabase and DBeaver send when they connect and browse
+/// (tests/clients/bi_metadata.json, from their sources and recorded logs) all run, and the
+/// listings of tables and columns list chiso's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bi_tools_metadata_queries_run() {
+    let (_dir, server, token, _) = serve_fixture().await;
+    let file = Path::new(ROOT).join("tests/clients/bi_metadata.json");
+    let answer = python(&[
+        "replay",
+        &server.pg_port.to_string(),
+        &token,
+        file.to_str().unwrap(),
+    ]);
+    let answers = answer.as_array().unwrap();
+    assert_eq!(answers.len(), 41);
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["ok"], true, "statement {n}: {answer}");
+        assert!(
+            answer["rows"].as_u64() >= answer["min_rows"].as_u64(),
+            "statement {n}: {answer}"
+        );
+    }
+    let tools: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .map(|a| a["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools.into_iter().collect::<Vec<_>>(),
+        ["DBeaver", "Grafana", "Metabase"]
+    );
+}
+
+/// TLS: with `--tls-cert`/`--tls-key`, psql connects with `sslmode=require`; a certificate
+/// that cannot be read stops the start rather than serving in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_and_a_bad_certificate_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let data = dir.path().join("data");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = Server::start_with_options(
+        &data,
+        &[("CHISO_ADMIN_TOKEN", ADMIN)],
+        &["--tls-cert", cert, "--tls-key", key],
+    )
+    .await;
+    let output = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "SELECT count(*) FROM agencies"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user=chiso dbname=chiso sslmode=require",
+            server.pg_port
+        ))
+        .env("PGPASSWORD", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["0"]
+    );
+    drop(server);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args([
+            "serve",
+            "--pg-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--tls-cert", "/nonexistent/cert.pem", "--tls-key", key])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read the certificate"), "{stderr}");
+}
+
+/// SIGTERM while a statement runs: it finishes and its client reads the whole answer, the
+/// connection then closes, and the server exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_postgres_statement_finish() {
+    let (_dir, mut server, token, _) = serve_fixture().await;
+    let client = Command::new("python3")
+        .arg(Path::new(ROOT).join("tests/clients/pg_clients.py"))
+        .args(["drain", &server.pg_port.to_string(), &token])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The client has connected and its statement runs (it takes seconds in a debug build).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let output = client.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["count"], 0, "{answer}");
+    assert_ne!(
+        answer["next"], "ok",
+        "the connection closed after the statement: {answer}"
+    );
+}
