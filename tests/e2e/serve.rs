@@ -17,6 +17,22 @@ fn refuses_a_public_address_without_tokens() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback only"), "{stderr}");
+    // Nor the PostgreSQL protocol.
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "0.0.0.0:7998",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--pg-listen on loopback only"), "{stderr}");
 }
 
 #[test]
