@@ -615,6 +615,9 @@ impl QueryParser for Parser {
     }
 }
 
+/// The most parameters a statement may have (a Bind message counts them in 16 bits).
+const MAX_PARAMETERS: usize = u16::MAX as usize;
+
 /// The types of a plan's parameters, `$1` first; `None` where the plan does not tell.
 fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
     let types = plan
@@ -625,6 +628,14 @@ fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
         .filter_map(|(id, data_type)| Some((id.strip_prefix('$')?.parse().ok()?, data_type)))
         .collect();
     numbered.sort_by_key(|(n, _)| *n);
+    // A Bind carries at most 65 535 values; `$0` and `$2000000000` name none of them (and the
+    // list below must not be sized by a number a client wrote).
+    if let Some((n, _)) = numbered
+        .iter()
+        .find(|(n, _)| !(1..=MAX_PARAMETERS).contains(n))
+    {
+        return Err(error("42P02", format!("there is no parameter ${n}")));
+    }
     let count = numbered.last().map_or(0, |(n, _)| *n);
     let mut ordered = vec![None; count];
     for (n, data_type) in numbered {

@@ -78,7 +78,7 @@ fn sql_state(message: &str) -> &'static str {
         || lower.contains("function") && lower.contains("not found")
     {
         "42883"
-    } else if lower.contains("cast") {
+    } else if lower.contains("cannot cast") || lower.contains("cast error") {
         "22P02"
     } else {
         "42601"

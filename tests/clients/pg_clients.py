@@ -100,8 +100,16 @@ def refusals(port, token):
         "SELECT * FROM system.queries",
         "SELECT * FROM no_such_table",
     ]
+    parameters = ["SELECT 1 WHERE 1 = $2000000000", "SELECT 1 WHERE 1 = $0"]
     with connect(port, token, autocommit=True) as conn:
         answers = {sql: sqlstate_of(conn, sql) for sql in statements}
+        for sql in parameters:
+            # Sent as a prepared statement with no values, as a driver describes it first.
+            try:
+                conn.execute(sql, prepare=True)
+                answers[sql] = "ok"
+            except psycopg.Error as error:
+                answers[sql] = error.sqlstate or "none"
         answers["alive"] = conn.execute("SELECT 1").fetchone()[0]
     return answers
 

@@ -275,6 +275,9 @@ async fn postgres_refuses_writes_engine_settings_and_bad_tokens() {
         ("SET no_such_setting = 1", "42704"),
         ("SELECT * FROM system.queries", "42501"),
         ("SELECT * FROM no_such_table", "42P01"),
+        // A parameter number a client wrote never sizes anything.
+        ("SELECT 1 WHERE 1 = $2000000000", "42P02"),
+        ("SELECT 1 WHERE 1 = $0", "42601"), // DataFusion's planner refuses it first
     ];
     for (sql, state) in expected {
         assert_eq!(answer[sql], state, "{sql}: {answer}");
