@@ -97,6 +97,11 @@ impl Connection {
         self.state.lock().expect("connection lock")
     }
 
+    /// Marks the connection closed (its task ended): ends the task that watched its token.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+
     /// Resolves when the connection must close.
     pub(crate) async fn closed(&self) {
         self.closed.cancelled().await;

@@ -333,8 +333,8 @@ fn copy_out(
         let fields = fields.clone();
         async move {
             let (mut stream, mut encoder) = state?;
+            // pgwire ends a binary copy with its trailer itself.
             let batch = match stream.next().await {
-                None if binary => return Some((vec![Ok(CopyEncoder::finish_copy_binary())], None)),
                 None => return None,
                 Some(Err(error)) => return Some((vec![Err(query_error(error))], None)),
                 Some(Ok(batch)) => batch,

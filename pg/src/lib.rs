@@ -121,6 +121,7 @@ pub async fn serve(
                 }
                 () = connection.closed() => {}
             }
+            connection.close();
             connections.remove(peer);
         });
     }
