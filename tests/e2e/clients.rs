@@ -5,7 +5,7 @@
 //! test` (tests/clients/requirements.txt, Debian's postgresql-client and
 //! libpostgresql-jdbc-java).
 
-use crate::support::{copy_dir, Server};
+use crate::support::{copy_dir, create_token, Server};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -27,16 +27,7 @@ async fn serve_fixture() -> (tempfile::TempDir, Server, String, String) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(Path::new(FIXTURE), dir.path());
     let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", ADMIN)]).await;
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/v1/tokens", server.url))
-        .bearer_auth(ADMIN)
-        .json(&json!({"scopes": ["query"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_token(&server.url, ADMIN, &["query"]).await;
     let token = created["token"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
     // The tables have folded the fixture's log before any client reads.

@@ -1,7 +1,7 @@
 //! `chiso import`: the first bad line stops it with its file and line number; importing again
 //! after an interruption writes each event exactly once; `--url` goes through a running chiso.
 
-use crate::support::{read_everything, read_everything_as, Server};
+use crate::support::{create_token, read_everything, read_everything_as, Server};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -126,16 +126,7 @@ async fn an_import_with_a_scoped_token_cannot_write_for_another_agency() {
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let token: serde_json::Value = http
-        .post(format!("{}/v1/tokens", server.url))
-        .bearer_auth(ADMIN)
-        .json(&json!({"scopes": ["append:26", "query"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = create_token(&server.url, ADMIN, &["append:26", "query"]).await;
     let token = token["token"].as_str().unwrap();
     let dossier = |n: u128, agency: &str| {
         json!({"stream": format!("dossier-s{n}"), "id": Uuid::from_u128(500 + n), "type": "DossierReceived",

@@ -189,3 +189,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A new token with `scopes`, made by `admin`: the answer of `POST /v1/tokens` (`token`, `id`).
+pub async fn create_token(url: &str, admin: &str, scopes: &[&str]) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "scopes": scopes }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
