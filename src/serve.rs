@@ -81,7 +81,8 @@ pub struct ServeArgs {
     /// a second for room, then is refused with 429 `overloaded`.
     #[arg(long, env = "CHISO_MAX_INFLIGHT_BODY_MB", default_value_t = Limits::default().max_inflight_body_bytes >> 20)]
     max_inflight_body_mb: usize,
-    /// Largest body of a SQL request, in bytes (413 above it).
+    /// Largest body of a SQL request, in bytes (413 above it); also the longest SQL text a
+    /// PostgreSQL client may send (SQLSTATE 54000 above it).
     #[arg(long, env = "CHISO_MAX_SQL_BODY_BYTES", default_value_t = Limits::default().max_sql_body_bytes)]
     max_sql_body_bytes: usize,
     /// Address of the PostgreSQL wire protocol (psql, JDBC, psycopg, BI tools), or `off`.
@@ -207,6 +208,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(address = %pg_address, tls = tls.is_some(), "PostgreSQL protocol listening");
             let limits = PgLimits {
                 max_connections: args.pg_max_connections,
+                max_sql_bytes: args.max_sql_body_bytes,
                 ..PgLimits::default()
             };
             Some(tokio::spawn(chiso_pg::serve(
@@ -230,10 +232,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
     };
-    raise_open_files_limit(serve_limits.max_connections);
+    raise_open_files_limit(serve_limits.max_connections + args.pg_max_connections);
     chiso_api::serve(listener, router(state), serve_limits, shutdown.clone()).await;
     if let Some(postgres) = postgres {
-        let _ = postgres.await;
+        if let Err(error) = postgres.await {
+            tracing::error!(%error, "the PostgreSQL listener failed");
+        }
     }
     // Every acknowledged append is in the log now: fold it and save the tables, then close.
     shutdown.cancel();

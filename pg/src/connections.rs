@@ -50,8 +50,16 @@ impl Connections {
         self.lock().get(&peer).cloned()
     }
 
-    pub(crate) fn remove(&self, peer: SocketAddr) {
-        self.lock().remove(&peer);
+    /// Forgets `connection`, which came from `peer` (and not a later connection from the
+    /// same address, if the port was reused before this one's task ended).
+    pub(crate) fn remove(&self, peer: SocketAddr, connection: &Arc<Connection>) {
+        let mut open = self.lock();
+        if open
+            .get(&peer)
+            .is_some_and(|open| Arc::ptr_eq(open, connection))
+        {
+            open.remove(&peer);
+        }
     }
 
     /// The query running on the connection that holds `key`.

@@ -5,9 +5,9 @@ use crate::connections::{Connection, Connections};
 use crate::session;
 use crate::sqlstate::{error, fatal, query_error, shutting_down};
 use crate::statements::{classify, Boundary, Command, CopyFormat, CopyKind};
-use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
-use arrow_pg::encoder::{encode_value, Encoder};
+use arrow_pg::encoder::encode_value;
 use async_trait::async_trait;
 use chiso_api::{Auth, Principal};
 use chiso_query::{Params, Protocol, Query, QueryLog, QueryStream, SqlEngine, CATALOG};
@@ -17,29 +17,33 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt, TryStreamExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::CancelHandler;
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
+};
 use pgwire::api::results::{
-    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo, QueryResponse, Response,
-    Tag,
+    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME,
     METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::extendedquery::{Execute, Parse, Sync as PgSync};
-use pgwire::messages::response::ReadyForQuery;
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query as SimpleQuery;
 use pgwire::messages::startup::{Authentication, ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -54,12 +58,18 @@ pub(crate) struct Handlers {
 }
 
 impl Handlers {
-    pub(crate) fn new(engine: SqlEngine, auth: Auth, connections: Arc<Connections>) -> Self {
+    pub(crate) fn new(
+        engine: SqlEngine,
+        auth: Auth,
+        connections: Arc<Connections>,
+        max_sql_bytes: usize,
+    ) -> Self {
         let shared = Arc::new(Shared {
             engine,
             auth,
             connections,
             dialect: PostgresCompatibilityParser::new(),
+            max_sql_bytes,
         });
         let parser = Arc::new(Parser {
             shared: shared.clone(),
@@ -93,6 +103,8 @@ struct Shared {
     auth: Auth,
     connections: Arc<Connections>,
     dialect: PostgresCompatibilityParser,
+    /// The longest SQL text a statement may have (as `POST /v1/sql` takes).
+    max_sql_bytes: usize,
 }
 
 pub(crate) struct Service {
@@ -139,6 +151,16 @@ impl Shared {
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        if sql.len() > self.max_sql_bytes {
+            return Err(error(
+                "54000",
+                format!(
+                    "statement too long: {} bytes, chiso takes at most {}",
+                    sql.len(),
+                    self.max_sql_bytes
+                ),
+            ));
+        }
         self.dialect
             .parse(sql)
             .map_err(|e| error("42601", format!("syntax error: {e}")))
@@ -168,7 +190,7 @@ impl Shared {
         self.engine.execute(query).await.map_err(query_error)
     }
 
-    /// Runs one statement, answering as PostgreSQL does.
+    /// Runs one statement; its answer is for [`send`] to write.
     async fn run<C>(
         &self,
         client: &mut C,
@@ -177,9 +199,10 @@ impl Shared {
         command: Command,
         params: Option<ParamValues>,
         format: &Format,
-    ) -> PgWireResult<Response>
+    ) -> PgWireResult<Answer>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -192,7 +215,7 @@ impl Shared {
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
                 let fields = arrow_schema_to_pg_fields(&stream.schema(), format, Some(options))?;
                 let fields = Arc::new(fields);
-                Ok(Response::Query(QueryResponse::new(
+                Ok(Answer::Rows(QueryResponse::new(
                     fields.clone(),
                     rows(stream, fields),
                 )))
@@ -201,13 +224,16 @@ impl Shared {
                 let query = self.query(Statement::Query(query), principal);
                 let stream = self.start(client.metadata(), connection, query).await?;
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                Ok(Response::CopyOut(copy_out(stream, &copy, options)?))
+                Ok(Answer::Copy(copy_out(stream, &copy, options)?))
             }
-            Command::Set(name, value) if name == "all" => {
+            Command::Set(name, None) if name == "all" => {
                 session::reset_all(client.metadata_mut());
-                let _ = value;
-                Ok(Response::Execution(Tag::new("RESET")))
+                Ok(Answer::Done(Tag::new("RESET")))
             }
+            Command::Set(name, Some(_)) if name == "all" => Err(error(
+                "42601",
+                "SET ALL takes no value: RESET ALL resets every setting",
+            )),
             Command::Set(name, value) => {
                 let tag = if value.is_some() { "SET" } else { "RESET" };
                 let reported =
@@ -220,28 +246,128 @@ impl Shared {
                         )))
                         .await?;
                 }
-                Ok(Response::Execution(Tag::new(tag)))
+                Ok(Answer::Done(Tag::new(tag)))
             }
             Command::Show(name) => {
                 let value = session::show(client.metadata(), &name, &limits)?;
-                Ok(Response::Query(show(&name, value, format)?))
+                Ok(Answer::Rows(show(&name, value, format)?))
             }
-            Command::Transaction(Boundary::Begin) => {
-                Ok(Response::TransactionStart(Tag::new("BEGIN")))
-            }
-            Command::Transaction(Boundary::Commit) => {
-                Ok(Response::TransactionEnd(Tag::new("COMMIT")))
-            }
-            Command::Transaction(Boundary::Rollback) => {
-                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
-            }
+            Command::Transaction(Boundary::Begin) => Ok(Answer::Begin(Tag::new("BEGIN"))),
+            Command::Transaction(Boundary::Commit) => Ok(Answer::End(Tag::new("COMMIT"))),
+            Command::Transaction(Boundary::Rollback) => Ok(Answer::End(Tag::new("ROLLBACK"))),
             Command::Discard => {
                 session::reset_all(client.metadata_mut());
-                Ok(Response::Execution(Tag::new("DISCARD ALL")))
+                Ok(Answer::Done(Tag::new("DISCARD ALL")))
             }
-            Command::Nothing(tag) => Ok(Response::Execution(Tag::new(tag))),
+            Command::Deallocate(name) => {
+                // pgwire's store lists no names: DEALLOCATE ALL leaves the statements to the
+                // end of the connection (or to a Close message, which most drivers send).
+                if let Some(name) = name {
+                    client.portal_store().rm_statement(&name);
+                }
+                Ok(Answer::Done(Tag::new("DEALLOCATE")))
+            }
+            Command::Nothing(tag) => Ok(Answer::Done(Tag::new(tag))),
         }
     }
+}
+
+/// One statement's answer.
+enum Answer {
+    /// Rows (a query, `SHOW`).
+    Rows(QueryResponse),
+    /// `COPY … TO STDOUT`.
+    Copy(CopyOut),
+    /// A command's tag.
+    Done(Tag),
+    /// A transaction begins.
+    Begin(Tag),
+    /// A transaction ends.
+    End(Tag),
+}
+
+impl Answer {
+    /// As pgwire's own answer, for the one path pgwire writes itself (an Execute that asks
+    /// for part of a query's rows).
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Rows(rows) => Response::Query(rows),
+            // pgwire adds the binary trailer itself.
+            Answer::Copy(copy) => {
+                let data = copy.data.try_filter_map(|(data, row)| {
+                    let trailer = !row && data.data.as_ref() == BINARY_COPY_TRAILER;
+                    std::future::ready(Ok((!trailer).then_some(data)))
+                });
+                Response::CopyOut(CopyResponse::new(copy.format, copy.columns, data))
+            }
+            Answer::Done(tag) => Response::Execution(tag),
+            Answer::Begin(tag) => Response::TransactionStart(tag),
+            Answer::End(tag) => Response::TransactionEnd(tag),
+        }
+    }
+}
+
+/// Writes one statement's answer as PostgreSQL does (a simple query describes its rows, an
+/// Execute does not); the transaction status after it.
+async fn send<C>(
+    client: &mut C,
+    answer: Answer,
+    describe: bool,
+    status: TransactionStatus,
+) -> PgWireResult<TransactionStatus>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match answer {
+        Answer::Rows(rows) => send_query_response(client, rows, describe).await?,
+        Answer::Copy(copy) => send_copy(client, copy).await?,
+        Answer::Done(tag) => send_execution_response(client, tag).await?,
+        Answer::Begin(tag) => {
+            send_execution_response(client, tag).await?;
+            return Ok(status.to_in_transaction_state());
+        }
+        Answer::End(tag) => {
+            send_execution_response(client, tag).await?;
+            return Ok(status.to_idle_state());
+        }
+    }
+    Ok(status)
+}
+
+/// Writes a `COPY … TO STDOUT`. An error midway ends it with an ErrorResponse, which ends
+/// the copy for libpq, pgjdbc and psycopg alike (pgwire's own writer sends a `CopyFail`, a
+/// message only a client may send, and libpq drops the connection on it).
+async fn send_copy<C>(client: &mut C, copy: CopyOut) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let CopyOut {
+        format,
+        columns,
+        mut data,
+    } = copy;
+    let column_formats = vec![i16::from(format); columns];
+    client
+        .feed(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            format,
+            columns as i16,
+            column_formats,
+        )))
+        .await?;
+    let mut rows = 0;
+    while let Some(piece) = data.next().await {
+        let (piece, row) = piece?;
+        rows += usize::from(row);
+        client.feed(PgWireBackendMessage::CopyData(piece)).await?;
+    }
+    client
+        .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    send_execution_response(client, Tag::new("COPY").with_rows(rows)).await
 }
 
 /// The answer of `SHOW name`: one row, one text column.
@@ -281,60 +407,72 @@ fn rows(
     .flat_map(futures_util::stream::iter)
 }
 
+/// `COPY (query) TO STDOUT`'s answer: its format, and its data as it comes, each piece
+/// marked whether it is a row (the header and the binary signature and trailer are not).
+struct CopyOut {
+    format: i8,
+    columns: usize,
+    data: futures_util::stream::BoxStream<'static, PgWireResult<(CopyData, bool)>>,
+}
+
+/// The signature, flags and header extension a binary copy begins with.
+const BINARY_COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The field count that ends a binary copy.
+const BINARY_COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
 /// `COPY (query) TO STDOUT`: the rows as text, CSV or PostgreSQL's binary copy format.
 fn copy_out(
     stream: QueryStream,
     copy: &CopyFormat,
     options: Arc<FormatOptions>,
-) -> PgWireResult<CopyResponse> {
-    let schema = stream.schema();
-    let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, Some(options))?;
+) -> PgWireResult<CopyOut> {
+    let binary = copy.kind == CopyKind::Binary;
+    let format = if binary {
+        Format::UnifiedBinary
+    } else {
+        Format::UnifiedText
+    };
+    let fields = arrow_schema_to_pg_fields(&stream.schema(), &format, Some(options))?;
     let fields = Arc::new(fields);
     let columns = fields.len();
-    let mut encoder = match copy.kind {
-        CopyKind::Text => {
-            let mut options = CopyTextOptions::default();
-            if let Some(delimiter) = copy.delimiter {
-                options.delimiter = delimiter.to_string().into();
-            }
-            if let Some(null) = &copy.null {
-                options.null_string = null.as_str().into();
-            }
-            CopyEncoder::new_text(fields.clone(), options)
-        }
-        CopyKind::Csv => {
-            let mut options = CopyCsvOptions::default();
-            if let Some(delimiter) = copy.delimiter {
-                options.delimiter = delimiter.to_string().into();
-            }
-            if let Some(null) = &copy.null {
-                options.null_string = null.as_str().into();
-            }
-            if let Some(quote) = copy.quote {
-                options.quote = quote.to_string().into();
-                options.escape = quote.to_string().into();
-            }
-            if let Some(escape) = copy.escape {
-                options.escape = escape.to_string().into();
-            }
-            CopyEncoder::new_csv(fields.clone(), options)
-        }
-        CopyKind::Binary => CopyEncoder::new_binary(fields.clone()),
-    };
     let mut header = Vec::new();
     if copy.header {
+        // The column names, as text whatever the columns' types.
+        let names: Vec<FieldInfo> = fields
+            .iter()
+            .map(|field| {
+                FieldInfo::new(
+                    field.name().into(),
+                    None,
+                    None,
+                    Type::TEXT,
+                    FieldFormat::Text,
+                )
+            })
+            .collect();
+        let mut encoder = copy_encoder(copy, Arc::new(names));
         for field in fields.iter() {
-            encoder.encode_field(&field.name().to_owned())?;
+            encoder.encode_field(&field.name())?;
         }
-        header.push(Ok(encoder.take_copy()));
+        header.push(Ok((encoder.take_copy(), false)));
     }
-    let binary = copy.kind == CopyKind::Binary;
-    let body = futures_util::stream::unfold(Some((stream, encoder)), move |state| {
+    let encoder = copy_encoder(copy, fields.clone());
+    let body = futures_util::stream::unfold(Some((stream, encoder, false)), move |state| {
         let fields = fields.clone();
         async move {
-            let (mut stream, mut encoder) = state?;
-            // pgwire ends a binary copy with its trailer itself.
+            let (mut stream, mut encoder, any) = state?;
             let batch = match stream.next().await {
+                // The encoder writes the binary signature before the first row; with none,
+                // the signature goes out alone.
+                None if binary => {
+                    let mut end = Vec::new();
+                    if !any {
+                        end.push(Ok((CopyData::new(BINARY_COPY_HEADER.into()), false)));
+                    }
+                    end.push(Ok((CopyData::new(BINARY_COPY_TRAILER.into()), false)));
+                    return Some((end, None));
+                }
                 None => return None,
                 Some(Err(error)) => return Some((vec![Err(query_error(error))], None)),
                 Some(Ok(batch)) => batch,
@@ -353,17 +491,55 @@ fn copy_out(
                         return Some((rows, None));
                     }
                 }
-                let data = Encoder::take_row(&mut encoder);
+                let data = encoder.take_copy();
                 bytes += data.data.len() as u64;
-                rows.push(Ok(data));
+                rows.push(Ok((data, true)));
             }
             stream.add_bytes(bytes);
-            Some((rows, Some((stream, encoder))))
+            let any = any || !rows.is_empty();
+            Some((rows, Some((stream, encoder, any))))
         }
     })
     .flat_map(futures_util::stream::iter);
-    let stream = futures_util::stream::iter(header).chain(body);
-    Ok(CopyResponse::new(i8::from(binary), columns, stream))
+    Ok(CopyOut {
+        format: i8::from(binary),
+        columns,
+        data: Box::pin(futures_util::stream::iter(header).chain(body)),
+    })
+}
+
+/// The encoder of a copy's rows in the format and with the options it asks.
+fn copy_encoder(copy: &CopyFormat, fields: Arc<Vec<FieldInfo>>) -> CopyEncoder {
+    match copy.kind {
+        CopyKind::Text => {
+            let mut options = CopyTextOptions::default();
+            if let Some(delimiter) = copy.delimiter {
+                options.delimiter = delimiter.to_string().into();
+            }
+            if let Some(null) = &copy.null {
+                options.null_string = null.as_str().into();
+            }
+            CopyEncoder::new_text(fields, options)
+        }
+        CopyKind::Csv => {
+            let mut options = CopyCsvOptions::default();
+            if let Some(delimiter) = copy.delimiter {
+                options.delimiter = delimiter.to_string().into();
+            }
+            if let Some(null) = &copy.null {
+                options.null_string = null.as_str().into();
+            }
+            if let Some(quote) = copy.quote {
+                options.quote = quote.to_string().into();
+                options.escape = quote.to_string().into();
+            }
+            if let Some(escape) = copy.escape {
+                options.escape = escape.to_string().into();
+            }
+            CopyEncoder::new_csv(fields, options)
+        }
+        CopyKind::Binary => CopyEncoder::new_binary(fields),
+    }
 }
 
 /// The server's parameters after a login, from the session's settings.
@@ -478,14 +654,78 @@ impl SimpleQueryHandler for Service {
     {
         let connection = self.shared.connection(client)?;
         connection.busy();
-        let result = self._on_query(client, query).await;
+        let result = self.answer_query(client, &query.query).await;
         if connection.idle(&self.shared.connections) && result.is_ok() {
             say_goodbye(client).await;
         }
         result
     }
 
+    /// pgwire calls this only from its own `on_query`, which chiso replaces: a simple query's
+    /// statements run one after another, each once the one before it is written.
     async fn do_query<C>(&self, client: &mut C, sql: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.answer_query(client, sql).await.map(|()| Vec::new())
+    }
+}
+
+impl Service {
+    /// Answers a simple query: each statement starts once the one before it is written (so
+    /// a message of many statements runs one at a time, and a cancel request reaches the
+    /// one running); the first error ends the message.
+    async fn answer_query<C>(&self, client: &mut C, sql: &str) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let shared = &self.shared;
+        let connection = shared.connection(client)?;
+        shared.principal(&connection)?;
+        let statements = shared.parse(sql)?;
+        if statements.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        for statement in statements {
+            let principal = shared.principal(&connection)?;
+            let command = classify(statement)?;
+            let answer = shared
+                .run(
+                    client,
+                    &connection,
+                    &principal,
+                    command,
+                    None,
+                    &Format::UnifiedText,
+                )
+                .await?;
+            let status = send(client, answer, true, client.transaction_status()).await?;
+            client.set_transaction_status(status);
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        send_ready_for_query(client, client.transaction_status()).await
+    }
+
+    /// Runs an Execute's portal: its parameters bound, its statement run.
+    async fn answer_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<Answer>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -495,37 +735,47 @@ impl SimpleQueryHandler for Service {
         let shared = &self.shared;
         let connection = shared.connection(client)?;
         let principal = shared.principal(&connection)?;
-        let statements = shared.parse(sql)?;
-        if statements.is_empty() {
-            return Ok(vec![Response::EmptyQuery]);
-        }
-        let mut responses = Vec::with_capacity(statements.len());
-        for statement in statements {
-            let answer = match classify(statement) {
-                Ok(command) => {
-                    shared
-                        .run(
-                            client,
-                            &connection,
-                            &principal,
-                            command,
-                            None,
-                            &Format::UnifiedText,
-                        )
-                        .await
-                }
-                Err(error) => Err(error),
-            };
-            match answer {
-                Ok(response) => responses.push(response),
-                Err(PgWireError::UserError(info)) if !info.is_fatal() => {
-                    responses.push(Response::Error(info));
-                    break;
-                }
-                Err(error) => return Err(error),
+        let prepared = &portal.statement.statement;
+        let params = match &prepared.plan {
+            Some(plan) => {
+                let inferred = parameter_types(plan)?;
+                let inferred: Vec<Option<&DataType>> =
+                    inferred.iter().map(Option::as_ref).collect();
+                Some(deserialize_parameters(portal, &inferred)?)
             }
+            None => None,
+        };
+        shared
+            .run(
+                client,
+                &connection,
+                &principal,
+                prepared.command.clone(),
+                params,
+                &portal.result_column_format,
+            )
+            .await
+    }
+
+    /// An Execute that runs its portal to the end, rows streamed as they come (pgwire's own
+    /// Execute gathers every row of a portal before it writes one).
+    async fn execute_whole<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
         }
-        Ok(responses)
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let answer = self.answer_portal(client, portal).await?;
+        let status = send(client, answer, false, client.transaction_status()).await?;
+        *portal.state.lock().await = PortalExecutionState::Finished;
+        client.set_transaction_status(status);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 }
 
@@ -686,6 +936,16 @@ impl ExtendedQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.shared.connection(client)?.busy();
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
+            let initial = matches!(*portal.state.lock().await, PortalExecutionState::Initial);
+            let query = matches!(portal.statement.statement.command, Command::Query(_));
+            // pgwire's Execute serves what it does well: part of a query's rows (a cursor
+            // that fetches so many at a time) and the rest of a suspended portal.
+            if initial && (message.max_rows == 0 || !query) {
+                return self.execute_whole(client, &portal).await;
+            }
+        }
         self._on_execute(client, message).await
     }
 
@@ -722,36 +982,9 @@ impl ExtendedQueryHandler for Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let shared = &self.shared;
-        let connection = shared.connection(client)?;
-        let principal = shared.principal(&connection)?;
-        let prepared = &portal.statement.statement;
-        let params = match &prepared.plan {
-            Some(plan) => {
-                let inferred = parameter_types(plan)?;
-                let server: Vec<Type> = inferred
-                    .iter()
-                    .map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
-                    .collect::<PgWireResult<_>>()?;
-                let inferred: Vec<Option<&DataType>> =
-                    inferred.iter().map(Option::as_ref).collect();
-                let server: Vec<Option<&Type>> = server.iter().map(Some).collect();
-                Some(deserialize_parameters_with_server_types(
-                    portal, &inferred, &server,
-                )?)
-            }
-            None => None,
-        };
-        shared
-            .run(
-                client,
-                &connection,
-                &principal,
-                prepared.command.clone(),
-                params,
-                &portal.result_column_format,
-            )
+        self.answer_portal(client, portal)
             .await
+            .map(Answer::into_response)
     }
 }
 

@@ -44,6 +44,8 @@ pub struct PgLimits {
     pub max_connections: usize,
     /// How long a shutdown waits for running statements before it closes their connections.
     pub drain: Duration,
+    /// The longest SQL text a statement may have; past it, SQLSTATE 54000.
+    pub max_sql_bytes: usize,
 }
 
 impl Default for PgLimits {
@@ -51,6 +53,7 @@ impl Default for PgLimits {
         Self {
             max_connections: 256,
             drain: Duration::from_secs(30),
+            max_sql_bytes: 1 << 20,
         }
     }
 }
@@ -89,7 +92,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let connections = Arc::new(Connections::default());
-    let handlers = Arc::new(Handlers::new(engine, auth, connections.clone()));
+    let handlers = Arc::new(Handlers::new(
+        engine,
+        auth,
+        connections.clone(),
+        limits.max_sql_bytes,
+    ));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let tasks = TaskTracker::new();
     loop {
@@ -122,7 +130,7 @@ pub async fn serve(
                 () = connection.closed() => {}
             }
             connection.close();
-            connections.remove(peer);
+            connections.remove(peer, &connection);
         });
     }
     drop(listener);

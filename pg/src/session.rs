@@ -82,12 +82,12 @@ const PARAMETERS: &[Parameter] = &[
     Parameter {
         name: "default_transaction_read_only",
         reported: None,
-        check: boolean,
+        check: read_only,
     },
     Parameter {
         name: "transaction_read_only",
         reported: None,
-        check: boolean,
+        check: read_only,
     },
     Parameter {
         name: "default_transaction_isolation",
@@ -307,6 +307,10 @@ fn iso_dates(value: &str, _: &SqlLimits) -> PgWireResult<String> {
 
 fn time_zone(value: &str, _: &SqlLimits) -> PgWireResult<String> {
     use datafusion::arrow::array::timezone::Tz;
+    // PostgreSQL reads zone names in any case; the names chiso knows are case-sensitive.
+    if value.eq_ignore_ascii_case("utc") || value.eq_ignore_ascii_case("gmt") {
+        return Ok(value.to_ascii_uppercase());
+    }
     match value.parse::<Tz>() {
         Ok(_) => Ok(value.to_owned()),
         Err(_) => Err(error(
@@ -347,6 +351,17 @@ fn boolean(value: &str, _: &SqlLimits) -> PgWireResult<String> {
         None => Err(error(
             "22023",
             format!("expected a boolean, not \"{value}\""),
+        )),
+    }
+}
+
+/// A transaction's access: chiso's are all read-only.
+fn read_only(value: &str, limits: &SqlLimits) -> PgWireResult<String> {
+    match boolean(value, limits)?.as_str() {
+        "on" => Ok("on".into()),
+        _ => Err(error(
+            "25006",
+            "chiso's SQL is read-only: transactions cannot write",
         )),
     }
 }
@@ -433,7 +448,8 @@ fn statement_timeout_ms(value: &str, limits: &SqlLimits) -> PgWireResult<String>
     } else {
         timeout
     };
-    Ok(timeout.as_millis().to_string())
+    // Whole milliseconds, rounded up: half a millisecond is a limit, not none.
+    Ok(timeout.as_micros().div_ceil(1000).to_string())
 }
 
 /// A PostgreSQL time setting: a number of milliseconds, or a number with a unit (`us`, `ms`,

@@ -66,8 +66,12 @@ pub(crate) fn query_error_info(error: &Error) -> ErrorInfo {
 /// The SQLSTATE of a statement DataFusion could not plan or run, from its message.
 fn sql_state(message: &str) -> &'static str {
     let lower = message.to_ascii_lowercase();
-    if lower.contains("division by zero") || lower.contains("divide by zero") {
+    if lower.contains("this feature is not implemented") {
+        "0A000"
+    } else if lower.contains("division by zero") || lower.contains("divide by zero") {
         "22012"
+    } else if lower.contains("table function") {
+        "42883"
     } else if lower.contains("table") && lower.contains("not found") {
         "42P01"
     } else if lower.contains("no field named")
@@ -102,6 +106,16 @@ mod tests {
         );
         assert_eq!(state(Error::Sql("Invalid function 'nope'".into())), "42883");
         assert_eq!(state(Error::Sql("division by zero".into())), "22012");
+        assert_eq!(
+            state(Error::Sql(
+                "This feature is not implemented: Unsupported SQL statement: LISTEN".into()
+            )),
+            "0A000"
+        );
+        assert_eq!(
+            state(Error::Sql("table function 'nope' not found".into())),
+            "42883"
+        );
         assert_eq!(
             state(Error::Sql("sql parser error: Expected".into())),
             "42601"

@@ -24,8 +24,10 @@ pub(crate) enum Command {
     Transaction(Boundary),
     /// `DISCARD ALL`: settings back to their defaults.
     Discard,
+    /// `DEALLOCATE name` (a prepared statement), `DEALLOCATE ALL` (`None`).
+    Deallocate(Option<String>),
     /// Accepted and answered with this tag, changing nothing (`SET TRANSACTION READ ONLY`,
-    /// `DEALLOCATE`).
+    /// savepoints, `DISCARD PLANS`).
     Nothing(&'static str),
 }
 
@@ -64,22 +66,32 @@ pub(crate) fn classify(mut statement: Statement) -> PgWireResult<Command> {
         Statement::Reset(reset) => match reset.reset {
             datafusion::sql::sqlparser::ast::Reset::ALL => Command::Set("all".into(), None),
             datafusion::sql::sqlparser::ast::Reset::ConfigurationParameter(name) => {
-                Command::Set(canonical(&name.to_string()), None)
+                Command::Set(setting_name(&name), None)
             }
         },
         Statement::ShowVariable { variable } => {
             let name: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
             Command::Show(canonical(&name.join(" ")))
         }
-        Statement::StartTransaction { .. } => Command::Transaction(Boundary::Begin),
+        Statement::StartTransaction { modes, .. } => {
+            read_only(&modes)?;
+            Command::Transaction(Boundary::Begin)
+        }
         Statement::Commit { .. } => Command::Transaction(Boundary::Commit),
         Statement::Rollback { savepoint: None, .. } => Command::Transaction(Boundary::Rollback),
         // Savepoints inside a transaction that reads only: nothing to keep or undo.
         Statement::Rollback { .. } => Command::Nothing("ROLLBACK"),
         Statement::Savepoint { .. } => Command::Nothing("SAVEPOINT"),
         Statement::ReleaseSavepoint { .. } => Command::Nothing("RELEASE"),
-        Statement::Discard { .. } => Command::Discard,
-        Statement::Deallocate { .. } => Command::Nothing("DEALLOCATE"),
+        Statement::Discard { object_type } => match object_type {
+            datafusion::sql::sqlparser::ast::DiscardObject::ALL => Command::Discard,
+            // No plans are cached, no temporary tables or sequences made.
+            _ => Command::Nothing("DISCARD"),
+        },
+        Statement::Deallocate { name, .. } => match name.quote_style {
+            None if name.value.eq_ignore_ascii_case("all") => Command::Deallocate(None),
+            _ => Command::Deallocate(Some(name.value)),
+        },
         Statement::Copy {
             source,
             to,
@@ -136,9 +148,12 @@ fn classify_set(set: Set) -> PgWireResult<Command> {
         Set::SingleAssignment {
             variable, values, ..
         } => {
-            let name = canonical(&variable.to_string());
+            let name = setting_name(&variable);
+            // The keyword DEFAULT resets; the string 'default' is a value.
+            let reset = matches!(values.as_slice(), [Expr::Identifier(ident)]
+                if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"));
             let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
-            match value.eq_ignore_ascii_case("default") {
+            match reset {
                 true => Command::Set(name, None),
                 false => Command::Set(name, Some(value)),
             }
@@ -154,19 +169,7 @@ fn classify_set(set: Set) -> PgWireResult<Command> {
             Command::Set("client_encoding".into(), Some(charset_name.value))
         }
         Set::SetTransaction { modes, .. } => {
-            use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionMode};
-            let writes = modes.iter().any(|mode| {
-                matches!(
-                    mode,
-                    TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
-                )
-            });
-            if writes {
-                return Err(error(
-                    "25006",
-                    "chiso's SQL is read-only: transactions cannot write",
-                ));
-            }
+            read_only(&modes)?;
             Command::Nothing("SET")
         }
         other => {
@@ -176,6 +179,37 @@ fn classify_set(set: Set) -> PgWireResult<Command> {
             ))
         }
     })
+}
+
+/// A setting's name as PostgreSQL reads it: `"DateStyle"` is `datestyle` too.
+fn setting_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.clone(),
+            None => part.to_string(),
+        })
+        .collect();
+    canonical(&parts.join("."))
+}
+
+/// Refuses a transaction that asks to write.
+fn read_only(modes: &[datafusion::sql::sqlparser::ast::TransactionMode]) -> PgWireResult<()> {
+    use datafusion::sql::sqlparser::ast::{TransactionAccessMode, TransactionMode};
+    let writes = modes.iter().any(|mode| {
+        matches!(
+            mode,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
+        )
+    });
+    match writes {
+        true => Err(error(
+            "25006",
+            "chiso's SQL is read-only: transactions cannot write",
+        )),
+        false => Ok(()),
+    }
 }
 
 /// A setting's value as text: `'x'`, `x`, `5`, `-1`.
@@ -235,10 +269,61 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireRes
             other => return Err(unsupported_copy_option(other)),
         }
     }
-    if format.kind == CopyKind::Binary && format.header {
-        return Err(error("0A000", "cannot specify HEADER in BINARY mode"));
-    }
+    check_copy_format(&format)?;
     Ok(format)
+}
+
+/// Refuses what PostgreSQL refuses (the encoder writes one byte of each option).
+fn check_copy_format(format: &CopyFormat) -> PgWireResult<()> {
+    let invalid = |message: &str| Err(error("22023", message.to_owned()));
+    if format.kind == CopyKind::Binary {
+        if format.header {
+            return Err(error("0A000", "cannot specify HEADER in BINARY mode"));
+        }
+        if format.delimiter.is_some() || format.null.is_some() {
+            return invalid("cannot specify DELIMITER or NULL in BINARY mode");
+        }
+    }
+    if format.kind != CopyKind::Csv && (format.quote.is_some() || format.escape.is_some()) {
+        return invalid("COPY QUOTE and ESCAPE are available only in CSV mode");
+    }
+    let single_byte = |c: Option<char>| c.is_none_or(|c| c.is_ascii());
+    if !single_byte(format.delimiter) {
+        return invalid("COPY delimiter must be a single one-byte character");
+    }
+    if !single_byte(format.quote) {
+        return invalid("COPY quote must be a single one-byte character");
+    }
+    if !single_byte(format.escape) {
+        return invalid("COPY escape must be a single one-byte character");
+    }
+    if matches!(format.delimiter, Some('\r' | '\n' | '\\')) {
+        return invalid("COPY delimiter cannot be newline, carriage return or backslash");
+    }
+    let delimiter = format.delimiter.unwrap_or(match format.kind {
+        CopyKind::Csv => ',',
+        _ => '\t',
+    });
+    let quote = format.quote.unwrap_or('"');
+    if format.kind == CopyKind::Csv && delimiter == quote {
+        return invalid("COPY delimiter and quote must be different");
+    }
+    // pgwire escapes a quote inside a value by doubling it; another escape it would not use.
+    if format.escape.is_some_and(|escape| escape != quote) {
+        return Err(error(
+            "0A000",
+            "COPY ESCAPE other than the QUOTE character is not supported",
+        ));
+    }
+    if let Some(null) = &format.null {
+        if null.contains(['\r', '\n']) {
+            return invalid("COPY null representation cannot use newline or carriage return");
+        }
+        if null.contains(delimiter) {
+            return invalid("COPY delimiter must not appear in the NULL specification");
+        }
+    }
+    Ok(())
 }
 
 fn unsupported_copy_option(option: &dyn std::fmt::Display) -> pgwire::error::PgWireError {

@@ -223,6 +223,11 @@ impl SqlEngine {
         &self.projections
     }
 
+    /// Bytes the running queries hold in the memory pool now.
+    pub fn memory_reserved(&self) -> usize {
+        self.context.runtime_env().memory_pool.reserved()
+    }
+
     /// The limits.
     pub fn limits(&self) -> SqlLimits {
         self.limits
@@ -257,36 +262,55 @@ impl SqlEngine {
         // Two batches in flight: the query runs ahead of a slow client by no more than that.
         let (sender, batches) = tokio::sync::mpsc::channel(2);
         let engine = self.clone();
+        let cancellation = ticket.cancellation();
+        // The producer keeps the query's memory (sorts, aggregates) while it waits for a
+        // client to read: it stops at the deadline or a cancel even when nobody reads, and
+        // says why, so the reader never takes its end for the end of the answer.
         let task = self.runtime.handle().spawn(async move {
-            let mut stream = match engine.start(&query).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    let _ = started.send(Err(error));
+            let produce = async move {
+                let mut stream = match engine.start(&query).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                        return;
+                    }
+                };
+                let schema = without_views(&stream.schema());
+                if started.send(Ok(schema.clone())).is_err() {
                     return;
                 }
+                while let Some(batch) = stream.next().await {
+                    let batch = batch
+                        .map_err(Error::from)
+                        .and_then(|batch| plain_strings(batch, &schema));
+                    let failed = batch.is_err();
+                    if sender.send(batch).await.is_err() || failed {
+                        return;
+                    }
+                }
             };
-            let schema = without_views(&stream.schema());
-            if started.send(Ok(schema.clone())).is_err() {
-                return;
-            }
-            while let Some(batch) = stream.next().await {
-                let batch = batch
-                    .map_err(Error::from)
-                    .and_then(|batch| plain_strings(batch, &schema));
-                let failed = batch.is_err();
-                if sender.send(batch).await.is_err() || failed {
-                    return;
+            tokio::select! {
+                () = produce => Ok(()),
+                () = cancellation.cancelled() => Err(Error::Cancelled),
+                () = tokio::time::sleep_until(deadline) => {
+                    Err(Error::Timeout(timeout.as_millis() as u64))
                 }
             }
         });
-        let task = AbortOnDrop(task);
+        let mut task = AbortOnDrop(task);
         let schema = tokio::select! {
             _ = ticket.cancelled() => return Err(Error::Cancelled),
             schema = tokio::time::timeout_at(deadline, schema) => schema,
         };
         let schema = match schema {
             Err(_) => return Err(Error::Timeout(timeout.as_millis() as u64)),
-            Ok(Err(_)) => return Err(Error::Panicked("before its first batch".into())),
+            // The task ended before it planned: stopped (say why) or panicked.
+            Ok(Err(_)) => {
+                return Err(match (&mut task.0).await {
+                    Ok(Err(error)) => error,
+                    _ => Error::Panicked("before its first batch".into()),
+                })
+            }
             Ok(Ok(schema)) => schema?,
         };
         Ok(QueryStream {
@@ -427,7 +451,7 @@ fn plain_strings(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> 
 }
 
 /// Aborts a query's task when its stream is dropped, which cancels the query.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(tokio::task::JoinHandle<Result<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -511,14 +535,14 @@ impl QueryStream {
         Some(Ok(batch))
     }
 
-    /// Whether the query's task ended well once its batches ran out: a panic drops the
-    /// sender too, and must not read as the end of a shorter answer.
+    /// Whether the query's task ended well once its batches ran out: a panic, a cancel or
+    /// the deadline drop the sender too, and must not read as the end of a shorter answer.
     async fn ended(&mut self) -> Result<()> {
         if std::mem::replace(&mut self.ended, true) {
             return Ok(());
         }
         match (&mut self.task.0).await {
-            Ok(()) => Ok(()),
+            Ok(ended) => ended,
             Err(error) => {
                 tracing::error!(%error, "a query's task failed");
                 Err(Error::Panicked(error.to_string()))

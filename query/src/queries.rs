@@ -362,6 +362,11 @@ impl Ticket {
         self.entry.cancel.cancelled()
     }
 
+    /// What cancels the query, for the task that produces its answer.
+    pub(crate) fn cancellation(&self) -> tokio_util::sync::CancellationToken {
+        self.entry.cancel.clone()
+    }
+
     /// Records how the query ended (the first outcome stays).
     pub(crate) fn ended(&mut self, result: std::result::Result<(), &Error>) {
         self.outcome.get_or_insert(match result {

@@ -643,3 +643,47 @@ fn random_statements_never_change_anything() {
         .collect();
     assert!(written.is_empty(), "{written:?}");
 }
+
+/// A query nobody reads stops at its deadline: the task that produces it lets go of its
+/// memory (here a sort's) though nobody reads, and the reader gets what was in flight, then
+/// the timeout (not the end of a shorter answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_query_stops_at_its_deadline() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir.path().join("log"));
+    let projections =
+        Projections::open_with(&store, dir.path().join("tables"), SealPolicy::NEVER).unwrap();
+    let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
+    let query = Query {
+        sql: "SELECT value FROM generate_series(1, 1000000) ORDER BY value DESC".into(),
+        timeout: Some(Duration::from_secs(6)),
+        ..Query::default()
+    };
+    let started = tokio::time::Instant::now();
+    let mut stream = engine.execute(query).await.unwrap();
+    // The sort holds its rows while it waits for the reader.
+    while engine.memory_reserved() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the sort never held memory"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep_until(started + Duration::from_millis(6500)).await;
+    assert_eq!(
+        engine.memory_reserved(),
+        0,
+        "the unread query let go of its memory"
+    );
+    let mut batches = 0;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(_)) => batches += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the answer ended short"),
+        }
+    };
+    assert!(batches <= 2, "{batches} batches after the deadline");
+    assert_eq!(error.code(), "query_timeout", "{error}");
+}

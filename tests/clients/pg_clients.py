@@ -199,7 +199,71 @@ def drain(port, token):
     return {"count": count, "next": after}
 
 
+def protocol(port, token):
+    """The protocol's edges: rows streamed as they come, COPY in binary, settings as
+    PostgreSQL reads them, statements too long or unsupported."""
+    answers = {}
+    with connect(port, token, autocommit=True) as conn:
+        # An Execute for every row (libpq's single-row mode): rows arrive before the query
+        # ends, here at its timeout or its row limit.
+        conn.execute("SET statement_timeout = '3s'")
+        received = 0
+        try:
+            for _ in conn.cursor().stream("SELECT value FROM generate_series(1, 100000000000)"):
+                received += 1
+            answers["stream_end"] = "ok"
+        except psycopg.Error as error:
+            answers["stream_end"] = error.sqlstate
+        answers["streamed_rows"] = received
+        conn.execute("RESET statement_timeout")
+        # Binary COPY: rows psycopg reads back, and the signature and trailer with no rows.
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY (SELECT id, CAST(service_level AS BIGINT) FROM dossiers ORDER BY id LIMIT 3) "
+                "TO STDOUT (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "int8"])
+                answers["binary_rows"] = [list(row) for row in copy.rows()]
+            answers["binary_rowcount"] = cur.rowcount
+            with cur.copy("COPY (SELECT 1 AS a WHERE false) TO STDOUT (FORMAT BINARY)") as copy:
+                answers["binary_empty"] = b"".join(bytes(block) for block in copy).hex()
+            with cur.copy("COPY (SELECT id FROM dossiers ORDER BY id LIMIT 2) TO STDOUT (FORMAT CSV, HEADER)") as copy:
+                answers["csv"] = b"".join(bytes(block) for block in copy).decode()
+            answers["csv_rowcount"] = cur.rowcount
+        # Settings: quoted names, DEFAULT the keyword and 'default' the string, fractions
+        # of a millisecond, zone names in any case; writing transactions refused.
+        conn.execute('SET "DateStyle" = \'ISO, DMY\'')
+        answers["datestyle"] = conn.execute("SHOW datestyle").fetchone()[0]
+        conn.execute('RESET "DateStyle"')
+        answers["datestyle_reset"] = conn.execute("SHOW DateStyle").fetchone()[0]
+        conn.execute("SET application_name = 'default'")
+        answers["application_name"] = conn.execute("SHOW application_name").fetchone()[0]
+        conn.execute("SET application_name = DEFAULT")
+        answers["application_name_reset"] = conn.execute("SHOW application_name").fetchone()[0]
+        conn.execute("SET statement_timeout = '0.5'")
+        answers["half_ms"] = conn.execute("SHOW statement_timeout").fetchone()[0]
+        conn.execute("RESET statement_timeout")
+        answers["utc"] = sqlstate_of(conn, "SET TIME ZONE 'utc'")
+        for sql in [
+            "SET default_transaction_read_only = off",
+            "SET transaction_read_only = false",
+            "BEGIN READ WRITE",
+            "ROLLBACK",
+            "SET ALL = 1",
+            "LISTEN dossiers",
+            "COPY (SELECT 1) TO STDOUT (FORMAT CSV, DELIMITER 'é')",
+            "COPY (SELECT 1) TO STDOUT (FORMAT CSV, ESCAPE '\\')",
+            "COPY (SELECT 1) TO STDOUT (FORMAT CSV, DELIMITER '\"')",
+            "DISCARD PLANS",
+            "SELECT 1 /* " + "x" * (1 << 20) + " */",
+        ]:
+            answers[sql[:60]] = sqlstate_of(conn, sql)
+        answers["alive"] = conn.execute("SELECT 1").fetchone()[0]
+    return answers
+
+
 COMMANDS = {
+    "protocol": protocol,
     "drain": drain,
     "psycopg": psycopg_queries,
     "sqlalchemy": sqlalchemy_pandas,

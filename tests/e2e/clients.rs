@@ -482,3 +482,137 @@ async fn sigterm_lets_a_running_postgres_statement_finish() {
         "the connection closed after the statement: {answer}"
     );
 }
+
+/// The protocol's edges, through psycopg and psql: rows stream before a query ends; a message
+/// of many statements runs them one after another; a COPY that fails midway leaves the
+/// connection usable; binary COPY reads back, with no rows too; settings are read as
+/// PostgreSQL reads them; a statement too long or unsupported gets its SQLSTATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_protocol_edges() {
+    let (_dir, server, token, token_id) = serve_fixture().await;
+    let answer = python(&["protocol", &server.pg_port.to_string(), &token]);
+    assert!(
+        answer["streamed_rows"].as_u64().unwrap() > 0,
+        "rows came before the query ended: {answer}"
+    );
+    let end = answer["stream_end"].as_str().unwrap();
+    assert!(end == "57014" || end == "54000", "{answer}");
+    let ids = http_rows(
+        &server.url,
+        ADMIN,
+        "SELECT id, service_level FROM dossiers ORDER BY id LIMIT 3",
+        &["id", "service_level"],
+    )
+    .await;
+    assert_eq!(as_rows(&answer["binary_rows"]), ids, "{answer}");
+    assert_eq!(answer["binary_rowcount"], 3, "{answer}");
+    // The signature, flags, extension length, then the trailer.
+    assert_eq!(
+        answer["binary_empty"],
+        "5047434f50590aff0d0a00\
+         0000000000000000\
+         ffff"
+    );
+    let csv: Vec<String> = ids
+        .iter()
+        .take(2)
+        .map(|row| row[0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(answer["csv"], format!("id\n{}\n{}\n", csv[0], csv[1]));
+    assert_eq!(
+        answer["csv_rowcount"], 2,
+        "the header is not a row: {answer}"
+    );
+    assert_eq!(answer["datestyle"], "ISO, DMY", "{answer}");
+    assert_eq!(answer["datestyle_reset"], "ISO, MDY", "{answer}");
+    assert_eq!(answer["application_name"], "default", "{answer}");
+    assert_eq!(answer["application_name_reset"], "", "{answer}");
+    assert_eq!(answer["half_ms"], "1ms", "{answer}");
+    assert_eq!(answer["utc"], "ok", "{answer}");
+    let expected = [
+        ("SET default_transaction_read_only = off", "25006"),
+        ("SET transaction_read_only = false", "25006"),
+        ("BEGIN READ WRITE", "25006"),
+        ("SET ALL = 1", "42601"),
+        ("LISTEN dossiers", "0A000"),
+        // sqlparser reads one ASCII character there.
+        (
+            "COPY (SELECT 1) TO STDOUT (FORMAT CSV, DELIMITER 'é')",
+            "42601",
+        ),
+        (
+            "COPY (SELECT 1) TO STDOUT (FORMAT CSV, ESCAPE '\\')",
+            "0A000",
+        ),
+        (
+            "COPY (SELECT 1) TO STDOUT (FORMAT CSV, DELIMITER '\"')",
+            "22023",
+        ),
+        ("DISCARD PLANS", "ok"),
+        (
+            "SELECT 1 /* xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "54000",
+        ),
+    ];
+    for (sql, state) in expected {
+        assert_eq!(answer[sql], state, "{sql}: {answer}");
+    }
+    assert_eq!(answer["alive"], 1);
+
+    // One message, three statements: each starts once the one before it is written.
+    let slow = "SELECT count(*) FROM generate_series(1, 3000000) WHERE value % 7 = 8";
+    let output = psql(
+        server.pg_port,
+        &token,
+        &[&format!("{slow}; {slow}; {slow}")],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let runs = http_rows(
+        &server.url,
+        ADMIN,
+        &format!(
+            "SELECT CAST(started_at AS BIGINT) / 1000.0 AS started, duration_ms FROM system.queries \
+             WHERE token_id = '{token_id}' AND sql LIKE '%generate_series(1, 3000000)%' \
+             ORDER BY started_at"
+        ),
+        &["started", "duration_ms"],
+    )
+    .await;
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for pair in runs.windows(2) {
+        let ended = pair[0][0].as_f64().unwrap() + pair[0][1].as_f64().unwrap();
+        assert!(
+            pair[1][0].as_f64().unwrap() + 1.0 >= ended,
+            "one at a time: {runs:?}"
+        );
+    }
+
+    // A COPY that fails midway (its row limit) ends with the error, and the connection
+    // goes on.
+    let output = Command::new("psql")
+        .args(["-X", "-A", "-t"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user=chiso dbname=chiso sslmode=disable",
+            server.pg_port
+        ))
+        .env("PGPASSWORD", &token)
+        .args([
+            "-c",
+            "\\copy (SELECT value FROM generate_series(1, 100000000000)) TO '/dev/null'",
+            "-c",
+            "SELECT 42",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1000000 rows") || stderr.contains("statement timeout"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unexpected"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "42",
+        "{stderr}"
+    );
+}
