@@ -1,98 +1,85 @@
-"""A small client for chiso's HTTP API: SQL in, a polars DataFrame out.
+"""A small client for chiso: SQL in, a polars DataFrame out, over Arrow Flight SQL.
 
-Answers travel as Arrow IPC streams (no JSON round trip for data). The server is CHISO_URL
-(default http://127.0.0.1:7878); CHISO_TOKEN, if set, is sent as a bearer token (it needs the
-`query` scope).
+It reads through ADBC's Flight SQL driver (`adbc_driver_flightsql`), a standard library that
+speaks to any Flight SQL server: answers arrive as Arrow record batches and become a polars
+DataFrame without a copy through JSON or rows. The server is CHISO_FLIGHT (default
+grpc://127.0.0.1:7880, `chiso serve --flight-listen`); CHISO_TOKEN, if set, is sent as a
+bearer token (it needs the `query` scope).
 
     from chiso_client import sql, report, rankings
     sql("SELECT kind, count(*) AS n FROM agencies GROUP BY kind")
     sql("SELECT * FROM dossiers WHERE agency = $1 LIMIT 10", ["26.243"])
     report("2019-01-01", "2019-12-31")
+
+The same connection works from any ADBC client; see the README's "Arrow Flight SQL".
 """
 
 from __future__ import annotations
 
-import io
-import json
+import datetime
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any
+from typing import Any, Sequence
 
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
 import polars as pl
+from adbc_driver_flightsql import DatabaseOptions
 
-URL = os.environ.get("CHISO_URL", "http://127.0.0.1:7878").rstrip("/")
+FLIGHT = os.environ.get("CHISO_FLIGHT", "grpc://127.0.0.1:7880")
 TOKEN = os.environ.get("CHISO_TOKEN")
+
+_connection = None
 
 
 class ChisoError(Exception):
-    """chiso refused the request: `status`, `code` and the server's message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
+    """chiso refused the statement: the gRPC code (`InvalidArgument`, `PermissionDenied`,
+    `DeadlineExceeded`, …) and the server's message."""
 
 
-def _headers(json_body: bool) -> dict[str, str]:
-    headers = {"Accept": "application/vnd.apache.arrow.stream"}
-    if json_body:
-        headers["Content-Type"] = "application/json"
-    if TOKEN:
-        headers["Authorization"] = f"Bearer {TOKEN}"
-    return headers
+def connect() -> flight_sql.Connection:
+    """The connection the helpers share (opened on first use)."""
+    global _connection
+    if _connection is None:
+        options = {}
+        if TOKEN:
+            options[DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {TOKEN}"
+        _connection = flight_sql.connect(FLIGHT, db_kwargs=options, autocommit=True)
+    return _connection
 
 
-def _fetch(request: urllib.request.Request, timeout: float) -> pl.DataFrame:
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read()
-    except urllib.error.HTTPError as error:
+def sql(query: str, params: Sequence[Any] | None = None, *, timeout_s: float | None = None) -> pl.DataFrame:
+    """Runs one read-only statement; `params` binds `$1, $2, …` (or `?`, in order)."""
+    with connect().cursor() as cursor:
+        if timeout_s is not None:
+            cursor.adbc_statement.set_options(
+                **{"adbc.flight.sql.rpc.timeout_seconds.fetch": str(timeout_s)}
+            )
         try:
-            detail = json.load(error)["error"]
-        except (ValueError, KeyError):
-            detail = {"code": "http_error", "message": error.reason}
-        raise ChisoError(error.code, detail["code"], detail["message"]) from None
-    return pl.read_ipc_stream(io.BytesIO(data))
-
-
-def sql(
-    query: str,
-    params: list[Any] | dict[str, Any] | None = None,
-    *,
-    min_position: int | None = None,
-    timeout_ms: int | None = None,
-) -> pl.DataFrame:
-    """Runs one read-only statement; `params` binds `$1, $2, …` (a list) or `$name` (a dict)."""
-    body: dict[str, Any] = {"sql": query, "format": "arrow"}
-    if params is not None:
-        body["params"] = params
-    if min_position is not None:
-        body["min_position"] = min_position
-    if timeout_ms is not None:
-        body["timeout_ms"] = timeout_ms
-    request = urllib.request.Request(
-        f"{URL}/v1/sql", data=json.dumps(body).encode(), headers=_headers(True), method="POST"
-    )
-    return _fetch(request, timeout=(timeout_ms or 30_000) / 1000 + 10)
-
-
-def _get(path: str, **query: str | None) -> pl.DataFrame:
-    values = {k: v for k, v in query.items() if v is not None}
-    values["format"] = "arrow"
-    request = urllib.request.Request(
-        f"{URL}{path}?{urllib.parse.urlencode(values)}", headers=_headers(False)
-    )
-    return _fetch(request, timeout=60)
+            cursor.execute(query, tuple(params) if params is not None else None)
+            table = cursor.fetch_arrow_table()
+        except adbc_driver_manager.Error as error:
+            raise ChisoError(str(error)) from None
+    return pl.from_arrow(table)
 
 
 def report(start: str, end: str) -> pl.DataFrame:
     """The Biểu 06 period report per agency, local dates `start`..`end` (both included)."""
-    return _get("/v1/reports/dossiers", **{"from": start, "to": end})
+    start, end = (datetime.date.fromisoformat(day).isoformat() for day in (start, end))
+    return sql(f"SELECT * FROM dossier_report(DATE '{start}', DATE '{end}') ORDER BY agency")
 
 
 def rankings(
     month: str | None = None, scope: str | None = None, metric: str | None = None
 ) -> pl.DataFrame:
     """Published monthly rankings, filtered by month (YYYY-MM), scope and metric."""
-    return _get("/v1/rankings", month=month, scope=scope, metric=metric)
+    conditions, params = [], []
+    for column, value in (("month", month), ("scope", scope), ("metric", metric)):
+        if value is not None:
+            params.append(value)
+            conditions.append(f"{column} = ${len(params)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return sql(
+        "SELECT month, scope, metric, agency, value, rank, position FROM rankings"
+        f"{where} ORDER BY month, scope, metric, rank, agency",
+        params,
+    )

@@ -46,12 +46,12 @@ def wait_for(url: str, check, seconds: float) -> None:
     raise SystemExit(f"timed out waiting for {url}")
 
 
-def run(notebook: Path, url: str) -> list[str]:
+def run(notebook: Path, flight: str) -> list[str]:
     book = nbformat.read(notebook, as_version=4)
     problems = []
     if any(cell.get("outputs") or cell.get("execution_count") for cell in book.cells if cell.cell_type == "code"):
         problems.append("its outputs are not stripped in git")
-    os.environ["CHISO_URL"] = url
+    os.environ["CHISO_FLIGHT"] = flight
     client = NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
     try:
         client.execute()
@@ -71,11 +71,13 @@ def main() -> int:
     args = parser.parse_args()
     notebooks = sorted(HERE.glob("*.ipynb"))
     assert len(notebooks) >= 4, "the notebooks are missing"
-    port = free_port()
+    port, flight_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
+    flight = f"grpc://127.0.0.1:{flight_port}"
     with tempfile.TemporaryDirectory() as data:
         server = subprocess.Popen(
-            [args.chiso, "serve", "--demo", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
+            [args.chiso, "serve", "--demo", "--data-dir", data, "--listen", f"127.0.0.1:{port}",
+             "--flight-listen", f"127.0.0.1:{flight_port}", "--pg-listen", "off"],
             env={**os.environ, "CHISO_LOG": "warn"},
         )
         try:
@@ -85,7 +87,7 @@ def main() -> int:
             failed = False
             for notebook in notebooks:
                 started = time.monotonic()
-                problems = run(notebook, url)
+                problems = run(notebook, flight)
                 took = time.monotonic() - started
                 status = "ok" if not problems else "FAILED: " + "; ".join(problems)
                 print(f"notebook {notebook.name}: {status} ({took:.1f} s)", flush=True)

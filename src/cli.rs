@@ -77,7 +77,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the HTTP API over the log in the data directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import NDJSON event files, through a running chiso or into a data directory.
     Import(ImportArgs),
     /// Write the demo history (Vĩnh Phúc 2010–2019) as NDJSON.
@@ -95,7 +95,7 @@ pub enum Command {
 impl Command {
     pub async fn run(self) -> Result<(), Box<dyn std::error::Error>> {
         match self {
-            Self::Serve(args) => serve(args).await,
+            Self::Serve(args) => serve(*args).await,
             Self::Import(args) => import(args).await,
             Self::Sql(args) => sql(args).await,
             Self::Demo(args) => demo(args).await,

@@ -3,6 +3,7 @@
 
 use crate::cli::{DataDir, TableArgs};
 use chiso_api::{router, AppState, Auth, Limits, ServeLimits};
+use chiso_flight::FlightLimits;
 use chiso_ingest::{IngestModel, Ingestor};
 use chiso_pg::PgLimits;
 use chiso_query::{Projections, SqlEngine, SqlLimits};
@@ -97,7 +98,18 @@ pub struct ServeArgs {
     /// PostgreSQL connections open at once; past it a new one is refused (SQLSTATE 53300).
     #[arg(long, env = "CHISO_PG_MAX_CONNECTIONS", default_value_t = PgLimits::default().max_connections)]
     pg_max_connections: usize,
-    /// TLS certificate chain (PEM) for the PostgreSQL protocol; with `--tls-key`. A client
+    /// Address of Arrow Flight SQL (ADBC, pyarrow, polars, the Flight SQL JDBC driver), or
+    /// `off`.
+    #[arg(
+        long,
+        env = "CHISO_FLIGHT_LISTEN",
+        default_value = "127.0.0.1:7880",
+        value_name = "ADDR|off",
+        value_parser = optional_address
+    )]
+    flight_listen: OptionalAddress,
+    /// TLS certificate chain (PEM) for the PostgreSQL protocol and Flight SQL; with
+    /// `--tls-key`. A client
     /// on another host must use TLS to send its token.
     #[arg(long, env = "CHISO_TLS_CERT", value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -145,14 +157,28 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                     .into(),
             );
         }
+        None if args
+            .flight_listen
+            .0
+            .is_some_and(|address| !address.ip().is_loopback()) =>
+        {
+            return Err(
+                "refusing Flight SQL off loopback without authentication: set \
+                 CHISO_ADMIN_TOKEN, or keep --flight-listen on loopback only (127.0.0.1)"
+                    .into(),
+            );
+        }
         None => tracing::warn!(
             "no admin token (CHISO_ADMIN_TOKEN): serving loopback only, without authentication"
         ),
     }
     // TLS that was asked for and cannot be set up stops the start: no silent plaintext.
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(chiso_pg::tls_acceptor(cert, key)?),
-        _ => None,
+    let (tls, flight_tls) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (
+            Some(chiso_pg::tls_acceptor(cert, key)?),
+            Some(chiso_flight::tls_config(cert, key)?),
+        ),
+        _ => (None, None),
     };
     let metrics = chiso_store::StoreMetrics::default();
     let options = LogOptions {
@@ -201,6 +227,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let scheduler = chiso_api::spawn_scheduler(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let address = listener.local_addr()?;
+    let flight = match args.flight_listen.0 {
+        Some(flight_address) => {
+            let flight_listener = tokio::net::TcpListener::bind(flight_address).await?;
+            let flight_address = flight_listener.local_addr()?;
+            tracing::info!(address = %flight_address, tls = flight_tls.is_some(), "Flight SQL listening");
+            let limits = FlightLimits {
+                max_message_bytes: args.max_sql_body_bytes.max(1 << 20),
+                ..FlightLimits::default()
+            };
+            Some(tokio::spawn(chiso_flight::serve(
+                flight_listener,
+                engine.clone(),
+                auth.clone(),
+                flight_tls,
+                limits,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let postgres = match args.pg_listen.0 {
         Some(pg_address) => {
             let pg_listener = tokio::net::TcpListener::bind(pg_address).await?;
@@ -237,6 +283,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(postgres) = postgres {
         if let Err(error) = postgres.await {
             tracing::error!(%error, "the PostgreSQL listener failed");
+        }
+    }
+    if let Some(flight) = flight {
+        match flight.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the Flight SQL listener failed"),
+            Err(error) => tracing::error!(%error, "the Flight SQL listener failed"),
         }
     }
     // Every acknowledged append is in the log now: fold it and save the tables, then close.

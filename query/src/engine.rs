@@ -6,8 +6,8 @@ use crate::local_time::ZONE;
 use crate::projections::Projections;
 use crate::providers::{EventsTable, ProjectionTable};
 use crate::queries::{
-    reads_query_log, Caller, Protocol, QueryLog, QueryLogTable, Ticket, QUERY_LOG_TABLE,
-    SYSTEM_SCHEMA,
+    reads_query_log, ByteCounter, Caller, Protocol, QueryLog, QueryLogTable, Ticket,
+    QUERY_LOG_TABLE, SYSTEM_SCHEMA,
 };
 use crate::report::DossierReportFunction;
 use chiso_store::EventStore;
@@ -213,6 +213,39 @@ impl SqlEngine {
         })
     }
 
+    /// Every table `caller` may read (`system.queries` only for admins), with the columns of
+    /// its answers (strings plain, as every protocol sends them): what a protocol lists in its
+    /// own catalog calls (Flight SQL's GetTables).
+    pub async fn tables(&self, caller: &Caller) -> Result<Vec<TableEntry>> {
+        let mut tables = Vec::new();
+        for catalog_name in self.context.catalog_names() {
+            let Some(catalog) = self.context.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                if schema_name == SYSTEM_SCHEMA && !caller.admin {
+                    continue;
+                }
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                for table_name in schema.table_names() {
+                    let Some(table) = schema.table(&table_name).await? else {
+                        continue;
+                    };
+                    tables.push(TableEntry {
+                        catalog: catalog_name.clone(),
+                        schema: schema_name.clone(),
+                        name: table_name,
+                        view: table.table_type() == datafusion::datasource::TableType::View,
+                        columns: without_views(&table.schema()),
+                    });
+                }
+            }
+        }
+        Ok(tables)
+    }
+
     /// The queries running and those that ended.
     pub fn queries(&self) -> &QueryLog {
         &self.queries
@@ -374,6 +407,21 @@ impl SqlEngine {
     }
 }
 
+/// A table as [`SqlEngine::tables`] lists it.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    /// Its catalog (`chiso`).
+    pub catalog: String,
+    /// Its schema (`public`, `system`, `pg_catalog`, `information_schema`).
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// Whether it is a view.
+    pub view: bool,
+    /// The columns of its answers.
+    pub columns: SchemaRef,
+}
+
 /// JSON parameters as DataFusion values: an array for `$1…`, an object for `$name`.
 fn param_values(params: &serde_json::Value) -> Result<ParamValues> {
     match params {
@@ -488,6 +536,11 @@ impl QueryStream {
     /// The query's id.
     pub fn id(&self) -> &str {
         self.ticket.as_ref().map_or("", Ticket::id)
+    }
+
+    /// What counts bytes of the answer where a protocol encodes them.
+    pub fn byte_counter(&self) -> Option<ByteCounter> {
+        self.ticket.as_ref().map(Ticket::byte_counter)
     }
 
     /// Counts bytes of the answer sent to the client (for the query log).

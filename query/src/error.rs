@@ -132,7 +132,10 @@ impl From<DataFusionError> for Error {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_) => Self::Sql(error.strip_backtrace()),
+            | DataFusionError::NotImplemented(_)
+            // What the statement asks of DataFusion's options (`COPY t TO 'file'` with no
+            // format) is the user's too.
+            | DataFusionError::Configuration(_) => Self::Sql(error.strip_backtrace()),
             DataFusionError::ResourcesExhausted(message) => {
                 Self::ResourcesExhausted(message.clone())
             }

@@ -39,8 +39,10 @@ mod report;
 
 pub use chiso_store::ErrorKind;
 pub use datafusion;
-pub use engine::{answer_schema, Params, Query, QueryStream, SqlEngine, SqlLimits, CATALOG};
+pub use engine::{
+    answer_schema, Params, Query, QueryStream, SqlEngine, SqlLimits, TableEntry, CATALOG,
+};
 pub use error::{Error, Result};
 pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
-pub use queries::{Caller, Protocol, QueryLog, RunningQuery, Ticket, QUERY_LOG};
+pub use queries::{ByteCounter, Caller, Protocol, QueryLog, RunningQuery, Ticket, QUERY_LOG};
 pub use report::REPORT;

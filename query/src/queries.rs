@@ -58,6 +58,8 @@ pub enum Protocol {
     Http,
     /// The PostgreSQL wire protocol (`--pg-listen`).
     Postgres,
+    /// Arrow Flight SQL (`--flight-listen`).
+    FlightSql,
     /// chiso itself (the ranking publisher, `collect`).
     #[default]
     Internal,
@@ -69,6 +71,7 @@ impl Protocol {
         match self {
             Self::Http => "http",
             Self::Postgres => "postgres",
+            Self::FlightSql => "flightsql",
             Self::Internal => "internal",
         }
     }
@@ -362,6 +365,11 @@ impl Ticket {
         self.entry.cancel.cancelled()
     }
 
+    /// Counts bytes of the answer where a protocol encodes it.
+    pub(crate) fn byte_counter(&self) -> ByteCounter {
+        ByteCounter(self.entry.clone())
+    }
+
     /// What cancels the query, for the task that produces its answer.
     pub(crate) fn cancellation(&self) -> tokio_util::sync::CancellationToken {
         self.entry.cancel.clone()
@@ -374,6 +382,18 @@ impl Ticket {
             Err(Error::Cancelled) => Outcome::Cancelled,
             Err(error) => Outcome::Failed(error.code()),
         });
+    }
+}
+
+/// Counts the bytes of a query's answer sent to its client, from where a protocol encodes
+/// them (Flight SQL's encoder, apart from the batches it reads).
+#[derive(Clone)]
+pub struct ByteCounter(Arc<Running>);
+
+impl ByteCounter {
+    /// Counts `bytes` more.
+    pub fn add(&self, bytes: u64) {
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 

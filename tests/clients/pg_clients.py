@@ -6,7 +6,6 @@ Each command prints one JSON document on standard output; timestamps are ISO 860
 their offset, so the test compares them with /v1/sql's as instants.
 """
 
-import datetime
 import json
 import sys
 import threading
@@ -15,17 +14,9 @@ import urllib.request
 
 import psycopg
 
-PARAM_SQL = (
-    "SELECT id, received_at, service_level FROM dossiers "
-    "WHERE service_level = %s AND received_at >= %s ORDER BY received_at, id"
-)
-PARAM_VALUES = (3, datetime.datetime(2019, 4, 15, tzinfo=datetime.timezone(datetime.timedelta(hours=7))))
-SERIES_SQL = (
-    "SELECT date_trunc('month', received_at) AS month, count(*) AS n "
-    "FROM dossiers GROUP BY 1 ORDER BY 1"
-)
-# A query that runs for minutes in little memory: a hundred billion numbers, none kept.
-SLOW_SQL = "SELECT count(*) FROM generate_series(1, 100000000000) WHERE value % 7 = 8"
+from shared import PARAM_VALUES, SERIES_SQL, SLOW_SQL, param_sql, plain
+
+PARAM_SQL = param_sql("%s")
 
 
 def connect(port, token, **kwargs):
@@ -33,12 +24,6 @@ def connect(port, token, **kwargs):
         host="127.0.0.1", port=port, user="chiso", dbname="chiso", password=token,
         connect_timeout=10, **kwargs,
     )
-
-
-def plain(value):
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    return value
 
 
 def rows(cursor):

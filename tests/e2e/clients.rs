@@ -10,20 +10,21 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The format-2 fixture: a small log with dossiers, agencies and rankings, and its admin.
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-2/data");
-const ADMIN: &str = "format-2-fixture-admin-token";
+pub(crate) const ADMIN: &str = "format-2-fixture-admin-token";
 
 /// The queries every client runs, as `/v1/sql` runs them (parameters written in).
-const PARAM_SQL: &str = "SELECT id, received_at, service_level FROM dossiers \
+pub(crate) const PARAM_SQL: &str = "SELECT id, received_at, service_level FROM dossiers \
      WHERE service_level = 3 AND received_at >= TIMESTAMP '2019-04-15T00:00:00+07:00' \
      ORDER BY received_at, id";
-const SERIES_SQL: &str = "SELECT date_trunc('month', received_at) AS month, count(*) AS n \
+pub(crate) const SERIES_SQL: &str =
+    "SELECT date_trunc('month', received_at) AS month, count(*) AS n \
      FROM dossiers GROUP BY 1 ORDER BY 1";
 
 /// A server on the fixture, with auth on, and a `query` token (and its id).
-async fn serve_fixture() -> (tempfile::TempDir, Server, String, String) {
+pub(crate) async fn serve_fixture() -> (tempfile::TempDir, Server, String, String) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(Path::new(FIXTURE), dir.path());
     let server = Server::start_with(dir.path(), &[("CHISO_ADMIN_TOKEN", ADMIN)]).await;
@@ -36,7 +37,12 @@ async fn serve_fixture() -> (tempfile::TempDir, Server, String, String) {
 }
 
 /// The rows of `sql` over `/v1/sql`, columns in the order of `columns`.
-async fn http_rows(url: &str, token: &str, sql: &str, columns: &[&str]) -> Vec<Vec<Value>> {
+pub(crate) async fn http_rows(
+    url: &str,
+    token: &str,
+    sql: &str,
+    columns: &[&str],
+) -> Vec<Vec<Value>> {
     let response = reqwest::Client::new()
         .post(format!("{url}/v1/sql"))
         .bearer_auth(token)
@@ -52,7 +58,7 @@ async fn http_rows(url: &str, token: &str, sql: &str, columns: &[&str]) -> Vec<V
 }
 
 /// A timestamp as microseconds since the epoch, from RFC 3339 or psql's text.
-fn instant(text: &str) -> i64 {
+pub(crate) fn instant(text: &str) -> i64 {
     let parsed = chrono::DateTime::parse_from_rfc3339(text)
         .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
         .unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -60,7 +66,7 @@ fn instant(text: &str) -> i64 {
 }
 
 /// Rows with their timestamp columns (`at`) as instants, the rest as text.
-fn normal(rows: &[Vec<Value>], at: &[usize]) -> Vec<Vec<String>> {
+pub(crate) fn normal(rows: &[Vec<Value>], at: &[usize]) -> Vec<Vec<String>> {
     rows.iter()
         .map(|row| {
             row.iter()
@@ -76,14 +82,19 @@ fn normal(rows: &[Vec<Value>], at: &[usize]) -> Vec<Vec<String>> {
 }
 
 fn python(args: &[&str]) -> Value {
+    client_script("pg_clients.py", args)
+}
+
+/// Runs `tests/clients/{script}` with `args`; its one JSON document.
+pub(crate) fn client_script(script: &str, args: &[&str]) -> Value {
     let output = Command::new("python3")
-        .arg(Path::new(ROOT).join("tests/clients/pg_clients.py"))
+        .arg(Path::new(ROOT).join("tests/clients").join(script))
         .args(args)
         .output()
         .expect("python3 runs");
     assert!(
         output.status.success(),
-        "pg_clients.py {args:?}: {}",
+        "{script} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
@@ -104,7 +115,7 @@ fn psql(port: u16, password: &str, commands: &[&str]) -> Output {
     command.output().expect("psql runs")
 }
 
-fn as_rows(value: &Value) -> Vec<Vec<Value>> {
+pub(crate) fn as_rows(value: &Value) -> Vec<Vec<Value>> {
     value
         .as_array()
         .unwrap()
@@ -393,6 +404,8 @@ async fn postgres_over_tls_and_a_bad_certificate_stops_the_start() {
             "1",
             "-subj",
             "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
         ])
         .arg("-keyout")
         .arg(&key)
@@ -413,6 +426,18 @@ async fn postgres_over_tls_and_a_bad_certificate_stops_the_start() {
         &["--tls-cert", cert, "--tls-key", key],
     )
     .await;
+    // Flight SQL over the same certificate: ADBC checks it against the one it was given.
+    let port = server.flight_port.to_string();
+    let flight = client_script("flight_clients.py", &["adbc-tls", &port, ADMIN, cert]);
+    assert_eq!(flight["agencies"], 0, "{flight}");
+    assert!(
+        flight["plaintext"]
+            .as_str()
+            .unwrap()
+            .contains("Unavailable")
+            || flight["plaintext"].as_str().unwrap().contains("IO"),
+        "a plaintext client gets no answer: {flight}"
+    );
     let output = Command::new("psql")
         .args(["-X", "-A", "-t", "-c", "SELECT count(*) FROM agencies"])
         .arg(format!(
@@ -439,6 +464,8 @@ async fn postgres_over_tls_and_a_bad_certificate_stops_the_start() {
         .args([
             "serve",
             "--pg-listen",
+            "127.0.0.1:0",
+            "--flight-listen",
             "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",

@@ -5,6 +5,7 @@ mod clients;
 mod crash;
 mod demo;
 mod faults;
+mod flight;
 mod format;
 mod import;
 mod serve;

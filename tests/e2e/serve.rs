@@ -33,6 +33,19 @@ fn refuses_a_public_address_without_tokens() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--pg-listen on loopback only"), "{stderr}");
+    // Nor Flight SQL.
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
+        .args(["--flight-listen", "0.0.0.0:7997", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--flight-listen on loopback only"),
+        "{stderr}"
+    );
 }
 
 #[test]

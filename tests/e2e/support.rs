@@ -11,6 +11,8 @@ pub struct Server {
     pub url: String,
     /// The port of its PostgreSQL protocol (each server its own, so tests run side by side).
     pub pg_port: u16,
+    /// The port of its Flight SQL service.
+    pub flight_port: u16,
 }
 
 impl Server {
@@ -43,11 +45,18 @@ impl Server {
             true => vec![],
             false => vec!["--pg-listen", pg_listen.as_str()],
         };
+        let flight_port = free_port();
+        let flight_listen = format!("127.0.0.1:{flight_port}");
+        let flight_args = match args.contains(&"--flight-listen") {
+            true => vec![],
+            false => vec!["--flight-listen", flight_listen.as_str()],
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_chiso"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(args)
             .args(pg_args)
+            .args(flight_args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("CHISO_LOG", "warn")
             .envs(env.iter().copied())
@@ -59,6 +68,7 @@ impl Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             pg_port,
+            flight_port,
         };
         server.wait_healthy(wait).await;
         server
