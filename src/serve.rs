@@ -172,6 +172,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             "no admin token (CHISO_ADMIN_TOKEN): serving loopback only, without authentication"
         ),
     }
+    // Flight SQL sends the token in every call's headers: off loopback only over TLS.
+    let tls_asked = args.tls_cert.is_some() && args.tls_key.is_some();
+    if !tls_asked
+        && args
+            .flight_listen
+            .0
+            .is_some_and(|address| !address.ip().is_loopback())
+    {
+        return Err(
+            "refusing Flight SQL off loopback without TLS: every call carries a token; set \
+             --tls-cert and --tls-key, or keep --flight-listen on loopback only (127.0.0.1)"
+                .into(),
+        );
+    }
     // TLS that was asked for and cannot be set up stops the start: no silent plaintext.
     let (tls, flight_tls) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => (

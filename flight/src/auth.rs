@@ -52,7 +52,7 @@ impl tonic::service::Interceptor for Authenticate {
         };
         let loopback = request
             .remote_addr()
-            .is_some_and(|address| address.ip().is_loopback());
+            .is_some_and(|address| address.ip().to_canonical().is_loopback());
         if !self.secure && !loopback {
             return Err(Status::unauthenticated(
                 "chiso takes a token from another host only over TLS: connect with grpc+tls://",

@@ -1,14 +1,37 @@
 //! Statement handles. A handle is the statement itself: its SQL and, once bound, its
-//! parameters' values as an Arrow IPC stream of one row. The server keeps nothing between
-//! calls; whoever presents a handle runs it under their own token.
+//! parameters' values as an Arrow IPC stream of one row, signed by the server (HMAC-SHA256
+//! with a key drawn at start), so the server only ever decodes values it wrote itself. The
+//! server keeps nothing between calls; whoever presents a handle runs it under their own
+//! token. Handles last as long as the server runs.
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::{ParamValues, ScalarValue};
+use hmac::{Hmac, KeyInit, Mac};
 use prost::Message;
+use sha2::Sha256;
 use tonic::Status;
+
+/// The key handles are signed with, drawn when the server starts.
+pub(crate) struct Signer([u8; 32]);
+
+impl Signer {
+    pub(crate) fn new() -> Self {
+        Self(rand::random())
+    }
+
+    fn mac(&self, handle: &Handle) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key size");
+        let unsigned = Handle {
+            tag: Bytes::new(),
+            ..handle.clone()
+        };
+        mac.update(&unsigned.encode_to_vec());
+        mac
+    }
+}
 
 /// A statement as its handle carries it.
 #[derive(Clone, PartialEq, Message)]
@@ -19,23 +42,43 @@ pub(crate) struct Handle {
     /// The values bound to its parameters: one row, `$1` the first column.
     #[prost(bytes = "bytes", optional, tag = "2")]
     pub params: Option<Bytes>,
+    /// The server's signature of the two.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub tag: Bytes,
 }
 
 impl Handle {
     /// A statement with nothing bound.
     pub(crate) fn new(sql: String) -> Self {
-        Self { sql, params: None }
+        Self {
+            sql,
+            params: None,
+            tag: Bytes::new(),
+        }
     }
 
-    /// The handle's bytes.
-    pub(crate) fn encode(&self) -> Bytes {
-        self.encode_to_vec().into()
+    /// The handle's bytes, signed.
+    pub(crate) fn encode(&self, signer: &Signer) -> Bytes {
+        let signed = Handle {
+            tag: signer.mac(self).finalize().into_bytes().to_vec().into(),
+            ..self.clone()
+        };
+        signed.encode_to_vec().into()
     }
 
-    /// A handle from its bytes.
-    pub(crate) fn decode_from(bytes: &[u8]) -> Result<Self, Status> {
-        <Self as Message>::decode(bytes)
-            .map_err(|_| Status::invalid_argument("not a statement handle chiso made"))
+    /// A handle from its bytes, if this server signed them.
+    pub(crate) fn decode_from(bytes: &[u8], signer: &Signer) -> Result<Self, Status> {
+        let refused = || {
+            Status::invalid_argument(
+                "not a statement handle this server made (handles last as long as the server runs: prepare the statement again)",
+            )
+        };
+        let handle = <Self as Message>::decode(bytes).map_err(|_| refused())?;
+        signer
+            .mac(&handle)
+            .verify_slice(&handle.tag)
+            .map_err(|_| refused())?;
+        Ok(handle)
     }
 
     /// The same statement with `row` (one row) bound to its parameters.
@@ -57,6 +100,7 @@ impl Handle {
         Ok(Self {
             sql: self.sql.clone(),
             params: Some(bytes.into()),
+            tag: Bytes::new(),
         })
     }
 
@@ -73,6 +117,9 @@ impl Handle {
         let mut values = Vec::new();
         for batch in reader {
             let batch = batch.map_err(|e| invalid(&e))?;
+            if batch.num_rows() != 1 || !values.is_empty() {
+                return Err(invalid(&"not one row"));
+            }
             for column in batch.columns() {
                 values.push(ScalarValue::try_from_array(column, 0).map_err(|e| invalid(&e))?);
             }
@@ -94,9 +141,11 @@ mod tests {
             ("a", Arc::new(StringArray::from(vec!["x"])) as _),
         ])
         .unwrap();
+        let signer = Signer::new();
         let handle = Handle::new("SELECT $1, $2".into()).bind(&row).unwrap();
-        let again = Handle::decode_from(&handle.encode()).unwrap();
-        assert_eq!(again, handle);
+        let bytes = handle.encode(&signer);
+        let again = Handle::decode_from(&bytes, &signer).unwrap();
+        assert_eq!((&again.sql, &again.params), (&handle.sql, &handle.params));
         let ParamValues::List(values) = again.values().unwrap().unwrap() else {
             panic!("positional");
         };
@@ -108,6 +157,13 @@ mod tests {
                 ScalarValue::Utf8(Some("x".into()))
             ]
         );
-        assert!(Handle::decode_from(b"\xff\xff").is_err());
+        assert!(Handle::decode_from(b"\xff\xff", &signer).is_err());
+        // Another server's handle, or one with other values, is refused.
+        assert!(Handle::decode_from(&bytes, &Signer::new()).is_err());
+        let forged = Handle {
+            sql: "SELECT 1".into(),
+            ..Handle::decode_from(&bytes, &signer).unwrap()
+        };
+        assert!(Handle::decode_from(&forged.encode_to_vec(), &signer).is_err());
     }
 }

@@ -39,8 +39,10 @@ pub use tonic::transport::ServerTlsConfig as TlsConfig;
 pub struct FlightLimits {
     /// The largest message a client may send (a statement, bound parameters), in bytes.
     pub max_message_bytes: usize,
-    /// How long a shutdown waits for answers still streaming before it closes them.
+    /// How long a shutdown waits for answers still streaming before it ends them.
     pub drain: Duration,
+    /// Calls one connection may run at once.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for FlightLimits {
@@ -48,6 +50,7 @@ impl Default for FlightLimits {
         Self {
             max_message_bytes: 1 << 20,
             drain: Duration::from_secs(30),
+            max_streams_per_connection: 64,
         }
     }
 }
@@ -61,7 +64,9 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig, String> {
         .map_err(|error| format!("cannot read the private key {}: {error}", key.display()))?;
     // tonic reads the PEM only when the server is built: check it here, where the start can
     // still say what is wrong.
-    let config = ServerTlsConfig::new().identity(Identity::from_pem(chain, key));
+    let config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(chain, key))
+        .timeout(Duration::from_secs(10));
     Server::builder()
         .tls_config(config.clone())
         .map_err(|error| format!("the certificate and key do not make a TLS setup: {error}"))?;
@@ -79,10 +84,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let secure = tls.is_some();
-    let service = service::FlightSql::new(engine, auth.clone()).into_server(limits);
+    let closing = CancellationToken::new();
+    let service =
+        service::FlightSql::new(engine, auth.clone(), closing.clone()).into_server(limits);
     let service = InterceptedService::new(service, auth::Authenticate::new(auth, secure));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder()
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_adaptive_window(Some(true));
     if let Some(tls) = tls {
@@ -101,8 +109,12 @@ pub async fn serve(
             match tokio::time::timeout(limits.drain, &mut server).await {
                 Ok(served) => served,
                 Err(_) => {
-                    tracing::warn!("Flight SQL answers still streaming at the end of the drain: closed");
-                    Ok(())
+                    // tonic runs each connection as a task of its own: end their streams.
+                    tracing::warn!("Flight SQL answers still streaming at the end of the drain: ended");
+                    closing.cancel();
+                    tokio::time::timeout(Duration::from_secs(5), &mut server)
+                        .await
+                        .unwrap_or(Ok(()))
                 }
             }
         }

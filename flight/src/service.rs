@@ -2,8 +2,8 @@
 //! calls (catalogs, schemas, tables, table types, SqlInfo), all through chiso's engine.
 
 use crate::auth::Token;
-use crate::handle::Handle;
-use crate::status::query_status;
+use crate::handle::{Handle, Signer};
+use crate::status::{flight_status, query_status};
 use crate::FlightLimits;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -33,20 +33,24 @@ use futures_util::{Stream, TryStreamExt};
 use prost::Message;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
 
-/// The service: the engine, and what it says of itself (SqlInfo).
+/// The service: the engine, what it says of itself (SqlInfo), the key its handles are
+/// signed with, and what ends every stream when the drain runs out.
 pub(crate) struct FlightSql {
     engine: SqlEngine,
     auth: Auth,
     info: SqlInfoData,
+    signer: Signer,
+    closing: CancellationToken,
 }
 
 impl FlightSql {
-    pub(crate) fn new(engine: SqlEngine, auth: Auth) -> Self {
+    pub(crate) fn new(engine: SqlEngine, auth: Auth, closing: CancellationToken) -> Self {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "chiso");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -64,7 +68,13 @@ impl FlightSql {
         info.append(SqlInfo::SqlDdlSchema, false);
         info.append(SqlInfo::SqlDdlTable, false);
         let info = info.build().expect("chiso's SqlInfo is well formed");
-        Self { engine, auth, info }
+        Self {
+            engine,
+            auth,
+            info,
+            signer: Signer::new(),
+            closing,
+        }
     }
 
     /// The gRPC service, with the largest message a client may send.
@@ -88,10 +98,18 @@ impl FlightSql {
         })
     }
 
-    /// Plans `query` (refusing what the engine refuses) and the schema of its answer.
+    /// Plans `query` (refusing what the engine refuses) and the schema of its answer, with
+    /// its bound values (a parameter among the columns has the type of its value).
     async fn plan(&self, query: &Query) -> Result<(LogicalPlan, SchemaRef), Status> {
         let plan = self.engine.plan(query).await.map_err(query_status)?;
-        let schema = flight_schema(answer_schema(plan.schema().inner()));
+        let bound = match &query.params {
+            Some(Params::Values(values)) => plan
+                .clone()
+                .with_param_values(values.clone())
+                .map_err(|error| query_status(error.into()))?,
+            _ => plan.clone(),
+        };
+        let schema = flight_schema(answer_schema(bound.schema().inner()));
         Ok((plan, schema))
     }
 
@@ -117,28 +135,24 @@ impl FlightSql {
         request: Request<T>,
     ) -> Result<Response<DoGetStream>, Status> {
         let query = self.query(handle, &request)?;
+        let revoked = self.revocation(&request)?;
         let (_, schema) = self.plan(&query).await?;
-        let revoked = request
-            .extensions()
-            .get::<Token>()
-            .and_then(|token| self.auth.revocation_of(&token.0))
-            .unwrap_or_default();
         let stream = self.engine.execute(query).await.map_err(query_status)?;
+        let closing = self.closing.clone();
         let id = stream.id().to_owned();
         let counter = stream.byte_counter();
         let batches = futures_util::stream::unfold(Some(stream), move |stream| {
-            let revoked = revoked.clone();
+            let (revoked, closing) = (revoked.clone(), closing.clone());
             async move {
                 let mut stream = stream?;
+                let stop = |status| Some((Err(tonic_error(status)), None));
                 tokio::select! {
                     next = stream.next() => {
                         let next = next?.map_err(|error| tonic_error(query_status(error)));
                         Some((next, Some(stream)))
                     }
-                    () = revoked.cancelled() => Some((
-                        Err(tonic_error(Status::unauthenticated("the token was revoked"))),
-                        None,
-                    )),
+                    () = revoked.cancelled() => stop(Status::unauthenticated("the token was revoked")),
+                    () = closing.cancelled() => stop(Status::unavailable("chiso is shutting down")),
                 }
             }
         });
@@ -150,12 +164,27 @@ impl FlightSql {
                     counter.add((data.data_header.len() + data.data_body.len()) as u64);
                 }
             })
-            .map_err(Status::from);
+            .map_err(flight_status);
         let mut response = Response::new(Box::pin(data) as DoGetStream);
         if let Ok(id) = id.parse() {
             response.metadata_mut().insert("x-chiso-query-id", id);
         }
         Ok(response)
+    }
+
+    /// What ends the caller's streams when its token is revoked. A token revoked since the
+    /// interceptor checked it has no signal left: refused as revoked.
+    fn revocation<T>(&self, request: &Request<T>) -> Result<CancellationToken, Status> {
+        let principal = principal(request)?;
+        let token = request.extensions().get::<Token>().map(|t| t.0.as_str());
+        match token.and_then(|token| self.auth.revocation_of(token)) {
+            Some(revoked) => Ok(revoked),
+            // Auth off, and the environment's admin token, are never revoked.
+            None if !self.auth.is_enabled() || principal.token_id == "admin" => {
+                Ok(CancellationToken::new())
+            }
+            None => Err(Status::unauthenticated("the token was revoked")),
+        }
     }
 
     /// Every table the caller may read.
@@ -232,7 +261,7 @@ fn one_batch(
     let data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(futures_util::stream::once(async move { batch }))
-        .map_err(Status::from);
+        .map_err(flight_status);
     Response::new(Box::pin(data))
 }
 
@@ -293,14 +322,42 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     Ok(message.0)
 }
 
+/// Messages a DoPut of parameters may have: a schema, a row, and room for empty batches.
+const MAX_PARAMETER_MESSAGES: usize = 8;
+
+/// Refuses an IPC message whose buffers are compressed.
+fn uncompressed(data: &arrow_flight::FlightData) -> Result<(), FlightError> {
+    use datafusion::arrow::ipc::root_as_message;
+    if data.data_header.is_empty() {
+        return Ok(());
+    }
+    let message = root_as_message(&data.data_header)
+        .map_err(|_| FlightError::protocol("not an Arrow IPC message"))?;
+    let compressed = message
+        .header_as_record_batch()
+        .and_then(|batch| batch.compression())
+        .is_some()
+        || message
+            .header_as_dictionary_batch()
+            .and_then(|dictionary| dictionary.data())
+            .and_then(|batch| batch.compression())
+            .is_some();
+    match compressed {
+        true => Err(FlightError::protocol(
+            "send parameters uncompressed (they are one row)",
+        )),
+        false => Ok(()),
+    }
+}
+
 /// The time limit a client set on its call (`grpc-timeout`: `5S`, `300m`, …).
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (number, unit) = value.split_at(value.len().checked_sub(1)?);
     let number: u64 = number.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(number * 3600),
-        "M" => Duration::from_secs(number * 60),
+        "H" => Duration::from_secs(number.checked_mul(3600)?),
+        "M" => Duration::from_secs(number.checked_mul(60)?),
         "S" => Duration::from_secs(number),
         "m" => Duration::from_millis(number),
         "u" => Duration::from_micros(number),
@@ -359,7 +416,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::new(query.query);
         let ticket = TicketStatementQuery {
-            statement_handle: handle.encode(),
+            statement_handle: handle.encode(&self.signer),
         }
         .as_any()
         .encode_to_vec();
@@ -373,7 +430,7 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let handle = Handle::decode_from(&ticket.statement_handle)?;
+        let handle = Handle::decode_from(&ticket.statement_handle, &self.signer)?;
         self.run(&handle, request).await
     }
 
@@ -385,7 +442,7 @@ impl FlightSqlService for FlightSql {
         let handle = Handle::new(query.query);
         let (plan, schema) = self.plan(&self.query(&handle, &request)?).await?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.encode(),
+            prepared_statement_handle: handle.encode(&self.signer),
             dataset_schema: ipc_schema(&schema)?,
             parameter_schema: ipc_schema(&parameter_schema(&plan)?)?,
         })
@@ -398,8 +455,23 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         principal(&request)?;
-        let handle = Handle::decode_from(&query.prepared_statement_handle)?;
-        let data = request.into_inner().map_err(FlightError::from);
+        let handle = Handle::decode_from(&query.prepared_statement_handle, &self.signer)?;
+        // At most a few messages (schema, one row), none compressed: a compressed buffer
+        // names the size it unpacks to, which a client could make anything.
+        let mut messages = 0;
+        let data = request
+            .into_inner()
+            .map_err(FlightError::from)
+            .and_then(move |data| {
+                messages += 1;
+                let checked = match messages > MAX_PARAMETER_MESSAGES {
+                    true => Err(FlightError::protocol(
+                        "bind one row of parameters at a time",
+                    )),
+                    false => uncompressed(&data).map(|()| data),
+                };
+                std::future::ready(checked)
+            });
         let batches: Vec<RecordBatch> =
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)
                 .try_collect()
@@ -416,7 +488,7 @@ impl FlightSqlService for FlightSql {
             }
         };
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bound.encode()),
+            prepared_statement_handle: Some(bound.encode(&self.signer)),
         })
     }
 
@@ -425,7 +497,7 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = Handle::decode_from(&query.prepared_statement_handle)?;
+        let handle = Handle::decode_from(&query.prepared_statement_handle, &self.signer)?;
         let ticket = query.as_any().encode_to_vec();
         let descriptor = request.get_ref().clone();
         self.statement_info(&handle, ticket, request, descriptor)
@@ -437,7 +509,7 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let handle = Handle::decode_from(&query.prepared_statement_handle)?;
+        let handle = Handle::decode_from(&query.prepared_statement_handle, &self.signer)?;
         self.run(&handle, request).await
     }
 

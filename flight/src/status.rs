@@ -1,6 +1,7 @@
 //! chiso's errors as gRPC statuses: one table from an error's kind to its code; the message
 //! a person reads, except for internal errors, whose text stays in the server's log.
 
+use arrow_flight::error::FlightError;
 use chiso_query::{Error, ErrorKind};
 use tonic::{Code, Status};
 
@@ -26,6 +27,8 @@ fn code(kind: ErrorKind) -> Code {
 pub(crate) fn query_status(error: Error) -> Status {
     let code = match &error {
         Error::Cancelled => Code::Cancelled,
+        // The pool is full now; a retry later may pass, but not at once.
+        Error::ResourcesExhausted(_) => Code::ResourceExhausted,
         other => code(other.kind()),
     };
     if code == Code::Internal {
@@ -33,6 +36,19 @@ pub(crate) fn query_status(error: Error) -> Status {
         return Status::internal("internal error; the server's log has the details");
     }
     Status::new(code, error.to_string())
+}
+
+/// An error of the encoder or decoder: a status chiso made stays as it is; anything else is
+/// internal, its text in the log.
+pub(crate) fn flight_status(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        FlightError::ProtocolError(message) => Status::invalid_argument(message),
+        other => {
+            tracing::error!(error = %other, "a Flight SQL answer failed");
+            Status::internal("internal error; the server's log has the details")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -127,16 +127,77 @@ def statement_query(sql):
     return _field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + _field(2, inner)
 
 
+SQL_TYPE = b"type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def _any(name, inner):
+    return _field(1, SQL_TYPE + name) + _field(2, inner)
+
+
+def _fields(message):
+    """The length-delimited fields of a protobuf message: {number: bytes} (the last wins)."""
+    fields, at = {}, 0
+
+    def varint():
+        nonlocal at
+        value, shift = 0, 0
+        while True:
+            byte = message[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while at < len(message):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            size = varint()
+            fields[number] = message[at:at + size]
+            at += size
+        elif wire == 0:
+            varint()
+        else:
+            raise ValueError(f"wire type {wire}")
+    return fields
+
+
+def prepared(client, options, sql, row):
+    """Flight SQL's prepared statement by hand: CreatePreparedStatement, DoPut of one row of
+    parameters (the answer is the bound handle), GetFlightInfo, DoGet."""
+    action = fl.Action("CreatePreparedStatement",
+                       _any(b"ActionCreatePreparedStatementRequest", _field(1, sql.encode())))
+    result = next(iter(client.do_action(action, options)))
+    handle = _fields(_fields(result.body.to_pybytes())[2])[1]
+    command = lambda handle: _any(b"CommandPreparedStatementQuery", _field(1, handle))
+    descriptor = fl.FlightDescriptor.for_command(command(handle))
+    writer, reader = client.do_put(descriptor, row.schema, options)
+    writer.write_table(row)
+    writer.done_writing()
+    bound = _fields(reader.read().to_pybytes())[1]
+    writer.close()
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(command(bound)), options)
+    return client.do_get(info.endpoints[0].ticket, options).read_all()
+
+
 def pyarrow_flight(port, token):
-    """pyarrow.flight: a Basic handshake for the Bearer header, then GetFlightInfo and DoGet."""
+    """pyarrow.flight: a Basic handshake for the Bearer header, then GetFlightInfo and DoGet;
+    a prepared statement with parameters, its messages written by hand."""
+    import pyarrow as pa
+
     client = fl.FlightClient(f"grpc://127.0.0.1:{port}")
     header = client.authenticate_basic_token(b"chiso", token.encode())
     options = fl.FlightCallOptions(headers=[header])
     info = client.get_flight_info(fl.FlightDescriptor.for_command(statement_query(SERIES_SQL)), options)
     reader = client.do_get(info.endpoints[0].ticket, options)
     table = reader.read_all()
+    row = pa.table({"0": pa.array([PARAM_VALUES[0]], pa.int64()),
+                    "1": pa.array([PARAM_VALUES[1]], pa.timestamp("us", tz="+07:00"))})
+    param = prepared(client, options, PARAM_SQL, row)
     return {
         "series": table_rows(table),
+        "param": table_rows(param),
         "same_schema": info.schema.equals(table.schema),
         "header": header[0].decode(),
     }

@@ -63,6 +63,7 @@ async fn flight_sql_clients_read_the_rows_http_gives() {
     assert_eq!(answer["agencies"], 6, "{answer}");
     let answer = python(&["pyarrow", &port, &token]);
     assert_eq!(normal(&as_rows(&answer["series"]), &[0]), series);
+    assert_eq!(normal(&as_rows(&answer["param"]), &[1]), param, "prepared");
     assert_eq!(answer["same_schema"], true, "{answer}");
     assert_eq!(answer["header"], "authorization");
 

@@ -46,6 +46,20 @@ fn refuses_a_public_address_without_tokens() {
         stderr.contains("--flight-listen on loopback only"),
         "{stderr}"
     );
+    // With tokens, Flight SQL off loopback still needs TLS: every call carries one.
+    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off"])
+        .args(["--flight-listen", "0.0.0.0:7997", "--data-dir"])
+        .arg(dir.path())
+        .env("CHISO_ADMIN_TOKEN", "a-long-enough-admin-token")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Flight SQL off loopback without TLS"),
+        "{stderr}"
+    );
 }
 
 #[test]
