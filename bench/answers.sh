@@ -69,15 +69,7 @@ rows=$(($(wc -l < "$scratch/dossiers.csv") - 1))
 kill -TERM $pid; wait $pid || true
 
 source bench/pg.sh
-columns=$(head -1 "$scratch/dossiers.csv" | tr ',' '\n' | awk '
-  /_at$/ {print $0 " timestamptz"; next}
-  /^(service_level|rating)$/ {print $0 " int"; next}
-  /^paused_seconds$/ {print $0 " bigint"; next}
-  /^paid_online$/ {print $0 " boolean"; next}
-  {print $0 " text"}' | paste -sd, -)
-$psql -c "CREATE TABLE dossiers ($columns)"
-$psql -c "\\copy dossiers FROM '$scratch/dossiers.csv' WITH (FORMAT csv, HEADER)"
-$psql -c "VACUUM ANALYZE dossiers"
+load_dossiers "$scratch/dossiers.csv"
 times=()
 for _ in $(seq "$RUNS"); do
   s=$(date +%s.%N)

@@ -48,15 +48,7 @@ curl -sf "$url/v1/sql?format=csv" --data-urlencode "q=$sql" -G -o "$scratch/doss
 kill -TERM $pid; wait $pid || true
 
 source bench/pg.sh
-columns=$(head -1 "$scratch/dossiers.csv" | tr ',' '\n' | awk '
-  /_at$/ {print $0 " timestamptz"; next}
-  /^(service_level|rating)$/ {print $0 " int"; next}
-  /^paused_seconds$/ {print $0 " bigint"; next}
-  /^paid_online$/ {print $0 " boolean"; next}
-  {print $0 " text"}' | paste -sd, -)
-$psql -c "CREATE TABLE dossiers ($columns)"
-$psql -c "\\copy dossiers FROM '$scratch/dossiers.csv' WITH (FORMAT csv, HEADER)"
-$psql -c "VACUUM ANALYZE dossiers"
+load_dossiers "$scratch/dossiers.csv"
 pg_dsn="host=127.0.0.1 port=15432 dbname=postgres user=postgres"
 row "PostgreSQL 15, psycopg text" "$(python3 bench/fetch.py pg "$pg_dsn" "$sql" text "$RUNS")"
 row "PostgreSQL 15, psycopg binary" "$(python3 bench/fetch.py pg "$pg_dsn" "$sql" binary "$RUNS")"

@@ -685,10 +685,7 @@ impl Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-            return Err(PgWireError::NotReadyForQuery);
-        }
-        client.set_state(PgWireConnectionState::QueryInProgress);
+        begin(client)?;
         let shared = &self.shared;
         let connection = shared.connection(client)?;
         shared.principal(&connection)?;
@@ -766,10 +763,7 @@ impl Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-            return Err(PgWireError::NotReadyForQuery);
-        }
-        client.set_state(PgWireConnectionState::QueryInProgress);
+        begin(client)?;
         let answer = self.answer_portal(client, portal).await?;
         let status = send(client, answer, false, client.transaction_status()).await?;
         *portal.state.lock().await = PortalExecutionState::Finished;
@@ -777,6 +771,15 @@ impl Service {
         client.set_state(PgWireConnectionState::ReadyForQuery);
         Ok(())
     }
+}
+
+/// A statement begins on `client`, which must be ready for one.
+fn begin(client: &mut impl ClientInfo) -> PgWireResult<()> {
+    if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+        return Err(PgWireError::NotReadyForQuery);
+    }
+    client.set_state(PgWireConnectionState::QueryInProgress);
+    Ok(())
 }
 
 /// Tells a client its connection closes because the server shuts down.

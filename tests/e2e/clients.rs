@@ -16,11 +16,10 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forma
 pub(crate) const ADMIN: &str = "format-2-fixture-admin-token";
 
 /// The queries every client runs, as `/v1/sql` runs them (parameters written in).
-pub(crate) const PARAM_SQL: &str = "SELECT id, received_at, service_level FROM dossiers \
+const PARAM_SQL: &str = "SELECT id, received_at, service_level FROM dossiers \
      WHERE service_level = 3 AND received_at >= TIMESTAMP '2019-04-15T00:00:00+07:00' \
      ORDER BY received_at, id";
-pub(crate) const SERIES_SQL: &str =
-    "SELECT date_trunc('month', received_at) AS month, count(*) AS n \
+const SERIES_SQL: &str = "SELECT date_trunc('month', received_at) AS month, count(*) AS n \
      FROM dossiers GROUP BY 1 ORDER BY 1";
 
 /// A server on the fixture, with auth on, and a `query` token (and its id).
@@ -124,26 +123,27 @@ pub(crate) fn as_rows(value: &Value) -> Vec<Vec<Value>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_clients_read_the_rows_http_gives() {
-    let (_dir, server, token, _) = serve_fixture().await;
-    let port = server.pg_port.to_string();
-    let param = http_rows(
-        &server.url,
-        &token,
-        PARAM_SQL,
-        &["id", "received_at", "service_level"],
-    )
-    .await;
-    let param = normal(&param, &[1]);
+/// What `/v1/sql` answers to the parameterised query and the time series, timestamps as
+/// instants: what every client must read.
+pub(crate) async fn expected_rows(url: &str, token: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let columns = ["id", "received_at", "service_level"];
+    let param = normal(&http_rows(url, token, PARAM_SQL, &columns).await, &[1]);
     let series = normal(
-        &http_rows(&server.url, &token, SERIES_SQL, &["month", "n"]).await,
+        &http_rows(url, token, SERIES_SQL, &["month", "n"]).await,
         &[0],
     );
     assert!(
         param.len() >= 5 && series.len() >= 6,
         "{param:?} {series:?}"
     );
+    (param, series)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_clients_read_the_rows_http_gives() {
+    let (_dir, server, token, _) = serve_fixture().await;
+    let port = server.pg_port.to_string();
+    let (param, series) = expected_rows(&server.url, &token).await;
 
     // psycopg 3: server-side and client-side parameters.
     let answer = python(&["psycopg", &port, &token]);

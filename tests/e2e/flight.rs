@@ -5,7 +5,7 @@
 //! The clients are installed by `make test` (tests/clients/requirements.txt).
 
 use crate::clients::{
-    as_rows, client_script, http_rows, normal, serve_fixture, ADMIN, PARAM_SQL, SERIES_SQL,
+    as_rows, client_script, expected_rows, http_rows, normal, serve_fixture, ADMIN,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -18,16 +18,7 @@ fn python(args: &[&str]) -> Value {
 async fn flight_sql_clients_read_the_rows_http_gives() {
     let (_dir, server, token, _) = serve_fixture().await;
     let port = server.flight_port.to_string();
-    let param = http_rows(
-        &server.url,
-        &token,
-        PARAM_SQL,
-        &["id", "received_at", "service_level"],
-    )
-    .await;
-    let series = http_rows(&server.url, &token, SERIES_SQL, &["month", "n"]).await;
-    assert!(!param.is_empty() && series.len() > 1);
-    let (param, series) = (normal(&param, &[1]), normal(&series, &[0]));
+    let (param, series) = expected_rows(&server.url, &token).await;
 
     let answer = python(&["adbc", &port, &token]);
     assert_eq!(normal(&as_rows(&answer["param"]), &[1]), param, "`?`");
