@@ -5,6 +5,7 @@ use crate::connections::{Connection, Connections};
 use crate::session;
 use crate::sqlstate::{error, fatal, query_error, shutting_down};
 use crate::statements::{classify, Boundary, Command, CopyFormat, CopyKind};
+use crate::text;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use arrow_pg::encoder::encode_value;
@@ -394,6 +395,10 @@ fn rows(
             let mut stream = stream?;
             let rows: Vec<PgWireResult<DataRow>> = match stream.next().await? {
                 Ok(batch) => {
+                    let batch = match text::timestamps_as_text(batch, &fields) {
+                        Ok(batch) => batch,
+                        Err(error) => return Some((vec![Err(error)], None)),
+                    };
                     let rows: Vec<_> = encode_recordbatch(fields, batch).collect();
                     let bytes = rows.iter().flatten().map(|row| row.data.len() as u64).sum();
                     stream.add_bytes(bytes);
@@ -476,6 +481,10 @@ fn copy_out(
                 None => return None,
                 Some(Err(error)) => return Some((vec![Err(query_error(error))], None)),
                 Some(Ok(batch)) => batch,
+            };
+            let batch = match text::timestamps_as_text(batch, &fields) {
+                Ok(batch) => batch,
+                Err(error) => return Some((vec![Err(error)], None)),
             };
             let schema = batch.schema();
             let mut rows = Vec::with_capacity(batch.num_rows());

@@ -19,6 +19,7 @@ mod handlers;
 mod session;
 mod sqlstate;
 mod statements;
+mod text;
 
 use chiso_api::Auth;
 use chiso_query::SqlEngine;
