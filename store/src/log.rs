@@ -754,6 +754,9 @@ fn open_db(path: &Path) -> Result<DB> {
             );
             cf_options.set_prefix_extractor(transform);
             cf_options.set_memtable_prefix_bloom_ratio(0.1);
+            // Runs are only ever found by seeking a stream's prefix: filters of the prefixes
+            // alone (whole keys would double what each flush and compaction builds).
+            table.set_whole_key_filtering(false);
             // One run an append, keyed by stream name: a flush spans every province's
             // current dossiers, so it overlaps the whole first level. Large flushes and
             // levels sized from the last one keep each run's rewrites near the fan-out

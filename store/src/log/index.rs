@@ -42,14 +42,31 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Adds a run (committed after every run already here) to its stream and category.
-    fn add(&mut self, stream: &str, run: Run) {
-        match self.streams.get_mut(stream) {
-            Some(existing) => existing.push(run),
+    /// Adds a run (committed after every run already here) to its stream and category; a run
+    /// that continues the stream's last one, in revisions and positions, lengthens it instead
+    /// (a stream's consecutive appends, as an NDJSON body of one dossier's events gives, cost
+    /// one key). Returns whether it is a new run.
+    fn add(&mut self, stream: &str, run: Run) -> bool {
+        let new = match self.streams.get_mut(stream) {
+            Some(existing) => match existing.last_mut() {
+                Some(last)
+                    if last.last_revision() + 1 == run.first_revision
+                        && last.first_position + last.count == run.first_position
+                        && last.count + run.count <= MAX_RUN_EVENTS =>
+                {
+                    last.count += run.count;
+                    false
+                }
+                _ => {
+                    existing.push(run);
+                    true
+                }
+            },
             None => {
                 self.streams.insert(stream.into(), vec![run]);
+                true
             }
-        }
+        };
         let category = category_of(stream);
         let span = Span {
             first_position: run.first_position,
@@ -64,6 +81,7 @@ impl Batch {
                 self.categories.insert(category.into(), vec![span]);
             }
         }
+        new
     }
 
     /// Extends the last run of `stream` by the event at `revision` and `position`, if that is
@@ -74,7 +92,9 @@ impl Batch {
             .get_mut(stream)
             .and_then(|runs| runs.last_mut());
         let Some(run) = last.filter(|run| {
-            run.last_revision() + 1 == revision && run.first_position + run.count == position
+            run.last_revision() + 1 == revision
+                && run.first_position + run.count == position
+                && run.count < MAX_RUN_EVENTS
         }) else {
             return false;
         };
@@ -384,8 +404,9 @@ impl RecentRuns {
     ) {
         let mut state = self.state.write().expect("index lock");
         for (stream, run) in runs {
-            state.active.add(stream, run);
-            state.active_runs += 1;
+            if state.active.add(stream, run) {
+                state.active_runs += 1;
+            }
         }
         state.active_runs += ids.len();
         state.active.ids.extend(ids);
@@ -753,6 +774,57 @@ mod tests {
         let stream = StreamName::new("s-1").unwrap();
         let events = store.read_stream(&stream, None, direction, 100).unwrap();
         events.iter().map(|event| event.position).collect()
+    }
+
+    fn request(stream: &str, count: usize) -> AppendRequest<()> {
+        let events = (0..count)
+            .map(|n| ProposedEvent {
+                id: uuid::Uuid::new_v4(),
+                event_type: "Noted".into(),
+                data: format!(r#"{{"n":{n}}}"#),
+                metadata: "{}".into(),
+                decoded: (),
+            })
+            .collect();
+        AppendRequest {
+            stream: StreamName::new(stream).unwrap(),
+            expected: ExpectedRevision::Any,
+            events,
+            principal: (),
+        }
+    }
+
+    /// Consecutive appends of one stream, with nothing of another stream between them in the
+    /// log, are one run key; an append of another stream between them starts a new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn appends_that_continue_a_run_lengthen_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), true);
+        for stream in ["s-1", "s-1", "s-1", "t-1", "s-1"] {
+            store.append(request(stream, 3)).await.unwrap();
+        }
+        store.shutdown().await;
+        drop(store);
+        {
+            let db = super::super::open_db(dir.path()).unwrap();
+            let streams = cf_handle(&db, CF_STREAMS);
+            let keys: Vec<Vec<u8>> = db
+                .iterator_cf(streams, rocksdb::IteratorMode::Start)
+                .map(|entry| entry.unwrap().0.into_vec())
+                .collect();
+            assert_eq!(
+                keys,
+                vec![run_key("s-1", 0), run_key("s-1", 9), run_key("t-1", 0)],
+            );
+        }
+        let store = open(dir.path(), true);
+        let mut expected: Vec<u64> = (0..9).chain(12..15).collect();
+        assert_eq!(positions(&store, ReadDirection::Forwards), expected);
+        expected.reverse();
+        assert_eq!(positions(&store, ReadDirection::Backwards), expected);
+        let stream = StreamName::new("s-1").unwrap();
+        assert_eq!(store.stream_revision(&stream).unwrap(), Some(11));
+        store.shutdown().await;
     }
 
     /// A crash after the indexer wrote some of a batch's keys but not its position: the runs

@@ -108,6 +108,9 @@ impl Span {
     }
 }
 
+/// The most events one run entry can count (its value holds the count in 32 bits).
+pub(crate) const MAX_RUN_EVENTS: u64 = u32::MAX as u64;
+
 /// A run of consecutive events of one stream at consecutive positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Run {
