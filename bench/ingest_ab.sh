@@ -9,6 +9,7 @@
 # before it (the last binary given also generates and imports the history):
 #   cp $CARGO_TARGET_DIR/release/chiso /tmp/chiso-old   # before the change
 #   bash bench/ingest_ab.sh /tmp/chiso-old $CARGO_TARGET_DIR/release/chiso
+# KEEP_ROCKSDB_LOGS=dir keeps each run's RocksDB LOG files there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chiso-target}"
@@ -95,6 +96,11 @@ for run in $(seq "$RUNS"); do
     echo "$side run $run: import $rate events/s, category=service caught up in $sub s, ready $ready s after SIGKILL (replayed $replayed)"
     rates[$side]+="$rate "; subs[$side]+="$sub "; readies[$side]+="$ready "; replays[$side]+="$replayed "
     kill -TERM $pid; wait $pid || true
+    # RocksDB's own logs of the run (flushes and compactions by column family), if asked for.
+    if [ -n "${KEEP_ROCKSDB_LOGS:-}" ]; then
+      mkdir -p "$KEEP_ROCKSDB_LOGS/$(basename "$side")-$run"
+      cp "$data"/log/LOG* "$KEEP_ROCKSDB_LOGS/$(basename "$side")-$run/"
+    fi
     rm -rf "$data"
   done
 done
