@@ -49,11 +49,7 @@ impl Batch {
     fn add(&mut self, stream: &str, run: Run) -> bool {
         let new = match self.streams.get_mut(stream) {
             Some(existing) => match existing.last_mut() {
-                Some(last)
-                    if last.last_revision() + 1 == run.first_revision
-                        && last.first_position + last.count == run.first_position
-                        && last.count + run.count <= MAX_RUN_EVENTS =>
-                {
+                Some(last) if last.continues_into(&run) => {
                     last.count += run.count;
                     false
                 }
@@ -91,11 +87,12 @@ impl Batch {
             .streams
             .get_mut(stream)
             .and_then(|runs| runs.last_mut());
-        let Some(run) = last.filter(|run| {
-            run.last_revision() + 1 == revision
-                && run.first_position + run.count == position
-                && run.count < MAX_RUN_EVENTS
-        }) else {
+        let next = Run {
+            first_revision: revision,
+            first_position: position,
+            count: 1,
+        };
+        let Some(run) = last.filter(|run| run.continues_into(&next)) else {
             return false;
         };
         run.count += 1;
@@ -835,22 +832,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), false);
         for _ in 0..2 {
-            let events = (0..5)
-                .map(|n| ProposedEvent {
-                    id: uuid::Uuid::new_v4(),
-                    event_type: "Noted".into(),
-                    data: format!(r#"{{"n":{n}}}"#),
-                    metadata: "{}".into(),
-                    decoded: (),
-                })
-                .collect();
-            let request = AppendRequest {
-                stream: StreamName::new("s-1").unwrap(),
-                expected: ExpectedRevision::Any,
-                events,
-                principal: (),
-            };
-            store.append(request).await.unwrap();
+            store.append(request("s-1", 5)).await.unwrap();
         }
         store.shutdown().await;
         drop(store);

@@ -124,6 +124,14 @@ impl Run {
         self.first_revision + self.count - 1
     }
 
+    /// Whether `next` follows this run in revisions and positions, so the two can be one
+    /// entry (within what an entry can count).
+    pub fn continues_into(&self, next: &Run) -> bool {
+        self.last_revision() + 1 == next.first_revision
+            && self.first_position + self.count == next.first_position
+            && self.count + next.count <= MAX_RUN_EVENTS
+    }
+
     pub fn position_of(&self, revision: u64) -> u64 {
         self.first_position + (revision - self.first_revision)
     }
