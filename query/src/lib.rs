@@ -29,6 +29,7 @@ mod date_trunc;
 mod engine;
 mod error;
 mod information_schema;
+mod local_parquet;
 pub mod local_time;
 pub mod postgres;
 mod projections;

@@ -4,6 +4,7 @@
 //! column (`received_at` for `dossiers`, `day` for `agency_daily`); `events` reads the log
 //! itself, in position order, from the position range its filters allow.
 
+use crate::local_parquet::{LocalParquetReaderFactory, LocalPath};
 use crate::local_time::{local_day, month_of_day, MonthKey, DAY_LIMIT, ZONE};
 use crate::projections::{self, Projections, SealedFile, TableName};
 use async_trait::async_trait;
@@ -186,11 +187,15 @@ fn sealed_scan(
     let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
     let footers =
         CachedParquetFileReaderFactory::new(store, runtime.cache_manager.get_file_metadata_cache());
+    let reader = LocalParquetReaderFactory { footers };
     // The session's Parquet options (`DATAFUSION_EXECUTION_PARQUET_*`), as a listing table
-    // would read them.
+    // would read them, but for Bloom filters.
+    let mut options = state.table_options().parquet.clone();
+    // Sealed files have no Bloom filters: looking for them cost a tenth of a scan.
+    options.global.bloom_filter_on_read = false;
     let mut source = ParquetSource::new(schema.clone())
-        .with_table_parquet_options(state.table_options().parquet.clone())
-        .with_parquet_file_reader_factory(Arc::new(footers));
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(reader));
     let predicate = conjunction(filters.iter().cloned()).and_then(|filter| {
         let columns = DFSchema::try_from(schema.as_ref().clone()).ok()?;
         state.create_physical_expr(filter, &columns).ok()
@@ -214,7 +219,8 @@ fn sealed_scan(
         let mut partitioned = PartitionedFile::new(file.path.to_string_lossy(), file.base.bytes)
             .with_statistics(Arc::new(statistics))
             // The scan holds the file: a compaction removes it only once the scan is gone.
-            .with_extension(file.base.file.clone());
+            .with_extension(file.base.file.clone())
+            .with_extension(LocalPath(file.path.into()));
         if let Some(selection) = file.base.selection() {
             partitioned = partitioned.with_extension(ParquetRowSelection::new(selection));
         }
