@@ -32,6 +32,8 @@ enum OutputFormat {
     Csv,
     Arrow,
     Parquet,
+    /// An Excel workbook (redirect it to a `.xlsx` file).
+    Xlsx,
 }
 
 impl OutputFormat {
@@ -42,6 +44,7 @@ impl OutputFormat {
             Self::Jsonl => "jsonl",
             Self::Csv => "csv",
             Self::Parquet => "parquet",
+            Self::Xlsx => "xlsx",
         }
     }
 }

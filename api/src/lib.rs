@@ -29,6 +29,7 @@ mod rankings;
 mod sql;
 mod subscribe;
 mod wire;
+mod xlsx;
 
 pub use auth::{Auth, Principal, Scope};
 pub use error::{ApiError, ErrorCode, ErrorKind, Result};
@@ -44,6 +45,7 @@ use chiso_store::EventStore;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Request size limits, by route (413 above them). A body is read only up to its route's
@@ -162,8 +164,13 @@ pub fn router(state: AppState) -> Router {
             ops::track,
         ))
         // Answers compressed as the client accepts (gzip, zstd); not event streams, whose
-        // events must leave as they come, nor answers under 32 bytes.
-        .layer(tower_http::compression::CompressionLayer::new())
+        // events must leave as they come, nor answers under 32 bytes, nor Excel workbooks
+        // (already zip files).
+        .layer(
+            tower_http::compression::CompressionLayer::new().compress_when(
+                DefaultPredicate::new().and(NotForContentType::const_new(sql::XLSX_CONTENT_TYPE)),
+            ),
+        )
         // Each handler reads its body with `body::read_limited` under its route's limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -13,6 +13,7 @@
 //! /v1/queries/{id}` cancels one.
 
 use crate::error::{ApiError, Result};
+use crate::xlsx::{self, Heading, Sheet};
 use crate::{AppState, Principal};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query as QueryString, Request, State};
@@ -81,7 +82,7 @@ pub struct SqlRequest {
     #[schema(value_type = Option<Object>)]
     #[param(value_type = Option<String>)]
     params: Option<serde_json::Value>,
-    /// `json` (default) · `jsonl` · `csv` · `arrow` · `parquet`.
+    /// `json` (default) · `jsonl` · `csv` · `arrow` · `parquet` · `xlsx`.
     format: Option<String>,
     /// Wait (at most 10 s) until the tables include this log position.
     min_position: Option<u64>,
@@ -101,6 +102,7 @@ pub enum Format {
     Csv,
     Arrow,
     Parquet,
+    Xlsx,
 }
 
 impl Format {
@@ -111,10 +113,13 @@ impl Format {
             "csv" => Self::Csv,
             "arrow" => Self::Arrow,
             "parquet" => Self::Parquet,
+            "xlsx" => Self::Xlsx,
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_parameter",
-                    format!("format {other:?} is not one of json, jsonl, csv, arrow, parquet"),
+                    format!(
+                        "format {other:?} is not one of json, jsonl, csv, arrow, parquet, xlsx"
+                    ),
                 ))
             }
         })
@@ -127,8 +132,20 @@ impl Format {
             Self::Csv => "text/csv; charset=utf-8; header=present",
             Self::Arrow => "application/vnd.apache.arrow.stream",
             Self::Parquet => "application/vnd.apache.parquet",
+            Self::Xlsx => XLSX_CONTENT_TYPE,
         }
     }
+}
+
+/// An Excel workbook (`format=xlsx`).
+pub(crate) const XLSX_CONTENT_TYPE: &str =
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// How an answer in Excel is headed and named: a report has its form's header rows.
+#[derive(Debug, Clone)]
+struct Workbook {
+    heading: Heading,
+    filename: String,
 }
 
 /// The shape of every SQL handler: the query's id, the `query` scope, then the request, then
@@ -138,6 +155,7 @@ async fn answer(
     principal: Principal,
     headers: &HeaderMap,
     request: impl std::future::Future<Output = Result<SqlRequest>>,
+    workbook: Option<Workbook>,
 ) -> Response {
     let id = match headers.get(&QUERY_ID) {
         None => QueryLog::new_id(),
@@ -152,7 +170,11 @@ async fn answer(
     };
     let answered = async {
         principal.require_query()?;
-        run(state, &principal, id.clone(), request.await?).await
+        let workbook = workbook.unwrap_or_else(|| Workbook {
+            heading: Heading::default(),
+            filename: format!("chiso-{id}.xlsx"),
+        });
+        run(state, &principal, id.clone(), request.await?, workbook).await
     };
     let mut response = answered.await.unwrap_or_else(IntoResponse::into_response);
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -163,16 +185,20 @@ async fn answer(
 
 /// `GET /v1/sql?q=…`.
 #[utoipa::path(get, path = "/v1/sql", tag = "sql", security(("bearer" = [])), params(SqlRequest, QueryIdHeader),
-    responses((status = 200, description = "The answer in `format` (`application/json`, `application/x-ndjson`, `text/csv`, `application/vnd.apache.arrow.stream`, `application/vnd.apache.parquet`), streamed; `X-Chiso-Query-Id` names the query"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "The answer in `format` (`application/json`, `application/x-ndjson`, `text/csv`, `application/vnd.apache.arrow.stream`, `application/vnd.apache.parquet`, or a whole Excel workbook), streamed; `X-Chiso-Query-Id` names the query"), (status = "4XX", description = "Refused: see README › Errors", body = crate::openapi::ErrorBody), (status = "5XX", description = "Unavailable or internal", body = crate::openapi::ErrorBody)))]
 pub async fn get_sql(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    answer(&state, principal, &headers, async {
-        from_query_string(raw, None)
-    })
+    answer(
+        &state,
+        principal,
+        &headers,
+        async { from_query_string(raw, None) },
+        None,
+    )
     .await
 }
 
@@ -191,7 +217,8 @@ pub async fn post_sql(
 ) -> Response {
     let limit = state.limits.max_sql_body_bytes;
     let (parts, body) = request.into_parts();
-    answer(&state, principal, &parts.headers.clone(), async move {
+    let headers = parts.headers.clone();
+    let request = async move {
         let bytes = crate::body::read_limited(&parts.headers, body, limit).await?;
         let raw: Vec<(String, String)> = parts.uri.query().map(query_pairs).unwrap_or_default();
         let request = if is_json(&parts.headers) {
@@ -211,8 +238,8 @@ pub async fn post_sql(
             from_query_string(raw, Some(sql))?
         };
         Ok(request)
-    })
-    .await
+    };
+    answer(&state, principal, &headers, request, None).await
 }
 
 /// `GET /v1/reports/dossiers?from=&to=&format=`: the Biểu 06 report per agency.
@@ -224,9 +251,9 @@ pub async fn dossier_report(
     headers: HeaderMap,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    answer(&state, principal, &headers, async {
+    let (mut from, mut to) = (None, None);
+    let request = async {
         let mut request = SqlRequest::default();
-        let (mut from, mut to) = (None, None);
         for (name, value) in raw {
             match name.as_str() {
                 "from" => from = Some(date(&name, &value)?),
@@ -246,8 +273,16 @@ pub async fn dossier_report(
             "SELECT * FROM dossier_report(DATE '{from}', DATE '{to}') ORDER BY agency"
         ));
         Ok(request)
-    })
-    .await
+    };
+    let request = request.await;
+    let workbook = match (&request, from, to) {
+        (Ok(_), Some(from), Some(to)) => Some(Workbook {
+            heading: crate::xlsx::report_heading(from, to),
+            filename: format!("bieu06-{from}-{to}.xlsx"),
+        }),
+        _ => None,
+    };
+    answer(&state, principal, &headers, async { request }, workbook).await
 }
 
 /// Runs `sql` with named `params` for a caller that needs the `query` scope.
@@ -264,7 +299,14 @@ pub async fn run_for(
         format,
         ..SqlRequest::default()
     };
-    answer(&state, principal, &HeaderMap::new(), async { Ok(request) }).await
+    answer(
+        &state,
+        principal,
+        &HeaderMap::new(),
+        async { Ok(request) },
+        None,
+    )
+    .await
 }
 
 fn date(name: &str, value: &str) -> Result<chrono::NaiveDate> {
@@ -341,6 +383,7 @@ async fn run(
     principal: &Principal,
     id: String,
     request: SqlRequest,
+    workbook: Workbook,
 ) -> Result<Response> {
     let engine = engine(state)?;
     let format = Format::parse(request.format.as_deref())?;
@@ -376,13 +419,20 @@ async fn run(
         statement: None,
         params: request.params.map(chiso_query::Params::Json),
         timeout: request.timeout_ms.map(Duration::from_millis),
-        max_rows: request.max_rows,
+        // An Excel sheet holds a million rows: past them the answer is `too_many_rows`.
+        max_rows: match format {
+            Format::Xlsx => Some(request.max_rows.unwrap_or(usize::MAX).min(xlsx::MAX_ROWS)),
+            _ => request.max_rows,
+        },
         id: Some(id),
         caller: principal.caller(),
         protocol: Protocol::Http,
     };
     let running = state.sql_metrics.running();
     let mut stream = engine.execute(query).await.map_err(query_error)?;
+    if format == Format::Xlsx {
+        return xlsx_answer(stream, running, workbook).await;
+    }
     let mut held = Vec::new();
     let mut held_rows = 0;
     while held_rows < HOLD_ROWS {
@@ -397,6 +447,50 @@ async fn run(
     let encoder = Encoder::new(format, &schema, compression).map_err(|e| ApiError::internal(&e))?;
     let body = answer_body(encoder, held, stream, running);
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// The whole answer as one workbook, written on a blocking thread as its batches come; sent
+/// only once it is whole, so a refusal (too many rows, a text too long for a cell) or a failed
+/// query is an error answer rather than a broken file.
+async fn xlsx_answer(
+    mut stream: QueryStream,
+    running: crate::ops::RunningQuery,
+    workbook: Workbook,
+) -> Result<Response> {
+    let schema = stream.schema();
+    let (batches, mut received) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let heading = workbook.heading;
+    let writer = tokio::task::spawn_blocking(move || {
+        let first = received.blocking_recv();
+        let mut sheet = Sheet::new(&schema, &heading, first.as_ref())?;
+        if let Some(batch) = first {
+            sheet.batch(&batch)?;
+        }
+        while let Some(batch) = received.blocking_recv() {
+            sheet.batch(&batch)?;
+        }
+        sheet.finish()
+    });
+    while let Some(batch) = stream.next().await {
+        // A failed query drops the channel: the writer stops and its file is removed.
+        let batch = batch.map_err(query_error)?;
+        if batches.send(batch).await.is_err() {
+            break; // the writer refused a batch: its error is the answer
+        }
+    }
+    drop(batches);
+    let bytes = writer.await.map_err(|error| ApiError::internal(&error))??;
+    stream.add_bytes(bytes.len() as u64);
+    drop(running);
+    let disposition = format!("attachment; filename=\"{}\"", workbook.filename);
+    Ok((
+        [
+            (header::CONTENT_TYPE, XLSX_CONTENT_TYPE.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 fn engine(state: &AppState) -> Result<&chiso_query::SqlEngine> {
@@ -576,6 +670,7 @@ impl Encoder {
                 let writer = StreamWriter::try_new_with_options(Vec::new(), schema, options);
                 Self::Arrow(writer.map_err(|e| e.to_string())?)
             }
+            Format::Xlsx => return Err("an Excel answer is written whole, not encoded".into()),
             Format::Parquet => {
                 let codec = match compression {
                     Compressed::None => Compression::UNCOMPRESSED,

@@ -48,6 +48,7 @@ on_hot_and_sealed_months!(
     arrow_and_parquet_answers_parse_back,
     parameters_bind_by_position_and_by_name,
     the_report_endpoint_serves_biểu_06,
+    excel_answers_hold_the_cells_of_the_csv,
     only_reads_are_allowed,
     limits_answer_408_413_503,
     min_position_waits_for_the_tables,
@@ -198,6 +199,149 @@ async fn jsonl_and_csv_stream_rows(tables: SealPolicy) {
     let empty = "/v1/sql?format=csv&q=SELECT%20code%20FROM%20agencies%20WHERE%20false";
     let (_, _, body) = api.raw("GET", empty, Body::empty()).await;
     assert_eq!(String::from_utf8(body).unwrap(), "code\n");
+}
+
+/// The cells of a workbook as `tests/clients/xlsx_cells.py` reads them with openpyxl.
+fn workbook_cells(bytes: &[u8]) -> Value {
+    let file = tempfile::Builder::new().suffix(".xlsx").tempfile().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/clients/xlsx_cells.py"
+    );
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Whether a workbook's cell holds what the CSV's field says: text as text, a time as its
+/// local time without the offset (openpyxl writes `T` between date and time), a number as
+/// the same number, a boolean as `true`/`false`, nothing as an empty field.
+fn cell_holds(cell: &Value, field: &str) -> bool {
+    match cell {
+        Value::Null => field.is_empty(),
+        Value::Bool(b) => field == b.to_string(),
+        Value::Number(n) => field.parse::<f64>().ok() == n.as_f64(),
+        Value::String(text) => match chrono::DateTime::parse_from_rfc3339(field) {
+            Ok(time) => *text == time.naive_local().format("%Y-%m-%dT%H:%M:%S").to_string(),
+            Err(_) => text == field,
+        },
+        _ => false,
+    }
+}
+
+fn csv_rows(csv: &[u8]) -> Vec<Vec<String>> {
+    // The fixture's values hold no commas, quotes or line breaks.
+    String::from_utf8(csv.to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| line.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Workbook rows against CSV rows, cell by cell.
+fn assert_rows_equal(cells: &[Value], csv: &[Vec<String>]) {
+    assert_eq!(cells.len(), csv.len());
+    assert_eq!(cells[0], json!(csv[0]));
+    for (row, expected) in cells[1..].iter().zip(&csv[1..]) {
+        let row = row.as_array().unwrap();
+        assert_eq!(row.len(), expected.len());
+        for (cell, field) in row.iter().zip(expected) {
+            assert!(
+                cell_holds(cell, field),
+                "{cell} is not {field:?} in {row:?}"
+            );
+        }
+    }
+}
+
+async fn excel_answers_hold_the_cells_of_the_csv(tables: SealPolicy) {
+    let api = Api::start(SqlLimits::default(), tables).await;
+    api.sql(json!({"sql": "SELECT 1"})).await;
+    // Every kind of column: text, integers, times, booleans, nulls.
+    let q = "SELECT id, agency, service_level, received_at, resolved_at, timeliness, \
+             paused_seconds, paid_online, rating FROM dossiers ORDER BY id";
+    let uri = |format: &str| format!("/v1/sql?format={format}&q={}", q.replace(' ', "%20"));
+    let (status, headers, xlsx) = api.request("GET", &uri("xlsx"), &[], Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&xlsx));
+    assert_eq!(
+        headers["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("attachment; filename=\"chiso-"));
+    assert!(disposition.ends_with(".xlsx\""));
+    let (_, _, csv) = api.raw("GET", &uri("csv"), Body::empty()).await;
+    let csv = csv_rows(&csv);
+    assert!(csv.len() > 5, "the fixture has dossiers");
+    let book = workbook_cells(&xlsx);
+    assert_eq!(book["sheets"], 1);
+    assert_eq!(book["freeze"], "A2");
+    assert_eq!(book["filter"], format!("A1:I{}", csv.len()));
+    assert_rows_equal(book["rows"].as_array().unwrap(), &csv);
+    // Accept-Encoding does not zip a zip again.
+    let (_, headers, _) = api
+        .request(
+            "GET",
+            &uri("xlsx"),
+            &[("accept-encoding", "gzip")],
+            Body::empty(),
+        )
+        .await;
+    assert!(headers.get("content-encoding").is_none());
+
+    // The report: the form's title and column groups above the CSV's header and rows.
+    let report = "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&format=";
+    let (status, headers, xlsx) = api
+        .request("GET", &format!("{report}xlsx"), &[], Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"bieu06-2019-03-01-2019-03-31.xlsx\""
+    );
+    let (_, _, csv) = api.raw("GET", &format!("{report}csv"), Body::empty()).await;
+    let csv = csv_rows(&csv);
+    let book = workbook_cells(&xlsx);
+    let rows = book["rows"].as_array().unwrap();
+    assert!(rows[0][0].as_str().unwrap().starts_with("Biểu 06"));
+    assert!(rows[0][0]
+        .as_str()
+        .unwrap()
+        .ends_with("2019-03-01 – 2019-03-31"));
+    assert_eq!(rows[1][1], "Số hồ sơ tiếp nhận (received)");
+    assert_eq!(rows[1][5], "Số hồ sơ đã giải quyết (resolved)");
+    assert_eq!(rows[1][10], "Số hồ sơ đang giải quyết (still open)");
+    assert_eq!(book["merged"], json!(["B2:E2", "F2:I2", "K2:M2"]));
+    assert_eq!(book["freeze"], "A4");
+    assert_rows_equal(&rows[2..], &csv);
+
+    // Past what a sheet holds, and a value longer than a cell: refused, nothing sent.
+    for (sql, code) in [
+        (
+            "SELECT v FROM generate_series(1, 1048576) AS t(v)",
+            "too_many_rows",
+        ),
+        ("SELECT repeat('x', 40000) AS long", "value_too_large"),
+    ] {
+        let (status, answer) = api
+            .call(
+                "POST",
+                "/v1/sql",
+                json!({"sql": sql, "format": "xlsx"}).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+        assert_eq!(answer["error"]["code"], code);
+    }
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {

@@ -198,6 +198,27 @@ async fn tables_after_restarts_equal_tables_after_a_rebuild() {
         text.contains("| department | 1 |") && text.contains("(2 rows)"),
         "{text}"
     );
+    // … or passes a wire format through: an Excel workbook, as openpyxl reads it.
+    let workbook = chiso(&[
+        "sql",
+        "--url",
+        &server.url,
+        "--format",
+        "xlsx",
+        "SELECT kind, count(*) AS n FROM agencies GROUP BY kind ORDER BY kind",
+    ]);
+    assert!(workbook.status.success(), "{workbook:?}");
+    let file = tempfile::Builder::new().suffix(".xlsx").tempfile().unwrap();
+    std::fs::write(file.path(), &workbook.stdout).unwrap();
+    let cells = crate::clients::client_script("xlsx_cells.py", &[file.path().to_str().unwrap()]);
+    assert_eq!(cells["rows"][0], serde_json::json!(["kind", "n"]));
+    assert!(
+        cells["rows"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["department", 1])),
+        "{cells}"
+    );
     let refused = chiso(&["sql", "--url", &server.url, "DROP TABLE dossiers"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read_only"));
