@@ -26,6 +26,7 @@ mod log;
 mod openapi;
 mod ops;
 mod rankings;
+mod report;
 mod sql;
 mod subscribe;
 mod wire;

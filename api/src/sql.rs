@@ -62,6 +62,13 @@ pub struct ReportQuery {
     format: Option<String>,
     /// As for `/v1/sql`.
     min_position: Option<u64>,
+    /// Only the agencies of this province (its code, e.g. `26`); required by `layout=form`.
+    province: Option<String>,
+    /// `agencies` (default): a row per agency with dossiers. `form`: the printed form's rows —
+    /// every agency of the province, grouped (the Center; the province and its departments;
+    /// each district followed by its communes), each group closed by a subtotal, the province's
+    /// total last (`line`: `agency` · `subtotal` · `total`).
+    layout: Option<String>,
 }
 
 /// The header naming a query's id, in a request and in its answer.
@@ -252,6 +259,7 @@ pub async fn dossier_report(
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
     let (mut from, mut to) = (None, None);
+    let (mut province, mut layout) = (None::<String>, None::<String>);
     let request = async {
         let mut request = SqlRequest::default();
         for (name, value) in raw {
@@ -260,6 +268,8 @@ pub async fn dossier_report(
                 "to" => to = Some(date(&name, &value)?),
                 "format" => request.format = Some(value),
                 "min_position" => request.min_position = Some(number(&name, &value)?),
+                "province" => province = Some(value),
+                "layout" => layout = Some(value),
                 other => return Err(unknown_parameter(other)),
             }
         }
@@ -269,9 +279,29 @@ pub async fn dossier_report(
                 "from and to are required local dates, e.g. from=2019-01-01&to=2019-12-31",
             ));
         };
-        request.sql = Some(format!(
-            "SELECT * FROM dossier_report(DATE '{from}', DATE '{to}') ORDER BY agency"
-        ));
+        let report = format!("dossier_report(DATE '{from}', DATE '{to}')");
+        request.sql = Some(match (layout.as_deref(), &province) {
+            (None | Some("agencies"), None) => format!("SELECT * FROM {report} ORDER BY agency"),
+            (None | Some("agencies"), Some(_)) => {
+                format!("SELECT * FROM {report} WHERE province = $province ORDER BY agency")
+            }
+            (Some("form"), Some(_)) => crate::report::form_sql(&report),
+            (Some("form"), None) => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    "layout=form is one province's form: add province=<code>, e.g. province=26",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("layout {other:?} is not one of agencies, form"),
+                ))
+            }
+        });
+        if let Some(province) = &province {
+            request.params = Some(serde_json::json!({ "province": province }));
+        }
         Ok(request)
     };
     let request = request.await;

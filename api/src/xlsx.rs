@@ -39,11 +39,12 @@ const UNIX_EPOCH_SERIAL: f64 = 25_569.0;
 const FIRST_EXCEL_DAY: i64 = -25_567;
 
 /// Header rows a sheet may have above its column names: a title and column groups (each a
-/// label over a range of columns), as on a printed form.
+/// label over the columns from one name to another; a group whose columns the answer lacks is
+/// left out), as on a printed form.
 #[derive(Debug, Default, Clone)]
 pub struct Heading {
     pub title: Option<String>,
-    pub groups: Vec<(usize, usize, String)>,
+    pub groups: Vec<(String, String, String)>,
 }
 
 /// A workbook being written, a batch at a time.
@@ -106,9 +107,17 @@ impl Sheet {
                 .map_err(failed)?;
             row += 1;
         }
-        if !heading.groups.is_empty() {
-            for (first, last, label) in &heading.groups {
-                let (first, last) = (*first as u16, *last as u16);
+        let groups: Vec<(u16, u16, &String)> = heading
+            .groups
+            .iter()
+            .filter_map(|(first, last, label)| {
+                let first = schema.index_of(first).ok()? as u16;
+                let last = schema.index_of(last).ok()? as u16;
+                Some((first, last, label))
+            })
+            .collect();
+        if !groups.is_empty() {
+            for (first, last, label) in groups {
                 if first == last {
                     sheet
                         .write_string_with_format(row, first, label, &group)
@@ -348,10 +357,8 @@ fn failed(error: impl std::fmt::Display) -> ApiError {
 /// The heading of the Biểu 06 report (`dossier_report`'s columns): the form's title and
 /// period, and its column groups — received, resolved, withdrawn, still open at the end.
 pub fn report_heading(from: chrono::NaiveDate, to: chrono::NaiveDate) -> Heading {
-    let schema = chiso_query::REPORT.clone();
     let span = |first: &str, last: &str, label: &str| {
-        let at = |name: &str| schema.index_of(name).expect("a column of the report");
-        (at(first), at(last), label.to_owned())
+        (first.to_owned(), last.to_owned(), label.to_owned())
     };
     Heading {
         title: Some(format!(

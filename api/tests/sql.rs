@@ -445,7 +445,94 @@ async fn the_report_endpoint_serves_biểu_06(tables: SealPolicy) {
     assert!(String::from_utf8(csv)
         .unwrap()
         .starts_with("agency,carried_over,received_online"));
+    // One province's agencies; the printed form's rows (every agency, groups, subtotals, total).
+    let (status, of_26) = api
+        .call(
+            "GET",
+            "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&province=26",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!((status, &of_26), (StatusCode::OK, &answer));
+    let (_, none) = api
+        .call(
+            "GET",
+            "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&province=27",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(none, json!([]));
+    let (status, form) = api
+        .call(
+            "GET",
+            "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&province=26&layout=form",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{form}");
+    let form = form.as_array().unwrap();
+    let lines: Vec<(&str, &str)> = form
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_str().unwrap(),
+                r["agency"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("agency", "26"),
+            ("agency", "26.STP"),
+            ("subtotal", ""),
+            ("agency", "26.243"),
+            ("subtotal", ""),
+            ("total", "")
+        ]
+    );
+    assert_eq!(form[1]["name"], "Sở Tư pháp");
+    assert_eq!(form[4]["name"], "Cộng Thành phố Vĩnh Yên (subtotal)");
+    let counts = chiso_query::REPORT
+        .fields()
+        .iter()
+        .filter(|f| f.data_type().is_integer())
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(counts.len(), 12);
+    for count in counts {
+        let n = |row: &Value| row[count].as_i64().unwrap();
+        // An agency's row is the report's (zeros where it had none); each subtotal sums its
+        // group; the total sums every agency, as the report does.
+        for row in form.iter().filter(|r| r["line"] == "agency") {
+            let reported = answer
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["agency"] == row["agency"])
+                .map_or(0, n);
+            assert_eq!(n(row), reported, "{count} of {}", row["agency"]);
+        }
+        assert_eq!(n(&form[2]), n(&form[0]) + n(&form[1]), "{count}");
+        assert_eq!(n(&form[4]), n(&form[3]), "{count}");
+        let all: i64 = answer.as_array().unwrap().iter().map(n).sum();
+        assert_eq!(n(&form[5]), all, "{count}");
+    }
+    // In Excel, with the form's heading.
+    let (status, _, xlsx) = api
+        .raw(
+            "GET",
+            "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&province=26&layout=form&format=xlsx",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let book = workbook_cells(&xlsx);
+    assert_eq!(book["rows"][2][0], "line");
+    assert_eq!(book["rows"][8][2], "Tổng cộng (total)");
     for bad in [
+        "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&layout=form",
+        "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31&province=26&layout=table",
         "/v1/reports/dossiers?from=2019-03-01",
         "/v1/reports/dossiers?from=2019-3-1&to=2019-03-31",
         "/v1/reports/dossiers?from=2019-03-01&to=2019-03-31'--",
