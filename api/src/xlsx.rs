@@ -26,6 +26,9 @@ use rust_xlsxwriter::{Format, FormatAlign, FormatBorder, Workbook};
 /// Rows a worksheet holds below its header row (Excel's 1 048 576, less one).
 pub const MAX_ROWS: usize = 1_048_575;
 
+/// Columns a worksheet holds (A to XFD).
+const MAX_COLUMNS: usize = 16_384;
+
 /// The longest text an Excel cell holds, in characters.
 const MAX_TEXT_CHARS: usize = 32_767;
 
@@ -66,7 +69,7 @@ impl Sheet {
         heading: &Heading,
         sample: Option<&RecordBatch>,
     ) -> Result<Self, ApiError> {
-        if schema.fields().len() > usize::from(u16::MAX >> 2) {
+        if schema.fields().len() > MAX_COLUMNS {
             return Err(ApiError::new(
                 ErrorKind::TooLarge,
                 "too_many_columns",
