@@ -509,7 +509,13 @@ async fn xlsx_answer(
         }
     }
     drop(batches);
-    let bytes = writer.await.map_err(|error| ApiError::internal(&error))??;
+    let bytes = match writer.await.map_err(|error| ApiError::internal(&error))? {
+        Ok(bytes) => bytes,
+        Err(refused) => {
+            stream.refuse(refused.code);
+            return Err(refused);
+        }
+    };
     stream.add_bytes(bytes.len() as u64);
     drop(running);
     let disposition = format!("attachment; filename=\"{}\"", workbook.filename);

@@ -342,6 +342,20 @@ async fn excel_answers_hold_the_cells_of_the_csv(tables: SealPolicy) {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
         assert_eq!(answer["error"]["code"], code);
     }
+    // The query log says the refused workbook was not sent.
+    let ended = api
+        .sql(
+            json!({"sql": "SELECT outcome, error_code FROM system.queries \
+                            WHERE sql LIKE '%repeat(%40000)%' AND sql NOT LIKE '%system%'"}),
+        )
+        .await;
+    assert_eq!(
+        ended,
+        (
+            StatusCode::OK,
+            json!([{"outcome": "failed", "error_code": "value_too_large"}])
+        )
+    );
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {

@@ -543,6 +543,14 @@ impl QueryStream {
         self.ticket.as_ref().map(Ticket::byte_counter)
     }
 
+    /// Records in the query log that the answer was refused with `code` after the query ran
+    /// (its format could not carry it: past an Excel sheet's limits), not sent.
+    pub fn refuse(&mut self, code: &'static str) {
+        if let Some(ticket) = &mut self.ticket {
+            ticket.refused(code);
+        }
+    }
+
     /// Counts bytes of the answer sent to the client (for the query log).
     pub fn add_bytes(&self, bytes: u64) {
         if let Some(ticket) = &self.ticket {

@@ -375,6 +375,12 @@ impl Ticket {
         self.entry.cancel.clone()
     }
 
+    /// Records that its answer was refused after the query ran (the protocol could not carry
+    /// it), whatever the query's own end.
+    pub(crate) fn refused(&mut self, code: &'static str) {
+        self.outcome = Some(Outcome::Failed(code));
+    }
+
     /// Records how the query ended (the first outcome stays).
     pub(crate) fn ended(&mut self, result: std::result::Result<(), &Error>) {
         self.outcome.get_or_insert(match result {
