@@ -177,10 +177,6 @@ async fn answer(
     };
     let answered = async {
         principal.require_query()?;
-        let workbook = workbook.unwrap_or_else(|| Workbook {
-            heading: Heading::default(),
-            filename: format!("chiso-{id}.xlsx"),
-        });
         run(state, &principal, id.clone(), request.await?, workbook).await
     };
     let mut response = answered.await.unwrap_or_else(IntoResponse::into_response);
@@ -258,61 +254,62 @@ pub async fn dossier_report(
     headers: HeaderMap,
     QueryString(raw): QueryString<Vec<(String, String)>>,
 ) -> Response {
-    let (mut from, mut to) = (None, None);
-    let (mut province, mut layout) = (None::<String>, None::<String>);
-    let request = async {
-        let mut request = SqlRequest::default();
-        for (name, value) in raw {
-            match name.as_str() {
-                "from" => from = Some(date(&name, &value)?),
-                "to" => to = Some(date(&name, &value)?),
-                "format" => request.format = Some(value),
-                "min_position" => request.min_position = Some(number(&name, &value)?),
-                "province" => province = Some(value),
-                "layout" => layout = Some(value),
-                other => return Err(unknown_parameter(other)),
-            }
-        }
-        let (Some(from), Some(to)) = (from, to) else {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                "from and to are required local dates, e.g. from=2019-01-01&to=2019-12-31",
-            ));
-        };
-        let report = format!("dossier_report(DATE '{from}', DATE '{to}')");
-        request.sql = Some(match (layout.as_deref(), &province) {
-            (None | Some("agencies"), None) => format!("SELECT * FROM {report} ORDER BY agency"),
-            (None | Some("agencies"), Some(_)) => {
-                format!("SELECT * FROM {report} WHERE province = $province ORDER BY agency")
-            }
-            (Some("form"), Some(_)) => crate::report::form_sql(&report),
-            (Some("form"), None) => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameter",
-                    "layout=form is one province's form: add province=<code>, e.g. province=26",
-                ))
-            }
-            (Some(other), _) => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("layout {other:?} is not one of agencies, form"),
-                ))
-            }
-        });
-        if let Some(province) = &province {
-            request.params = Some(serde_json::json!({ "province": province }));
-        }
-        Ok(request)
-    };
-    let request = request.await;
-    let workbook = match (&request, from, to) {
-        (Ok(_), Some(from), Some(to)) => Some(Workbook {
-            heading: crate::xlsx::report_heading(from, to),
-            filename: format!("bieu06-{from}-{to}.xlsx"),
-        }),
-        _ => None,
+    let (request, workbook) = match report_request(raw) {
+        Ok((request, workbook)) => (Ok(request), Some(workbook)),
+        Err(error) => (Err(error), None),
     };
     answer(&state, principal, &headers, async { request }, workbook).await
+}
+
+/// The query a report request asks for, and the workbook it makes in Excel.
+fn report_request(raw: Vec<(String, String)>) -> Result<(SqlRequest, Workbook)> {
+    let mut request = SqlRequest::default();
+    let (mut from, mut to, mut province, mut layout) = (None, None, None, None);
+    for (name, value) in raw {
+        match name.as_str() {
+            "from" => from = Some(date(&name, &value)?),
+            "to" => to = Some(date(&name, &value)?),
+            "format" => request.format = Some(value),
+            "min_position" => request.min_position = Some(number(&name, &value)?),
+            "province" => province = Some(value),
+            "layout" => layout = Some(value),
+            other => return Err(unknown_parameter(other)),
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "from and to are required local dates, e.g. from=2019-01-01&to=2019-12-31",
+        ));
+    };
+    let report = format!("dossier_report(DATE '{from}', DATE '{to}')");
+    request.sql = Some(match (layout.as_deref(), &province) {
+        (None | Some("agencies"), None) => format!("SELECT * FROM {report} ORDER BY agency"),
+        (None | Some("agencies"), Some(_)) => {
+            format!("SELECT * FROM {report} WHERE province = $province ORDER BY agency")
+        }
+        (Some("form"), Some(_)) => crate::report::form_sql(&report),
+        (Some("form"), None) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "layout=form is one province's form: add province=<code>, e.g. province=26",
+            ))
+        }
+        (Some(other), _) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("layout {other:?} is not one of agencies, form"),
+            ))
+        }
+    });
+    if let Some(province) = &province {
+        request.params = Some(serde_json::json!({ "province": province }));
+    }
+    let workbook = Workbook {
+        heading: crate::xlsx::report_heading(from, to),
+        filename: format!("bieu06-{from}-{to}.xlsx"),
+    };
+    Ok((request, workbook))
 }
 
 /// Runs `sql` with named `params` for a caller that needs the `query` scope.
@@ -413,7 +410,7 @@ async fn run(
     principal: &Principal,
     id: String,
     request: SqlRequest,
-    workbook: Workbook,
+    workbook: Option<Workbook>,
 ) -> Result<Response> {
     let engine = engine(state)?;
     let format = Format::parse(request.format.as_deref())?;
@@ -461,6 +458,10 @@ async fn run(
     let running = state.sql_metrics.running();
     let mut stream = engine.execute(query).await.map_err(query_error)?;
     if format == Format::Xlsx {
+        let workbook = workbook.unwrap_or_else(|| Workbook {
+            heading: Heading::default(),
+            filename: format!("chiso-{}.xlsx", stream.id()),
+        });
         return xlsx_answer(stream, running, workbook).await;
     }
     let mut held = Vec::new();
