@@ -4,8 +4,9 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/chiso-target
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := librocksdb-dev libclang-dev pkg-config
-# The real clients the end-to-end tests drive (psql, pgjdbc; Java 17 is assumed present).
-CLIENT_PACKAGES := postgresql-client libpostgresql-jdbc-java openssl
+# The real clients the end-to-end tests drive (psql, pgjdbc, a headless browser for the web console
+# with fonts that have Vietnamese; Java 17 is assumed present).
+CLIENT_PACKAGES := postgresql-client libpostgresql-jdbc-java openssl chromium chromium-driver fonts-liberation
 
 .PHONY: run test deps client-deps notebook-deps build bench fmt lint
 
@@ -42,6 +43,8 @@ test: deps client-deps notebook-deps
 	cargo test --workspace
 	# `cargo test` built target/debug/chiso for the end-to-end tests: the notebooks use it too.
 	python3 notebooks/run_notebooks.py --chiso $(CARGO_TARGET_DIR)/debug/chiso
+	# The web console in headless chromium against a `chiso serve --demo` of its own.
+	python3 tests/browser/console.py --chiso $(CARGO_TARGET_DIR)/debug/chiso
 
 bench: deps
 	bash bench/run.sh

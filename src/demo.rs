@@ -91,7 +91,10 @@ impl Write for Batches {
 
 /// Loads the demo history (default options) in NDJSON batches through `ingestor`, as
 /// `POST /v1/events` appends them.
-pub async fn load(ingestor: &Ingestor) -> Result<u64, Box<dyn std::error::Error>> {
+pub async fn load(
+    ingestor: &Ingestor,
+    options: DemoOptions,
+) -> Result<u64, Box<dyn std::error::Error>> {
     let (sender, mut batches) = tokio::sync::mpsc::channel(4);
     let generator = tokio::task::spawn_blocking(move || {
         let mut out = Batches {
@@ -99,7 +102,7 @@ pub async fn load(ingestor: &Ingestor) -> Result<u64, Box<dyn std::error::Error>
             lines: 0,
             sender,
         };
-        write_demo(&DemoOptions::default(), &mut out)?;
+        write_demo(&options, &mut out)?;
         out.flush()
     });
     let progress = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(

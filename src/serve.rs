@@ -66,6 +66,14 @@ pub struct ServeArgs {
     /// Load the demo history (Vĩnh Phúc 2010–2019) first, if the data directory is empty.
     #[arg(long)]
     demo: bool,
+    /// With `--demo`: provinces with agencies and dossiers (as `chiso demo --provinces`), so
+    /// the national league table has provinces to rank.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=63), requires = "demo")]
+    demo_provinces: u16,
+    /// With `--demo`: the other provinces' dossier volume relative to Vĩnh Phúc's (as `chiso
+    /// demo --scale`).
+    #[arg(long, default_value_t = 1.0, requires = "demo")]
+    demo_scale: f64,
     /// Largest body of an append or NDJSON batch, in bytes (413 above it).
     #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -236,7 +244,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let drained = tokio_util::sync::CancellationToken::new();
     let follower = projections.follow(drained.clone());
     if args.demo {
-        load_demo(&state.ingestor).await?;
+        let options = chiso_ingest::demo::DemoOptions {
+            provinces: args.demo_provinces.into(),
+            scale: args.demo_scale,
+            ..Default::default()
+        };
+        load_demo(&state.ingestor, options).await?;
     }
     let scheduler = chiso_api::spawn_scheduler(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -365,7 +378,13 @@ async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
 }
 
 /// `--demo`: the demo history into an empty log; a log with events is left as it is.
-async fn load_demo(ingestor: &Ingestor) -> Result<(), Box<dyn std::error::Error>> {
+async fn load_demo(
+    ingestor: &Ingestor,
+    options: chiso_ingest::demo::DemoOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if !(options.scale.is_finite() && options.scale > 0.0) {
+        return Err("--demo-scale must be a positive number".into());
+    }
     let store = ingestor.store();
     if store.head() > 0 {
         tracing::info!(
@@ -375,7 +394,7 @@ async fn load_demo(ingestor: &Ingestor) -> Result<(), Box<dyn std::error::Error>
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let loaded = crate::demo::load(ingestor).await?;
+    let loaded = crate::demo::load(ingestor, options).await?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         events = loaded,

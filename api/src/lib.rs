@@ -20,6 +20,7 @@
 mod auth;
 mod backup;
 mod body;
+mod console;
 mod error;
 mod listen;
 mod log;
@@ -158,6 +159,8 @@ pub fn router(state: AppState) -> Router {
     let (router, document) = routes().split_for_parts();
     let _ = openapi::DOCUMENT.set(serde_json::to_value(&document).unwrap_or_default());
     router
+        .route("/", axum::routing::get(console::index))
+        .route("/console/{file}", axum::routing::get(console::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -704,3 +704,52 @@ async fn sse_catches_up_follows_live_and_resumes_after_last_event_id() {
         (StatusCode::BAD_REQUEST, "invalid_parameter")
     );
 }
+
+/// The web console's page and assets: public, compiled in, under a strict policy, revalidated
+/// by their entity tags; the page names only this origin's files.
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
+    let api = Api::new();
+    let get = |uri: &str, tag: Option<&str>| {
+        let mut request = Request::get(uri);
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
+        }
+        api.router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+    };
+    let response = get("/", None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("script-src 'self'")
+            && policy.contains("default-src 'none'")
+            && !policy.contains("unsafe"),
+        "{policy}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let page = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    for asset in ["/console/app.js", "/console/style.css", "/console/uPlot.iife.min.js"] {
+        assert!(page.contains(asset), "the page does not load {asset}");
+        let response = get(asset, None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let tag = response.headers()["etag"].to_str().unwrap().to_owned();
+        let again = get(asset, Some(&tag)).await.unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{asset}");
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page names another origin:\n{page}"
+    );
+    let (status, answer) = api.call("GET", "/console/secrets.txt", Body::empty()).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, _) = api.call("GET", "/console/index.html", Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

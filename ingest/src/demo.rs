@@ -252,21 +252,42 @@ fn real_ict(year: i32) -> Vec<(&'static str, u8, Option<f64>)> {
     facts
 }
 
-/// Every province's rank, each year: the real ones, the rest a synthetic shuffle.
+/// Every province's rank, each year: the real ones, and the rest made up so that they move as
+/// real ranks do — a few places a year, not a new draw each year. Each made-up province has a
+/// standing that drifts a little every year (a province with real ranks in some years starts
+/// at its real mean, so its made-up years lie near them); each year the provinces without a
+/// real rank take the ranks left free in the order of their standing.
 fn ict_index(writer: &mut Writer, rng: &mut ChaCha8Rng) -> io::Result<()> {
+    let mut standing: Vec<(&str, f64)> = PROVINCES
+        .iter()
+        .map(|&(code, _)| {
+            let real: Vec<f64> = YEARS
+                .flat_map(real_ict)
+                .filter(|fact| fact.0 == code)
+                .map(|fact| f64::from(fact.1))
+                .collect();
+            let start = if real.is_empty() {
+                rng.random_range(1.0..63.0)
+            } else {
+                real.iter().sum::<f64>() / real.len() as f64
+            };
+            (code, start)
+        })
+        .collect();
     for year in YEARS {
         let facts = real_ict(year);
-        let mut free_ranks: Vec<u8> = (1..=63)
-            .filter(|r| !facts.iter().any(|f| f.1 == *r))
-            .collect();
-        free_ranks.shuffle(rng);
-        let mut others = PROVINCES
+        for (_, at) in &mut standing {
+            *at += rng.random_range(-2.5..2.5);
+        }
+        let free_ranks = (1..=63).filter(|r| !facts.iter().any(|f| f.1 == *r));
+        let mut others: Vec<&(&str, f64)> = standing
             .iter()
-            .filter(|(code, _)| !facts.iter().any(|f| f.0 == *code));
+            .filter(|(code, _)| !facts.iter().any(|f| f.0 == *code))
+            .collect();
+        others.sort_by(|a, b| a.1.total_cmp(&b.1));
         let mut rows: Vec<(&str, u8, Option<f64>, bool)> =
             facts.iter().map(|&(p, r, s)| (p, r, s, false)).collect();
-        for rank in free_ranks {
-            let (province, _) = others.next().expect("63 provinces for 63 ranks");
+        for (rank, (province, _)) in free_ranks.zip(others) {
             let score = 0.80 - 0.0065 * f64::from(rank - 1) - 0.01 * f64::from(2019 - year);
             rows.push((
                 province,

@@ -204,6 +204,23 @@ async fn the_demo_history_holds_the_figures_of_the_seeds() {
         synthetic,
         json!([{"synthetic": false, "n": 26}, {"synthetic": true, "n": 604}])
     );
+    // Made-up ranks drift as real ones do: a few places a year, not a new draw each year.
+    let moves = sql(
+        url,
+        "
+        SELECT median(abs(b.rank - a.rank)) AS median_move, max(abs(b.rank - a.rank)) AS largest_move
+        FROM ict_index a JOIN ict_index b ON b.province = a.province AND b.year = a.year + 1
+        WHERE a.province NOT IN ('26', '48', '46', '22', '79', '01')",
+    )
+    .await;
+    let (median, largest) = (
+        moves[0]["median_move"].as_f64(),
+        moves[0]["largest_move"].as_i64(),
+    );
+    assert!(
+        median.is_some_and(|m| m <= 3.0) && largest.is_some_and(|m| m <= 15),
+        "synthetic ICT ranks jump: {moves}"
+    );
 
     // The scheduler published the rankings of all 120 months at start.
     let deadline = Instant::now() + Duration::from_secs(900);
