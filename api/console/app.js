@@ -199,7 +199,7 @@ async function rankingsView(page, params) {
   const scopeOptions = await Promise.all(scopes.map(async (s) => [s, await scopeLabel(s)]));
   const controls = h(
     "form",
-    { class: "controls" },
+    { class: "controls", onsubmit: (e) => e.preventDefault() },
     field(t("common.month"), select("month", months.map((m) => [m, fmtMonth(m)]), month, choose("month"))),
     field(t("common.scope"), select("scope", scopeOptions, scope, choose("scope"))),
     field(t("common.metric"), select("metric", METRICS.map((m) => [m, t(`metric.${m}`)]), metric, choose("metric")))
@@ -208,7 +208,9 @@ async function rankingsView(page, params) {
   page.show(heading, controls, h("p", { class: "muted" }, t("common.loading")));
 
   const query = (m) => json(`/v1/rankings?${new URLSearchParams({ month: m, scope, metric })}`);
-  const [current, previous, names] = await Promise.all([
+  let current, previous, names;
+  try {
+    [current, previous, names] = await Promise.all([
     query(month),
     query(previousMonth(month)),
     sql(
@@ -216,6 +218,10 @@ async function rankingsView(page, params) {
       { month, scope, metric }
     ),
   ]);
+  } catch (error) {
+    page.show(heading, controls, failure(error));
+    return page.rendered("error");
+  }
   const name = new Map(names.map((r) => [r.code, r.name]));
   const before = new Map(previous.map((r) => [r.agency, r.rank]));
   const rows = current.map((r) => ({
@@ -264,7 +270,7 @@ function leagueTable(rows, metric) {
       h("td", { class: "num" }, movement(row.move)),
       h("td", {}, h("a", { href: `#/agency/${encodeURIComponent(row.agency)}` }, row.name)),
       h("td", { class: "code col-code" }, row.agency),
-      h("td", { class: "num value" }, h("span", { class: "track" }, bar), formatMetric(metric, row.value)),
+      h("td", { class: "num value" }, h("span", { class: "valuebox" }, h("span", { class: "track" }, bar), formatMetric(metric, row.value))),
       metric === "scorecard" ? h("td", {}, h("span", { class: `band band-${band(row.value)}` }, t(`band.${band(row.value)}`))) : null
     );
     body.append(row.tr);
@@ -276,13 +282,16 @@ function leagueTable(rows, metric) {
     agency: (a, b) => (a.agency < b.agency ? -1 : a.agency > b.agency ? 1 : 0),
     value: (a, b) => b.value - a.value || a.rank - b.rank,
   };
-  let sorted = { key: "rank", descending: false };
+  // Value and move sort highest first; a second click turns any order round.
+  const highestFirst = new Set(["value", "move"]);
+  let sorted = { key: "rank", reversed: false };
   const sortBy = (key) => {
-    sorted = { key, descending: sorted.key === key ? !sorted.descending : false };
+    sorted = { key, reversed: sorted.key === key ? !sorted.reversed : false };
     const order = [...rows].sort(keys[key]);
-    if (sorted.descending) order.reverse();
+    if (sorted.reversed) order.reverse();
     body.append(...order.map((row) => row.tr));
-    for (const th of head.querySelectorAll("th")) th.setAttribute("aria-sort", th.dataset.key === key ? (sorted.descending ? "descending" : "ascending") : "none");
+    const descending = highestFirst.has(key) !== sorted.reversed;
+    for (const th of head.querySelectorAll("th[data-key]")) th.setAttribute("aria-sort", th.dataset.key === key ? (descending ? "descending" : "ascending") : "none");
   };
   const th = (key, label, cls) => h("th", { "data-key": key, class: cls, "aria-sort": key === "rank" ? "ascending" : "none" }, h("button", { type: "button", onclick: () => sortBy(key) }, label));
   const head = h(
@@ -292,7 +301,7 @@ function leagueTable(rows, metric) {
     th("move", t("rank.move"), "num"),
     th("name", t("rank.agency")),
     th("agency", t("rank.code"), "col-code"),
-    th("value", t(`metric.${metric}`), "num"),
+    th("value", t(`metric_short.${metric}`), "num"),
     metric === "scorecard" ? h("th", {}, t("rank.band")) : null
   );
   return h("div", { class: "scroll" }, h("table", { class: "league", id: "league" }, h("thead", {}, head), body));
@@ -339,16 +348,18 @@ async function agencyView(page, code, params) {
     `SELECT r.month, r.rank, r.value, n.agencies FROM rankings r
      JOIN (SELECT month, scope, metric, count(*) AS agencies FROM rankings GROUP BY 1, 2, 3) n
        ON n.month = r.month AND n.scope = r.scope AND n.metric = r.metric
-     WHERE r.agency = $code AND r.metric = 'scorecard' ORDER BY r.month`,
-    { code }
+     WHERE r.agency = $code AND r.scope = $scope AND r.metric = 'scorecard' ORDER BY r.month`,
+    { code, scope: isProvince ? "national:province" : `province:${agency.province}:${agency.kind}` }
   );
   const levels = sql(
     `SELECT level, CAST(valid_from AS VARCHAR) AS valid_from, CAST(valid_to AS VARCHAR) AS valid_to FROM service_levels
      WHERE agency IN (SELECT code FROM agencies WHERE ${isProvince ? "province" : "code"} = $code)`,
     { code }
   );
+  // Requests of a page already left are not drawn.
+  const live = (draw) => (value) => page.live() && draw(value);
   await Promise.all([
-    monthly.then((rows) => {
+    monthly.then(live((rows) => {
       const x = rows.map((r) => monthX(r.month));
       chart(panels.counts, x, [
         { label: t("agency.received"), values: rows.map((r) => r.received), color: "#1f5fa8" },
@@ -359,14 +370,14 @@ async function agencyView(page, code, params) {
         { label: t("agency.online"), values: rows.map((r) => (r.received ? (100 * r.online) / r.received : null)), color: "#1f5fa8" },
         { label: t("agency.online_target"), values: rows.map(() => TARGET_ONLINE), color: "#c0392b", dash: [6, 4], points: false },
       ], { y: (v) => fmtPercent(v, 0), range: [0, 100] });
-    }).catch((e) => panels.counts.fail(e)),
-    ranks.then((rows) => {
+    })).catch((e) => [panels.counts, panels.rates].forEach((p) => p.fail(e))),
+    ranks.then(live((rows) => {
       chart(panels.rank, rows.map((r) => monthX(r.month)), [
         { label: t("rank.rank"), values: rows.map((r) => r.rank), color: "#6c3483" },
       ], { y: fmtInt, whole: true, invert: true, range: [1, Math.max(2, ...rows.map((r) => r.agencies))], axisLabel: t("agency.rank_axis") });
-    }).catch((e) => panels.rank.fail(e)),
-    levels.then((spans) => serviceCharts(panels, spans)).catch((e) => panels.services.fail(e)),
-    isProvince ? ictChart(panels.ict, code).catch((e) => panels.ict.fail(e)) : null,
+    })).catch((e) => panels.rank.fail(e)),
+    levels.then(live((spans) => serviceCharts(panels, spans))).catch((e) => [panels.services, panels.level34].forEach((p) => p.fail(e))),
+    isProvince ? ictChart(page, panels.ict, code).catch((e) => panels.ict.fail(e)) : null,
   ]);
   page.rendered("agency");
 }
@@ -410,17 +421,30 @@ function serviceCharts(panels, spans) {
 }
 
 /** The province's ICT Index rank against the leaders; made-up ranks dashed. */
-async function ictChart(target, code) {
-  const rows = await sql(
-    `SELECT i.year, i.province, a.name, i.rank, strpos(e.metadata, '"synthetic":true') > 0 AS synthetic
-     FROM ict_index i
-     JOIN agencies a ON a.code = i.province
-     LEFT JOIN events e ON e.type = 'IctIndexPublished' AND e.stream = 'ictindex-' || CAST(i.year AS VARCHAR)
-                        AND strpos(e.data, '"province":"' || i.province || '"') > 0
-     WHERE i.province IN ($code, $leader1, $leader2, $leader3)
-     ORDER BY i.year`,
-    { code, leader1: ICT_LEADERS[0], leader2: ICT_LEADERS[1], leader3: ICT_LEADERS[2] }
-  );
+async function ictChart(page, target, code) {
+  const provinces = [code, ...ICT_LEADERS];
+  const [ranks, events] = await Promise.all([
+    sql(
+      `SELECT i.year, i.province, a.name, i.rank FROM ict_index i JOIN agencies a ON a.code = i.province
+       WHERE i.province IN ($p0, $p1, $p2, $p3) ORDER BY i.year`,
+      { p0: provinces[0], p1: provinces[1], p2: provinces[2], p3: provinces[3] }
+    ),
+    // Whether a rank was made up is in its event's metadata ("synthetic": true); the latest
+    // publication of a year and province is the one the table holds.
+    sql("SELECT position, data, metadata FROM events WHERE type = 'IctIndexPublished' ORDER BY position"),
+  ]);
+  const synthetic = new Map();
+  for (const e of events) {
+    try {
+      const data = JSON.parse(e.data);
+      const metadata = e.metadata ? JSON.parse(e.metadata) : {};
+      synthetic.set(`${data.year}|${data.province}`, metadata?.synthetic === true);
+    } catch (_) {
+      /* the catalog checked every event's data; metadata may be any JSON */
+    }
+  }
+  const rows = ranks.map((r) => ({ ...r, synthetic: synthetic.get(`${r.year}|${r.province}`) ?? false }));
+  if (!page.live()) return;
   if (rows.length === 0) return target.empty(t("common.none"));
   const years = [...new Set(rows.map((r) => r.year))];
   const shown = [code, ...ICT_LEADERS.filter((p) => p !== code)].filter((p) => rows.some((r) => r.province === p));
@@ -455,7 +479,7 @@ async function agencyPicker(page, params) {
   fill();
   page.show(
     h("h1", {}, t("agency.pick")),
-    h("form", { class: "controls" }, field(t("report.province"), select("province", [...names], province, (p) => go("agency", "", { province: p }))), field(t("agency.search"), search)),
+    h("form", { class: "controls", onsubmit: (e) => e.preventDefault() }, field(t("report.province"), select("province", [...names], province, (p) => go("agency", "", { province: p }))), field(t("agency.search"), search)),
     list
   );
   page.rendered("picker");
@@ -475,6 +499,7 @@ function panel(title) {
   return {
     element,
     body,
+    title,
     fail: (error) => put(body, failure(error)),
     empty: (text) => put(body, h("p", { class: "muted" }, text)),
   };
@@ -529,6 +554,8 @@ function chart(target, x, series, options = {}) {
   );
   put(target.body, plot.root);
   target.body.dataset.points = String(x.length);
+  target.body.setAttribute("role", "img");
+  target.body.setAttribute("aria-label", `${target.title}: ${series.filter((s) => s.legend !== false).map((s) => s.label).join(", ")}`);
   // Legend entries a reader does not need (the dashed copy of an all-real series) are hidden.
   series.forEach((s, i) => {
     if (s.legend === false) plot.root.querySelectorAll(".u-legend .u-series")[i + 1]?.classList.add("hidden");
@@ -590,7 +617,14 @@ async function reportView(page, params) {
   const heading = h("h1", {}, t("report.title"));
   const period = h("p", { class: "muted" }, `${names.get(province)} · ${from} – ${to}`);
   page.show(heading, controls, period, h("p", { class: "muted" }, t("common.loading")));
-  const rows = await json(path("json"));
+  let rows;
+  try {
+    rows = await json(path("json"));
+  } catch (error) {
+    // The form stays, so a wrong period can be put right.
+    page.show(heading, controls, period, failure(error));
+    return page.rendered("error");
+  }
   const top = h("tr", {}, h("th", { rowspan: 2, scope: "col" }, t("report.stt")), REPORT_GROUPS.map(([group, columns]) => h("th", { colspan: columns.length, scope: "colgroup" }, t(`report.${group}`))));
   const sub = h("tr", {}, REPORT_GROUPS.flatMap(([, columns]) => columns.map((c) => h("th", { scope: "col" }, t(c === "withdrawn" ? "report.withdrawn_count" : `report.${c}`)))));
   const body = h(
@@ -622,7 +656,7 @@ const FORMATS = [["csv", "csv"], ["json", "json"], ["jsonl", "jsonl"], ["arrow",
 async function sqlView(page) {
   const editor = h("textarea", { id: "sql-editor", spellcheck: "false", rows: 10, "aria-label": "SQL" });
   editor.value = sessionStorage.getItem("chiso.sql") || "SELECT kind, count(*) AS agencies\nFROM agencies\nGROUP BY kind\nORDER BY agencies DESC";
-  const status = h("p", { class: "muted", id: "sql-status" });
+  const status = h("p", { class: "muted", id: "sql-status", role: "status" });
   const result = h("div", { id: "sql-result" });
   const run = () => runQuery(editor.value, status, result);
   editor.addEventListener("keydown", (e) => {
@@ -658,7 +692,7 @@ async function sqlView(page) {
     put(tables, 
       h("h2", {}, t("sql.tables")),
       [...byTable].map(([name, cols]) =>
-        h("details", {}, h("summary", {}, h("button", { type: "button", class: "link", onclick: () => insert(name) }, name)), h("ul", {}, cols.map((c) => h("li", {}, h("button", { type: "button", class: "link", onclick: () => insert(c.column_name) }, c.column_name), " ", h("span", { class: "muted" }, c.data_type)))))
+        h("details", {}, h("summary", {}, name), h("ul", {}, h("li", {}, h("button", { type: "button", class: "link", onclick: () => insert(name) }, `+ ${name}`)), cols.map((c) => h("li", {}, h("button", { type: "button", class: "link", onclick: () => insert(c.column_name) }, c.column_name), " ", h("span", { class: "muted" }, c.data_type)))))
       )
     );
   } catch (error) {
@@ -666,12 +700,17 @@ async function sqlView(page) {
   }
 }
 
+/** The SQL answer being read: a new run, or leaving the page, stops it. */
+let running = null;
+
 /** Runs `query` as JSON lines, keeps the first SHOWN_ROWS rows, and stops reading past them. */
 async function runQuery(query, status, result) {
+  running?.abort();
+  const abort = new AbortController();
+  running = abort;
   put(status, t("common.loading"));
   put(result);
   const started = performance.now();
-  const abort = new AbortController();
   let response;
   try {
     response = await request("/v1/sql", {
@@ -681,7 +720,7 @@ async function runQuery(query, status, result) {
       signal: abort.signal,
     });
   } catch (error) {
-    put(status, failure(error));
+    if (running === abort) put(status, failure(error));
     return;
   }
   const id = response.headers.get("X-Chiso-Query-Id");
@@ -714,6 +753,8 @@ async function runQuery(query, status, result) {
   } catch (error) {
     if (!capped) failed ??= error;
   }
+  if (running !== abort && !capped) return; // a newer run, or the page was left
+  if (running === abort) running = null;
   const elapsed = performance.now() - started;
   const facts = [
     t("sql.rows", { n: rows.length }),
@@ -732,7 +773,7 @@ function pagedTable(rows) {
   const body = h("tbody");
   const label = h("span", { id: "sql-page" });
   let page = 0;
-  const cell = (v) => (v == null ? h("td", { class: "null" }, "NULL") : h("td", { class: typeof v === "number" ? "num" : null }, typeof v === "object" ? JSON.stringify(v) : typeof v === "number" ? fmtDecimal(v, Number.isInteger(v) ? 0 : 2) : String(v)));
+  const cell = (v) => (v == null ? h("td", { class: "null" }, "NULL") : h("td", { class: typeof v === "number" ? "num" : null }, typeof v === "object" ? JSON.stringify(v) : String(v)));
   const draw = () => {
     put(body, ...rows.slice(page * PAGE_ROWS, (page + 1) * PAGE_ROWS).map((r) => h("tr", {}, columns.map((c) => cell(r[c])))));
     label.textContent = t("sql.page", { p: page + 1, n: pages });
@@ -783,12 +824,21 @@ function signIn(message) {
 const VIEWS = { rankings: rankingsView, agency: agencyView, report: reportView, sql: sqlView };
 
 async function render() {
-  const { view, arg, params } = route();
-  for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.view === view);
   delete document.documentElement.dataset.rendered;
+  running?.abort();
+  for (const c of charts) if (!c.plot.root.isConnected) charts.delete(c);
   const drawn = page();
+  // A select that changed the route gets the focus back (keyboard users step through months).
+  const focused = document.activeElement?.tagName === "SELECT" ? document.activeElement.name : null;
   try {
+    const { view, arg, params } = route();
+    for (const link of document.querySelectorAll("#nav a")) {
+      link.classList.toggle("active", link.dataset.view === view);
+      if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
     await (view === "agency" ? agencyView(drawn, arg, params) : (VIEWS[view] || rankingsView)(drawn, params));
+    if (focused && drawn.live()) main().querySelector(`select[name="${focused}"]`)?.focus();
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return;
     drawn.show(failure(error));
@@ -804,7 +854,13 @@ function relabel() {
 
 /** Checks the token (none needed with auth off), then draws the route. */
 async function start() {
-  const probe = await fetch("/v1/sql?q=SELECT%201", { headers: token() ? { Authorization: `Bearer ${token()}` } : {} });
+  let probe;
+  try {
+    probe = await fetch("/v1/sql?q=SELECT%201", { headers: token() ? { Authorization: `Bearer ${token()}` } : {} });
+  } catch (error) {
+    page().show(failure(error));
+    return;
+  }
   if (probe.status === 401 || probe.status === 403) {
     const had = token();
     sessionStorage.removeItem(TOKEN_KEY);
@@ -816,6 +872,7 @@ async function start() {
 }
 
 document.getElementById("lang").addEventListener("click", () => {
+  delete document.documentElement.dataset.rendered;
   setLang(lang() === "vi" ? "en" : "vi");
   provinceNames = null;
   relabel();
