@@ -733,7 +733,11 @@ async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
     assert_eq!(headers["x-content-type-options"], "nosniff");
     let page = response.into_body().collect().await.unwrap().to_bytes();
     let page = String::from_utf8(page.to_vec()).unwrap();
-    for asset in ["/console/app.js", "/console/style.css", "/console/uPlot.iife.min.js"] {
+    for asset in [
+        "/console/app.js",
+        "/console/style.css",
+        "/console/uPlot.iife.min.js",
+    ] {
         assert!(page.contains(asset), "the page does not load {asset}");
         let response = get(asset, None).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{asset}");
