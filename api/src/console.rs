@@ -66,11 +66,16 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 });
 
 /// `GET /`: the console's page.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 200, description = "The web console's page (HTML)", content_type = "text/html"), (status = 304, description = "Unchanged since the `If-None-Match` tag")))]
 pub async fn index(headers: HeaderMap) -> Response {
     serve(0, &headers)
 }
 
 /// `GET /console/{file}`: a script or a style of the page.
+#[utoipa::path(get, path = "/console/{file}", tag = "console",
+    params(("file" = String, Path, description = "`app.js`, `i18n.js`, `style.css`, `uPlot.iife.min.js`, `uPlot.min.css`")),
+    responses((status = 200, description = "The file"), (status = 304, description = "Unchanged since the `If-None-Match` tag"), (status = 404, description = "No such file", body = crate::openapi::ErrorBody)))]
 pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS
         .iter()

@@ -159,8 +159,6 @@ pub fn router(state: AppState) -> Router {
     let (router, document) = routes().split_for_parts();
     let _ = openapi::DOCUMENT.set(serde_json::to_value(&document).unwrap_or_default());
     router
-        .route("/", axum::routing::get(console::index))
-        .route("/console/{file}", axum::routing::get(console::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -201,6 +199,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
         .routes(routes!(openapi::document))
+        .routes(routes!(console::index))
+        .routes(routes!(console::asset))
 }
 
 /// The OpenAPI document of [`router`], for tests and tools.

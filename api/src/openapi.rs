@@ -23,7 +23,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "log", description = "Appends, reads and subscriptions"),
         (name = "sql", description = "SQL over the tables, the Biểu 06 report, rankings, running queries"),
         (name = "admin", description = "Tokens, backups, metrics"),
-        (name = "ops", description = "Health, readiness and this document")
+        (name = "ops", description = "Health, readiness and this document"),
+        (name = "console", description = "The web console: a page and its files, public, compiled into the binary")
     )
 )]
 pub struct ApiDoc;
