@@ -183,6 +183,7 @@ GAUGES = {
     "chiso_log_memtable_bytes": "log_memtables_mib",
     "chiso_log_table_readers_bytes": "log_table_readers_mib",
     "chiso_tables_memory_bytes": "tables_mib",
+    "chiso_tables_footer_cache_bytes": "footers_mib",
 }
 
 

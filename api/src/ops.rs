@@ -148,6 +148,8 @@ pub struct TableMetrics {
     memory_bytes: Gauge,
     recalled: Gauge,
     repaired: Gauge,
+    footer_files: Gauge,
+    footer_bytes: Gauge,
 }
 
 impl TableMetrics {
@@ -204,11 +206,22 @@ impl TableMetrics {
                 "Partitions whose damaged or missing segments were rebuilt alone from the log at start",
                 &self.repaired,
             ),
+            (
+                "chiso_tables_footer_cache_files",
+                "Sealed files whose Parquet footers the SQL engine holds parsed",
+                &self.footer_files,
+            ),
+            (
+                "chiso_tables_footer_cache_bytes",
+                "Bytes of the sealed files' parsed footers the SQL engine holds (at most 50 MiB)",
+                &self.footer_bytes,
+            ),
         ];
         register_gauges(registry, &gauges);
     }
 
-    fn update(&self, projections: &chiso_query::Projections) {
+    fn update(&self, engine: &chiso_query::SqlEngine) {
+        let projections = engine.projections();
         let stored = projections.dossier_storage();
         set_gauge(&self.position, projections.position());
         set_gauge(&self.dossiers_in_memory, stored.in_memory as u64);
@@ -220,6 +233,9 @@ impl TableMetrics {
         set_gauge(&self.memory_bytes, stored.memory_estimate() as u64);
         set_gauge(&self.recalled, stored.recalled);
         set_gauge(&self.repaired, projections.repaired_at_open() as u64);
+        let (files, bytes) = engine.cached_footers();
+        set_gauge(&self.footer_files, files.len() as u64);
+        set_gauge(&self.footer_bytes, bytes as u64);
     }
 }
 
@@ -345,7 +361,7 @@ pub async fn metrics(State(state): State<AppState>, principal: crate::Principal)
         return error.into_response();
     }
     if let Some(sql) = &state.sql {
-        state.table_metrics.update(sql.projections());
+        state.table_metrics.update(sql);
     }
     state.log_memory.update(&state.store);
     let mut text = String::new();

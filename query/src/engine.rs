@@ -176,6 +176,7 @@ impl SqlEngine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
+        projections.share_footer_cache(&runtime.cache_manager.get_file_metadata_cache());
         let context = SessionContext::new_with_config_rt(config, runtime);
         context.register_table("events", Arc::new(EventsTable::new(store.clone())))?;
         for (name, table) in ProjectionTable::all(projections) {
@@ -254,6 +255,19 @@ impl SqlEngine {
     /// The tables this engine reads.
     pub fn projections(&self) -> &Projections {
         &self.projections
+    }
+
+    /// The files whose footers this engine holds parsed (sealed files it has read), and the
+    /// bytes they take.
+    pub fn cached_footers(&self) -> (Vec<String>, usize) {
+        let cache = self
+            .context
+            .runtime_env()
+            .cache_manager
+            .get_file_metadata_cache();
+        let entries = cache.list_entries();
+        let bytes = entries.values().map(|entry| entry.size_bytes).sum();
+        (entries.into_keys().map(|p| p.to_string()).collect(), bytes)
     }
 
     /// Bytes the running queries hold in the memory pool now.

@@ -25,6 +25,14 @@ pub use agencies::AGENCIES;
 pub use agency_daily::AGENCY_DAILY;
 pub use dossiers::DOSSIERS;
 pub use ict_index::ICT_INDEX;
+
+/// DataFusion's cache of Parquet footers and page indexes, per file.
+pub(crate) type FooterCache = datafusion::execution::cache::cache_manager::FileMetadataCache;
+
+/// A file's key in a [`FooterCache`]: its path as a scan names it.
+pub(crate) fn footer_key(path: &Path) -> datafusion::object_store::path::Path {
+    datafusion::object_store::path::Path::from(path.to_string_lossy().as_ref())
+}
 pub use published::RANKINGS;
 pub use services::{SERVICES, SERVICE_LEVELS};
 pub(crate) use tables::{Decoded, Tables};
@@ -151,6 +159,11 @@ struct Shared {
     sealing: Mutex<BTreeSet<String>>,
     /// Partitions whose damaged or missing segments were rebuilt from the log at open.
     repaired: usize,
+    /// The SQL engines' caches of sealed files' footers (DataFusion's file metadata cache):
+    /// a file a checkpoint removes is forgotten there at once, rather than held until the
+    /// cache's limit (50 MiB) pushes it out — in a long run of late events, that was 50 MiB
+    /// of footers of deleted files.
+    footers: Mutex<Vec<std::sync::Weak<FooterCache>>>,
 }
 
 struct State {
@@ -341,6 +354,7 @@ impl Projections {
                 sealer: Mutex::new(None),
                 sealing: Mutex::new(BTreeSet::new()),
                 repaired,
+                footers: Mutex::new(Vec::new()),
             }),
         };
         let recall = Arc::new(LogRecall::new(&projections));
@@ -879,7 +893,9 @@ impl Projections {
             manifest.checkpoint = position;
             manifest.format = FORMAT;
             let keep = self.files_in_use();
-            Ok(self.shared.segments.commit_keeping(&manifest, &keep)?)
+            let removed = self.shared.segments.commit_keeping(&manifest, &keep)?;
+            self.forget_footers(&removed);
+            Ok(())
         });
         let mut state = self.state();
         match committed {
@@ -992,6 +1008,31 @@ impl Projections {
     /// Where a segment file of the tables is.
     pub(crate) fn segment_path(&self, file: &str) -> PathBuf {
         self.shared.segments.path().join(file)
+    }
+
+    /// Shares an SQL engine's cache of file footers, so removed files leave it.
+    pub(crate) fn share_footer_cache(&self, cache: &Arc<FooterCache>) {
+        let mut caches = lock(&self.shared.footers);
+        caches.retain(|cache| cache.strong_count() > 0);
+        caches.push(Arc::downgrade(cache));
+    }
+
+    /// Forgets the footers of removed segment files, keyed as a scan keys them (the path of
+    /// [`Projections::segment_path`] as an object-store path).
+    fn forget_footers(&self, removed: &[String]) {
+        if removed.is_empty() {
+            return;
+        }
+        let caches: Vec<Arc<FooterCache>> = lock(&self.shared.footers)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for file in removed {
+            let key = footer_key(&self.segment_path(file));
+            for cache in &caches {
+                cache.remove(&key);
+            }
+        }
     }
 
     /// Query batches of a table from memory; for time-series tables only the months in

@@ -90,26 +90,31 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
 
 /// Appends the fixture through the write model, one request per line, folding each into
 /// every one of `projections`.
-async fn load_fixture(store: &Log, projections: &[&Projections], fixture: &Path) {
+/// A fixture's events, one append request each.
+fn fixture_requests(fixture: &Path) -> Vec<AppendRequest> {
     let text = std::fs::read_to_string(fixture).unwrap();
-    for (number, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
-        let request = AppendRequest {
-            stream: StreamName::new(event["stream"].as_str().unwrap()).unwrap(),
-            expected: ExpectedRevision::Any,
-            events: vec![ProposedEvent {
-                id: event["id"].as_str().unwrap().parse().unwrap(),
-                event_type: event["type"].as_str().unwrap().to_owned(),
-                data: event["data"].to_string(),
-                metadata: "{}".into(),
-                decoded: (),
-            }],
-            principal: (),
-        };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            AppendRequest {
+                stream: StreamName::new(event["stream"].as_str().unwrap()).unwrap(),
+                expected: ExpectedRevision::Any,
+                events: vec![ProposedEvent {
+                    id: event["id"].as_str().unwrap().parse().unwrap(),
+                    event_type: event["type"].as_str().unwrap().to_owned(),
+                    data: event["data"].to_string(),
+                    metadata: "{}".into(),
+                    decoded: (),
+                }],
+                principal: (),
+            }
+        })
+        .collect()
+}
+
+async fn load_fixture(store: &Log, projections: &[&Projections], fixture: &Path) {
+    for (number, request) in fixture_requests(fixture).into_iter().enumerate() {
         if let Err(error) = append(store, vec![request]).await {
             panic!("fixture line {}: {error}", number + 1);
         }
@@ -340,6 +345,51 @@ async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
     reopened.clear().unwrap();
     reopened.catch_up(|_, _| {}).unwrap();
     assert_eq!(late_answers(&store, &reopened).await, expected, "rebuilt");
+}
+
+/// Late events rewrite sealed files under a new name: the footers an engine parsed of a file
+/// a checkpoint removed leave its cache with the file, rather than staying until the cache's
+/// 50 MiB limit pushes them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn footers_of_removed_sealed_files_leave_the_engines_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir.path().join("log"));
+    let tables = dir.path().join("tables");
+    let projections = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
+    let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
+    let files = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&tables)
+            .map(|dir| {
+                dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/late_events.ndjson");
+    let (mut removed, mut most_cached) = (0, 0);
+    for request in fixture_requests(&fixture) {
+        let before = files();
+        append(&store, vec![request]).await.unwrap();
+        projections.catch_up(|_, _| {}).unwrap();
+        projections.checkpoint().unwrap();
+        removed += before.difference(&files()).count();
+        // Every sealed file read, so its footer is parsed and cached.
+        engine
+            .collect("SELECT count(*), max(resolved_at), sum(paused_seconds) FROM dossiers")
+            .await
+            .unwrap();
+        let (cached, bytes) = engine.cached_footers();
+        for file in &cached {
+            assert!(
+                Path::new("/").join(file).exists(),
+                "{file} was removed, its footer is still cached"
+            );
+        }
+        most_cached = most_cached.max(cached.len());
+        assert!(bytes > 0 || cached.is_empty());
+    }
+    assert!(removed > 0, "no sealed file was rewritten");
+    assert!(most_cached > 0, "no footer was cached");
 }
 
 /// A month of three chunks in memory: a late resolution of a dossier in the middle one

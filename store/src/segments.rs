@@ -67,7 +67,7 @@ impl SegmentDir {
         let manifest = stored
             .and_then(|(_, value)| serde_json::from_slice::<Manifest>(&value).ok())
             .filter(|m| m.version == MANIFEST_VERSION && formats.contains(&m.format));
-        self.remove_unreferenced(manifest.as_ref())?;
+        self.remove_files(manifest.as_ref(), &BTreeSet::new())?;
         Ok(manifest)
     }
 
@@ -127,12 +127,17 @@ impl SegmentDir {
 
     /// Commits `manifest` (fsynced, atomic), then removes the files it no longer names.
     pub fn commit(&self, manifest: &Manifest) -> Result<()> {
-        self.commit_keeping(manifest, &BTreeSet::new())
+        self.commit_keeping(manifest, &BTreeSet::new()).map(drop)
     }
 
     /// Like [`SegmentDir::commit`], but keeps the files in `keep` too (files a reader still
-    /// holds; they go at a later commit, or at the next open).
-    pub fn commit_keeping(&self, manifest: &Manifest, keep: &BTreeSet<String>) -> Result<()> {
+    /// holds; they go at a later commit, or at the next open). Answers the names of the files
+    /// it removed (so caches of their contents can forget them).
+    pub fn commit_keeping(
+        &self,
+        manifest: &Manifest,
+        keep: &BTreeSet<String>,
+    ) -> Result<Vec<String>> {
         let mut manifest = manifest.clone();
         manifest.version = MANIFEST_VERSION;
         let bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
@@ -156,26 +161,28 @@ impl SegmentDir {
     /// Forgets the manifest and every segment file (a rebuild starts from nothing).
     pub fn clear(&self) -> Result<()> {
         self.store.delete_setting(&self.key)?;
-        self.remove_unreferenced(None)
+        self.remove_files(None, &BTreeSet::new()).map(drop)
     }
 
-    fn remove_unreferenced(&self, manifest: Option<&Manifest>) -> Result<()> {
-        self.remove_files(manifest, &BTreeSet::new())
-    }
-
-    fn remove_files(&self, manifest: Option<&Manifest>, keep: &BTreeSet<String>) -> Result<()> {
+    fn remove_files(
+        &self,
+        manifest: Option<&Manifest>,
+        keep: &BTreeSet<String>,
+    ) -> Result<Vec<String>> {
         let named: BTreeSet<&String> = manifest
             .map(|m| m.segments.values().collect())
             .unwrap_or_default();
+        let mut removed = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let kept = named.contains(&name) || keep.contains(&name);
             if !kept && entry.file_type()?.is_file() {
                 fs::remove_file(entry.path())?;
+                removed.push(name);
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
