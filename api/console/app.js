@@ -258,11 +258,11 @@ function movement(move) {
 
 /** The league table; a header sorts it (again: the other way), moving the rows it has. */
 function leagueTable(rows, metric) {
-  const max = metric === "scorecard" ? 100 : 100;
   const body = h("tbody");
   for (const row of rows) {
     const bar = h("span", { class: "fill" });
-    bar.style.width = `${Math.max(0, Math.min(100, (row.value / max) * 100))}%`;
+    // Every metric is out of 100 (points or a percentage).
+    bar.style.width = `${Math.max(0, Math.min(100, row.value))}%`;
     row.tr = h(
       "tr",
       { "data-agency": row.agency },

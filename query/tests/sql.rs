@@ -90,6 +90,17 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
 
 /// Appends the fixture through the write model, one request per line, folding each into
 /// every one of `projections`.
+/// The names of the files in `dir` (none when it does not exist yet).
+fn file_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A fixture's events, one append request each.
 fn fixture_requests(fixture: &Path) -> Vec<AppendRequest> {
     let text = std::fs::read_to_string(fixture).unwrap();
@@ -357,14 +368,7 @@ async fn footers_of_removed_sealed_files_leave_the_engines_cache() {
     let tables = dir.path().join("tables");
     let projections = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
     let engine = SqlEngine::new(&store, &projections, SqlLimits::default()).unwrap();
-    let files = || -> std::collections::BTreeSet<String> {
-        std::fs::read_dir(&tables)
-            .map(|dir| {
-                dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let files = || file_names(&tables);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/late_events.ndjson");
     let (mut removed, mut most_cached) = (0, 0);
     for request in fixture_requests(&fixture) {
@@ -425,9 +429,8 @@ async fn a_late_event_rewrites_one_chunk_of_its_month() {
     projections.catch_up(|_, _| {}).unwrap();
     projections.checkpoint().unwrap();
     let chunks = || -> std::collections::BTreeSet<String> {
-        std::fs::read_dir(&tables)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let names = file_names(&tables).into_iter();
+        names
             .filter(|name| name.starts_with("dossiers_2019-03_"))
             .collect()
     };
