@@ -311,6 +311,13 @@ async fn every_scope_against_every_endpoint() {
             [NO, NO, FB, FB, FB, FB, OK],
         ),
         (
+            "append, calendar announcement",
+            |n| {
+                ("POST", format!("/v1/streams/calendar-{}", 2010 + n % 20), json!({"events": [{"id": Uuid::new_v4(), "type": "HolidayDeclared", "data": {"holiday": "culture_day", "name": "Ngày Văn hóa Việt Nam", "dates": [format!("{}-11-24", 2010 + n % 20)], "source": "x"}}]}).to_string())
+            },
+            [NO, NO, FB, FB, FB, FB, OK],
+        ),
+        (
             "append, top-level agency",
             |n| {
                 ("POST", format!("/v1/streams/agency-y{n}"), json!({"events": [{"id": Uuid::new_v4(), "type": "AgencyRegistered", "data": {"code": format!("y{n}"), "name": "Tỉnh", "kind": "province", "parent": null, "province": "27"}}]}).to_string())

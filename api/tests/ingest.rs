@@ -759,6 +759,114 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
             "invalid_transition",
             Some("/events/3/data/at"),
         ),
+        // the calendar: one year's announcements in calendar-{year}
+        (
+            "calendar-2019",
+            json!([event(
+                "HolidayDeclared",
+                json!({"holiday": "tet", "name": "Tết", "dates": ["2020-01-24"], "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "date_out_of_year",
+            Some("/events/0/data/dates/0"),
+        ),
+        (
+            "calendar-2019",
+            json!([event(
+                "HolidayDeclared",
+                json!({"holiday": "tet", "name": "Tết", "dates": ["2019-02-04", "2019-02-04"], "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "duplicate_date",
+            Some("/events/0/data/dates/1"),
+        ),
+        (
+            "calendar-2019",
+            json!([event(
+                "HolidayDeclared",
+                json!({"holiday": "Tết", "name": "Tết", "dates": [], "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_code",
+            Some("/events/0/data/holiday"),
+        ),
+        (
+            "calendar-2019",
+            json!([event(
+                "HolidayDeclared",
+                json!({"holiday": "tet", "name": "Tết", "dates": [], "source": " "})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "blank_field",
+            Some("/events/0/data/source"),
+        ),
+        (
+            "calendar-2019",
+            json!([event(
+                "HolidayDeclared",
+                json!({"holiday": "tet", "name": "Tết", "dates": ["2019-02-30"], "source": "x"})
+            )]),
+            S::BAD_REQUEST,
+            "invalid_event",
+            Some("/events/0/data/dates/0"),
+        ),
+        (
+            "calendar-2031",
+            json!([event(
+                "WorkdaySwapped",
+                json!({"from": "2031-01-02", "to": "2031-01-04", "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "year_out_of_range",
+            None,
+        ),
+        (
+            "calendar-2025",
+            json!([event(
+                "WorkdaySwapped",
+                json!({"from": "2025-04-26", "to": "2025-05-02", "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "not_a_weekday",
+            Some("/events/0/data/from"),
+        ),
+        (
+            "calendar-2025",
+            json!([event(
+                "WorkdaySwapped",
+                json!({"from": "2025-05-02", "to": "2025-05-05", "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "not_a_weekend_day",
+            Some("/events/0/data/to"),
+        ),
+        (
+            "calendar-2025",
+            json!([event(
+                "WorkdaySwapped",
+                json!({"from": "2025-05-02", "to": "2025-06-14", "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "out_of_range",
+            Some("/events/0/data/to"),
+        ),
+        (
+            "calendar-2024",
+            json!([event(
+                "WorkdaySwapped",
+                json!({"from": "2025-05-02", "to": "2025-04-26", "source": "x"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "date_out_of_year",
+            Some("/events/0/data/from"),
+        ),
+        (
+            "calendar-2025",
+            json!([rec()]),
+            S::BAD_REQUEST,
+            "wrong_category",
+            Some("/events/0/type"),
+        ),
     ];
     assert!(cases.len() >= 50, "the corpus has {} cases", cases.len());
     for (stream, events, status, code, pointer) in cases {

@@ -26,16 +26,19 @@ pub enum Category {
     IctIndex,
     /// `ranking-{YYYY-MM}`
     Ranking,
+    /// `calendar-{year}`
+    Calendar,
 }
 
 impl Category {
     /// Every category, in catalog order.
-    pub const ALL: [Category; 5] = [
+    pub const ALL: [Category; 6] = [
         Self::Agency,
         Self::Service,
         Self::Dossier,
         Self::IctIndex,
         Self::Ranking,
+        Self::Calendar,
     ];
 
     /// The category's prefix in stream names.
@@ -46,6 +49,7 @@ impl Category {
             Self::Dossier => "dossier",
             Self::IctIndex => "ictindex",
             Self::Ranking => "ranking",
+            Self::Calendar => "calendar",
         }
     }
 
@@ -104,10 +108,14 @@ pub enum DomainEvent {
     IctIndexPublished(IctIndexPublished),
     /// `ranking-{YYYY-MM}`
     RankingPublished(RankingPublished),
+    /// `calendar-{year}`
+    HolidayDeclared(HolidayDeclared),
+    /// `calendar-{year}`
+    WorkdaySwapped(WorkdaySwapped),
 }
 
 /// Every event type with its category, in catalog order.
-pub const EVENT_TYPES: [(&str, Category); 13] = [
+pub const EVENT_TYPES: [(&str, Category); 15] = [
     ("AgencyRegistered", Category::Agency),
     ("ServiceLaunched", Category::Service),
     ("ServiceLevelChanged", Category::Service),
@@ -121,6 +129,8 @@ pub const EVENT_TYPES: [(&str, Category); 13] = [
     ("DossierRated", Category::Dossier),
     ("IctIndexPublished", Category::IctIndex),
     ("RankingPublished", Category::Ranking),
+    ("HolidayDeclared", Category::Calendar),
+    ("WorkdaySwapped", Category::Calendar),
 ];
 
 /// Decodes and checks one event for `stream`: its type must belong to the stream's category,
@@ -185,6 +195,8 @@ fn parse_data(event_type: &str, data: &str) -> Result<DomainEvent> {
         "DossierRated" => typed(data, DomainEvent::DossierRated),
         "IctIndexPublished" => typed(data, DomainEvent::IctIndexPublished),
         "RankingPublished" => typed(data, DomainEvent::RankingPublished),
+        "HolidayDeclared" => typed(data, DomainEvent::HolidayDeclared),
+        "WorkdaySwapped" => typed(data, DomainEvent::WorkdaySwapped),
         other => Err(IngestError::malformed(
             "unknown_event_type",
             format!("{other} is not an event type of the catalog"),
@@ -321,6 +333,8 @@ mod tests {
             "IctIndexPublished" => ("ictindex-2019", r#"{"year": 2019, "province": "48", "rank": 1, "score": 0.8654}"#.into()),
             "RankingPublished" => ("ranking-2019-12", r#"{"month": "2019-12", "scope": "26/district", "metric": "scorecard", "entries": []}"#.into()),
             "ServiceWithdrawn" => ("service-1.001", format!("{{{at}}}")),
+            "HolidayDeclared" => ("calendar-2025", r#"{"holiday": "tet", "name": "Tết Nguyên đán", "dates": ["2025-01-27", "2025-01-31"], "source": "Công văn 8726/VPCP-KGVX"}"#.into()),
+            "WorkdaySwapped" => ("calendar-2025", r#"{"from": "2025-05-02", "to": "2025-04-26", "source": "Công văn 8726/VPCP-KGVX"}"#.into()),
             _ => ("dossier-1", format!("{{{at}}}")),
         }
     }
@@ -348,7 +362,7 @@ mod tests {
         #[test]
         fn changed_events_are_judged_never_panicking(
             which in 0..EVENT_TYPES.len(),
-            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "other"]),
+            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "holiday", "dates", "from", "to", "source", "other"]),
             value in leaf(),
             remove in proptest::prelude::any::<bool>(),
         ) {
@@ -372,7 +386,7 @@ mod tests {
         #[test]
         fn any_text_as_data_never_panics(
             which in 0..EVENT_TYPES.len(),
-            stream in "(agency|service|dossier|ictindex|ranking|other)-[A-Za-z0-9._-]{0,12}",
+            stream in "(agency|service|dossier|ictindex|ranking|calendar|other)-[A-Za-z0-9._-]{0,12}",
             data in "\\PC{0,120}|\\{(\"[a-z_]{1,12}\": ?(null|true|-?[0-9]{1,25}(\\.[0-9]{0,5})?|\"[^\"]{0,20}\"), ?){0,6}\"x\": 1\\}",
         ) {
             let stream = StreamName::new(stream).unwrap();

@@ -11,7 +11,7 @@
 mod places;
 
 pub use places::PROVINCES;
-use places::{COMMUNE_NAMES, DEPARTMENTS, FIELDS, TET, VINH_PHUC_DISTRICTS, VINH_PHUC_ICT_RANKS};
+use places::{COMMUNE_NAMES, DEPARTMENTS, FIELDS, VINH_PHUC_DISTRICTS, VINH_PHUC_ICT_RANKS};
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Weekday};
 use rand::seq::SliceRandom;
@@ -227,17 +227,17 @@ fn date(year: i32, month: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, month, day).expect("a real date")
 }
 
-/// `days` working days (Monday–Friday) after `from`, at 17:00.
+/// `days` working days after `from` (without weekends, public holidays and the days given off
+/// for them: the built-in calendar), at 17:00.
 fn deadline(from: NaiveDateTime, days: u32) -> NaiveDateTime {
-    let mut day = from.date();
-    let mut left = days;
-    while left > 0 {
-        day += Duration::days(1);
-        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
-            left -= 1;
-        }
-    }
-    day.and_hms_opt(17, 0, 0).expect("a valid time")
+    let calendar = &*crate::calendar::BUILT_IN;
+    let day = crate::calendar::days_since_epoch(from.date());
+    let due = calendar
+        .add_working_days(day, i64::from(days))
+        .expect("the demo's years are in the calendar");
+    (from.date() + Duration::days(i64::from(due - day)))
+        .and_hms_opt(17, 0, 0)
+        .expect("a valid time")
 }
 
 /// The real facts of the ICT Index: (year, province, rank, score).
@@ -807,8 +807,7 @@ impl YearPlan {
 /// `count` receipt times over the year's working days, weighted: Saturdays light, Sundays
 /// and the days around Tết closed, the week before Tết busy.
 fn receipt_times(year: i32, group: Group, count: u32, rng: &mut ChaCha8Rng) -> Vec<NaiveDateTime> {
-    let (_, tet_month, tet_day) = TET[(year - 2010) as usize];
-    let tet = date(year, tet_month, tet_day);
+    let tet = crate::calendar::tet(year).expect("the demo's years are in the calendar");
     let first = if group == Group::Center && year == 2018 {
         date(2018, 10, 1)
     } else {
@@ -864,10 +863,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_skip_weekends() {
+    fn deadlines_skip_weekends_and_holidays() {
         let friday = date(2019, 3, 1).and_hms_opt(9, 0, 0).unwrap();
         assert_eq!(deadline(friday, 1).date(), date(2019, 3, 4));
         assert_eq!(deadline(friday, 5).date(), date(2019, 3, 8));
+        // Tết 2019: 4–8 February off.
+        let before_tet = date(2019, 2, 1).and_hms_opt(9, 0, 0).unwrap();
+        assert_eq!(deadline(before_tet, 1).date(), date(2019, 2, 11));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! and the write model ([`IngestModel`]) that checks events against the state — referential
 //! rules, the dossier state machine, one ICT rank per province and year — inside the log's
 //! writer, so validation and append are one step; and the [`Ingestor`], the one way into the
-//! log of every entry point.
+//! log of every entry point. It also owns the working-day calendar ([`calendar`]), which the
+//! demo's deadlines and the SQL functions share.
 //!
 //! ```
 //! use chiso_ingest::{decode, DomainEvent};
@@ -14,6 +15,7 @@
 //! assert!(matches!(event, DomainEvent::DossierResolved(_)));
 //! ```
 
+pub mod calendar;
 mod catalog;
 pub mod demo;
 mod error;

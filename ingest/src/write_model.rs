@@ -173,6 +173,9 @@ impl IngestModel {
                 }
                 Ok(())
             }
+            // Each declaration stands on its own: a later one for the same holiday and year
+            // replaces it, and swapping a day already off changes nothing.
+            E::HolidayDeclared(_) | E::WorkdaySwapped(_) => Ok(()),
         }
     }
 
@@ -315,7 +318,10 @@ impl IngestModel {
                 let status = DossierStatus::Resolved { rated: true };
                 self.set_status(key, status, e.at.0.timestamp())
             }
-            E::DossierPaid(_) | E::RankingPublished(_) => {}
+            E::DossierPaid(_)
+            | E::RankingPublished(_)
+            | E::HolidayDeclared(_)
+            | E::WorkdaySwapped(_) => {}
             E::IctIndexPublished(e) => {
                 let province: Box<str> = e.province.as_str().into();
                 self.ict.insert((e.year, province.clone()));
@@ -368,7 +374,10 @@ impl IngestModel {
             E::AgencyRegistered(e) => e.parent.as_deref(),
             E::ServiceLaunched(e) => Some(&e.agency),
             E::DossierReceived(e) => Some(&e.agency),
-            E::IctIndexPublished(_) | E::RankingPublished(_) => None,
+            E::IctIndexPublished(_)
+            | E::RankingPublished(_)
+            | E::HolidayDeclared(_)
+            | E::WorkdaySwapped(_) => None,
             // An unknown service or dossier has no agency yet: the state check answers (409).
             E::ServiceLevelChanged(_) | E::ServiceWithdrawn(_) => match self.services.get(id) {
                 Some(service) => Some(&*service.agency),

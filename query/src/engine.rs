@@ -6,8 +6,8 @@ use crate::local_time::ZONE;
 use crate::projections::Projections;
 use crate::providers::{EventsTable, ProjectionTable};
 use crate::queries::{
-    reads_query_log, ByteCounter, Caller, Protocol, QueryLog, QueryLogTable, Ticket,
-    QUERY_LOG_TABLE, SYSTEM_SCHEMA,
+    reads_query_log, ByteCounter, Caller, Protocol, QueryLog, Ticket, QUERY_LOG, QUERY_LOG_TABLE,
+    SYSTEM_SCHEMA,
 };
 use crate::report::DossierReportFunction;
 use chiso_store::EventStore;
@@ -183,6 +183,7 @@ impl SqlEngine {
             context.register_table(name, Arc::new(table))?;
         }
         context.register_udf(crate::date_trunc::LocalDateTrunc::udf());
+        crate::calendar::register(&context, projections.calendar())?;
         crate::postgres::install(&context, CATALOG)?;
         crate::capped::register(&context, limits.max_function_bytes)?;
         let queries = QueryLog::new(limits.query_log);
@@ -198,7 +199,18 @@ impl SqlEngine {
         }
         context.register_table(
             datafusion::common::TableReference::partial(SYSTEM_SCHEMA, QUERY_LOG_TABLE),
-            Arc::new(QueryLogTable(queries.clone())),
+            Arc::new(crate::providers::SnapshotTable::new(
+                QUERY_LOG.clone(),
+                datafusion::datasource::TableType::View,
+                {
+                    let queries = queries.clone();
+                    move || {
+                        queries
+                            .batch()
+                            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                    }
+                },
+            )),
         )?;
         context.register_udtf(
             "dossier_report",

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod calendar;
 mod capped;
 mod date_trunc;
 mod engine;

@@ -13,6 +13,7 @@
 mod agencies;
 pub(crate) mod agency_daily;
 mod columns;
+mod declarations;
 pub(crate) mod dossiers;
 mod ict_index;
 mod published;
@@ -23,7 +24,7 @@ pub(crate) mod tables;
 
 pub use agencies::AGENCIES;
 pub use agency_daily::AGENCY_DAILY;
-pub use dossiers::DOSSIERS;
+pub use dossiers::{DOSSIERS, DOSSIERS_SQL, WORKING_DAYS_LATE};
 pub use ict_index::ICT_INDEX;
 
 /// DataFusion's cache of Parquet footers and page indexes, per file.
@@ -37,6 +38,7 @@ pub use published::RANKINGS;
 pub use services::{SERVICES, SERVICE_LEVELS};
 pub(crate) use tables::{Decoded, Tables};
 
+use crate::calendar::{Calendar, CalendarSource};
 use crate::error::{Error, Result};
 use crate::local_time::{
     day_start, local_month, month_first_day, month_name, parse_month, MonthKey,
@@ -164,6 +166,8 @@ struct Shared {
     /// cache's limit (50 MiB) pushes it out — in a long run of late events, that was 50 MiB
     /// of footers of deleted files.
     footers: Mutex<Vec<std::sync::Weak<FooterCache>>>,
+    /// The calendar in force, rebuilt when an announcement is folded.
+    calendar: CalendarSource,
 }
 
 struct State {
@@ -210,6 +214,8 @@ pub enum Partition {
     Services,
     IctIndex,
     Rankings,
+    /// The calendar's announcements (the `calendar` table is built from them).
+    Calendar,
     Dossiers(MonthKey),
     AgencyDaily(MonthKey),
 }
@@ -223,6 +229,7 @@ impl Partition {
             Self::Services => "services".into(),
             Self::IctIndex => "ict_index".into(),
             Self::Rankings => "rankings".into(),
+            Self::Calendar => "calendar".into(),
             Self::Dossiers(month) => format!("dossiers/{}", month_name(*month)),
             Self::AgencyDaily(month) => format!("agency_daily/{}", month_name(*month)),
         }
@@ -355,8 +362,10 @@ impl Projections {
                 sealing: Mutex::new(BTreeSet::new()),
                 repaired,
                 footers: Mutex::new(Vec::new()),
+                calendar: CalendarSource::default(),
             }),
         };
+        projections.publish_calendar(&projections.state().tables);
         let recall = Arc::new(LogRecall::new(&projections));
         projections.state().tables.dossiers.sealed_rows = Some(recall);
         if repaired > 0 {
@@ -417,8 +426,22 @@ impl Projections {
         state.cache.clear();
         state.chunks.clear();
         state.saved.clear();
+        self.publish_calendar(&state.tables);
         self.shared.position.send_replace(0);
         Ok(())
+    }
+
+    /// The calendar in force: what `working_days`, `add_working_days`, `calendar` and
+    /// `dossiers.working_days_late` read.
+    pub fn calendar(&self) -> &CalendarSource {
+        &self.shared.calendar
+    }
+
+    /// Puts in force the calendar of the announcements `tables` hold.
+    fn publish_calendar(&self, tables: &Tables) {
+        self.shared
+            .calendar
+            .replace(Calendar::new(&tables.declarations));
     }
 
     /// How many partitions had damaged or missing segments at open, and were rebuilt alone
@@ -614,6 +637,9 @@ impl Projections {
         }
         let failed = state.tables.fold(events).err();
         let changed = std::mem::take(&mut state.tables.dirty);
+        if changed.contains(&Partition::Calendar) {
+            self.publish_calendar(&state.tables);
+        }
         for partition in &changed {
             state.cache.remove(partition);
         }
@@ -1357,6 +1383,7 @@ impl State {
             Partition::Services => vec![tables.services_batch(), tables.service_levels_batch()],
             Partition::IctIndex => vec![tables.ict_index_batch()],
             Partition::Rankings => vec![tables.rankings_batch()],
+            Partition::Calendar => vec![tables.declarations_batch()],
             Partition::AgencyDaily(month) => vec![tables.daily_batch(month)],
             Partition::Dossiers(_) => unreachable!("read by chunk"),
         };
@@ -1417,6 +1444,7 @@ impl State {
             ],
             Partition::IctIndex => batch("ict_index", tables.ict_index_batch()),
             Partition::Rankings => batch("rankings", tables.rankings_batch()),
+            Partition::Calendar => batch("calendar", tables.declarations_batch()),
             // A cold month's segment is its rows: it stays as it is.
             Partition::AgencyDaily(month) if tables.cold_daily.contains_key(&month) => Vec::new(),
             Partition::AgencyDaily(month) => {
@@ -1705,6 +1733,7 @@ impl<'a> SegmentName<'a> {
             ("services" | "service_levels", None) => Partition::Services,
             ("ict_index", None) => Partition::IctIndex,
             ("rankings", None) => Partition::Rankings,
+            ("calendar", None) => Partition::Calendar,
             ("dossiers", Some(month)) => Partition::Dossiers(month),
             ("agency_daily", Some(month)) => Partition::AgencyDaily(month),
             _ => return None,

@@ -37,6 +37,7 @@ use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
@@ -95,7 +96,7 @@ impl ProjectionTable {
                 T::ServiceLevels,
                 &projections::SERVICE_LEVELS,
             ),
-            ("dossiers", T::Dossiers, &projections::DOSSIERS),
+            ("dossiers", T::Dossiers, &projections::DOSSIERS_SQL),
             ("agency_daily", T::AgencyDaily, &projections::AGENCY_DAILY),
             ("ict_index", T::IctIndex, &projections::ICT_INDEX),
             ("rankings", T::Rankings, &projections::RANKINGS),
@@ -147,6 +148,22 @@ impl TableProvider for ProjectionTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.table == TableName::Dossiers {
+            return dossiers_scan(self, state, projection, filters);
+        }
+        self.stored_scan(state, &self.schema, projection, filters)
+    }
+}
+
+impl ProjectionTable {
+    /// The rows in memory and in sealed files, with the columns `schema` stores.
+    fn stored_scan(
+        &self,
+        state: &dyn Session,
+        schema: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let months = match self.partition_column() {
             Some(column) => month_range(filters, column),
             None => MonthKey::MIN..=MonthKey::MAX,
@@ -159,14 +176,82 @@ impl TableProvider for ProjectionTable {
         };
         let memory = MemorySourceConfig::try_new_exec(
             &spread(batches, n),
-            self.schema.clone(),
+            schema.clone(),
             projection.cloned(),
         )?;
-        match sealed_scan(state, &self.schema, files, projection, filters, n)? {
+        match sealed_scan(state, schema, files, projection, filters, n)? {
             Some(sealed) => UnionExec::try_new(vec![memory, sealed]),
             None => Ok(memory),
         }
     }
+}
+
+/// `dossiers`: the stored columns, and `working_days_late` computed over them when asked for
+/// — `working_days(effective_due_at, resolved_at)` for late dossiers, 0 for the others
+/// resolved, null while open or withdrawn — with the calendar in force.
+fn dossiers_scan(
+    table: &ProjectionTable,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let stored = &projections::DOSSIERS;
+    let late = table.schema.index_of(projections::WORKING_DAYS_LATE)?;
+    let wanted: Vec<usize> = match projection {
+        Some(columns) => columns.clone(),
+        None => (0..table.schema.fields().len()).collect(),
+    };
+    // Filters on the computed column prune nothing: DataFusion applies them above the scan.
+    let filters: Vec<Expr> = filters
+        .iter()
+        .filter(|f| {
+            !f.column_refs()
+                .iter()
+                .any(|c| c.name == projections::WORKING_DAYS_LATE)
+        })
+        .cloned()
+        .collect();
+    if !wanted.contains(&late) {
+        return table.stored_scan(state, stored, Some(&wanted), &filters);
+    }
+    let mut read: Vec<usize> = wanted.iter().copied().filter(|&i| i != late).collect();
+    for name in ["effective_due_at", "resolved_at", "timeliness"] {
+        let i = stored.index_of(name)?;
+        if !read.contains(&i) {
+            read.push(i);
+        }
+    }
+    let input = table.stored_scan(state, stored, Some(&read), &filters)?;
+    let input_schema = DFSchema::try_from(input.schema().as_ref().clone())?;
+    let Some(working_days) = state.scalar_functions().get("working_days").cloned() else {
+        return Err(DataFusionError::Internal(
+            "working_days is not registered".into(),
+        ));
+    };
+    use datafusion::prelude::{col, lit, when};
+    let late_expr = when(
+        col("timeliness").eq(lit("late")),
+        working_days.call(vec![col("effective_due_at"), col("resolved_at")]),
+    )
+    .when(col("timeliness").is_not_null(), lit(0i32))
+    .end()?;
+    let mut columns: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
+    for &i in &wanted {
+        let name = table.schema.field(i).name().clone();
+        let expr = if i == late {
+            state.create_physical_expr(late_expr.clone(), &input_schema)?
+        } else {
+            let at = read
+                .iter()
+                .position(|&r| r == i)
+                .expect("read holds every stored column");
+            Arc::new(datafusion::physical_expr::expressions::Column::new(
+                &name, at,
+            ))
+        };
+        columns.push((expr, name));
+    }
+    Ok(Arc::new(ProjectionExec::try_new(columns, input)?))
 }
 
 /// DataFusion's Parquet scan over sealed months: projection, the filters as a pruning
@@ -612,4 +697,58 @@ fn events_batch(events: &[chiso_store::RecordedEvent]) -> RecordBatch {
         strings(|e| &e.metadata),
     ];
     RecordBatch::try_new(EVENTS.clone(), columns).expect("columns match")
+}
+
+/// A table whose rows are one batch, taken when a scan is planned (`system.queries`,
+/// `calendar`).
+pub(crate) struct SnapshotTable {
+    schema: SchemaRef,
+    table_type: TableType,
+    batch: Box<dyn Fn() -> Result<RecordBatch> + Send + Sync>,
+}
+
+impl SnapshotTable {
+    pub(crate) fn new(
+        schema: SchemaRef,
+        table_type: TableType,
+        batch: impl Fn() -> Result<RecordBatch> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            schema,
+            table_type,
+            batch: Box::new(batch),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SnapshotTable({:?})", self.schema.fields().len())
+    }
+}
+
+#[async_trait]
+impl TableProvider for SnapshotTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table_type
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = (self.batch)()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
 }

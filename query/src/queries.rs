@@ -6,18 +6,13 @@
 
 use crate::error::{Error, Result};
 use crate::local_time::ZONE;
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
     UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::LogicalPlan;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,7 +260,7 @@ impl QueryLog {
     }
 
     /// The queries that ended, oldest first, as one batch of [`QUERY_LOG`].
-    fn batch(&self) -> Result<RecordBatch> {
+    pub(crate) fn batch(&self) -> Result<RecordBatch> {
         let ended = self.inner.ended.lock().expect("query log lock");
         let n = ended.len();
         let mut id = StringBuilder::with_capacity(n, n * 36);
@@ -430,40 +425,6 @@ pub static QUERY_LOG: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("error_code", DataType::Utf8, true),
     ]))
 });
-
-/// The provider of `system.queries`: a snapshot of the log when a scan is planned.
-#[derive(Debug)]
-pub(crate) struct QueryLogTable(pub QueryLog);
-
-#[async_trait]
-impl TableProvider for QueryLogTable {
-    fn schema(&self) -> SchemaRef {
-        QUERY_LOG.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .0
-            .batch()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let exec = MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            QUERY_LOG.clone(),
-            projection.cloned(),
-        )?;
-        Ok(exec)
-    }
-}
 
 /// Whether `plan` reads `system.queries` (in a subquery too).
 pub(crate) fn reads_query_log(plan: &LogicalPlan) -> bool {

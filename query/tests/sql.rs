@@ -740,3 +740,76 @@ async fn an_unread_query_stops_at_its_deadline() {
     assert!(batches <= 2, "{batches} batches after the deadline");
     assert_eq!(error.code(), "query_timeout", "{error}");
 }
+
+/// Calendar announcements change `calendar` and `dossiers.working_days_late` as soon as they
+/// are folded — sealed months included, nothing rewritten — and stay after a restart and a
+/// rebuild from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_announcements_apply_at_once_and_survive_restart_and_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir.path().join("log"));
+    let tables = dir.path().join("tables");
+    let projections = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
+    load_fixture(&store, &[&projections], &slt_dir().join("fixture.ndjson")).await;
+    assert!(projections.dossier_storage().sealed_months >= 2);
+    async fn answers(store: &Log, projections: &Projections) -> Vec<Vec<String>> {
+        let engine = SqlEngine::new(store, projections, SqlLimits::default()).unwrap();
+        let sql = "SELECT id, CAST(working_days_late AS VARCHAR) FROM dossiers WHERE timeliness = 'late' \
+                   UNION ALL SELECT CAST(date AS VARCHAR), concat(is_working_day, ' ', holiday, ' ', source) \
+                   FROM calendar WHERE date BETWEEN DATE '2019-01-19' AND DATE '2019-02-11' \
+                   AND source IS NOT NULL ORDER BY 1";
+        rows(&engine.collect(sql).await.unwrap())
+    }
+    let before = answers(&store, &projections).await;
+    let late = |rows: &[Vec<String>]| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r[0].starts_with('d'))
+            .map(|r| r.join(" "))
+            .collect()
+    };
+    assert_eq!(late(&before), ["d3 0", "d8 11"]);
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/calendar.ndjson");
+    load_fixture(&store, &[&projections], &fixture).await;
+    let after = answers(&store, &projections).await;
+    // d8, due Sunday 20 January and resolved Monday 11 February: Friday 25 January swapped
+    // for Saturday 19 January, 30 January declared a holiday, 11 February added to Tết.
+    assert_eq!(late(&after), ["d3 0", "d8 8"]);
+    let days: Vec<String> = after
+        .iter()
+        .filter(|r| r[0].starts_with('2'))
+        .map(|r| r.join(" "))
+        .collect();
+    assert_eq!(days.len(), 9, "{days:#?}");
+    assert_eq!(days[0], "2019-01-19 true  Công văn (thử) 1/2019");
+    assert_eq!(
+        days[1],
+        "2019-01-25 false Nghỉ bù, làm bù 19/01/2019 Công văn (thử) 1/2019"
+    );
+    assert_eq!(
+        days[2],
+        "2019-01-30 false Ngày Văn hóa (thử) Nghị quyết (thử) 2/2019"
+    );
+    assert_eq!(
+        days[8],
+        "2019-02-11 false Tết Nguyên đán Thông báo (thử) 3/2019"
+    );
+
+    projections.checkpoint().unwrap();
+    drop(projections);
+    let reopened = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
+    assert_eq!(answers(&store, &reopened).await, after, "reopened");
+    reopened.clear().unwrap();
+    let built_in: Vec<_> = before
+        .iter()
+        .filter(|r| r[0].starts_with('2'))
+        .cloned()
+        .collect();
+    assert_eq!(
+        answers(&store, &reopened).await,
+        built_in,
+        "cleared: the built-in calendar"
+    );
+    reopened.catch_up(|_, _| {}).unwrap();
+    assert_eq!(answers(&store, &reopened).await, after, "rebuilt");
+}

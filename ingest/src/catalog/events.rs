@@ -1,8 +1,9 @@
 //! The events of the catalog and the checks each makes on its own.
 
 use super::{field_name, Limits, Timestamp};
+use crate::calendar::CALENDAR_YEARS;
 use crate::error::{IngestError, Result};
-use chrono::Duration;
+use chrono::{Datelike, Duration, NaiveDate, Weekday};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +223,35 @@ pub struct RankingPublished {
     pub entries: Vec<RankingEntry>,
 }
 
+/// The days off a public holiday gets in one year, as the government announces them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HolidayDeclared {
+    /// Which holiday: `new_year`, `tet`, `hung_kings`, `reunification` (30/4), `labour_day`
+    /// (1/5) and `national_day` replace the Labour Code's placement of that holiday in the
+    /// year; any other key (`[a-z_]`, e.g. `culture_day`) adds a holiday.
+    pub holiday: String,
+    /// Its name as the calendar shows it, e.g. `Tết Nguyên đán`.
+    pub name: String,
+    /// Its days off in the stream's year, `YYYY-MM-DD` (none: no day off that year). A day on
+    /// a Saturday or Sunday gives the next working day off.
+    pub dates: Vec<NaiveDate>,
+    /// The act that decides it, e.g. `Công văn 8726/VPCP-KGVX ngày 26/11/2024`.
+    pub source: String,
+}
+
+/// A working day is swapped with a weekend day: civil servants take `from` off and work `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkdaySwapped {
+    /// The weekday (Monday–Friday) that becomes a day off.
+    pub from: NaiveDate,
+    /// The Saturday or Sunday worked instead, at most 31 days from `from`.
+    pub to: NaiveDate,
+    /// The act that decides it, e.g. `Công văn 6519/VPCP-KGVX ngày 11/7/2018`.
+    pub source: String,
+}
+
 /// A dossier may be due at most this long after it is received.
 const LONGEST_DEADLINE_DAYS: i64 = 366;
 
@@ -305,8 +335,110 @@ impl super::DomainEvent {
                 }
                 Ok(())
             }
+            E::HolidayDeclared(e) => {
+                let year = calendar_year(id)?;
+                holiday_key(&e.holiday)?;
+                not_blank(&e.name, "/data/name")?;
+                not_blank(&e.source, "/data/source")?;
+                if e.dates.len() > 16 {
+                    return Err(IngestError::unprocessable(
+                        "out_of_range",
+                        "data.dates: a holiday has at most 16 days off in a year",
+                    )
+                    .at("/data/dates"));
+                }
+                for (i, date) in e.dates.iter().enumerate() {
+                    let pointer = format!("/data/dates/{i}");
+                    if date.year() != year {
+                        return Err(IngestError::unprocessable(
+                            "date_out_of_year",
+                            format!(
+                                "{}: {date} is not in {year}, the stream's year",
+                                field_name(&pointer)
+                            ),
+                        )
+                        .at(pointer));
+                    }
+                    if e.dates[..i].contains(date) {
+                        return Err(IngestError::unprocessable(
+                            "duplicate_date",
+                            format!("{}: {date} is listed twice", field_name(&pointer)),
+                        )
+                        .at(pointer));
+                    }
+                }
+                Ok(())
+            }
+            E::WorkdaySwapped(e) => {
+                let year = calendar_year(id)?;
+                not_blank(&e.source, "/data/source")?;
+                let weekend =
+                    |date: &NaiveDate| matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
+                if weekend(&e.from) {
+                    return Err(IngestError::unprocessable(
+                        "not_a_weekday",
+                        format!(
+                            "data.from: {} is a {}; the day taken off must be a weekday",
+                            e.from,
+                            e.from.weekday()
+                        ),
+                    )
+                    .at("/data/from"));
+                }
+                if !weekend(&e.to) {
+                    return Err(IngestError::unprocessable(
+                        "not_a_weekend_day",
+                        format!("data.to: {} is a {}; the day worked instead must be a Saturday or Sunday", e.to, e.to.weekday()),
+                    )
+                    .at("/data/to"));
+                }
+                if (e.from - e.to).num_days().abs() > 31 {
+                    return Err(IngestError::unprocessable(
+                        "out_of_range",
+                        "data.to is more than 31 days from data.from",
+                    )
+                    .at("/data/to"));
+                }
+                if e.from.year() != year && e.to.year() != year {
+                    return Err(IngestError::unprocessable(
+                        "date_out_of_year",
+                        format!("data.from and data.to are both outside {year}, the stream's year"),
+                    )
+                    .at("/data/from"));
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The year of a `calendar-{year}` stream, within [`CALENDAR_YEARS`].
+fn calendar_year(id: &str) -> Result<i32> {
+    let year = id.parse::<i32>().ok().filter(|_| id.len() == 4);
+    match year {
+        Some(year) if CALENDAR_YEARS.contains(&year) => Ok(year),
+        _ => Err(IngestError::unprocessable(
+            "year_out_of_range",
+            format!(
+                "calendar-{id}: the calendar covers the years {} to {} (the lunar holidays are known for those)",
+                CALENDAR_YEARS.start(),
+                CALENDAR_YEARS.end()
+            ),
+        )),
+    }
+}
+
+fn holiday_key(key: &str) -> Result<()> {
+    let ok =
+        (1..=40).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if ok {
+        return Ok(());
+    }
+    Err(IngestError::unprocessable(
+        "invalid_code",
+        "data.holiday: a holiday key is 1–40 lowercase letters or '_', e.g. tet",
+    )
+    .at("/data/holiday"))
 }
 
 fn same_as_stream(value: &str, id: &str, pointer: &str) -> Result<()> {

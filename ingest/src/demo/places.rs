@@ -202,19 +202,5 @@ pub const COMMUNE_NAMES: [&str; 68] = [
     "Xã Đồng Thịnh",
 ];
 
-/// The first day of the lunar new year (Tết), 2010–2019.
-pub const TET: [(i32, u32, u32); 10] = [
-    (2010, 2, 14),
-    (2011, 2, 3),
-    (2012, 1, 23),
-    (2013, 2, 10),
-    (2014, 1, 31),
-    (2015, 2, 19),
-    (2016, 2, 8),
-    (2017, 1, 28),
-    (2018, 2, 16),
-    (2019, 2, 5),
-];
-
 /// Vĩnh Phúc's rank in the ICT Index, 2010–2019 [seed 001, appendix 1].
 pub const VINH_PHUC_ICT_RANKS: [u8; 10] = [9, 15, 31, 27, 23, 26, 24, 18, 18, 21];

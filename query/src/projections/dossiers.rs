@@ -620,8 +620,20 @@ impl Tables {
     }
 }
 
-/// `dossiers` as SQL sees it.
+/// `dossiers` as kept in memory and in sealed files: every SQL column but those computed as
+/// they are read.
 pub static DOSSIERS: LazyLock<SchemaRef> = LazyLock::new(|| schema(&dossier_fields(false)));
+
+/// The column of `dossiers` computed as it is read, from the calendar in force (so an
+/// announcement changes it at once, sealed months included).
+pub const WORKING_DAYS_LATE: &str = "working_days_late";
+
+/// `dossiers` as SQL sees it: [`DOSSIERS`] and [`WORKING_DAYS_LATE`].
+pub static DOSSIERS_SQL: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = dossier_fields(false);
+    fields.push((WORKING_DAYS_LATE, DataType::Int32, true));
+    schema(&fields)
+});
 
 /// `dossiers` as stored: the SQL columns and the pauses, from which a row is folded on.
 pub static STORED: LazyLock<SchemaRef> = LazyLock::new(|| schema(&dossier_fields(true)));

@@ -95,6 +95,9 @@ impl<'a> Repair<'a> {
                 Partition::Services => tables.services = std::mem::take(&mut scratch.services),
                 Partition::IctIndex => tables.ict_index = std::mem::take(&mut scratch.ict_index),
                 Partition::Rankings => tables.rankings = std::mem::take(&mut scratch.rankings),
+                Partition::Calendar => {
+                    tables.declarations = std::mem::take(&mut scratch.declarations);
+                }
                 Partition::Dossiers(month) => {
                     let rows = scratch.dossiers.forget(month).map(|mut m| m.take_rows());
                     for mut row in rows.into_iter().flatten() {
@@ -130,6 +133,7 @@ impl Tables {
             Partition::Services => self.services.clear(),
             Partition::IctIndex => self.ict_index.clear(),
             Partition::Rankings => self.rankings.clear(),
+            Partition::Calendar => self.declarations.clear(),
             Partition::Dossiers(month) => {
                 self.dossiers.forget(month);
             }

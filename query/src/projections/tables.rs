@@ -32,6 +32,8 @@ pub struct Tables {
     pub cold_daily: BTreeMap<MonthKey, ColdMonth>,
     pub ict_index: BTreeMap<(i32, String), (i32, Option<f64>)>,
     pub rankings: BTreeMap<(String, String, String), Ranking>,
+    /// The calendar's announcements, in log order.
+    pub declarations: Vec<crate::calendar::Declaration>,
     names: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// Partitions changed since the last checkpoint (and whose cached batches are stale).
     pub dirty: BTreeSet<Partition>,
@@ -98,6 +100,7 @@ impl Tables {
                 self.rankings.insert(key, Ranking { position, entries });
                 self.dirty.insert(Partition::Rankings);
             }
+            event @ (E::HolidayDeclared(_) | E::WorkdaySwapped(_)) => self.declare(id, event),
             _ => {}
         }
         Ok(())
@@ -121,6 +124,7 @@ impl Tables {
             ("service_levels", _) => self.restore_service_levels(batch),
             ("ict_index", _) => self.restore_ict(batch),
             ("rankings", _) => self.restore_rankings(batch),
+            ("calendar", _) => self.restore_declarations(batch),
             ("dossiers", Some(month)) => self.restore_dossiers(month, batch),
             ("agency_daily", Some(month)) => self.restore_daily(month, batch, true),
             _ => Err(format!("no table {table} to restore")),
