@@ -82,6 +82,12 @@ fn received(agency: &str, service: &str) -> Value {
     )
 }
 
+/// `event` with `metadata.$version` set to `version`.
+fn versioned(mut event: Value, version: Value) -> Value {
+    event["metadata"] = json!({"$version": version});
+    event
+}
+
 fn at(event_type: &str, time: &str) -> Value {
     event(event_type, json!({"at": time}))
 }
@@ -759,6 +765,56 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
             "invalid_transition",
             Some("/events/3/data/at"),
         ),
+        // versions: metadata.$version picks the shape of data
+        (
+            "dossier-new",
+            json!([versioned(rec(), json!(3))]),
+            S::BAD_REQUEST,
+            "unknown_version",
+            Some("/events/0/metadata/$version"),
+        ),
+        (
+            "dossier-new",
+            json!([versioned(rec(), json!("2"))]),
+            S::BAD_REQUEST,
+            "invalid_event",
+            Some("/events/0/metadata/$version"),
+        ),
+        (
+            "dossier-new",
+            json!([versioned(rec(), json!(2))]),
+            S::BAD_REQUEST,
+            "invalid_event",
+            Some("/events/0/data"),
+        ),
+        (
+            "dossier-new",
+            json!([with(rec(), "applicant", json!("citizen"))]),
+            S::BAD_REQUEST,
+            "invalid_event",
+            Some("/events/0/data/applicant"),
+        ),
+        (
+            "dossier-new",
+            json!([versioned(
+                with(
+                    with(rec(), "applicant", json!("citizen")),
+                    "procedure_code",
+                    json!("1 011442")
+                ),
+                json!(2)
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_code",
+            Some("/events/0/data/procedure_code"),
+        ),
+        (
+            "dossier-new",
+            json!([versioned(resolved("2019-03-05T10:00:00+07:00"), json!(2))]),
+            S::BAD_REQUEST,
+            "unknown_version",
+            Some("/events/0/metadata/$version"),
+        ),
         // the calendar: one year's announcements in calendar-{year}
         (
             "calendar-2019",
@@ -896,6 +952,29 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
         vec![resolved("2019-03-06T10:00:00+07:00")],
     )
     .await;
+    // Version 2 is accepted as written: the log keeps its bytes, metadata included, and the
+    // same event again is an idempotent retry.
+    let v2 = versioned(
+        with(
+            with(rec(), "applicant", json!("citizen")),
+            "procedure_code",
+            json!("1.011442.000.00.00.H38"),
+        ),
+        json!(2),
+    );
+    let (status, first) = api.append("dossier-v2", vec![v2.clone()]).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = api.append("dossier-v2", vec![v2.clone()]).await;
+    assert_eq!((status, &again), (StatusCode::OK, &first));
+    let (_, stored) = api
+        .call("GET", "/v1/streams/dossier-v2", Body::empty())
+        .await;
+    assert_eq!(
+        stored["events"][0]["metadata"],
+        json!({"$version": 2}),
+        "{stored}"
+    );
+    assert_eq!(stored["events"][0]["data"], v2["data"], "{stored}");
     // What the refused requests staged is gone: the same dossier can now be received.
     api.ok(
         "dossier-new",

@@ -133,13 +133,54 @@ pub const EVENT_TYPES: [(&str, Category); 15] = [
     ("WorkdaySwapped", Category::Calendar),
 ];
 
+/// The latest version of an event type of the catalog (1 for a type that never changed).
+pub fn latest_version(event_type: &str) -> u32 {
+    match event_type {
+        "DossierReceived" => 2,
+        _ => 1,
+    }
+}
+
+/// The version an event says it is in: `metadata.$version`, 1 when absent (every event written
+/// before versions existed). The stored bytes keep it: an event is upcast each time it is
+/// read, never rewritten.
+pub fn version_of(metadata: &str) -> Result<u32> {
+    // Nearly every event has no version: its metadata is not parsed at all.
+    if !metadata.contains("$version") && !metadata.contains('\\') {
+        return Ok(1);
+    }
+    #[derive(Deserialize)]
+    struct Versioned {
+        #[serde(rename = "$version")]
+        version: Option<serde_json::Value>,
+    }
+    let invalid = || {
+        IngestError::malformed(
+            "invalid_event",
+            "metadata.$version must be a positive integer (1 when absent)",
+        )
+        .at("/metadata/$version")
+    };
+    let versioned: Versioned = serde_json::from_str(metadata).map_err(|_| invalid())?;
+    match versioned.version {
+        None => Ok(1),
+        Some(version) => version
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v >= 1)
+            .ok_or_else(invalid),
+    }
+}
+
 /// Decodes and checks one event for `stream`: its type must belong to the stream's category,
-/// its data must have exactly the type's fields, and its values must be in range. `now`
-/// bounds the times (no more than a day ahead).
+/// its version (`metadata.$version`) must be one of its type's, its data must have exactly
+/// that version's fields, and its values must be in range. `now` bounds the times (no more
+/// than a day ahead).
 pub fn decode(
     stream: &StreamName,
     event_type: &str,
     data: &str,
+    metadata: &str,
     now: DateTime<Utc>,
 ) -> Result<DomainEvent> {
     let (category, id) = Category::of(stream)?;
@@ -164,40 +205,58 @@ pub fn decode(
         )
         .at("/type"));
     }
-    let event = parse_data(event_type, data)?;
+    let event = parse_data(event_type, version_of(metadata)?, data)?;
     event.check(id, &Limits::at(now))?;
     Ok(event)
 }
 
-/// Decodes a stored event without the checks that depend on the clock (for replay).
-pub fn decode_stored(event_type: &str, data: &str) -> Result<DomainEvent> {
-    parse_data(event_type, data)
+/// Decodes a stored event, upcast to its type's latest version, without the checks that
+/// depend on the clock (for replay).
+pub fn decode_stored(event_type: &str, data: &str, metadata: &str) -> Result<DomainEvent> {
+    parse_data(event_type, version_of(metadata)?, data)
 }
 
-fn parse_data(event_type: &str, data: &str) -> Result<DomainEvent> {
+fn parse_data(event_type: &str, version: u32, data: &str) -> Result<DomainEvent> {
     fn typed<T: DeserializeOwned>(data: &str, wrap: fn(T) -> DomainEvent) -> Result<DomainEvent> {
         match serde_json::from_str(data) {
             Ok(value) => Ok(wrap(value)),
             Err(_) => Err(explain::<T>(data)),
         }
     }
-    match event_type {
-        "AgencyRegistered" => typed(data, DomainEvent::AgencyRegistered),
-        "ServiceLaunched" => typed(data, DomainEvent::ServiceLaunched),
-        "ServiceLevelChanged" => typed(data, DomainEvent::ServiceLevelChanged),
-        "ServiceWithdrawn" => typed(data, DomainEvent::ServiceWithdrawn),
-        "DossierReceived" => typed(data, DomainEvent::DossierReceived),
-        "DossierPaused" => typed(data, DomainEvent::DossierPaused),
-        "DossierResumed" => typed(data, DomainEvent::DossierResumed),
-        "DossierResolved" => typed(data, DomainEvent::DossierResolved),
-        "DossierWithdrawn" => typed(data, DomainEvent::DossierWithdrawn),
-        "DossierPaid" => typed(data, DomainEvent::DossierPaid),
-        "DossierRated" => typed(data, DomainEvent::DossierRated),
-        "IctIndexPublished" => typed(data, DomainEvent::IctIndexPublished),
-        "RankingPublished" => typed(data, DomainEvent::RankingPublished),
-        "HolidayDeclared" => typed(data, DomainEvent::HolidayDeclared),
-        "WorkdaySwapped" => typed(data, DomainEvent::WorkdaySwapped),
-        other => Err(IngestError::malformed(
+    let latest = latest_version(event_type);
+    if version > latest {
+        let versions: Vec<String> = (1..=latest).map(|v| v.to_string()).collect();
+        return Err(IngestError::malformed(
+            "unknown_version",
+            format!(
+                "{event_type} has no version {version} (its versions: {})",
+                versions.join(", ")
+            ),
+        )
+        .at("/metadata/$version"));
+    }
+    match (event_type, version) {
+        ("DossierReceived", 1) => typed(data, |v1: DossierReceivedV1| {
+            DomainEvent::DossierReceived(v1.into())
+        }),
+        ("DossierReceived", _) => typed(data, |v2: DossierReceivedV2| {
+            DomainEvent::DossierReceived(v2.into())
+        }),
+        ("AgencyRegistered", _) => typed(data, DomainEvent::AgencyRegistered),
+        ("ServiceLaunched", _) => typed(data, DomainEvent::ServiceLaunched),
+        ("ServiceLevelChanged", _) => typed(data, DomainEvent::ServiceLevelChanged),
+        ("ServiceWithdrawn", _) => typed(data, DomainEvent::ServiceWithdrawn),
+        ("DossierPaused", _) => typed(data, DomainEvent::DossierPaused),
+        ("DossierResumed", _) => typed(data, DomainEvent::DossierResumed),
+        ("DossierResolved", _) => typed(data, DomainEvent::DossierResolved),
+        ("DossierWithdrawn", _) => typed(data, DomainEvent::DossierWithdrawn),
+        ("DossierPaid", _) => typed(data, DomainEvent::DossierPaid),
+        ("DossierRated", _) => typed(data, DomainEvent::DossierRated),
+        ("IctIndexPublished", _) => typed(data, DomainEvent::IctIndexPublished),
+        ("RankingPublished", _) => typed(data, DomainEvent::RankingPublished),
+        ("HolidayDeclared", _) => typed(data, DomainEvent::HolidayDeclared),
+        ("WorkdaySwapped", _) => typed(data, DomainEvent::WorkdaySwapped),
+        (other, _) => Err(IngestError::malformed(
             "unknown_event_type",
             format!("{other} is not an event type of the catalog"),
         )),
@@ -310,10 +369,27 @@ impl JsonSchema for Timestamp {
     }
 }
 
-/// The JSON Schema of the catalog: the envelope's `type` and the `data` of each type.
+/// The JSON Schema of the catalog: the envelope's `type` and the `data` of each type in its
+/// latest version, and under `x-chiso-versions` every version of the types that have more than
+/// one, with where the version is given.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(DomainEvent);
-    serde_json::to_value(schema).expect("a schema is JSON")
+    let mut document = serde_json::to_value(schema).expect("a schema is JSON");
+    let version = |schema: schemars::Schema| serde_json::to_value(schema).expect("JSON");
+    document["x-chiso-versions"] = serde_json::json!({
+        "in": "metadata.$version (an integer; 1 when absent)",
+        "types": {
+            "DossierReceived": {
+                "latest": latest_version("DossierReceived"),
+                "versions": {
+                    "1": version(schemars::schema_for!(DossierReceivedV1)),
+                    "2": version(schemars::schema_for!(DossierReceivedV2)),
+                },
+                "upcast": "version 1 folds as version 2 with procedure_code and applicant null",
+            }
+        }
+    });
+    document
 }
 
 #[cfg(test)]
@@ -375,7 +451,7 @@ mod tests {
                 false => { object.insert(field.to_owned(), value); }
             }
             let stream = StreamName::new(stream).unwrap();
-            if let Err(error) = decode(&stream, event_type, &data.to_string(), Utc::now()) {
+            if let Err(error) = decode(&stream, event_type, &data.to_string(), "{}", Utc::now()) {
                 let pointer = error.pointer.unwrap_or_default();
                 proptest::prop_assert!(pointer.is_empty() || pointer.starts_with("/data") || pointer == "/type", "{pointer}");
                 proptest::prop_assert!(!error.message.is_empty());
@@ -390,8 +466,8 @@ mod tests {
             data in "\\PC{0,120}|\\{(\"[a-z_]{1,12}\": ?(null|true|-?[0-9]{1,25}(\\.[0-9]{0,5})?|\"[^\"]{0,20}\"), ?){0,6}\"x\": 1\\}",
         ) {
             let stream = StreamName::new(stream).unwrap();
-            let _ = decode(&stream, EVENT_TYPES[which].0, &data, Utc::now());
-            let _ = decode_stored(EVENT_TYPES[which].0, &data);
+            let _ = decode(&stream, EVENT_TYPES[which].0, &data, "{}", Utc::now());
+            let _ = decode_stored(EVENT_TYPES[which].0, &data, r#"{"$version": 2}"#);
         }
     }
 
@@ -401,11 +477,78 @@ mod tests {
             let (stream, data) = sample(event_type);
             let stream = StreamName::new(stream).unwrap();
             assert_eq!(Category::of(&stream).unwrap().0, category);
-            let event = decode(&stream, event_type, &data, Utc::now())
+            let event = decode(&stream, event_type, &data, "{}", Utc::now())
                 .unwrap_or_else(|e| panic!("{event_type}: {e}"));
             let wire = serde_json::to_value(&event).unwrap();
             assert_eq!(wire["type"], event_type, "the tag is the wire type");
         }
+    }
+
+    #[test]
+    fn versions_come_from_the_metadata_and_upcast() {
+        let stream = StreamName::new("dossier-1").unwrap();
+        let v1 = r#"{"agency": "26", "service": "1.001", "channel": "online", "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-08T17:00:00+07:00"}"#;
+        let v2 = r#"{"agency": "26", "service": "1.001", "channel": "online", "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-08T17:00:00+07:00", "procedure_code": "1.011442.000.00.00.H38", "applicant": "business"}"#;
+        let received =
+            |data, metadata| match decode(&stream, "DossierReceived", data, metadata, Utc::now()) {
+                Ok(DomainEvent::DossierReceived(e)) => Ok((e.procedure_code, e.applicant)),
+                Ok(other) => panic!("{other:?}"),
+                Err(error) => Err((error.code, error.pointer)),
+            };
+        assert_eq!(received(v1, "{}"), Ok((None, None)));
+        assert_eq!(
+            received(v1, r#"{"$version": 1, "by": "x"}"#),
+            Ok((None, None))
+        );
+        assert_eq!(
+            received(v2, r#"{"$version": 2}"#),
+            Ok((
+                Some("1.011442.000.00.00.H38".into()),
+                Some(Applicant::Business)
+            ))
+        );
+        // Version 2's fields are not version 1's, and version 2 needs them.
+        assert_eq!(received(v2, "{}").unwrap_err().0, "invalid_event");
+        assert_eq!(
+            received(v1, r#"{"$version": 2}"#).unwrap_err().0,
+            "invalid_event"
+        );
+        let unknown = received(v1, r#"{"$version": 3}"#).unwrap_err();
+        assert_eq!(
+            unknown,
+            ("unknown_version", Some("/metadata/$version".into()))
+        );
+        assert_eq!(
+            received(v1, r#"{"$version": "2"}"#).unwrap_err().0,
+            "invalid_event"
+        );
+        assert_eq!(
+            received(v1, r#"{"$version": 0}"#).unwrap_err().0,
+            "invalid_event"
+        );
+        // A type with one version has no version 2.
+        let stream = StreamName::new("dossier-1").unwrap();
+        let resolved = decode(
+            &stream,
+            "DossierResolved",
+            r#"{"at": "2019-03-05T10:00:00+07:00", "outcome": "approved"}"#,
+            r#"{"$version": 2}"#,
+            Utc::now(),
+        );
+        assert_eq!(resolved.unwrap_err().code, "unknown_version");
+        // Escaped keys are read as what they are.
+        assert_eq!(
+            received(v1, r#"{"\u0024version": 3}"#).unwrap_err().0,
+            "unknown_version"
+        );
+        let schema = json_schema();
+        assert_eq!(
+            schema["x-chiso-versions"]["types"]["DossierReceived"]["latest"],
+            2
+        );
+        let versions = &schema["x-chiso-versions"]["types"]["DossierReceived"]["versions"];
+        assert!(versions["2"].to_string().contains("procedure_code"));
+        assert!(!versions["1"].to_string().contains("procedure_code"));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! and of its Public Administration Service Center (36 451 · 34 664 · 98.17 %), and the real
 //! ICT Index ranks. Everything else is synthetic: dossier volumes before 2019 (growing as the
 //! electronic one-stop system reached every agency), times, deadlines, pauses, payments,
-//! ratings, and the other provinces' ICT ranks (marked `"synthetic": true`).
+//! ratings, and the other provinces' ICT ranks (marked `"synthetic": true`). Deadlines count
+//! working days of the built-in calendar (holidays and Tết off); receipts from 1 July 2019 are
+//! `DossierReceived` version 2 (the service's national procedure code and the applicant), the
+//! ones before version 1, so the history holds both.
 
 mod places;
 
@@ -226,6 +229,9 @@ fn local(time: NaiveDateTime) -> String {
 fn date(year: i32, month: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, month, day).expect("a real date")
 }
+
+/// Receipts from this day on are written in `DossierReceived` version 2.
+const VERSION_2_FROM: NaiveDate = NaiveDate::from_ymd_opt(2019, 7, 1).expect("a date");
 
 /// `days` working days after `from` (without weekends, public holidays and the days given off
 /// for them: the built-in calendar), at 17:00.
@@ -513,8 +519,27 @@ impl Province {
             "direct"
         };
         let due = deadline(received, service.deadline_days);
-        let data = json!({"agency": self.agencies[agency].code, "service": service.code, "channel": channel, "received_at": local(received), "due_at": local(due)});
-        writer.event(&stream, "DossierReceived", data)?;
+        let mut data = json!({"agency": self.agencies[agency].code, "service": service.code, "channel": channel, "received_at": local(received), "due_at": local(due)});
+        if received >= VERSION_2_FROM.and_hms_opt(0, 0, 0).expect("midnight") {
+            // The one-stop systems send `DossierReceived` version 2 from mid-2019: the
+            // national procedure code (the service's) and the applicant, one in seven a
+            // business (by the id, so the random draws of the history stay as they were).
+            data["procedure_code"] = json!(service.code);
+            let business = id
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31) + u32::from(b))
+                % 7
+                == 0;
+            data["applicant"] = json!(if business { "business" } else { "citizen" });
+            writer.event_with(
+                &stream,
+                "DossierReceived",
+                data,
+                Some(json!({"$version": 2})),
+            )?;
+        } else {
+            writer.event(&stream, "DossierReceived", data)?;
+        }
         let year_end = date(year, 12, 31)
             .and_hms_opt(23, 30, 0)
             .expect("a valid time");

@@ -48,7 +48,13 @@ impl Checker {
         now: DateTime<Utc>,
     ) -> Result<Checked, IngestError> {
         let decoded = match self {
-            Self::Catalog => Some(decode(stream, &envelope.event_type, &envelope.data, now)?),
+            Self::Catalog => Some(decode(
+                stream,
+                &envelope.event_type,
+                &envelope.data,
+                &envelope.metadata,
+                now,
+            )?),
             Self::Envelope => None,
         };
         Ok(Checked { envelope, decoded })
@@ -188,8 +194,14 @@ fn catalog_request(
         let Checked { envelope, decoded } = checked;
         let decoded = match decoded {
             Some(decoded) => decoded,
-            None => decode(&stream, &envelope.event_type, &envelope.data, Utc::now())
-                .map_err(|error| refused(index, event, error))?,
+            None => decode(
+                &stream,
+                &envelope.event_type,
+                &envelope.data,
+                &envelope.metadata,
+                Utc::now(),
+            )
+            .map_err(|error| refused(index, event, error))?,
         };
         Ok(ProposedEvent {
             id: envelope.id,

@@ -11,7 +11,7 @@
 //! use chiso_store::StreamName;
 //! let stream = StreamName::new("dossier-26.001-2019-000123").unwrap();
 //! let data = r#"{"at": "2019-03-05T10:00:00+07:00", "outcome": "approved"}"#;
-//! let event = decode(&stream, "DossierResolved", data, chrono::Utc::now()).unwrap();
+//! let event = decode(&stream, "DossierResolved", data, "{}", chrono::Utc::now()).unwrap();
 //! assert!(matches!(event, DomainEvent::DossierResolved(_)));
 //! ```
 

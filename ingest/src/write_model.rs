@@ -542,7 +542,8 @@ impl WriteModel for IngestModel {
         if category == Category::Dossier {
             self.fetch_dossier(id, stored.get(&event.stream))?;
         }
-        let decoded = decode_stored(&event.event_type, &event.data).map_err(|e| e.to_string())?;
+        let decoded = decode_stored(&event.event_type, &event.data, &event.metadata)
+            .map_err(|e| e.to_string())?;
         self.apply(id, &decoded);
         Ok(())
     }

@@ -1934,7 +1934,7 @@ impl SealedRows for LogRecall {
             decoded.extend(
                 page.iter()
                     .filter(|e| e.position < before)
-                    .filter_map(|e| decode_stored(&e.event_type, &e.data).ok()),
+                    .filter_map(|e| decode_stored(&e.event_type, &e.data, &e.metadata).ok()),
             );
             if done {
                 break;

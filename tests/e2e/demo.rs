@@ -85,6 +85,17 @@ async fn the_demo_history_holds_the_figures_of_the_seeds() {
             {"desk": "one_stop", "received": 314984, "resolved": 252856, "in_time": 237179},
         ])
     );
+    // Receipts before July 2019 are version 1 (upcast: no procedure code, no applicant), the
+    // later ones version 2, and the procedure code of a version 2 receipt is its service's.
+    let versions = sql(url, "
+        SELECT count(*) FILTER (WHERE procedure_code IS NULL) = count(*) FILTER (WHERE received_at < '2019-07-01') AS by_date,
+               count(*) FILTER (WHERE procedure_code IS NOT NULL AND procedure_code <> service) AS other_code,
+               count(*) FILTER (WHERE applicant = 'business') > 0 AND count(*) FILTER (WHERE applicant = 'citizen') > 0 AS both_applicants
+        FROM dossiers").await;
+    assert_eq!(
+        versions,
+        json!([{"by_date": true, "other_code": 0, "both_applicants": true}])
+    );
     let rates = sql(url, "
         SELECT round(100.0 * sum(resolved_early + resolved_on_time) / sum(resolved_total), 2) AS on_time,
                round(100.0 * sum(resolved_total) / sum(received_online + received_direct_postal), 2) AS resolved_share,

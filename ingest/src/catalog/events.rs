@@ -89,7 +89,18 @@ pub enum Channel {
     Postal,
 }
 
-/// A dossier is received at a one-stop desk.
+/// Who applies for a dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Applicant {
+    /// A citizen (công dân).
+    Citizen,
+    /// A business or organisation (doanh nghiệp, tổ chức).
+    Business,
+}
+
+/// A dossier is received at a one-stop desk: its latest version (2), to which version 1 is
+/// upcast (`procedure_code` and `applicant` null).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DossierReceived {
@@ -103,6 +114,77 @@ pub struct DossierReceived {
     pub received_at: Timestamp,
     /// The legal deadline; not before `received_at`.
     pub due_at: Timestamp,
+    /// The national procedure code, e.g. `1.011442.000.00.00.H38` (version 2; null when
+    /// upcast from version 1).
+    pub procedure_code: Option<String>,
+    /// Who applies (version 2; null when upcast from version 1).
+    pub applicant: Option<Applicant>,
+}
+
+/// `DossierReceived` version 1: every event written without `metadata.$version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierReceivedV1 {
+    /// The receiving agency.
+    pub agency: String,
+    /// The service (procedure) it is for.
+    pub service: String,
+    /// How it came in.
+    pub channel: Channel,
+    /// When it was received.
+    pub received_at: Timestamp,
+    /// The legal deadline; not before `received_at`.
+    pub due_at: Timestamp,
+}
+
+/// `DossierReceived` version 2 (`metadata.$version: 2`): version 1 and who applies for which
+/// national procedure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierReceivedV2 {
+    /// The receiving agency.
+    pub agency: String,
+    /// The service (procedure) it is for.
+    pub service: String,
+    /// How it came in.
+    pub channel: Channel,
+    /// When it was received.
+    pub received_at: Timestamp,
+    /// The legal deadline; not before `received_at`.
+    pub due_at: Timestamp,
+    /// The national procedure code (Cơ sở dữ liệu quốc gia về thủ tục hành chính), e.g.
+    /// `1.011442.000.00.00.H38`.
+    pub procedure_code: String,
+    /// Who applies.
+    pub applicant: Applicant,
+}
+
+impl From<DossierReceivedV1> for DossierReceived {
+    fn from(v1: DossierReceivedV1) -> Self {
+        Self {
+            agency: v1.agency,
+            service: v1.service,
+            channel: v1.channel,
+            received_at: v1.received_at,
+            due_at: v1.due_at,
+            procedure_code: None,
+            applicant: None,
+        }
+    }
+}
+
+impl From<DossierReceivedV2> for DossierReceived {
+    fn from(v2: DossierReceivedV2) -> Self {
+        Self {
+            agency: v2.agency,
+            service: v2.service,
+            channel: v2.channel,
+            received_at: v2.received_at,
+            due_at: v2.due_at,
+            procedure_code: Some(v2.procedure_code),
+            applicant: Some(v2.applicant),
+        }
+    }
 }
 
 /// A dossier's clock stops (waiting for supplements) or restarts; also withdrawal.
@@ -292,6 +374,9 @@ impl super::DomainEvent {
             | E::DossierPaid(DossierPaid { at, .. }) => limits.time(at, "/data/at"),
             E::DossierReceived(e) => {
                 limits.time(&e.received_at, "/data/received_at")?;
+                if let Some(code) = &e.procedure_code {
+                    code_like(code, "/data/procedure_code")?;
+                }
                 deadline(e)
             }
             E::DossierRated(e) => {
@@ -587,6 +672,7 @@ wire_names! {
         Center => "center", District => "district", Commune => "commune",
     }
     Channel { Direct => "direct", Online => "online", Postal => "postal" }
+    Applicant { Citizen => "citizen", Business => "business" }
     Outcome { Approved => "approved", Rejected => "rejected" }
     Metric { OnTimeRate => "on_time_rate", OnlineShare => "online_share", Scorecard => "scorecard" }
 }
@@ -611,6 +697,7 @@ mod wire_name_tests {
         }
         check(AgencyKind::ALL, AgencyKind::as_str);
         check(Channel::ALL, Channel::as_str);
+        check(Applicant::ALL, Applicant::as_str);
         check(Outcome::ALL, Outcome::as_str);
         check(Metric::ALL, Metric::as_str);
     }

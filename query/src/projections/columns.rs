@@ -62,6 +62,14 @@ impl Columns<'_> {
             .ok_or_else(|| format!("column {name} is missing or has another type"))
     }
 
+    /// A string column that segments written by an older chiso may not have.
+    pub fn optional_strings(&self, name: &str) -> Result<Option<&StringArray>, String> {
+        match self.0.column_by_name(name) {
+            Some(_) => self.strings(name).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn strings(&self, name: &str) -> Result<&StringArray, String> {
         self.get(name)
     }

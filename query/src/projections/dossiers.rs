@@ -14,7 +14,7 @@ use super::sealed::{SealedBase, SealedRow};
 use super::tables::{Map, Tables};
 use super::Partition;
 use crate::local_time::{local_day, local_month, micros, MonthKey};
-use chiso_ingest::{Channel, DomainEvent, DossierReceived, Outcome};
+use chiso_ingest::{Applicant, Channel, DomainEvent, DossierReceived, Outcome};
 use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -33,6 +33,9 @@ pub struct Dossier {
     pub province: Option<Arc<str>>,
     pub service: Arc<str>,
     pub service_level: Option<u8>,
+    /// The national procedure code and who applied (`DossierReceived` version 2).
+    pub procedure_code: Option<Arc<str>>,
+    pub applicant: Option<Applicant>,
     pub channel: Channel,
     pub received_at: i64,
     pub due_at: i64,
@@ -497,6 +500,8 @@ impl Tables {
             province,
             service: service.unwrap_or_else(|| self.intern(&e.service)),
             service_level,
+            procedure_code: e.procedure_code.as_deref().map(|code| self.intern(code)),
+            applicant: e.applicant,
             channel: e.channel,
             received_at,
             due_at: micros(&e.due_at.0),
@@ -646,6 +651,8 @@ fn dossier_fields(stored: bool) -> Vec<(&'static str, DataType, bool)> {
         ("province", Utf8, true),
         ("service", Utf8, false),
         ("service_level", Int32, true),
+        ("procedure_code", Utf8, true),
+        ("applicant", Utf8, true),
         ("channel", Utf8, false),
         ("received_at", timestamp(), false),
         ("due_at", timestamp(), false),
@@ -683,6 +690,8 @@ pub fn dossiers_batch(rows: &[Dossier], now: i64, stored: bool) -> RecordBatch {
         optional_strings(rows.iter().map(|d| d.province.as_deref())),
         strings(rows.iter().map(|d| &*d.service)),
         ints(rows.iter().map(|d| d.service_level.map(i32::from))),
+        optional_strings(rows.iter().map(|d| d.procedure_code.as_deref())),
+        optional_strings(rows.iter().map(|d| d.applicant.map(Applicant::as_str))),
         strings(rows.iter().map(|d| d.channel.as_str())),
         times(rows.iter().map(|d| Some(d.received_at))),
         times(rows.iter().map(|d| Some(d.due_at))),
@@ -784,6 +793,12 @@ pub fn stored_dossiers(batch: &RecordBatch) -> Result<Vec<Dossier>, String> {
         c.int32("rating")?,
     );
     let paid = c.get::<BooleanArray>("paid_online")?;
+    // Segments and sealed files written before `DossierReceived` version 2 have no such
+    // columns: their rows were all received in version 1.
+    let (procedure_code, applicant) = (
+        c.optional_strings("procedure_code")?,
+        c.optional_strings("applicant")?,
+    );
     let mut names: Map<String, Arc<str>> = Map::default();
     let mut shared = |text: &str| -> Arc<str> {
         if let Some(name) = names.get(text) {
@@ -805,6 +820,13 @@ pub fn stored_dossiers(batch: &RecordBatch) -> Result<Vec<Dossier>, String> {
             province: string_at(province, row).map(&mut shared),
             service: shared(service.value(row)),
             service_level: optional(level, row, |i| level.value(i) as u8),
+            procedure_code: procedure_code
+                .and_then(|codes| string_at(codes, row))
+                .map(&mut shared),
+            applicant: applicant
+                .and_then(|kinds| string_at(kinds, row))
+                .map(str::parse)
+                .transpose()?,
             channel: channel.value(row).parse()?,
             received_at: received.value(row),
             due_at: due.value(row),
@@ -830,6 +852,7 @@ impl Tables {
             dossier.agency = self.intern(&dossier.agency);
             dossier.service = self.intern(&dossier.service);
             dossier.province = dossier.province.map(|p| self.intern(&p));
+            dossier.procedure_code = dossier.procedure_code.map(|p| self.intern(&p));
             self.restore_dossier(month, dossier);
         }
         Ok(())
@@ -859,6 +882,8 @@ mod tests {
             province: None,
             service: name,
             service_level: None,
+            procedure_code: None,
+            applicant: None,
             channel: Channel::Online,
             received_at: 0,
             due_at: 10,

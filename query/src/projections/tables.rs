@@ -177,7 +177,7 @@ impl Decoded {
     pub fn push(&mut self, event: EventRef<'_>) {
         let id = event.stream.split_once('-').map_or("", |(_, id)| id);
         self.ids.push_str(id);
-        let decoded = decode_stored(event.event_type, event.data).ok();
+        let decoded = decode_stored(event.event_type, event.data, event.metadata).ok();
         self.events.push((event.position, self.ids.len(), decoded));
     }
 
