@@ -2,20 +2,23 @@
 # The demo history (issue #5): generate it, load it with `chiso serve --demo` (release), the
 # size on disk, the rankings of all months, one month's ranking computation, the queries, and
 # a restart; then PostgreSQL 15 loading the same events with COPY (same constraints as
-# bench/pg_schema.sql). Results go to stdout and bench/last-demo-run.txt.
+# bench/pg_schema.sql). Results go to stdout and bench/last-demo-run.txt (OUT=file for
+# another). CHISO=binary measures that build instead of building the release one (an A/B:
+# run it once per binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chiso-target}"
 scratch="$CARGO_TARGET_DIR/bench-scratch"
 mkdir -p "$scratch"
-out=bench/last-demo-run.txt
+out=${OUT:-bench/last-demo-run.txt}
 : > "$out"
 say() { echo "$*" | tee -a "$out"; }
 now() { date +%s.%N; }
-cargo build --release --bin chiso -q
-bin="$CARGO_TARGET_DIR/release/chiso"
+if [ -z "${CHISO:-}" ]; then cargo build --release --bin chiso -q; fi
+bin="${CHISO:-$CARGO_TARGET_DIR/release/chiso}"
 data="$scratch/demo-data"; history="$scratch/demo.ndjson"; port=17979; url="http://127.0.0.1:$port"
 rm -rf "$data" "$history"
+say "# $bin"
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r)"
 
 s=$(now); "$bin" demo --output "$history"; e=$(now)
