@@ -230,7 +230,8 @@ impl Calendar {
                 ..Day::default()
             })
             .collect();
-        let mut holiday_at = vec![false; len];
+        // Days a weekend holiday cannot move to: holidays, and days already given for one.
+        let mut taken = vec![false; len];
         let mut on_weekends = Vec::new();
         for (name, dates, source) in holidays.values() {
             for &date in dates {
@@ -241,7 +242,7 @@ impl Calendar {
                     holiday: Some(name.clone()),
                     source: Some(source),
                 };
-                holiday_at[i] = true;
+                taken[i] = true;
                 if weekend(date) {
                     on_weekends.push((i, name.clone()));
                 }
@@ -250,11 +251,10 @@ impl Calendar {
         // A holiday on a weekend: the next day that is neither a weekend, a holiday nor
         // already given for another is off.
         on_weekends.sort_by_key(|(i, _)| *i);
-        let mut given = vec![false; len];
         for (i, name) in on_weekends {
-            let next = (i + 1..len).find(|&j| !weekend(date_at(j)) && !holiday_at[j] && !given[j]);
+            let next = (i + 1..len).find(|&j| !weekend(date_at(j)) && !taken[j]);
             if let Some(j) = next {
-                given[j] = true;
+                taken[j] = true;
                 days[j] = Day {
                     working: false,
                     holiday: Some(format!("{name} (nghỉ bù)").into()),
@@ -292,6 +292,31 @@ impl Calendar {
             days,
             prefix,
         }
+    }
+
+    /// The calendar with the announcements of the log: `calendar-{year}` events with their
+    /// stream's year, in log order (other events are passed over).
+    pub fn from_events(events: &[(i32, crate::DomainEvent)]) -> Self {
+        use crate::DomainEvent as E;
+        let declarations: Vec<Declaration> = events
+            .iter()
+            .filter_map(|(year, event)| match event {
+                E::HolidayDeclared(e) => Some(Declaration::Holiday {
+                    year: *year,
+                    holiday: e.holiday.clone(),
+                    name: e.name.clone(),
+                    dates: e.dates.clone(),
+                    source: e.source.clone(),
+                }),
+                E::WorkdaySwapped(e) => Some(Declaration::Swap {
+                    from: e.from,
+                    to: e.to,
+                    source: e.source.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Self::new(&declarations)
     }
 
     /// The index of a local day (days since 1970-01-01) in `days`, if the calendar covers it.

@@ -441,7 +441,7 @@ impl Projections {
     fn publish_calendar(&self, tables: &Tables) {
         self.shared
             .calendar
-            .replace(Calendar::new(&tables.declarations));
+            .replace(Calendar::from_events(&tables.declarations));
     }
 
     /// How many partitions had damaged or missing segments at open, and were rebuilt alone

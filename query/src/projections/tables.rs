@@ -32,8 +32,8 @@ pub struct Tables {
     pub cold_daily: BTreeMap<MonthKey, ColdMonth>,
     pub ict_index: BTreeMap<(i32, String), (i32, Option<f64>)>,
     pub rankings: BTreeMap<(String, String, String), Ranking>,
-    /// The calendar's announcements, in log order.
-    pub declarations: Vec<crate::calendar::Declaration>,
+    /// The calendar's announcements with their stream's year, in log order.
+    pub declarations: Vec<(i32, DomainEvent)>,
     names: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// Partitions changed since the last checkpoint (and whose cached batches are stale).
     pub dirty: BTreeSet<Partition>,
