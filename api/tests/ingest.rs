@@ -92,6 +92,21 @@ fn at(event_type: &str, time: &str) -> Value {
     event(event_type, json!({"at": time}))
 }
 
+/// A `DossierCorrected` made on 2019-08-01 with `data`'s fields.
+fn correct(data: Value) -> Value {
+    let mut data = data;
+    data["at"] = json!("2019-08-01T08:00:00+07:00");
+    event("DossierCorrected", data)
+}
+
+/// A `DossierVoided` made on 2019-08-01.
+fn void() -> Value {
+    event(
+        "DossierVoided",
+        json!({"at": "2019-08-01T08:00:00+07:00", "reason": "nhập trùng"}),
+    )
+}
+
 fn resolved(time: &str) -> Value {
     event(
         "DossierResolved",
@@ -741,6 +756,139 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
             "invalid_transition",
             None,
         ),
+        // corrections and voids
+        (
+            "dossier-open",
+            json!([correct(json!({"reason": "nhập sai"}))]),
+            S::UNPROCESSABLE_ENTITY,
+            "nothing_to_correct",
+            Some("/events/0/data"),
+        ),
+        (
+            "dossier-open",
+            json!([correct(json!({"reason": "  ", "channel": "direct"}))]),
+            S::UNPROCESSABLE_ENTITY,
+            "blank_field",
+            Some("/events/0/data/reason"),
+        ),
+        (
+            "dossier-open",
+            json!([correct(json!({"channel": "fax", "reason": "r"}))]),
+            S::BAD_REQUEST,
+            "invalid_event",
+            Some("/events/0/data/channel"),
+        ),
+        (
+            "dossier-open",
+            json!([correct(
+                json!({"reason": "r", "received_at": "2019-03-12T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "due_before_received",
+            Some("/events/0/data/due_at"),
+        ),
+        (
+            "dossier-open",
+            json!([correct(
+                json!({"reason": "r", "received_at": "2019-03-12T08:00:00+07:00"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "due_before_received",
+            Some("/events/0/data/received_at"),
+        ),
+        (
+            "dossier-open",
+            json!([correct(
+                json!({"reason": "r", "due_at": "2020-03-12T08:00:00+07:00"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "time_out_of_range",
+            Some("/events/0/data/due_at"),
+        ),
+        (
+            "dossier-open",
+            json!([correct(json!({"reason": "r", "service": "9.999"}))]),
+            S::UNPROCESSABLE_ENTITY,
+            "unknown_service",
+            Some("/events/0/data/service"),
+        ),
+        (
+            "dossier-never",
+            json!([correct(json!({"reason": "r", "channel": "direct"}))]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "dossier-resolved",
+            json!([correct(
+                json!({"reason": "r", "received_at": "2019-03-05T11:00:00+07:00"})
+            )]),
+            S::CONFLICT,
+            "invalid_transition",
+            Some("/events/0/data/received_at"),
+        ),
+        (
+            "dossier-paused",
+            json!([correct(
+                json!({"reason": "r", "received_at": "2019-03-05T09:00:00+07:00"})
+            )]),
+            S::CONFLICT,
+            "invalid_transition",
+            Some("/events/0/data/received_at"),
+        ),
+        (
+            "dossier-open",
+            json!([event(
+                "DossierCorrected",
+                json!({"at": "2019-03-03T08:00:00+07:00", "reason": "r", "channel": "direct"})
+            )]),
+            S::CONFLICT,
+            "invalid_transition",
+            Some("/events/0/data/at"),
+        ),
+        (
+            "dossier-open",
+            json!([event(
+                "DossierVoided",
+                json!({"at": "2019-03-04T08:00:00+07:00"})
+            )]),
+            S::BAD_REQUEST,
+            "invalid_event",
+            Some("/events/0/data"),
+        ),
+        (
+            "dossier-never",
+            json!([void()]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "dossier-new",
+            json!([rec(), void(), void()]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "dossier-new",
+            json!([
+                rec(),
+                void(),
+                correct(json!({"reason": "r", "channel": "direct"}))
+            ]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "dossier-new",
+            json!([rec(), void(), resolved("2019-03-05T10:00:00+07:00")]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
         // later events of one request see the earlier ones, and a refusal undoes them all
         (
             "dossier-new",
@@ -981,6 +1129,95 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
         vec![rec(), resolved("2019-03-05T10:00:00+07:00")],
     )
     .await;
+}
+
+/// What a correction may change, and what it leaves: a corrected receipt time is what later
+/// events are checked against; a void ends the dossier for good, after a restart too.
+#[tokio::test]
+async fn corrections_and_voids_are_checked_against_the_corrected_dossier() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let api = Api::open(dir.path());
+        reference(&api).await;
+        // A dossier received on 4 March, really received on the 6th: a pause on the 5th is
+        // now before its receipt; one on the 7th is not.
+        api.ok(
+            "dossier-late-entry",
+            vec![
+                received(DEPT, "1.001"),
+                correct(json!({"reason": "nhận ngày 06/3", "received_at": "2019-03-06T08:00:00+07:00", "channel": "postal", "service": "1.002"})),
+            ],
+        )
+        .await;
+        let (status, answer) = api
+            .append(
+                "dossier-late-entry",
+                vec![at("DossierPaused", "2019-03-05T08:00:00+07:00")],
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("invalid_transition")),
+            "{answer}"
+        );
+        api.ok(
+            "dossier-late-entry",
+            vec![
+                at("DossierPaused", "2019-03-07T08:00:00+07:00"),
+                // Earlier again, but not after the pause: allowed.
+                correct(
+                    json!({"reason": "nhận ngày 07/3", "received_at": "2019-03-07T08:00:00+07:00"}),
+                ),
+            ],
+        )
+        .await;
+        // A resolved, a withdrawn and a rated dossier may each be corrected and voided.
+        for stream in ["dossier-resolved", "dossier-withdrawn", "dossier-rated"] {
+            api.ok(
+                stream,
+                vec![
+                    correct(json!({"reason": "r", "due_at": "2019-03-12T17:00:00+07:00"})),
+                    void(),
+                ],
+            )
+            .await;
+        }
+        api.store.shutdown().await;
+    }
+    let api = Api::open(dir.path());
+    for (stream, event) in [
+        ("dossier-resolved", void()),
+        (
+            "dossier-withdrawn",
+            correct(json!({"reason": "r", "channel": "direct"})),
+        ),
+        (
+            "dossier-rated",
+            event(
+                "DossierPaid",
+                json!({"at": "2019-08-02T08:00:00+07:00", "online": true, "amount": 5}),
+            ),
+        ),
+        (
+            "dossier-late-entry",
+            at("DossierPaused", "2019-03-07T07:00:00+07:00"),
+        ),
+    ] {
+        let (status, answer) = api.append(stream, vec![event]).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("invalid_transition")),
+            "{stream}: {answer}"
+        );
+    }
+    let (_, answer) = api.append("dossier-resolved", vec![void()]).await;
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("voided"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]

@@ -814,6 +814,41 @@ async fn rankings_publish_once_and_revise_after_late_events(tables: SealPolicy) 
         .await;
     assert_eq!(stored[0]["n"].as_u64().unwrap(), first + changed);
 
+    // A corrected deadline makes d3 on time, a void takes d2 (received at the desk) out of
+    // March: each changes the department's figures, and each publication revises them.
+    let corrected = json!({"stream": "dossier-d3", "id": uuid::Uuid::new_v4(), "type": "DossierCorrected",
+        "data": {"at": "2019-04-02T08:00:00+07:00", "reason": "thời hạn đúng là 09/3", "due_at": "2019-03-09T17:00:00+07:00"}});
+    let voided = json!({"stream": "dossier-d2", "id": uuid::Uuid::new_v4(), "type": "DossierVoided",
+        "data": {"at": "2019-04-02T08:00:00+07:00", "reason": "nhập trùng hồ sơ d1"}});
+    // Values are published to two decimals.
+    let expected = [("on_time_rate", 100.0), ("online_share", 66.67)];
+    for (change, (metric, value)) in [corrected, voided].into_iter().zip(expected) {
+        let (status, answer) = api.call("POST", "/v1/events", change.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (_, revised) = api
+            .call("POST", "/v1/rankings/2019-03/publish", Body::empty())
+            .await;
+        assert!(revised["published"].as_u64().unwrap() >= 1, "{revised}");
+        api.sql(json!({"sql": "SELECT 1", "min_position": revised["last_position"]}))
+            .await;
+        let department = rankings(
+            &api,
+            &format!("month=2019-03&metric={metric}&scope=province:26:department"),
+        )
+        .await;
+        assert_eq!(department[0].1, "26.STP");
+        assert!(
+            (department[0].2 - value).abs() < 1e-9,
+            "{metric}: {department:?}"
+        );
+    }
+    let (_, march) = api
+        .sql(json!({"sql": "SELECT count(*) AS n, sum(CASE WHEN timeliness = 'late' THEN 1 ELSE 0 END) AS late \
+                             FROM dossiers WHERE agency = '26.STP' \
+                             AND received_at BETWEEN TIMESTAMP '2019-02-28T17:00:00Z' AND TIMESTAMP '2019-03-31T17:00:00Z'"}))
+        .await;
+    assert_eq!(march, json!([{"n": 3, "late": 0}]));
+
     let (status, answer) = api
         .call("POST", "/v1/rankings/2019-13/publish", Body::empty())
         .await;

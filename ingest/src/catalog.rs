@@ -104,6 +104,10 @@ pub enum DomainEvent {
     DossierPaid(DossierPaid),
     /// `dossier-{id}`
     DossierRated(DossierRated),
+    /// `dossier-{id}`
+    DossierCorrected(DossierCorrected),
+    /// `dossier-{id}`
+    DossierVoided(DossierVoided),
     /// `ictindex-{year}`
     IctIndexPublished(IctIndexPublished),
     /// `ranking-{YYYY-MM}`
@@ -115,7 +119,7 @@ pub enum DomainEvent {
 }
 
 /// Every event type with its category, in catalog order.
-pub const EVENT_TYPES: [(&str, Category); 15] = [
+pub const EVENT_TYPES: [(&str, Category); 17] = [
     ("AgencyRegistered", Category::Agency),
     ("ServiceLaunched", Category::Service),
     ("ServiceLevelChanged", Category::Service),
@@ -127,6 +131,8 @@ pub const EVENT_TYPES: [(&str, Category); 15] = [
     ("DossierWithdrawn", Category::Dossier),
     ("DossierPaid", Category::Dossier),
     ("DossierRated", Category::Dossier),
+    ("DossierCorrected", Category::Dossier),
+    ("DossierVoided", Category::Dossier),
     ("IctIndexPublished", Category::IctIndex),
     ("RankingPublished", Category::Ranking),
     ("HolidayDeclared", Category::Calendar),
@@ -252,6 +258,8 @@ fn parse_data(event_type: &str, version: u32, data: &str) -> Result<DomainEvent>
         ("DossierWithdrawn", _) => typed(data, DomainEvent::DossierWithdrawn),
         ("DossierPaid", _) => typed(data, DomainEvent::DossierPaid),
         ("DossierRated", _) => typed(data, DomainEvent::DossierRated),
+        ("DossierCorrected", _) => typed(data, DomainEvent::DossierCorrected),
+        ("DossierVoided", _) => typed(data, DomainEvent::DossierVoided),
         ("IctIndexPublished", _) => typed(data, DomainEvent::IctIndexPublished),
         ("RankingPublished", _) => typed(data, DomainEvent::RankingPublished),
         ("HolidayDeclared", _) => typed(data, DomainEvent::HolidayDeclared),
@@ -406,6 +414,8 @@ mod tests {
             "DossierResolved" => ("dossier-1", format!(r#"{{{at}, "outcome": "rejected"}}"#)),
             "DossierPaid" => ("dossier-1", format!(r#"{{{at}, "online": false, "amount": 0}}"#)),
             "DossierRated" => ("dossier-1", format!(r#"{{{at}, "score": 1}}"#)),
+            "DossierCorrected" => ("dossier-1", format!(r#"{{{at}, "reason": "kênh nhập sai", "channel": "online", "received_at": "2019-03-04T08:00:00+07:00", "due_at": "2019-03-11T17:00:00+07:00"}}"#)),
+            "DossierVoided" => ("dossier-1", format!(r#"{{{at}, "reason": "nhập trùng"}}"#)),
             "IctIndexPublished" => ("ictindex-2019", r#"{"year": 2019, "province": "48", "rank": 1, "score": 0.8654}"#.into()),
             "RankingPublished" => ("ranking-2019-12", r#"{"month": "2019-12", "scope": "26/district", "metric": "scorecard", "entries": []}"#.into()),
             "ServiceWithdrawn" => ("service-1.001", format!("{{{at}}}")),
@@ -438,7 +448,7 @@ mod tests {
         #[test]
         fn changed_events_are_judged_never_panicking(
             which in 0..EVENT_TYPES.len(),
-            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "holiday", "dates", "from", "to", "source", "other"]),
+            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "holiday", "dates", "from", "to", "source", "reason", "channel", "other"]),
             value in leaf(),
             remove in proptest::prelude::any::<bool>(),
         ) {

@@ -6,7 +6,10 @@
 //! ranks — a few thousand, needed across streams — stay in memory; a dossier's state is read
 //! from the log for the group that appends to it, so memory does not grow with the history.
 
-use crate::catalog::{decode_stored, field_name, Category, DomainEvent, Timestamp};
+use crate::catalog::{
+    decode_stored, field_name, Category, DomainEvent, DossierCorrected, Timestamp,
+    LONGEST_DEADLINE_DAYS,
+};
 use crate::error::{IngestError, Result};
 use chiso_store::{
     category_of, ErrorKind, RecordedEvent, Rejection, RequestOf, StoredStates, StreamName,
@@ -44,9 +47,15 @@ struct Service {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DossierStatus {
     Open,
-    Paused { since: i64 },
-    Resolved { rated: bool },
+    Paused {
+        since: i64,
+    },
+    Resolved {
+        rated: bool,
+    },
     Withdrawn,
+    /// Entered in error: nothing may follow.
+    Voided,
 }
 
 #[derive(Debug, Clone)]
@@ -54,8 +63,12 @@ struct Dossier {
     /// Shared with the agency's key: a dossier costs no allocation for it.
     agency: Arc<str>,
     received_at: i64,
+    due_at: i64,
     /// When its state last changed: later transitions may not be timed before it.
     last_at: i64,
+    /// The earliest time of anything after receipt (a change of state, a payment): a
+    /// corrected `received_at` may not be later.
+    first_after: Option<i64>,
     status: DossierStatus,
 }
 
@@ -155,6 +168,11 @@ impl IngestModel {
             E::DossierRated(e) => self.transition(id, &e.at, "rate", |s| {
                 s == DossierStatus::Resolved { rated: false }
             }),
+            E::DossierCorrected(e) => self.correction(id, e),
+            E::DossierVoided(e) => {
+                let dossier = self.correctable(id, "void")?;
+                not_before_receipt(id, dossier, &e.at, "void")
+            }
             E::IctIndexPublished(e) => {
                 if self.ict.contains(&(e.year, e.province.as_str().into())) {
                     return Err(IngestError::conflict(
@@ -222,15 +240,9 @@ impl IngestModel {
             )));
         };
         if !allowed(dossier.status) {
-            let state = match dossier.status {
-                DossierStatus::Open => "open",
-                DossierStatus::Paused { .. } => "paused",
-                DossierStatus::Resolved { rated: false } => "resolved",
-                DossierStatus::Resolved { rated: true } => "resolved and rated",
-                DossierStatus::Withdrawn => "withdrawn",
-            };
             return Err(invalid_transition(format!(
-                "cannot {action} dossier {id}: it is {state}"
+                "cannot {action} dossier {id}: it is {}",
+                dossier.status.name()
             )));
         }
         if at.0.timestamp() < dossier.last_at {
@@ -242,12 +254,22 @@ impl IngestModel {
         Ok(())
     }
 
-    /// A fee may be paid any time after receipt, unless the dossier was withdrawn.
+    /// A fee may be paid any time after receipt, unless the dossier was withdrawn or voided.
     fn payment(&self, id: &str, at: &Timestamp) -> Result<()> {
         let dossier = match self.dossiers.get(id) {
-            Some(dossier) if dossier.status != DossierStatus::Withdrawn => dossier,
-            Some(_) => {
-                let message = format!("cannot pay for dossier {id}: it is withdrawn");
+            Some(dossier)
+                if !matches!(
+                    dossier.status,
+                    DossierStatus::Withdrawn | DossierStatus::Voided
+                ) =>
+            {
+                dossier
+            }
+            Some(dossier) => {
+                let message = format!(
+                    "cannot pay for dossier {id}: it is {}",
+                    dossier.status.name()
+                );
                 return Err(invalid_transition(message));
             }
             None => {
@@ -258,6 +280,72 @@ impl IngestModel {
         if at.0.timestamp() < dossier.received_at {
             let message = format!("cannot pay for dossier {id} before it was received");
             return Err(invalid_transition(message).at("/data/at"));
+        }
+        Ok(())
+    }
+
+    /// A received dossier that is not voided: any other may be corrected or voided.
+    fn correctable(&self, id: &str, action: &str) -> Result<&Dossier> {
+        match self.dossiers.get(id) {
+            None => Err(invalid_transition(format!(
+                "cannot {action} dossier {id}: it has not been received"
+            ))),
+            Some(dossier) if dossier.status == DossierStatus::Voided => Err(invalid_transition(
+                format!("cannot {action} dossier {id}: it is voided"),
+            )),
+            Some(dossier) => Ok(dossier),
+        }
+    }
+
+    /// A correction must leave a dossier that could have been received so: a launched
+    /// service, received before anything that followed, due after it was received.
+    fn correction(&self, id: &str, e: &DossierCorrected) -> Result<()> {
+        let dossier = self.correctable(id, "correct")?;
+        not_before_receipt(id, dossier, &e.at, "correct")?;
+        if let Some(service) = &e.service {
+            // A service withdrawn since is still the one a dossier of its time was for.
+            if !self.services.contains_key(service.as_str()) {
+                return Err(IngestError::unprocessable(
+                    "unknown_service",
+                    format!("service {service} has not been launched"),
+                )
+                .at("/data/service"));
+            }
+        }
+        if let (Some(received_at), Some(first)) = (&e.received_at, dossier.first_after) {
+            if received_at.0.timestamp() > first {
+                return Err(invalid_transition(format!(
+                    "cannot correct dossier {id}: data.received_at would be after what \
+                     followed its receipt (a pause, resolution, withdrawal or payment)"
+                ))
+                .at("/data/received_at"));
+            }
+        }
+        let received_at = e
+            .received_at
+            .as_ref()
+            .map_or(dossier.received_at, |t| t.0.timestamp());
+        let due_at = e
+            .due_at
+            .as_ref()
+            .map_or(dossier.due_at, |t| t.0.timestamp());
+        let pointer = match e.due_at {
+            Some(_) => "/data/due_at",
+            None => "/data/received_at",
+        };
+        if due_at < received_at {
+            return Err(IngestError::unprocessable(
+                "due_before_received",
+                format!("dossier {id} would be due before it was received"),
+            )
+            .at(pointer));
+        }
+        if due_at - received_at > LONGEST_DEADLINE_DAYS * 86_400 {
+            return Err(IngestError::unprocessable(
+                "time_out_of_range",
+                format!("dossier {id} would be due more than a year after it was received"),
+            )
+            .at(pointer));
         }
         Ok(())
     }
@@ -298,10 +386,45 @@ impl IngestModel {
                 Dossier {
                     agency: self.agency_code(&e.agency),
                     received_at: e.received_at.0.timestamp(),
+                    due_at: e.due_at.0.timestamp(),
                     last_at: e.received_at.0.timestamp(),
+                    first_after: None,
                     status: DossierStatus::Open,
                 },
             ),
+            E::DossierCorrected(e) => {
+                if let Some(dossier) = self.dossiers.get(id).cloned() {
+                    let received_at = e.received_at.as_ref().map(|t| t.0.timestamp());
+                    let received_at = received_at.unwrap_or(dossier.received_at);
+                    // Until something follows receipt, the receipt is the last change.
+                    let last_at = match dossier.first_after {
+                        None => received_at,
+                        Some(_) => dossier.last_at,
+                    };
+                    let due_at = e.due_at.as_ref().map(|t| t.0.timestamp());
+                    let dossier = Dossier {
+                        received_at,
+                        due_at: due_at.unwrap_or(dossier.due_at),
+                        last_at,
+                        ..dossier
+                    };
+                    self.set_dossier(key, dossier);
+                }
+            }
+            E::DossierVoided(e) => self.set_status(key, DossierStatus::Voided, e.at.0.timestamp()),
+            E::DossierPaid(e) => {
+                if let Some(dossier) = self.dossiers.get(id).cloned() {
+                    let at = e.at.0.timestamp();
+                    let first_after = Some(dossier.first_after.map_or(at, |first| first.min(at)));
+                    self.set_dossier(
+                        key,
+                        Dossier {
+                            first_after,
+                            ..dossier
+                        },
+                    );
+                }
+            }
             E::DossierPaused(e) => {
                 let since = e.at.0.timestamp();
                 self.set_status(key, DossierStatus::Paused { since }, since)
@@ -318,10 +441,7 @@ impl IngestModel {
                 let status = DossierStatus::Resolved { rated: true };
                 self.set_status(key, status, e.at.0.timestamp())
             }
-            E::DossierPaid(_)
-            | E::RankingPublished(_)
-            | E::HolidayDeclared(_)
-            | E::WorkdaySwapped(_) => {}
+            E::RankingPublished(_) | E::HolidayDeclared(_) | E::WorkdaySwapped(_) => {}
             E::IctIndexPublished(e) => {
                 let province: Box<str> = e.province.as_str().into();
                 self.ict.insert((e.year, province.clone()));
@@ -351,12 +471,20 @@ impl IngestModel {
 
     fn set_status(&mut self, key: Box<str>, status: DossierStatus, at: i64) {
         if let Some(dossier) = self.dossiers.get(&key).cloned() {
-            let last_at = dossier.last_at.max(at);
+            // A void changes no times: it ends the dossier whenever it was made.
+            let (last_at, first_after) = match status {
+                DossierStatus::Voided => (dossier.last_at, dossier.first_after),
+                _ => (
+                    dossier.last_at.max(at),
+                    Some(dossier.first_after.map_or(at, |first| first.min(at))),
+                ),
+            };
             self.set_dossier(
                 key,
                 Dossier {
                     status,
                     last_at,
+                    first_after,
                     ..dossier
                 },
             );
@@ -427,6 +555,30 @@ impl IngestModel {
             }
         }
     }
+}
+
+impl DossierStatus {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Paused { .. } => "paused",
+            Self::Resolved { rated: false } => "resolved",
+            Self::Resolved { rated: true } => "resolved and rated",
+            Self::Withdrawn => "withdrawn",
+            Self::Voided => "voided",
+        }
+    }
+}
+
+/// A correction or void is made after the dossier was received.
+fn not_before_receipt(id: &str, dossier: &Dossier, at: &Timestamp, action: &str) -> Result<()> {
+    if at.0.timestamp() >= dossier.received_at {
+        return Ok(());
+    }
+    Err(invalid_transition(format!(
+        "cannot {action} dossier {id} before it was received"
+    ))
+    .at("/data/at"))
 }
 
 /// 409 `invalid_transition`: the event does not follow from the current state.

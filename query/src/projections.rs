@@ -632,7 +632,12 @@ impl Projections {
             return Ok(());
         }
         let mut state = self.state();
-        for month in agency_daily::counted_months(&events, &state.tables.cold_daily) {
+        let mut counted = agency_daily::counted_months(&events, &state.tables.cold_daily);
+        if !state.tables.cold_daily.is_empty() {
+            let corrected = state.tables.corrected_months(&events);
+            counted.extend(corrected.map_err(|FoldError(reason)| Error::Fold(reason))?);
+        }
+        for month in counted {
             self.warm_daily(&mut state, month)?;
         }
         let failed = state.tables.fold(events).err();
@@ -775,12 +780,14 @@ impl Projections {
         let mut state = self.state();
         lock(&self.shared.sealing).remove(file);
         let current = state.generation == generation;
+        // A month that lost rows meanwhile (a correction moved one, a void) gave up this
+        // sealing: its file is not installed, and the next checkpoint removes it.
         let Some(partition) = state
             .tables
             .dossiers
             .months
             .get_mut(&month)
-            .filter(|_| current)
+            .filter(|partition| current && partition.is_sealing())
         else {
             return;
         };

@@ -253,6 +253,37 @@ pub struct DossierRated {
     pub score: u8,
 }
 
+/// What was entered wrong about a dossier's receipt, put right: each field given replaces
+/// what `DossierReceived` (or an earlier correction) said, from the start — the dossier is
+/// counted as if it had been received so. The wrong events stay in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierCorrected {
+    /// When the correction was made.
+    pub at: Timestamp,
+    /// Why, e.g. `nhập sai kênh tiếp nhận` (required).
+    pub reason: String,
+    /// The channel it really came in by.
+    pub channel: Option<Channel>,
+    /// The service it is really for (a launched one).
+    pub service: Option<String>,
+    /// When it was really received: not after any later change of its state.
+    pub received_at: Option<Timestamp>,
+    /// Its real legal deadline: not before the (corrected) `received_at`.
+    pub due_at: Option<Timestamp>,
+}
+
+/// A dossier was entered in error (a duplicate, a test, the wrong desk): it leaves every
+/// table, report and ranking; its events stay in the log. Nothing follows a void.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DossierVoided {
+    /// When it was voided.
+    pub at: Timestamp,
+    /// Why, e.g. `nhập trùng hồ sơ 000.00.26.H38-190304-0001` (required).
+    pub reason: String,
+}
+
 /// A province's place in the Vietnam ICT Index of a year.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -335,7 +366,7 @@ pub struct WorkdaySwapped {
 }
 
 /// A dossier may be due at most this long after it is received.
-const LONGEST_DEADLINE_DAYS: i64 = 366;
+pub(crate) const LONGEST_DEADLINE_DAYS: i64 = 366;
 
 impl super::DomainEvent {
     /// The checks the event makes on its own, for the stream id `id` (the part after the
@@ -377,11 +408,44 @@ impl super::DomainEvent {
                 if let Some(code) = &e.procedure_code {
                     code_like(code, "/data/procedure_code")?;
                 }
-                deadline(e)
+                deadline(&e.received_at, &e.due_at)
             }
             E::DossierRated(e) => {
                 in_range(e.score.into(), 1, 5, "/data/score")?;
                 limits.time(&e.at, "/data/at")
+            }
+            E::DossierCorrected(e) => {
+                limits.time(&e.at, "/data/at")?;
+                not_blank(&e.reason, "/data/reason")?;
+                if let Some(service) = &e.service {
+                    code_like(service, "/data/service")?;
+                }
+                if let Some(received_at) = &e.received_at {
+                    limits.time(received_at, "/data/received_at")?;
+                }
+                if let Some(due_at) = &e.due_at {
+                    limits.time(due_at, "/data/due_at")?;
+                }
+                if let (Some(received_at), Some(due_at)) = (&e.received_at, &e.due_at) {
+                    deadline(received_at, due_at)?;
+                }
+                let corrects = e.channel.is_some()
+                    || e.service.is_some()
+                    || e.received_at.is_some()
+                    || e.due_at.is_some();
+                if corrects {
+                    return Ok(());
+                }
+                Err(IngestError::unprocessable(
+                    "nothing_to_correct",
+                    "a correction gives at least one of data.channel, data.service, \
+                     data.received_at and data.due_at",
+                )
+                .at("/data"))
+            }
+            E::DossierVoided(e) => {
+                limits.time(&e.at, "/data/at")?;
+                not_blank(&e.reason, "/data/reason")
             }
             E::IctIndexPublished(e) => {
                 same_as_stream(&e.year.to_string(), id, "/data/year")?;
@@ -601,8 +665,9 @@ fn in_range(value: i64, low: i64, high: i64, pointer: &str) -> Result<()> {
     .at(pointer))
 }
 
-fn deadline(received: &DossierReceived) -> Result<()> {
-    let (from, due) = (received.received_at.0, received.due_at.0);
+/// A deadline (`due_at`) must follow receipt, by at most a year.
+pub(crate) fn deadline(received_at: &Timestamp, due_at: &Timestamp) -> Result<()> {
+    let (from, due) = (received_at.0, due_at.0);
     if due < from {
         return Err(IngestError::unprocessable(
             "due_before_received",

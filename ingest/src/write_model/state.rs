@@ -5,7 +5,7 @@ use super::{Agency, Dossier, DossierStatus, IngestModel, Service};
 use std::sync::Arc;
 
 /// The version of these encodings: stored states of another are rebuilt from the log.
-pub(super) const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 2;
 
 pub(super) fn agency(agency: &Agency) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(16));
@@ -40,17 +40,20 @@ pub(super) fn decode_service(bytes: &[u8], model: &IngestModel) -> Result<Servic
 }
 
 pub(super) fn dossier(dossier: &Dossier) -> Vec<u8> {
-    let mut out = Writer(Vec::with_capacity(48));
+    let mut out = Writer(Vec::with_capacity(64));
     let (tag, since) = match dossier.status {
         DossierStatus::Open => (0, 0),
         DossierStatus::Paused { since } => (1, since),
         DossierStatus::Resolved { rated: false } => (2, 0),
         DossierStatus::Resolved { rated: true } => (3, 0),
         DossierStatus::Withdrawn => (4, 0),
+        DossierStatus::Voided => (5, 0),
     };
     out.tag(tag);
     out.i64(dossier.received_at);
+    out.i64(dossier.due_at);
     out.i64(dossier.last_at);
+    out.i64(dossier.first_after.unwrap_or(i64::MAX));
     if tag == 1 {
         out.i64(since);
     }
@@ -62,7 +65,9 @@ pub(super) fn decode_dossier(bytes: &[u8], model: &IngestModel) -> Result<Dossie
     let mut input = Reader(bytes);
     let tag = input.tag()?;
     let received_at = input.i64()?;
+    let due_at = input.i64()?;
     let last_at = input.i64()?;
+    let first_after = Some(input.i64()?).filter(|at| *at != i64::MAX);
     let status = match tag {
         0 => DossierStatus::Open,
         1 => DossierStatus::Paused {
@@ -71,6 +76,7 @@ pub(super) fn decode_dossier(bytes: &[u8], model: &IngestModel) -> Result<Dossie
         2 => DossierStatus::Resolved { rated: false },
         3 => DossierStatus::Resolved { rated: true },
         4 => DossierStatus::Withdrawn,
+        5 => DossierStatus::Voided,
         _ => return Err(format!("unknown dossier status {tag}")),
     };
     let agency: Arc<str> = model.agency_code(&input.text()?);
@@ -78,7 +84,9 @@ pub(super) fn decode_dossier(bytes: &[u8], model: &IngestModel) -> Result<Dossie
     Ok(Dossier {
         agency,
         received_at,
+        due_at,
         last_at,
+        first_after,
         status,
     })
 }

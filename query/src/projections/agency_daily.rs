@@ -24,13 +24,18 @@ pub struct DayCounts {
 impl DayCounts {
     /// Adds `other`'s counts.
     pub fn add(&mut self, other: &Self) {
-        self.received += other.received;
-        self.received_online += other.received_online;
-        self.resolved += other.resolved;
-        self.resolved_early += other.resolved_early;
-        self.resolved_on_time += other.resolved_on_time;
-        self.resolved_late += other.resolved_late;
-        self.withdrawn += other.withdrawn;
+        self.add_times(other, 1);
+    }
+
+    /// Adds `other`'s counts `times` times (-1: takes them off).
+    pub fn add_times(&mut self, other: &Self, times: i64) {
+        self.received += times * other.received;
+        self.received_online += times * other.received_online;
+        self.resolved += times * other.resolved;
+        self.resolved_early += times * other.resolved_early;
+        self.resolved_on_time += times * other.resolved_on_time;
+        self.resolved_late += times * other.resolved_late;
+        self.withdrawn += times * other.withdrawn;
     }
 
     /// Row `row` of the counter columns (in [`COUNTER_COLUMNS`]' order).
@@ -77,7 +82,7 @@ pub static AGENCY_DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// The local months whose days the events of `batch` count on (receipts, resolutions and
-/// withdrawals, as [`Tables::count_day`] does), among `among`.
+/// withdrawals, as [`Tables::count_day`] does, and corrected receipts), among `among`.
 pub fn counted_months(
     batch: &Decoded,
     among: &BTreeMap<MonthKey, ColdMonth>,
@@ -92,6 +97,7 @@ pub fn counted_months(
         E::DossierReceived(e) => Some(micros(&e.received_at.0)),
         E::DossierResolved(e) => Some(micros(&e.at.0)),
         E::DossierWithdrawn(e) => Some(micros(&e.at.0)),
+        E::DossierCorrected(e) => e.received_at.as_ref().map(|at| micros(&at.0)),
         _ => None,
     };
     batch
@@ -121,6 +127,50 @@ impl Tables {
                 .or_default()
                 .entry((day, agency))
                 .or_default(),
+        );
+    }
+
+    /// Adds `counts` times `sign` on `agency`'s local day `day` (and its month's totals); a
+    /// row whose counters all come to nothing goes.
+    pub(super) fn count_change(
+        &mut self,
+        day: i32,
+        agency: Arc<str>,
+        counts: &DayCounts,
+        sign: i64,
+    ) {
+        fn change<K: std::hash::Hash + Eq>(
+            rows: &mut super::tables::Map<K, DayCounts>,
+            key: K,
+            counts: &DayCounts,
+            sign: i64,
+        ) {
+            use std::collections::hash_map::Entry;
+            match rows.entry(key) {
+                Entry::Occupied(mut row) => {
+                    row.get_mut().add_times(counts, sign);
+                    if *row.get() == DayCounts::default() {
+                        row.remove();
+                    }
+                }
+                Entry::Vacant(row) => {
+                    row.insert(DayCounts::default()).add_times(counts, sign);
+                }
+            }
+        }
+        let month = month_of_day(day);
+        self.dirty.insert(Partition::AgencyDaily(month));
+        change(
+            self.monthly.entry(month).or_default(),
+            agency.clone(),
+            counts,
+            sign,
+        );
+        change(
+            self.daily.entry(month).or_default(),
+            (day, agency),
+            counts,
+            sign,
         );
     }
 

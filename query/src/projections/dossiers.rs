@@ -6,19 +6,20 @@
 //! vector hides) until the month is compacted. The fold reaches a sealed row again through the
 //! log: it replays the dossier's own stream ([`SealedRows`]).
 
+use super::agency_daily::DayCounts;
 use super::columns::{
     batch, ints, longs, optional, optional_strings, schema, string_at, strings, times, timestamp,
     Columns,
 };
 use super::sealed::{SealedBase, SealedRow};
-use super::tables::{Map, Tables};
+use super::tables::{Decoded, Map, Tables};
 use super::Partition;
-use crate::local_time::{local_day, local_month, micros, MonthKey};
-use chiso_ingest::{Applicant, Channel, DomainEvent, DossierReceived, Outcome};
+use crate::local_time::{local_day, local_month, micros, month_of_day, MonthKey};
+use chiso_ingest::{Applicant, Channel, DomainEvent, DossierCorrected, DossierReceived, Outcome};
 use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 /// A pause for supplements: from `0` until `1` (still paused when `None`).
@@ -165,6 +166,38 @@ impl Dossier {
         if let Some((_, end @ None)) = self.pauses.last_mut() {
             *end = Some(at);
         }
+    }
+
+    /// What the dossier counts in `agency_daily`, by local day: its receipt, and its
+    /// resolution (by timeliness) or withdrawal — as the fold counts them event by event.
+    pub fn counts(&self) -> impl Iterator<Item = (i32, DayCounts)> {
+        let receipt = DayCounts {
+            received: 1,
+            received_online: i64::from(self.channel == Channel::Online),
+            ..DayCounts::default()
+        };
+        let resolution = self.resolved_at.map(|at| {
+            let mut counts = DayCounts {
+                resolved: 1,
+                ..DayCounts::default()
+            };
+            match self.timeliness() {
+                Some(Timeliness::Early) => counts.resolved_early = 1,
+                Some(Timeliness::OnTime) => counts.resolved_on_time = 1,
+                _ => counts.resolved_late = 1,
+            }
+            (local_day(at), counts)
+        });
+        let withdrawal = self.withdrawn_at.map(|at| {
+            let counts = DayCounts {
+                withdrawn: 1,
+                ..DayCounts::default()
+            };
+            (local_day(at), counts)
+        });
+        std::iter::once((local_day(self.received_at), receipt))
+            .chain(resolution)
+            .chain(withdrawal)
     }
 }
 
@@ -348,6 +381,24 @@ impl DossierMonth {
         sealed
     }
 
+    /// Takes row `row` out of memory (the last row takes its place) and returns it. A first
+    /// sealing under way is abandoned: the rows it copied no longer match the month's (the
+    /// month is sealed again later, and the file written meanwhile is not installed).
+    fn remove(&mut self, row: usize) -> Dossier {
+        self.sealing = None;
+        let last = self.rows.len() - 1;
+        self.touch(row);
+        self.touch(last);
+        let dossier = self.rows.swap_remove(row);
+        self.closes.swap_remove(row);
+        self.agency_keys.swap_remove(row);
+        if dossier.closed_at().is_none() {
+            self.open -= 1;
+        }
+        self.stamps.truncate(self.rows.len().div_ceil(CHUNK_ROWS));
+        dossier
+    }
+
     fn touch(&mut self, row: usize) {
         if let Some(changed) = &mut self.sealing {
             changed.push(row as u32);
@@ -473,6 +524,17 @@ impl Dossiers {
         let row = self.months.entry(month).or_default().push(dossier);
         self.index.insert(id, (month, row));
     }
+
+    /// Takes the row at `slot` out of memory.
+    fn take(&mut self, (month, row): (MonthKey, u32)) -> Option<Dossier> {
+        let partition = self.months.get_mut(&month)?;
+        let dossier = partition.remove(row as usize);
+        self.index.remove(&dossier.id);
+        if let Some(moved) = partition.rows.get(row as usize) {
+            self.index.insert(moved.id.clone(), (month, row));
+        }
+        Some(dossier)
+    }
 }
 
 /// An error the fold cannot pass over: the events after it stay unfolded.
@@ -575,6 +637,111 @@ impl Tables {
         Ok(())
     }
 
+    /// Corrects dossier `id` (read back from the log if its row is sealed): its counts come
+    /// off the days they were on and go onto the days they are on now, and its row moves to
+    /// the month it was really received in.
+    pub(super) fn correct_dossier(
+        &mut self,
+        id: &str,
+        correction: &DossierCorrected,
+        position: u64,
+    ) -> Result<(), FoldError> {
+        let Some(mut dossier) = self.take_dossier(id, position)? else {
+            return Ok(());
+        };
+        self.count_dossier(&dossier, -1);
+        self.corrected(&mut dossier, correction);
+        self.count_dossier(&dossier, 1);
+        let month = local_month(dossier.received_at);
+        self.dossiers.insert(month, dossier);
+        self.dirty.insert(Partition::Dossiers(month));
+        Ok(())
+    }
+
+    /// Voids dossier `id`: its row and its counts leave the tables.
+    pub(super) fn void_dossier(&mut self, id: &str, position: u64) -> Result<(), FoldError> {
+        if let Some(dossier) = self.take_dossier(id, position)? {
+            self.count_dossier(&dossier, -1);
+        }
+        Ok(())
+    }
+
+    /// Takes dossier `id`'s row out of its month (recalled first if sealed).
+    fn take_dossier(&mut self, id: &str, position: u64) -> Result<Option<Dossier>, FoldError> {
+        let slot = match self.dossiers.index.get(id) {
+            Some(slot) => Some(*slot),
+            None => self.recall(id, position)?,
+        };
+        let Some(slot) = slot else {
+            return Ok(None);
+        };
+        self.dirty.insert(Partition::Dossiers(slot.0));
+        Ok(self.dossiers.take(slot))
+    }
+
+    /// Adds (`sign` 1) or takes off (-1) what `dossier` counts in `agency_daily`.
+    fn count_dossier(&mut self, dossier: &Dossier, sign: i64) {
+        for (day, counts) in dossier.counts() {
+            self.count_change(day, dossier.agency.clone(), &counts, sign);
+        }
+    }
+
+    /// Puts a correction's values in the row: the service's level is the one it had when
+    /// the dossier was (really) received.
+    fn corrected(&mut self, dossier: &mut Dossier, correction: &DossierCorrected) {
+        if let Some(channel) = correction.channel {
+            dossier.channel = channel;
+        }
+        if let Some(at) = &correction.received_at {
+            dossier.received_at = micros(&at.0);
+        }
+        if let Some(at) = &correction.due_at {
+            dossier.due_at = micros(&at.0);
+        }
+        if correction.service.is_some() || correction.received_at.is_some() {
+            let code = correction.service.as_deref().unwrap_or(&dossier.service);
+            match self.services.get(code) {
+                Some(service) => {
+                    dossier.service_level = Some(service.level_at(dossier.received_at));
+                    dossier.service = service.code.clone();
+                }
+                None => {
+                    dossier.service_level = None;
+                    dossier.service = self.intern(code);
+                }
+            }
+        }
+    }
+
+    /// The local months whose `agency_daily` days the corrections and voids of `batch` take
+    /// counts off: the days their dossiers counted on before the batch (a sealed dossier is
+    /// recalled from the log for it). The days they count on afterwards are the corrected
+    /// receipts' and those of the batch's own events ([`super::agency_daily::counted_months`]).
+    pub fn corrected_months(&mut self, batch: &Decoded) -> Result<BTreeSet<MonthKey>, FoldError> {
+        let mut months = BTreeSet::new();
+        let Some(start) = batch.start() else {
+            return Ok(months);
+        };
+        for (_, id, event) in batch.entries() {
+            if !matches!(
+                event,
+                DomainEvent::DossierCorrected(_) | DomainEvent::DossierVoided(_)
+            ) {
+                continue;
+            }
+            let slot = match self.dossiers.index.get(id) {
+                Some(slot) => Some(*slot),
+                None => self.recall(id, start)?,
+            };
+            let Some((month, row)) = slot else {
+                continue;
+            };
+            let dossier = &self.dossiers.months[&month].rows[row as usize];
+            months.extend(dossier.counts().map(|(day, _)| month_of_day(day)));
+        }
+        Ok(months)
+    }
+
     /// Brings a sealed dossier back into memory: replays its stream up to `position`, hides
     /// its sealed row, and keeps it with its month's rows.
     fn recall(&mut self, id: &str, position: u64) -> Result<Option<(MonthKey, u32)>, FoldError> {
@@ -612,8 +779,18 @@ impl Tables {
             return None;
         };
         let mut dossier = self.received(id, &received);
-        for change in events.filter_map(|e| DossierChange::of(&e)) {
-            dossier.change(change);
+        for event in events {
+            match event {
+                DomainEvent::DossierCorrected(correction) => {
+                    self.corrected(&mut dossier, &correction)
+                }
+                DomainEvent::DossierVoided(_) => return None,
+                event => {
+                    if let Some(change) = DossierChange::of(&event) {
+                        dossier.change(change);
+                    }
+                }
+            }
         }
         Some(dossier)
     }

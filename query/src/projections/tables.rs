@@ -83,6 +83,8 @@ impl Tables {
             E::ServiceLevelChanged(e) => self.change_service(id, micros(&e.at.0), Some(e.level)),
             E::ServiceWithdrawn(e) => self.change_service(id, micros(&e.at.0), None),
             E::DossierReceived(e) => self.receive_dossier(id, &e),
+            E::DossierCorrected(e) => self.correct_dossier(id, &e, position)?,
+            E::DossierVoided(_) => self.void_dossier(id, position)?,
             E::IctIndexPublished(e) => {
                 self.ict_index.insert(
                     (i32::from(e.year), e.province),
@@ -201,6 +203,22 @@ impl Decoded {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Each event the catalog reads, with its position and its stream's id.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &str, &DomainEvent)> {
+        let starts = std::iter::once(0).chain(self.events.iter().map(|(_, end, _)| *end));
+        self.events
+            .iter()
+            .zip(starts)
+            .filter_map(|((position, end, event), start)| {
+                Some((*position, &self.ids[start..*end], event.as_ref()?))
+            })
+    }
+
+    /// The position of the first event.
+    pub fn start(&self) -> Option<u64> {
+        self.events.first().map(|(position, _, _)| *position)
     }
 
     /// The events the catalog reads.
