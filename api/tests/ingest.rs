@@ -889,6 +889,85 @@ async fn the_corpus_of_bad_requests_is_refused_precisely_and_writes_nothing() {
             "invalid_transition",
             None,
         ),
+        // agencies over time
+        (
+            "agency-26",
+            json!([event(
+                "AgencyMerged",
+                json!({"into": "26", "at": "2025-07-01T00:00:00+07:00"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_successor",
+            Some("/events/0/data/into"),
+        ),
+        (
+            "agency-26",
+            json!([event(
+                "AgencyMoved",
+                json!({"parent": DEPT, "at": "2025-07-01T00:00:00+07:00"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_parent",
+            Some("/events/0/data/parent"),
+        ),
+        (
+            "agency-26",
+            json!([event(
+                "AgencyMoved",
+                json!({"parent": "nobody", "at": "2025-07-01T00:00:00+07:00"})
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "unknown_agency",
+            Some("/events/0/data/parent"),
+        ),
+        (
+            "agency-26",
+            json!([at("AgencyDissolved", "2025-07-01T00:00:00+07:00")]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "agency-nobody",
+            json!([event(
+                "AgencyRenamed",
+                json!({"name": "X", "at": "2025-07-01T00:00:00+07:00"})
+            )]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "agency-26.X",
+            json!([
+                agency("26.X", "commune", Some("26")),
+                at("AgencyDissolved", "2025-07-01T00:00:00+07:00"),
+                event(
+                    "AgencyRenamed",
+                    json!({"name": "X", "at": "2025-07-02T00:00:00+07:00"})
+                )
+            ]),
+            S::CONFLICT,
+            "invalid_transition",
+            None,
+        ),
+        (
+            "agency-26.X",
+            json!([
+                agency("26.X", "commune", Some("26")),
+                event(
+                    "AgencyRenamed",
+                    json!({"name": "X", "at": "2025-07-02T00:00:00+07:00"})
+                ),
+                event(
+                    "AgencyRenamed",
+                    json!({"name": "Y", "at": "2025-07-01T00:00:00+07:00"})
+                )
+            ]),
+            S::CONFLICT,
+            "invalid_transition",
+            Some("/events/2/data/at"),
+        ),
         // later events of one request see the earlier ones, and a refusal undoes them all
         (
             "dossier-new",
@@ -1218,6 +1297,100 @@ async fn corrections_and_voids_are_checked_against_the_corrected_dossier() {
             .contains("voided"),
         "{answer}"
     );
+}
+
+/// A merged or dissolved agency takes nothing dated after it ceased — no dossier, service
+/// or agency below it — and takes what is dated before; an agency that came into being on
+/// a day takes nothing dated before it. After a restart too.
+#[tokio::test]
+async fn agencies_take_only_what_is_dated_while_they_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let july = "2025-07-01T00:00:00+07:00";
+    let with_at = |mut event: Value| {
+        event["data"]["at"] = json!(july);
+        event
+    };
+    {
+        let api = Api::open(dir.path());
+        reference(&api).await;
+        api.ok(
+            "agency-26.OLD",
+            vec![agency("26.OLD", "commune", Some("26"))],
+        )
+        .await;
+        api.ok(
+            "agency-26.NEW",
+            vec![with_at(agency("26.NEW", "commune", Some("26")))],
+        )
+        .await;
+        api.ok(
+            "agency-26.OLD",
+            vec![event("AgencyMerged", json!({"into": "26.NEW", "at": july}))],
+        )
+        .await;
+        api.store.shutdown().await;
+    }
+    let api = Api::open(dir.path());
+    let receipt = |agency: &str, at: &str| {
+        let mut event = received(agency, "1.001");
+        event["data"]["received_at"] = json!(at);
+        event["data"]["due_at"] = json!(at);
+        event
+    };
+    let mut june_agency = agency("26.D", "commune", Some("26.NEW"));
+    june_agency["data"]["at"] = json!("2025-06-30T00:00:00+07:00");
+    let mut late_service = service("9.9", "26.OLD");
+    late_service["data"]["at"] = json!("2025-07-02T08:00:00+07:00");
+    for (stream, event, pointer) in [
+        (
+            "dossier-a",
+            receipt("26.OLD", "2025-07-01T08:00:00+07:00"),
+            "/events/0/data/agency",
+        ),
+        (
+            "dossier-b",
+            receipt("26.NEW", "2025-06-30T08:00:00+07:00"),
+            "/events/0/data/agency",
+        ),
+        ("service-9.9", late_service, "/events/0/data/agency"),
+        (
+            "agency-26.C",
+            agency("26.C", "commune", Some("26.OLD")),
+            "/events/0/data/parent",
+        ),
+        ("agency-26.D", june_agency, "/events/0/data/parent"),
+    ] {
+        let (status, answer) = api.append(stream, vec![event]).await;
+        assert_eq!(
+            (
+                status,
+                answer["error"]["code"].as_str(),
+                answer["error"]["details"]["pointer"].as_str()
+            ),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("agency_inactive"),
+                Some(pointer)
+            ),
+            "{stream}: {answer}"
+        );
+    }
+    // Dated while each existed: taken (a dossier of June entered late, one of July).
+    api.ok(
+        "dossier-c",
+        vec![receipt("26.OLD", "2025-06-30T08:00:00+07:00")],
+    )
+    .await;
+    api.ok(
+        "dossier-d",
+        vec![receipt("26.NEW", "2025-07-02T08:00:00+07:00")],
+    )
+    .await;
+    api.ok(
+        "agency-26.E",
+        vec![agency("26.E", "commune", Some("26.NEW"))],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -566,7 +566,7 @@ async fn only_reads_are_allowed(tables: SealPolicy) {
     for statement in [
         "CREATE TABLE t AS SELECT 1",
         "DROP TABLE dossiers",
-        "INSERT INTO agencies VALUES ('x', 'x', 'province', NULL, '01')",
+        "INSERT INTO agencies VALUES ('x', 'x', 'province', NULL, '01', NULL, NULL)",
         "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
         "COPY (SELECT 1) TO '/tmp/x.csv'",
         "SET datafusion.execution.target_partitions = 64",

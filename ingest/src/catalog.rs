@@ -84,6 +84,14 @@ impl Category {
 pub enum DomainEvent {
     /// `agency-{code}`
     AgencyRegistered(AgencyRegistered),
+    /// `agency-{code}`
+    AgencyRenamed(AgencyRenamed),
+    /// `agency-{code}`
+    AgencyMoved(AgencyMoved),
+    /// `agency-{code}`
+    AgencyMerged(AgencyMerged),
+    /// `agency-{code}`
+    AgencyDissolved(AgencyDissolved),
     /// `service-{code}`
     ServiceLaunched(ServiceLaunched),
     /// `service-{code}`
@@ -119,8 +127,12 @@ pub enum DomainEvent {
 }
 
 /// Every event type with its category, in catalog order.
-pub const EVENT_TYPES: [(&str, Category); 17] = [
+pub const EVENT_TYPES: [(&str, Category); 21] = [
     ("AgencyRegistered", Category::Agency),
+    ("AgencyRenamed", Category::Agency),
+    ("AgencyMoved", Category::Agency),
+    ("AgencyMerged", Category::Agency),
+    ("AgencyDissolved", Category::Agency),
     ("ServiceLaunched", Category::Service),
     ("ServiceLevelChanged", Category::Service),
     ("ServiceWithdrawn", Category::Service),
@@ -249,6 +261,10 @@ fn parse_data(event_type: &str, version: u32, data: &str) -> Result<DomainEvent>
             DomainEvent::DossierReceived(v2.into())
         }),
         ("AgencyRegistered", _) => typed(data, DomainEvent::AgencyRegistered),
+        ("AgencyRenamed", _) => typed(data, DomainEvent::AgencyRenamed),
+        ("AgencyMoved", _) => typed(data, DomainEvent::AgencyMoved),
+        ("AgencyMerged", _) => typed(data, DomainEvent::AgencyMerged),
+        ("AgencyDissolved", _) => typed(data, DomainEvent::AgencyDissolved),
         ("ServiceLaunched", _) => typed(data, DomainEvent::ServiceLaunched),
         ("ServiceLevelChanged", _) => typed(data, DomainEvent::ServiceLevelChanged),
         ("ServiceWithdrawn", _) => typed(data, DomainEvent::ServiceWithdrawn),
@@ -408,6 +424,10 @@ mod tests {
         let at = r#""at": "2019-03-05T10:00:00+07:00""#;
         match event_type {
             "AgencyRegistered" => ("agency-26", r#"{"code": "26", "name": "Vĩnh Phúc", "kind": "province", "parent": null, "province": "26"}"#.into()),
+            "AgencyRenamed" => ("agency-26", format!(r#"{{"name": "Phú Thọ", {at}}}"#)),
+            "AgencyMoved" => ("agency-26.243", format!(r#"{{"parent": "25", {at}}}"#)),
+            "AgencyMerged" => ("agency-26", format!(r#"{{"into": "25", {at}}}"#)),
+            "AgencyDissolved" => ("agency-26.243", format!("{{{at}}}")),
             "ServiceLaunched" => ("service-1.001", format!(r#"{{"code": "1.001", "agency": "26", "name": "n", "field": "f", "level": 2, {at}}}"#)),
             "ServiceLevelChanged" => ("service-1.001", format!(r#"{{"level": 4, {at}}}"#)),
             "DossierReceived" => ("dossier-1", r#"{"agency": "26", "service": "1.001", "channel": "postal", "received_at": "2019-03-04T23:30:00+07:00", "due_at": "2019-03-04T23:30:00+07:00"}"#.into()),
@@ -448,7 +468,7 @@ mod tests {
         #[test]
         fn changed_events_are_judged_never_panicking(
             which in 0..EVENT_TYPES.len(),
-            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "holiday", "dates", "from", "to", "source", "reason", "channel", "other"]),
+            field in proptest::sample::select(vec!["code", "agency", "service", "at", "received_at", "due_at", "level", "score", "rank", "year", "month", "entries", "parent", "province", "outcome", "amount", "kind", "holiday", "dates", "from", "to", "source", "reason", "channel", "name", "into", "other"]),
             value in leaf(),
             remove in proptest::prelude::any::<bool>(),
         ) {

@@ -7,8 +7,8 @@
 //! from the log for the group that appends to it, so memory does not grow with the history.
 
 use crate::catalog::{
-    decode_stored, field_name, Category, DomainEvent, DossierCorrected, Timestamp,
-    LONGEST_DEADLINE_DAYS,
+    decode_stored, field_name, AgencyDissolved, AgencyMerged, AgencyMoved, Category, DomainEvent,
+    DossierCorrected, Timestamp, LONGEST_DEADLINE_DAYS,
 };
 use crate::error::{IngestError, Result};
 use chiso_store::{
@@ -35,6 +35,19 @@ pub enum Grant {
 #[derive(Debug, Clone)]
 struct Agency {
     parent: Option<Box<str>>,
+    /// When it came into being (`i64::MIN`: before the records).
+    since: i64,
+    /// When it last changed: later changes may not be timed before it.
+    last_at: i64,
+    /// When it was merged or dissolved: nothing may be its from then on.
+    closed_at: Option<i64>,
+}
+
+impl Agency {
+    /// Whether it exists at `at` (seconds).
+    fn exists_at(&self, at: i64) -> bool {
+        self.since <= at && self.closed_at.is_none_or(|closed| at < closed)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +87,7 @@ struct Dossier {
 
 /// How to undo one staged change.
 enum Undo {
-    Agency(Arc<str>),
+    Agency(Arc<str>, Option<Agency>),
     Service(Box<str>, Option<Service>),
     Dossier(Box<str>, Option<Dossier>),
     Ict(u16, Box<str>),
@@ -113,10 +126,21 @@ impl IngestModel {
                         format!("agency {id} is already registered"),
                     ));
                 }
+                let since = e.at.as_ref().map(|at| at.0.timestamp());
                 match &e.parent {
-                    Some(parent) => self.agency_exists(parent, "/data/parent"),
+                    Some(parent) => self.agency_in_force(parent, since, "/data/parent"),
                     None => Ok(()),
                 }
+            }
+            E::AgencyRenamed(e) => self.agency_change(id, &e.at, "rename").map(|_| ()),
+            E::AgencyMoved(e) => self.agency_goes(id, &e.at, "move", &e.parent, "parent"),
+            E::AgencyMerged(e) => {
+                self.agency_goes(id, &e.at, "merge", &e.into, "into")?;
+                self.without_children(id, "merge")
+            }
+            E::AgencyDissolved(e) => {
+                self.agency_change(id, &e.at, "dissolve")?;
+                self.without_children(id, "dissolve")
             }
             E::ServiceLaunched(e) => {
                 if self.services.contains_key(id) {
@@ -125,7 +149,7 @@ impl IngestModel {
                         format!("service {id} was already launched"),
                     ));
                 }
-                self.agency_exists(&e.agency, "/data/agency")
+                self.agency_in_force(&e.agency, Some(e.at.0.timestamp()), "/data/agency")
             }
             E::ServiceLevelChanged(e) => self.live_service(id, &e.at).map(|_| ()),
             E::ServiceWithdrawn(e) => self.live_service(id, &e.at).map(|_| ()),
@@ -136,7 +160,8 @@ impl IngestModel {
                         format!("dossier {id} was already received"),
                     ));
                 }
-                self.agency_exists(&e.agency, "/data/agency")?;
+                let received_at = Some(e.received_at.0.timestamp());
+                self.agency_in_force(&e.agency, received_at, "/data/agency")?;
                 match self.services.get(e.service.as_str()) {
                     None => Err(IngestError::unprocessable(
                         "unknown_service",
@@ -206,6 +231,107 @@ impl IngestModel {
             format!("{}: agency {code} is not registered", field_name(pointer)),
         )
         .at(pointer))
+    }
+
+    /// `code` is a registered agency that exists at `at` (seconds; `None`: a time before
+    /// the records, so it must never have ceased).
+    fn agency_in_force(&self, code: &str, at: Option<i64>, pointer: &str) -> Result<()> {
+        self.agency_exists(code, pointer)?;
+        let agency = &self.agencies[code];
+        let exists = match at {
+            Some(at) => agency.exists_at(at),
+            None => agency.closed_at.is_none(),
+        };
+        if exists {
+            return Ok(());
+        }
+        let when = match (at, agency.closed_at) {
+            (None, Some(closed)) => format!("ceased to exist at {}", utc(closed)),
+            (Some(at), Some(closed)) if at >= closed => {
+                format!("ceased to exist at {}", utc(closed))
+            }
+            _ => format!("came into being only at {}", utc(agency.since)),
+        };
+        Err(IngestError::unprocessable(
+            "agency_inactive",
+            format!("{}: agency {code} {when}", field_name(pointer)),
+        )
+        .at(pointer))
+    }
+
+    /// Agency `id` may change at `at`: registered, not merged or dissolved, and `at` not
+    /// before its last change.
+    fn agency_change(&self, id: &str, at: &Timestamp, action: &str) -> Result<&Agency> {
+        let Some(agency) = self.agencies.get(id) else {
+            return Err(invalid_transition(format!(
+                "cannot {action} agency {id}: it is not registered"
+            )));
+        };
+        if let Some(closed) = agency.closed_at {
+            return Err(invalid_transition(format!(
+                "cannot {action} agency {id}: it ceased to exist at {}",
+                utc(closed)
+            )));
+        }
+        if at.0.timestamp() < agency.last_at {
+            return Err(invalid_transition(format!(
+                "cannot {action} agency {id} at a time before its last change"
+            ))
+            .at("/data/at"));
+        }
+        Ok(agency)
+    }
+
+    /// Agency `id` may go under (or into) agency `to`, named by the field `field`, at `at`:
+    /// it may change then, `to` exists then, and `to` is not below it.
+    fn agency_goes(
+        &self,
+        id: &str,
+        at: &Timestamp,
+        action: &str,
+        to: &str,
+        field: &str,
+    ) -> Result<()> {
+        let pointer = format!("/data/{field}");
+        self.agency_change(id, at, action)?;
+        self.agency_in_force(to, Some(at.0.timestamp()), &pointer)?;
+        if !self.within(to, &[id.to_owned()]) {
+            return Ok(());
+        }
+        let code = match field {
+            "parent" => "invalid_parent",
+            _ => "invalid_successor",
+        };
+        Err(
+            IngestError::unprocessable(code, format!("data.{field}: {to} is below agency {id}"))
+                .at(pointer),
+        )
+    }
+
+    /// Agency `id` has no agency below it that still exists.
+    fn without_children(&self, id: &str, action: &str) -> Result<()> {
+        let mut below: Vec<&str> = self
+            .agencies
+            .iter()
+            .filter(|(_, a)| a.closed_at.is_none() && a.parent.as_deref() == Some(id))
+            .map(|(code, _)| &**code)
+            .collect();
+        if below.is_empty() {
+            return Ok(());
+        }
+        below.sort_unstable();
+        let more = below.len().saturating_sub(5);
+        below.truncate(5);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        Err(invalid_transition(format!(
+            "cannot {action} agency {id}: agencies below it still exist ({}{more}); move, \
+             merge or dissolve them first",
+            below.join(", ")
+        )))
     }
 
     fn live_service(&self, id: &str, at: &Timestamp) -> Result<&Service> {
@@ -356,10 +482,24 @@ impl IngestModel {
         let key: Box<str> = id.into();
         match event {
             E::AgencyRegistered(e) => {
-                let code: Arc<str> = id.into();
-                let parent = e.parent.as_deref().map(Into::into);
-                self.agencies.insert(code.clone(), Agency { parent });
-                self.undo.push(Undo::Agency(code));
+                let since = e.at.as_ref().map_or(i64::MIN, |at| at.0.timestamp());
+                let agency = Agency {
+                    parent: e.parent.as_deref().map(Into::into),
+                    since,
+                    last_at: since,
+                    closed_at: None,
+                };
+                self.set_agency(id.into(), agency);
+            }
+            E::AgencyRenamed(e) => self.change_agency(id, &e.at, |_| {}),
+            E::AgencyMoved(e) => {
+                let parent: Box<str> = e.parent.as_str().into();
+                self.change_agency(id, &e.at, |agency| agency.parent = Some(parent))
+            }
+            E::AgencyMerged(AgencyMerged { at, .. })
+            | E::AgencyDissolved(AgencyDissolved { at }) => {
+                let closed = at.0.timestamp();
+                self.change_agency(id, at, |agency| agency.closed_at = Some(closed))
             }
             E::ServiceLaunched(e) => self.set_service(
                 key,
@@ -459,6 +599,21 @@ impl IngestModel {
         }
     }
 
+    fn set_agency(&mut self, code: Arc<str>, agency: Agency) {
+        let previous = self.agencies.insert(code.clone(), agency);
+        self.undo.push(Undo::Agency(code, previous));
+    }
+
+    /// Changes agency `id` at `at` as `change` says.
+    fn change_agency(&mut self, id: &str, at: &Timestamp, change: impl FnOnce(&mut Agency)) {
+        if let Some((code, agency)) = self.agencies.get_key_value(id) {
+            let (code, mut agency) = (code.clone(), agency.clone());
+            agency.last_at = agency.last_at.max(at.0.timestamp());
+            change(&mut agency);
+            self.set_agency(code, agency);
+        }
+    }
+
     fn set_service(&mut self, key: Box<str>, service: Service) {
         let previous = self.services.insert(key.clone(), service);
         self.undo.push(Undo::Service(key, previous));
@@ -500,6 +655,18 @@ impl IngestModel {
         let agency: Option<&str> = match event {
             // A new agency is covered by its parent; one without a parent needs admin.
             E::AgencyRegistered(e) => e.parent.as_deref(),
+            // A reorganisation needs the grant of the agency and of where it goes.
+            E::AgencyRenamed(_) | E::AgencyDissolved(_) => Some(id),
+            E::AgencyMoved(AgencyMoved { parent: to, .. })
+            | E::AgencyMerged(AgencyMerged { into: to, .. }) => {
+                if !self.within(to, granted) {
+                    return Err(IngestError::forbidden(format!(
+                        "the token's append scopes ({}) do not cover agency {to}",
+                        granted.join(", ")
+                    )));
+                }
+                Some(id)
+            }
             E::ServiceLaunched(e) => Some(&e.agency),
             E::DossierReceived(e) => Some(&e.agency),
             E::IctIndexPublished(_)
@@ -544,9 +711,14 @@ impl IngestModel {
     fn undo_to(&mut self, mark: usize) {
         while self.undo.len() > mark {
             match self.undo.pop().expect("len > mark") {
-                Undo::Agency(key) => {
-                    self.agencies.remove(&key);
-                }
+                Undo::Agency(key, previous) => match previous {
+                    Some(agency) => {
+                        self.agencies.insert(key, agency);
+                    }
+                    None => {
+                        self.agencies.remove(&key);
+                    }
+                },
                 Undo::Service(key, previous) => restore(&mut self.services, key, previous),
                 Undo::Dossier(key, previous) => restore(&mut self.dossiers, key, previous),
                 Undo::Ict(year, province) => {
@@ -581,6 +753,12 @@ fn not_before_receipt(id: &str, dossier: &Dossier, at: &Timestamp, action: &str)
     .at("/data/at"))
 }
 
+/// A time in seconds as RFC 3339 UTC, for messages.
+fn utc(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.to_rfc3339())
+}
+
 /// 409 `invalid_transition`: the event does not follow from the current state.
 fn invalid_transition(message: impl Into<String>) -> IngestError {
     IngestError::conflict("invalid_transition", message)
@@ -609,7 +787,7 @@ impl IngestModel {
         let (mut streams, mut years) = (Vec::new(), Vec::new());
         for undo in &self.undo {
             match undo {
-                Undo::Agency(code) => streams.push((Category::Agency, &**code)),
+                Undo::Agency(code, _) => streams.push((Category::Agency, &**code)),
                 Undo::Service(code, _) => streams.push((Category::Service, &**code)),
                 Undo::Dossier(id, _) => streams.push((Category::Dossier, &**id)),
                 Undo::Ict(year, _) => years.push(*year),

@@ -184,6 +184,7 @@ impl SqlEngine {
         }
         context.register_udf(crate::date_trunc::LocalDateTrunc::udf());
         crate::calendar::register(&context, projections.calendar())?;
+        crate::agencies::register(&context, projections)?;
         crate::postgres::install(&context, CATALOG)?;
         crate::capped::register(&context, limits.max_function_bytes)?;
         let queries = QueryLog::new(limits.query_log);

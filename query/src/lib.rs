@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod agencies;
 pub mod calendar;
 mod capped;
 mod date_trunc;

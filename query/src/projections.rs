@@ -10,9 +10,9 @@
 //! segments, reads only the footers of sealed files, and folds what the log holds past the
 //! checkpoint.
 
-mod agencies;
+pub(crate) mod agencies;
 pub(crate) mod agency_daily;
-mod columns;
+pub(crate) mod columns;
 mod declarations;
 pub(crate) mod dossiers;
 mod ict_index;
@@ -1441,7 +1441,7 @@ impl State {
         let tables = &self.tables;
         let batch = |name: &str, batch| vec![Segment::new(name, Content::Batch(batch))];
         match partition {
-            Partition::Agencies => batch("agencies", tables.agencies_batch()),
+            Partition::Agencies => batch("agencies", tables.agencies_segment()),
             Partition::Services => vec![
                 Segment::new("services", Content::Batch(tables.services_batch())),
                 Segment::new(

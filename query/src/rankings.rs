@@ -126,10 +126,14 @@ fn inputs(projections: &Projections, month: MonthKey) -> Result<Inputs> {
                     }
                 }
             }
+            // The units that exist as the month ends, in their provinces then: a month
+            // before a reorganisation ranks the old units, one after it the new.
+            let end = day_start(month_first_day(month + 1)) - 1;
             let agencies = tables
                 .agencies
                 .iter()
-                .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
+                .filter(|(_, a)| a.exists_at(end))
+                .map(|(code, a)| (code.clone(), (a.at(end).2.clone(), a.kind)))
                 .collect();
             let published = tables
                 .rankings

@@ -276,7 +276,7 @@ pub fn dossier_report(
                 tables
                     .agencies
                     .iter()
-                    .filter(|(_, a)| provinces.contains(&*a.province))
+                    .filter(|(_, a)| provinces.contains(&**a.at(end - 1).2))
                     .map(|(code, _)| Arc::from(code.as_str()))
                     .collect()
             });
@@ -298,7 +298,8 @@ pub fn dossier_report(
                 .agencies
                 .iter()
                 .filter(|(code, _)| wanted.as_ref().is_none_or(|w| w.contains(code.as_str())))
-                .map(|(code, a)| (code.clone(), (a.province.clone(), a.kind)))
+                // Its province as the period ends (an agency moved later reports where it was).
+                .map(|(code, a)| (code.clone(), (a.at(end - 1).2.clone(), a.kind)))
                 .collect::<HashMap<_, _>>();
             (agencies, wanted, cold)
         });
@@ -383,7 +384,10 @@ impl TableFunctionImpl for DossierReportFunction {
                 "dossier_report takes two dates: dossier_report(DATE 'from', DATE 'to')"
             );
         };
-        let (from, to) = (date_argument(from, "from")?, date_argument(to, "to")?);
+        let (from, to) = (
+            date_argument(from, "from", "dossier_report")?,
+            date_argument(to, "to", "dossier_report")?,
+        );
         if to < from {
             return plan_err!("dossier_report: 'to' ({to}) is before 'from' ({from})");
         }
@@ -486,20 +490,21 @@ impl PartitionStream for ReportTable {
 }
 
 /// A date literal: `DATE '2019-01-01'`, `'2019-01-01'` or a cast of one.
-fn date_argument(expr: &Expr, name: &str) -> Result<NaiveDate> {
+/// The date literal a table function `function` takes as its argument `name`.
+pub(crate) fn date_argument(expr: &Expr, name: &str, function: &str) -> Result<NaiveDate> {
     let date = match expr {
         Expr::Literal(ScalarValue::Date32(Some(day)), _) if day.abs() < DAY_LIMIT => {
             Some(date_of(*day))
         }
         Expr::Literal(ScalarValue::Utf8(Some(text)), _) => text.parse().ok(),
-        Expr::Cast(cast) => return date_argument(&cast.expr, name),
-        Expr::TryCast(cast) => return date_argument(&cast.expr, name),
+        Expr::Cast(cast) => return date_argument(&cast.expr, name, function),
+        Expr::TryCast(cast) => return date_argument(&cast.expr, name, function),
         _ => None,
     };
     match date {
         Some(date) => Ok(date),
         None => plan_err!(
-            "dossier_report: '{name}' must be a date literal such as DATE '2019-01-01', not {expr}"
+            "{function}: '{name}' must be a date literal such as DATE '2019-01-01', not {expr}"
         ),
     }
 }

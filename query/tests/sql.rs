@@ -447,6 +447,185 @@ async fn corrections_and_voids_answer_as_if_entered_right() {
     answers_sealed_reopened_and_rebuilt(&store, sealed, &tables, &expected).await;
 }
 
+/// The 2025 reorganisation in miniature: on 1 July a district is dissolved after its commune
+/// moved up, Vĩnh Phúc's communes are merged into a new one of Phú Thọ or moved there (and
+/// renamed), and Vĩnh Phúc is merged into Phú Thọ. History stays where it was: June's days,
+/// report and ranking are Vĩnh Phúc's; August's are Phú Thọ's — hot and sealed alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorganisation_leaves_history_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let twins = Twins::open(dir.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reorganisation.ndjson");
+    load_fixture(&twins.store, &[&twins.sealed], &fixture).await;
+    load_fixture(&twins.hot_store, &[&twins.hot], &fixture).await;
+    for (store, projections) in [
+        (&twins.store, &twins.sealed),
+        (&twins.hot_store, &twins.hot),
+    ] {
+        let engine = SqlEngine::new(store, projections, SqlLimits::default()).unwrap();
+        let answer = |sql: &'static str| {
+            let engine = engine.clone();
+            async move { rows(&engine.collect(sql).await.unwrap()) }
+        };
+        let agencies = answer(
+            "SELECT code, name, coalesce(parent, '-'), province, \
+             coalesce(CAST(valid_from AS VARCHAR), '-'), coalesce(CAST(valid_to AS VARCHAR), '-') \
+             FROM agencies ORDER BY code",
+        )
+        .await;
+        let july = "2025-07-01T00:00:00+07:00";
+        let expected: Vec<Vec<String>> = [
+            ["25", "Tỉnh Phú Thọ", "-", "25", "-", "-"],
+            ["25.001", "Huyện A (Phú Thọ, thử)", "25", "25", "-", july],
+            ["25.001.01", "Xã A1 (thử)", "25", "25", "-", "-"],
+            [
+                "25.900",
+                "Phường Vĩnh Phúc (mới, thử)",
+                "25",
+                "25",
+                july,
+                "-",
+            ],
+            ["26", "Tỉnh Vĩnh Phúc", "-", "26", "-", july],
+            ["26.243", "Thành phố Vĩnh Yên", "26", "26", "-", july],
+            ["26.243.01", "Phường Tích Sơn", "26.243", "26", "-", july],
+            [
+                "26.243.02",
+                "Phường Liên Bảo (tỉnh Phú Thọ)",
+                "25",
+                "25",
+                "-",
+                "-",
+            ],
+        ]
+        .iter()
+        .map(|row| row.iter().map(|v| v.to_string()).collect())
+        .collect();
+        assert_eq!(agencies, expected);
+        let daily = answer(
+            "SELECT CAST(day AS VARCHAR), agency, province, received FROM agency_daily \
+             WHERE received > 0 ORDER BY 1, 2",
+        )
+        .await;
+        let expected: Vec<Vec<String>> = [
+            ["2025-06-10", "25.001.01", "25", "1"],
+            ["2025-06-10", "26.243.01", "26", "1"],
+            ["2025-06-10", "26.243.02", "26", "2"],
+            ["2025-08-05", "25.001.01", "25", "1"],
+            ["2025-08-05", "25.900", "25", "1"],
+            ["2025-08-05", "26.243.02", "25", "1"],
+        ]
+        .iter()
+        .map(|row| row.iter().map(|v| v.to_string()).collect())
+        .collect();
+        assert_eq!(daily, expected);
+        let june = answer(
+            "SELECT agency, received_total FROM dossier_report(DATE '2025-06-01', DATE '2025-06-30') \
+             WHERE province = '26' AND received_total > 0 ORDER BY agency",
+        )
+        .await;
+        assert_eq!(june, [["26.243.01", "1"], ["26.243.02", "2"]]);
+        // The hierarchy on a day, as that day ends.
+        let table = |rows: &[[&str; 4]]| -> Vec<Vec<String>> {
+            rows.iter()
+                .map(|row| row.iter().map(|v| v.to_string()).collect())
+                .collect()
+        };
+        let before = answer(
+            "SELECT code, name, coalesce(parent, '-'), province FROM agencies_at(DATE '2025-06-30') ORDER BY code",
+        )
+        .await;
+        assert_eq!(
+            before,
+            table(&[
+                ["25", "Tỉnh Phú Thọ", "-", "25"],
+                ["25.001", "Huyện A (Phú Thọ, thử)", "25", "25"],
+                ["25.001.01", "Xã A1 (thử)", "25.001", "25"],
+                ["26", "Tỉnh Vĩnh Phúc", "-", "26"],
+                ["26.243", "Thành phố Vĩnh Yên", "26", "26"],
+                ["26.243.01", "Phường Tích Sơn", "26.243", "26"],
+                ["26.243.02", "Phường Liên Bảo", "26.243", "26"],
+            ])
+        );
+        let after = answer(
+            "SELECT code, name, coalesce(parent, '-'), province FROM agencies_at('2025-07-01') ORDER BY code",
+        )
+        .await;
+        assert_eq!(
+            after,
+            table(&[
+                ["25", "Tỉnh Phú Thọ", "-", "25"],
+                ["25.001.01", "Xã A1 (thử)", "25", "25"],
+                ["25.900", "Phường Vĩnh Phúc (mới, thử)", "25", "25"],
+                ["26.243.02", "Phường Liên Bảo (tỉnh Phú Thọ)", "25", "25"],
+            ])
+        );
+        let lineage = answer(
+            "SELECT agency, coalesce(successor, '-'), CAST(since AS VARCHAR) AS since, change \
+             FROM agency_lineage ORDER BY agency, 3",
+        )
+        .await;
+        assert_eq!(
+            lineage,
+            table(&[
+                ["25.001", "-", july, "dissolved"],
+                ["25.001.01", "25", july, "moved"],
+                ["26", "25", july, "merged"],
+                ["26.243", "-", july, "dissolved"],
+                ["26.243.01", "25.900", july, "merged"],
+                ["26.243.02", "25", july, "moved"],
+            ])
+        );
+        // History rolled up to today's units keeps every dossier: by province and by agency.
+        let by_province = answer(
+            "SELECT current_agency(province), sum(received) FROM agency_daily GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+        assert_eq!(by_province, [["25", "7"]]);
+        let by_agency = answer(
+            "SELECT current_agency(agency), sum(received) FROM agency_daily GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+        assert_eq!(
+            by_agency,
+            [["25.001.01", "2"], ["25.900", "2"], ["26.243.02", "3"]]
+        );
+        let units = answer(
+            "SELECT coalesce(current_agency(c), '-') FROM (VALUES ('26'), ('26.243'), ('nobody')) AS t(c)",
+        )
+        .await;
+        assert_eq!(units, [["25"], ["25"], ["-"]]);
+        // Each month ranks the units that existed as it ended, in the provinces they were in.
+        let june = vec![
+            ("national:province", vec!["25", "26"]),
+            ("province:25:commune", vec!["25.001.01"]),
+            ("province:26:commune", vec!["26.243.01", "26.243.02"]),
+        ];
+        let august = vec![
+            ("national:province", vec!["25"]),
+            (
+                "province:25:commune",
+                vec!["25.001.01", "25.900", "26.243.02"],
+            ),
+        ];
+        for (month, expected) in [("2025-06", june), ("2025-08", august)] {
+            let key = chiso_query::local_time::parse_month(month).unwrap();
+            let changes = chiso_query::rankings::changes(projections, key).unwrap();
+            let scopes: Vec<(&str, Vec<&str>)> = changes
+                .iter()
+                .filter(|p| p.event.metric.as_str() == "online_share")
+                .map(|p| {
+                    let mut ranked: Vec<&str> =
+                        p.event.entries.iter().map(|e| e.agency.as_str()).collect();
+                    ranked.sort_unstable();
+                    (p.event.scope.as_str(), ranked)
+                })
+                .collect();
+            assert_eq!(scopes, expected, "{month}");
+        }
+    }
+}
+
 /// Late events rewrite sealed files under a new name: the footers an engine parsed of a file
 /// a checkpoint removed leave its cache with the file, rather than staying until the cache's
 /// 50 MiB limit pushes them out.

@@ -164,6 +164,7 @@ async fn postgres_clients_read_the_rows_http_gives() {
         [
             "agencies",
             "agency_daily",
+            "agency_lineage",
             "calendar",
             "dossiers",
             "events",

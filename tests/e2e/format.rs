@@ -46,7 +46,12 @@ async fn opens_and_answers_as_it_did(name: &str) {
         let query = json!({"sql": case["sql"], "min_position": 999, "timeout_ms": 60000});
         let (status, answer) = post(&sql, admin, query).await;
         assert_eq!(status, 200, "{}: {answer}", case["sql"]);
-        assert_eq!(answer, case["answer"], "{}", case["sql"]);
+        assert_eq!(
+            recorded_columns(&answer, &case["answer"]),
+            case["answer"],
+            "{}",
+            case["sql"]
+        );
     }
 
     // Its dossiers were received in `DossierReceived` version 1 (frozen in the fixture's log):
@@ -231,4 +236,34 @@ async fn sse_events(url: &str, token: &str, count: usize) -> Vec<Value> {
         .await
         .expect("the subscription sent its events");
     events
+}
+
+/// `answer` with only the columns `recorded` has: a table may gain columns (`agencies` its
+/// `valid_from` and `valid_to`); every recorded one must answer as it did.
+fn recorded_columns(answer: &Value, recorded: &Value) -> Value {
+    let (Some(rows), Some(recorded_rows)) = (answer.as_array(), recorded.as_array()) else {
+        return answer.clone();
+    };
+    let rows = rows.iter().zip(recorded_rows).map(|(row, recorded_row)| {
+        match (row.as_object(), recorded_row.as_object()) {
+            (Some(row), Some(recorded_row)) => Value::Object(
+                row.iter()
+                    .filter(|(key, _)| recorded_row.contains_key(*key))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            ),
+            _ => row.clone(),
+        }
+    });
+    let mut projected: Vec<Value> = rows.collect();
+    // Rows beyond the recorded ones stay whole (and make the comparison fail).
+    projected.extend(
+        answer
+            .as_array()
+            .into_iter()
+            .flatten()
+            .skip(recorded_rows.len())
+            .cloned(),
+    );
+    Value::Array(projected)
 }

@@ -39,6 +39,51 @@ pub struct AgencyRegistered {
     pub parent: Option<String>,
     /// Two-digit province code (Decision 124/2004/QĐ-TTg), e.g. `26`.
     pub province: String,
+    /// When it came into being (e.g. a commune formed by a merger); absent or null: before
+    /// the records begin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
+/// An agency takes a new name (the code stays).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyRenamed {
+    /// The new name.
+    pub name: String,
+    /// From when.
+    pub at: Timestamp,
+}
+
+/// An agency comes under another: it and every agency below it take the new parent's
+/// province.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyMoved {
+    /// The code of the agency above it from now on.
+    pub parent: String,
+    /// From when.
+    pub at: Timestamp,
+}
+
+/// An agency is merged into another, which carries on its work: it ceases to exist. The
+/// agencies below it must have been moved, merged or dissolved first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyMerged {
+    /// The code of the agency it is merged into (its successor).
+    pub into: String,
+    /// From when (the first moment it no longer exists).
+    pub at: Timestamp,
+}
+
+/// An agency is dissolved without a successor (e.g. the district level in 2025). The
+/// agencies below it must have been moved, merged or dissolved first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyDissolved {
+    /// From when (the first moment it no longer exists).
+    pub at: Timestamp,
 }
 
 /// A public service goes online at a level.
@@ -385,8 +430,38 @@ impl super::DomainEvent {
                     )
                     .at("/data/parent"));
                 }
+                if let Some(at) = &e.at {
+                    limits.time(at, "/data/at")?;
+                }
                 not_blank(&e.name, "/data/name")
             }
+            E::AgencyRenamed(e) => {
+                not_blank(&e.name, "/data/name")?;
+                limits.time(&e.at, "/data/at")
+            }
+            E::AgencyMoved(e) => {
+                code_like(&e.parent, "/data/parent")?;
+                if e.parent == id {
+                    return Err(IngestError::unprocessable(
+                        "invalid_parent",
+                        "an agency cannot be its own parent",
+                    )
+                    .at("/data/parent"));
+                }
+                limits.time(&e.at, "/data/at")
+            }
+            E::AgencyMerged(e) => {
+                code_like(&e.into, "/data/into")?;
+                if e.into == id {
+                    return Err(IngestError::unprocessable(
+                        "invalid_successor",
+                        "an agency cannot be merged into itself",
+                    )
+                    .at("/data/into"));
+                }
+                limits.time(&e.at, "/data/at")
+            }
+            E::AgencyDissolved(e) => limits.time(&e.at, "/data/at"),
             E::ServiceLaunched(e) => {
                 same_as_stream(&e.code, id, "/data/code")?;
                 not_blank(&e.name, "/data/name")?;

@@ -5,19 +5,27 @@ use super::{Agency, Dossier, DossierStatus, IngestModel, Service};
 use std::sync::Arc;
 
 /// The version of these encodings: stored states of another are rebuilt from the log.
-pub(super) const FORMAT: u32 = 2;
+pub(super) const FORMAT: u32 = 3;
 
 pub(super) fn agency(agency: &Agency) -> Vec<u8> {
-    let mut out = Writer(Vec::with_capacity(16));
+    let mut out = Writer(Vec::with_capacity(40));
     out.optional_text(agency.parent.as_deref());
+    out.i64(agency.since);
+    out.i64(agency.last_at);
+    out.i64(agency.closed_at.unwrap_or(i64::MAX));
     out.0
 }
 
 pub(super) fn decode_agency(bytes: &[u8]) -> Result<Agency, String> {
     let mut input = Reader(bytes);
-    let parent = input.optional_text()?;
+    let agency = Agency {
+        parent: input.optional_text()?,
+        since: input.i64()?,
+        last_at: input.i64()?,
+        closed_at: Some(input.i64()?).filter(|at| *at != i64::MAX),
+    };
     input.end()?;
-    Ok(Agency { parent })
+    Ok(agency)
 }
 
 pub(super) fn service(service: &Service) -> Vec<u8> {

@@ -210,7 +210,12 @@ impl Tables {
             vec![
                 Arc::new(Date32Array::from_iter_values(keys().map(|(day, _)| *day))),
                 strings(keys().map(|(_, agency)| &**agency)),
-                optional_strings(keys().map(|(_, agency)| self.province_of(agency).map(|p| &**p))),
+                // The agency's province on that day (a move later does not change it).
+                optional_strings(
+                    keys().map(|(day, agency)| {
+                        self.province_at(agency, day_start(*day)).map(|p| &**p)
+                    }),
+                ),
                 counter(|c| c.received),
                 counter(|c| c.received_online),
                 counter(|c| c.resolved),

@@ -79,6 +79,10 @@ impl Tables {
         }
         match event {
             E::AgencyRegistered(e) => self.register_agency(e),
+            event @ (E::AgencyRenamed(_)
+            | E::AgencyMoved(_)
+            | E::AgencyMerged(_)
+            | E::AgencyDissolved(_)) => self.reorganise(id, event),
             E::ServiceLaunched(e) => self.launch_service(e),
             E::ServiceLevelChanged(e) => self.change_service(id, micros(&e.at.0), Some(e.level)),
             E::ServiceWithdrawn(e) => self.change_service(id, micros(&e.at.0), None),
