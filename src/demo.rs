@@ -20,6 +20,14 @@ pub struct DemoArgs {
     /// Dossier volume of the other provinces relative to Vĩnh Phúc's (Vĩnh Phúc never changes).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Go on to 31 December 2025 and apply the reorganisation of 1 July 2025 (Resolution
+    /// 202/2025/QH15): Vĩnh Phúc and Hòa Bình merged into Phú Thọ (those two synthetic,
+    /// named so), districts dissolved, communes merged two by two (a synthetic mapping).
+    #[arg(long)]
+    reorganise_2025: bool,
+    /// Dossiers from this year on (a shorter history; agencies and services are all there).
+    #[arg(long, default_value_t = 2010, value_parser = clap::value_parser!(i32).range(2010..=2025))]
+    from_year: i32,
     /// Write here instead of standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -31,6 +39,8 @@ impl DemoArgs {
             seed: self.seed,
             provinces: self.provinces.into(),
             scale: self.scale,
+            reorganise_2025: self.reorganise_2025,
+            from_year: self.from_year,
         }
     }
 }

@@ -74,6 +74,13 @@ pub struct ServeArgs {
     /// demo --scale`).
     #[arg(long, default_value_t = 1.0, requires = "demo")]
     demo_scale: f64,
+    /// With `--demo`: on to 2025 through the reorganisation of 1 July 2025 (as `chiso demo
+    /// --reorganise-2025`).
+    #[arg(long, requires = "demo")]
+    demo_reorganise_2025: bool,
+    /// With `--demo`: dossiers from this year on (as `chiso demo --from-year`).
+    #[arg(long, default_value_t = 2010, value_parser = clap::value_parser!(i32).range(2010..=2025), requires = "demo")]
+    demo_from_year: i32,
     /// Largest body of an append or NDJSON batch, in bytes (413 above it).
     #[arg(long, env = "CHISO_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -247,6 +254,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let options = chiso_ingest::demo::DemoOptions {
             provinces: args.demo_provinces.into(),
             scale: args.demo_scale,
+            reorganise_2025: args.demo_reorganise_2025,
+            from_year: args.demo_from_year,
             ..Default::default()
         };
         load_demo(&state.ingestor, options).await?;

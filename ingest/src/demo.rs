@@ -21,6 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 /// First and last year of the history.
@@ -55,7 +56,21 @@ pub struct Outcomes {
 /// One-stop volume of each year before 2019, as a share of 2019's.
 const GROWTH: [f64; 9] = [0.10, 0.12, 0.15, 0.19, 0.24, 0.30, 0.38, 0.50, 0.70];
 /// Share of dossiers received online through level 3–4 services, by year.
-const ONLINE: [f64; 10] = [0.0, 0.0, 0.02, 0.05, 0.10, 0.15, 0.22, 0.30, 0.40, 0.50];
+const ONLINE: [f64; 16] = [
+    0.0, 0.0, 0.02, 0.05, 0.10, 0.15, 0.22, 0.30, 0.40, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80,
+];
+
+/// The years of a history with `--reorganise-2025`: on to a fixed end, 31 December 2025.
+pub const YEARS_REORGANISED: std::ops::RangeInclusive<i32> = 2010..=2025;
+
+/// When the 2025 reorganisation takes effect (Resolution 202/2025/QH15 of 12 June 2025):
+/// 1 July 2025, 00:00 local time.
+pub const REORGANISED: &str = "2025-07-01T00:00:00+07:00";
+
+/// The province the reorganisation keeps, and those merged into it (Vĩnh Phúc, and Hòa Bình —
+/// synthetic in the demo, as Phú Thọ is).
+const MERGED_INTO: &str = "25";
+const MERGED: [&str; 2] = ["26", "17"];
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +81,12 @@ pub struct DemoOptions {
     pub provinces: usize,
     /// Dossier volume of the other provinces, relative to Vĩnh Phúc's.
     pub scale: f64,
+    /// Goes on to 2025 with Phú Thọ and Hòa Bình beside Vĩnh Phúc, and applies the merger of
+    /// 1 July 2025 ([`REORGANISED`]). Every province's years after 2019 are synthetic: their
+    /// volume follows `scale`, Vĩnh Phúc's too.
+    pub reorganise_2025: bool,
+    /// Dossiers from this year on (agencies and services are registered from the start).
+    pub from_year: i32,
 }
 
 impl Default for DemoOptions {
@@ -74,6 +95,8 @@ impl Default for DemoOptions {
             seed: 1,
             provinces: 1,
             scale: 1.0,
+            reorganise_2025: false,
+            from_year: *YEARS.start(),
         }
     }
 }
@@ -91,20 +114,43 @@ pub fn write_demo(options: &DemoOptions, out: &mut dyn Write) -> io::Result<u64>
         writer.agency(code, name, "province", None, code)?;
     }
     ict_index(&mut writer, &mut rng)?;
-    let others = PROVINCES.iter().filter(|(code, _)| *code != "26");
-    let chosen = std::iter::once(&("26", "Tỉnh Vĩnh Phúc")).chain(others);
+    // Vĩnh Phúc first; with the reorganisation Phú Thọ and Hòa Bình next, whatever the count.
+    let first: &[&str] = match options.reorganise_2025 {
+        true => &["26", MERGED_INTO, MERGED[1]],
+        false => &["26"],
+    };
+    let others = PROVINCES
+        .iter()
+        .map(|(code, _)| *code)
+        .filter(|c| !first.contains(c));
+    let count = options.provinces.clamp(first.len(), PROVINCES.len());
     let mut desks = Vec::new();
-    for &(code, _) in chosen.take(options.provinces.clamp(1, PROVINCES.len())) {
-        let province = Province::new(code, &mut rng);
+    for code in first.iter().copied().chain(others).take(count) {
+        let mut province = Province::new(code, &mut rng);
+        if options.reorganise_2025 && code != "26" {
+            // Their agencies are made up: their names say so.
+            for agency in &mut province.agencies {
+                agency.name.push_str(" (mô phỏng)");
+            }
+        }
         province.register(&mut writer)?;
         let scale = if code == "26" {
             1.0
         } else {
             options.scale * rng.random_range(0.5..2.0)
         };
-        desks.push(Desks::new(province, scale, options.seed));
+        let later_scale = match (code, options.reorganise_2025) {
+            ("26", true) => options.scale,
+            _ => scale,
+        };
+        desks.push(Desks::new(province, (scale, later_scale), options.seed));
     }
-    write_dossiers(&mut writer, &mut desks)?;
+    let years = match options.reorganise_2025 {
+        true => YEARS_REORGANISED,
+        false => YEARS,
+    };
+    let years = options.from_year.max(*years.start())..=*years.end();
+    write_dossiers(&mut writer, &mut desks, years, options.reorganise_2025)?;
     Ok(writer.written)
 }
 
@@ -112,7 +158,9 @@ pub fn write_demo(options: &DemoOptions, out: &mut dyn Write) -> io::Result<u64>
 /// province's history does not depend on how the others interleave with it.
 struct Desks {
     province: Province,
+    /// The volume of its years up to 2019, and after.
     scale: f64,
+    later_scale: f64,
     rng: ChaCha8Rng,
     one_stop: Vec<usize>,
     center: Vec<usize>,
@@ -120,7 +168,7 @@ struct Desks {
 }
 
 impl Desks {
-    fn new(province: Province, scale: f64, seed: u64) -> Self {
+    fn new(province: Province, (scale, later_scale): (f64, f64), seed: u64) -> Self {
         let code: u64 = province.code.parse().unwrap_or(0);
         let (center, one_stop) =
             (0..province.agencies.len()).partition(|a| province.agencies[*a].kind == Kind::Center);
@@ -128,6 +176,7 @@ impl Desks {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd055_1e55 ^ (code << 32)),
             province,
             scale,
+            later_scale,
             one_stop,
             center,
             serial: 0,
@@ -137,13 +186,27 @@ impl Desks {
 
 /// Every province's dossiers in the order they were received, as a national log is appended
 /// while time passes (so months end, and are sealed, in the order of the log).
-fn write_dossiers(writer: &mut Writer, desks: &mut [Desks]) -> io::Result<()> {
+fn write_dossiers(
+    writer: &mut Writer,
+    desks: &mut [Desks],
+    years: std::ops::RangeInclusive<i32>,
+    reorganise: bool,
+) -> io::Result<()> {
     use std::cmp::Reverse;
-    for year in YEARS {
+    let reorganised_at = NaiveDateTime::parse_from_str(&REORGANISED[..19], "%Y-%m-%dT%H:%M:%S")
+        .expect("the reorganisation's time");
+    // Once the reorganisation is written: which agency receives in place of which.
+    let mut successors: Option<HashMap<String, String>> = None;
+    for year in years {
         let mut plans = Vec::new();
         for (d, desk) in desks.iter_mut().enumerate() {
+            let scale = if year > 2019 {
+                desk.later_scale
+            } else {
+                desk.scale
+            };
             for group in [Group::OneStop, Group::Center] {
-                if let Some(outcomes) = group.outcomes(year, desk.scale) {
+                if let Some(outcomes) = group.outcomes(year, scale) {
                     plans.push((
                         d,
                         group,
@@ -166,11 +229,28 @@ fn write_dossiers(writer: &mut Writer, desks: &mut [Desks]) -> io::Result<()> {
                 Group::Center => &desk.center,
             };
             let agency = pick_agency(&desk.province.agencies, pool, &mut desk.rng);
+            if reorganise && successors.is_none() && received >= reorganised_at {
+                successors = Some(write_reorganisation(writer, desks_provinces(desks))?);
+            }
+            let desk = &mut desks[*d];
             desk.serial += 1;
             let id = format!("{}.{year}.{:07}", desk.province.code, desk.serial);
             let fate = plan.fates[i];
-            desk.province
-                .dossier(writer, &mut desk.rng, &id, agency, received, fate, year)?;
+            let code = &desk.province.agencies[agency].code;
+            let receiver = successors
+                .as_ref()
+                .and_then(|s| s.get(code))
+                .unwrap_or(code)
+                .clone();
+            desk.province.dossier(
+                writer,
+                &mut desk.rng,
+                &id,
+                (agency, &receiver),
+                received,
+                fate,
+                year,
+            )?;
             if let Some(after) = plan.receipts.get(i + 1) {
                 next.push(Reverse((*after, k, i + 1)));
             }
@@ -219,6 +299,101 @@ impl Writer<'_> {
         let data = json!({"code": code, "name": name, "kind": kind, "parent": parent, "province": province});
         self.event(&format!("agency-{code}"), "AgencyRegistered", data)
     }
+}
+
+/// The provinces of the desks, for the reorganisation to read.
+fn desks_provinces(desks: &[Desks]) -> Vec<&Province> {
+    desks.iter().map(|desk| &desk.province).collect()
+}
+
+/// The reorganisation of 1 July 2025 as events, in an order the write model takes: the
+/// departments and Center of Vĩnh Phúc and Hòa Bình merged into Phú Thọ's; in every district
+/// of the three, the communes merged two by two into new communes of Phú Thọ (the last of an
+/// odd number moved under the province), then the district dissolved; then Vĩnh Phúc and Hòa
+/// Bình merged into Phú Thọ. The commune mapping is synthetic, and the new communes' names
+/// say so. Answers which agency receives dossiers in place of which from then on.
+fn write_reorganisation(
+    writer: &mut Writer,
+    provinces: Vec<&Province>,
+) -> io::Result<HashMap<String, String>> {
+    let at = json!(REORGANISED);
+    let mut successors = HashMap::new();
+    fn merge(
+        writer: &mut Writer,
+        successors: &mut HashMap<String, String>,
+        code: &str,
+        into: &str,
+    ) -> io::Result<()> {
+        successors.insert(code.to_owned(), into.to_owned());
+        let data = json!({"into": into, "at": REORGANISED});
+        writer.event(&format!("agency-{code}"), "AgencyMerged", data)
+    }
+    let mut new_communes = 0;
+    let reorganised = provinces
+        .iter()
+        .filter(|p| p.code == MERGED_INTO || MERGED.contains(&p.code));
+    for province in reorganised {
+        let code = province.code;
+        for agency in &province.agencies {
+            let desk = matches!(agency.kind, Kind::Department | Kind::Center);
+            if desk && code != MERGED_INTO {
+                let into = format!("{MERGED_INTO}{}", &agency.code[code.len()..]);
+                merge(writer, &mut successors, &agency.code, &into)?;
+            }
+        }
+        for district in province
+            .agencies
+            .iter()
+            .filter(|a| a.kind == Kind::District)
+        {
+            let communes: Vec<&Agency> = province
+                .agencies
+                .iter()
+                .filter(|a| a.parent == district.code)
+                .collect();
+            let mut first = None;
+            for pair in communes.chunks(2) {
+                let successor = match pair {
+                    [one, two] => {
+                        new_communes += 1;
+                        let new = format!("{MERGED_INTO}.M{new_communes:04}");
+                        let name = format!(
+                            "Xã mới số {new_communes} ({} + {}, sáp nhập mô phỏng)",
+                            one.name, two.name
+                        );
+                        let data = json!({"code": new, "name": name, "kind": "commune",
+                            "parent": MERGED_INTO, "province": MERGED_INTO, "at": at});
+                        writer.event(&format!("agency-{new}"), "AgencyRegistered", data)?;
+                        merge(writer, &mut successors, &one.code, &new)?;
+                        merge(writer, &mut successors, &two.code, &new)?;
+                        new
+                    }
+                    [alone] => {
+                        writer.event(
+                            &format!("agency-{}", alone.code),
+                            "AgencyMoved",
+                            json!({"parent": MERGED_INTO, "at": at}),
+                        )?;
+                        alone.code.clone()
+                    }
+                    _ => unreachable!("chunks of two"),
+                };
+                first.get_or_insert(successor);
+            }
+            // The district's desk hands its dossiers to the first commune formed from it.
+            let successor = first.unwrap_or_else(|| MERGED_INTO.to_owned());
+            successors.insert(district.code.clone(), successor);
+            writer.event(
+                &format!("agency-{}", district.code),
+                "AgencyDissolved",
+                json!({"at": at}),
+            )?;
+        }
+        if code != MERGED_INTO {
+            merge(writer, &mut successors, code, MERGED_INTO)?;
+        }
+    }
+    Ok(successors)
 }
 
 /// A local time as RFC 3339 with the +07:00 offset.
@@ -498,12 +673,15 @@ impl Province {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// One dossier, for a service of `agency` (an index), received by the agency `receiver`
+    /// (its code: the agency's own, or its successor's after the reorganisation).
+    #[allow(clippy::too_many_arguments)]
     fn dossier(
         &self,
         writer: &mut Writer,
         rng: &mut ChaCha8Rng,
         id: &str,
-        agency: usize,
+        (agency, receiver): (usize, &str),
         received: NaiveDateTime,
         fate: Fate,
         year: i32,
@@ -519,7 +697,7 @@ impl Province {
             "direct"
         };
         let due = deadline(received, service.deadline_days);
-        let mut data = json!({"agency": self.agencies[agency].code, "service": service.code, "channel": channel, "received_at": local(received), "due_at": local(due)});
+        let mut data = json!({"agency": receiver, "service": service.code, "channel": channel, "received_at": local(received), "due_at": local(due)});
         if received >= VERSION_2_FROM.and_hms_opt(0, 0, 0).expect("midnight") {
             // The one-stop systems send `DossierReceived` version 2 from mid-2019: the
             // national procedure code (the service's) and the applicant, one in seven a
@@ -748,6 +926,8 @@ impl Group {
         };
         let share = match (self, year) {
             (_, 2019) => 1.0,
+            // After the seeds: 4 % more a year.
+            (_, 2020..) => 1.0 + 0.04 * f64::from(year - 2019),
             (Self::OneStop, _) => GROWTH[(year - 2010) as usize],
             (Self::Center, 2018) => 0.25,
             (Self::Center, _) => return None,
@@ -756,8 +936,8 @@ impl Group {
         if year == 2019 && scale == 1.0 {
             return Some(exact);
         }
-        // Before 2019 every dossier closes within its year: 2 % withdrawn, the rest resolved,
-        // late falling from 14 % to 7 %.
+        // Outside 2019 every dossier closes within its year: 2 % withdrawn, the rest resolved,
+        // late falling from 14 % in 2010 by 0.8 points a year (2 % in 2025).
         let resolved = received - received / 50;
         let late = f64::from(resolved) * (0.14 - 0.008 * f64::from(year - 2010));
         Some(Outcomes {

@@ -266,3 +266,94 @@ async fn the_demo_history_holds_the_figures_of_the_seeds() {
         ])
     );
 }
+
+/// `--demo-reorganise-2025` (a short history: 2025 alone, a hundredth of the volume): June
+/// ranks Vĩnh Phúc, Phú Thọ and Hòa Bình, August only Phú Thọ; `agencies_at` shows the old
+/// hierarchy on 30 June and the new one on 1 July; every dossier after the merger is received
+/// by an agency that exists; and history rolled up to today's units keeps every dossier.
+#[tokio::test]
+async fn the_reorganised_demo_ranks_each_month_its_own_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--demo",
+        "--demo-reorganise-2025",
+        "--demo-from-year",
+        "2025",
+        "--demo-scale",
+        "0.01",
+    ];
+    let server = Server::start_with_args(dir.path(), &args).await;
+    wait_ready(&server.url).await;
+    let url = &server.url;
+    let http = reqwest::Client::new();
+    for month in ["2025-06", "2025-08"] {
+        let response = http
+            .post(format!("{url}/v1/rankings/{month}/publish"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{month}");
+    }
+    let head = sql(url, "SELECT max(position) AS p FROM events").await[0]["p"].clone();
+    let caught_up = json!({"sql": "SELECT 1", "min_position": head});
+    let response = http
+        .post(format!("{url}/v1/sql"))
+        .json(&caught_up)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let national = sql(url, "
+        SELECT month, string_agg(agency, ',' ORDER BY agency) AS provinces FROM rankings
+        WHERE scope = 'national:province' AND metric = 'online_share' AND month IN ('2025-06', '2025-08')
+        GROUP BY month ORDER BY month").await;
+    assert_eq!(
+        national,
+        json!([
+            {"month": "2025-06", "provinces": "17,25,26"},
+            {"month": "2025-08", "provinces": "25"},
+        ])
+    );
+    let hierarchy = sql(url, "
+        SELECT 'before' AS day, kind, count(*) AS n, string_agg(DISTINCT province, ',' ORDER BY province) AS provinces
+        FROM agencies_at(DATE '2025-06-30') WHERE kind IN ('district', 'commune') AND province IN ('17', '25', '26') GROUP BY kind
+        UNION ALL
+        SELECT 'after', kind, count(*), string_agg(DISTINCT province, ',' ORDER BY province)
+        FROM agencies_at(DATE '2025-07-01') WHERE kind IN ('district', 'commune') AND province IN ('17', '25', '26') GROUP BY kind
+        ORDER BY 1 DESC, 2").await;
+    // Vĩnh Phúc's 9 districts and 136 communes, 6 × 8 synthetic ones in each of the others;
+    // after: no district, the communes two by two (an odd one out moved as it is).
+    let communes_before: u64 = 136 + 2 * 48;
+    let rows = hierarchy.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{hierarchy}");
+    assert_eq!(
+        rows[0],
+        json!({"day": "before", "kind": "commune", "n": communes_before, "provinces": "17,25,26"})
+    );
+    assert_eq!(
+        rows[1],
+        json!({"day": "before", "kind": "district", "n": 21, "provinces": "17,25,26"})
+    );
+    assert_eq!(rows[2]["kind"], "commune");
+    assert_eq!(rows[2]["provinces"], "25");
+    let after = rows[2]["n"].as_u64().unwrap();
+    assert!(
+        after > communes_before / 2 && after < communes_before * 2 / 3,
+        "{hierarchy}"
+    );
+    let stray = sql(
+        url,
+        "
+        SELECT count(*) AS n FROM dossiers d JOIN agencies a ON a.code = d.agency
+        WHERE d.received_at >= '2025-07-01' AND a.valid_to IS NOT NULL",
+    )
+    .await;
+    assert_eq!(stray, json!([{"n": 0}]));
+    let rolled = sql(url, "
+        SELECT (SELECT sum(received) FROM agency_daily) AS total,
+               (SELECT sum(n) FROM (SELECT current_agency(province) AS unit, sum(received) AS n
+                                    FROM agency_daily GROUP BY 1)) AS rolled,
+               (SELECT string_agg(DISTINCT current_agency(province), ',') FROM agency_daily) AS units").await;
+    assert_eq!(rolled[0]["total"], rolled[0]["rolled"], "{rolled}");
+    assert_eq!(rolled[0]["units"], "25", "{rolled}");
+}
