@@ -1,4 +1,5 @@
-"""Executes every notebook headless against a `chiso serve --demo` it starts itself.
+"""Executes every notebook headless against a `chiso serve --demo` it starts itself (one per
+demo the notebooks ask for in their metadata: `{"chiso": {"demo": [...], "ranked_months": N}}`).
 
     python3 notebooks/run_notebooks.py --chiso target/debug/chiso
 
@@ -65,37 +66,52 @@ def run(notebook: Path, flight: str) -> list[str]:
     return problems
 
 
+def demo_of(notebook: Path) -> tuple[tuple[str, ...], int]:
+    """The demo a notebook runs against: extra `chiso serve --demo` arguments and how many
+    months of rankings to wait for (its metadata's `chiso` entry; the demo decade without)."""
+    meta = nbformat.read(notebook, as_version=4).metadata.get("chiso", {})
+    return tuple(meta.get("demo", [])), int(meta.get("ranked_months", 120))
+
+
+def serve(chiso: str, demo: tuple[str, ...], data: str) -> tuple[subprocess.Popen, str, str]:
+    """A `chiso serve --demo` (with `demo`'s arguments) on free ports: process, URL, Flight."""
+    port, flight_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [chiso, "serve", "--demo", *demo, "--data-dir", data, "--listen", f"127.0.0.1:{port}",
+         "--flight-listen", f"127.0.0.1:{flight_port}", "--pg-listen", "off"],
+        env={**os.environ, "CHISO_LOG": "warn"},
+    )
+    return server, f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{flight_port}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chiso", required=True, help="the chiso binary")
     args = parser.parse_args()
     notebooks = sorted(HERE.glob("*.ipynb"))
-    assert len(notebooks) >= 4, "the notebooks are missing"
-    port, flight_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    flight = f"grpc://127.0.0.1:{flight_port}"
-    with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen(
-            [args.chiso, "serve", "--demo", "--data-dir", data, "--listen", f"127.0.0.1:{port}",
-             "--flight-listen", f"127.0.0.1:{flight_port}", "--pg-listen", "off"],
-            env={**os.environ, "CHISO_LOG": "warn"},
-        )
-        try:
-            wait_for(f"{url}/ready", lambda body: json.loads(body).get("ready"), 1800)
-            query = urllib.parse.quote("SELECT count(DISTINCT month) AS n FROM rankings")
-            wait_for(f"{url}/v1/sql?q={query}", lambda body: json.loads(body) == [{"n": 120}], 900)
-            failed = False
-            for notebook in notebooks:
-                started = time.monotonic()
-                problems = run(notebook, flight)
-                took = time.monotonic() - started
-                status = "ok" if not problems else "FAILED: " + "; ".join(problems)
-                print(f"notebook {notebook.name}: {status} ({took:.1f} s)", flush=True)
-                failed |= bool(problems)
-            return 1 if failed else 0
-        finally:
-            server.terminate()
-            server.wait(timeout=120)
+    assert len(notebooks) >= 5, "the notebooks are missing"
+    demos: dict[tuple[tuple[str, ...], int], list[Path]] = {}
+    for notebook in notebooks:
+        demos.setdefault(demo_of(notebook), []).append(notebook)
+    failed = False
+    for (demo, months), group in demos.items():
+        with tempfile.TemporaryDirectory() as data:
+            server, url, flight = serve(args.chiso, demo, data)
+            try:
+                wait_for(f"{url}/ready", lambda body: json.loads(body).get("ready"), 1800)
+                query = urllib.parse.quote("SELECT count(DISTINCT month) AS n FROM rankings")
+                wait_for(f"{url}/v1/sql?q={query}", lambda body: json.loads(body) == [{"n": months}], 900)
+                for notebook in group:
+                    started = time.monotonic()
+                    problems = run(notebook, flight)
+                    took = time.monotonic() - started
+                    status = "ok" if not problems else "FAILED: " + "; ".join(problems)
+                    print(f"notebook {notebook.name}: {status} ({took:.1f} s)", flush=True)
+                    failed |= bool(problems)
+            finally:
+                server.terminate()
+                server.wait(timeout=120)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
