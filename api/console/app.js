@@ -312,7 +312,12 @@ function leagueTable(rows, metric) {
 async function agencyView(page, code, params) {
   if (!code) return agencyPicker(page, params);
   const [agency] = await sql(
-    "SELECT a.code, a.name, a.kind, a.parent, a.province, p.name AS parent_name FROM agencies a LEFT JOIN agencies p ON p.code = a.parent WHERE a.code = $code",
+    `SELECT a.code, a.name, a.kind, a.parent, a.province, p.name AS parent_name, to_char(a.valid_to, '%Y-%m-%d') AS ceased,
+            l.successor, s.name AS successor_name
+     FROM agencies a LEFT JOIN agencies p ON p.code = a.parent
+       LEFT JOIN agency_lineage l ON l.agency = a.code AND l.change = 'merged'
+       LEFT JOIN agencies s ON s.code = l.successor
+     WHERE a.code = $code`,
     { code }
   );
   if (!agency) {
@@ -320,12 +325,27 @@ async function agencyView(page, code, params) {
     return page.rendered("error");
   }
   const isProvince = agency.kind === "province";
+  const link = (to, name) => h("a", { href: `#/agency/${encodeURIComponent(to)}` }, name || to);
+  // A unit that exists shows its predecessors' history with its own (rolled up to it); one
+  // that ceased shows its own, and where its work went.
+  const merged = agency.ceased
+    ? []
+    : await sql(
+        `SELECT l.agency, a.name FROM agency_lineage l JOIN agencies a ON a.code = l.agency
+         WHERE l.change = 'merged' AND current_agency(l.agency) = $code ORDER BY l.agency`,
+        { code }
+      );
   const facts = h(
     "p",
     { class: "muted" },
     `${t("agency.kind")}: ${t(`kind.${agency.kind}`)} · ${t("rank.code")}: ${agency.code}`,
-    agency.parent ? [` · ${t("agency.parent")}: `, h("a", { href: `#/agency/${encodeURIComponent(agency.parent)}` }, agency.parent_name || agency.parent)] : null
+    agency.parent ? [` · ${t("agency.parent")}: `, link(agency.parent, agency.parent_name)] : null,
+    agency.ceased ? ` · ${t("agency.ceased", { date: agency.ceased })}` : null,
+    agency.ceased && agency.successor ? [` ${t("agency.merged_into")} `, link(agency.successor, agency.successor_name)] : null
   );
+  const history = merged.length
+    ? h("p", { class: "muted lineage" }, `${t("agency.includes")}: `, merged.flatMap((m, i) => [i ? ", " : "", link(m.agency, m.name)]))
+    : null;
   const panels = {
     counts: panel(t("agency.counts")),
     rates: panel(t("agency.rates")),
@@ -334,10 +354,14 @@ async function agencyView(page, code, params) {
     level34: panel(t("agency.level34")),
     ict: isProvince ? panel(t("agency.ict")) : null,
   };
-  page.show(h("h1", {}, agency.name), facts, h("div", { class: "panels" }, Object.values(panels).filter(Boolean).map((p) => p.element)));
+  page.show(h("h1", {}, agency.name), facts, history, h("div", { class: "panels" }, Object.values(panels).filter(Boolean).map((p) => p.element)));
 
-  // A province's figures are those of all its agencies; an agency's are its own.
-  const where = isProvince ? "province = $code" : "agency = $code";
+  // A province's figures are those of all its agencies; an agency's are its own — with those
+  // of the units merged into it, while it exists.
+  const column = isProvince ? "province" : "agency";
+  const where = agency.ceased
+    ? `${column} = $code`
+    : `${column} IN (SELECT code FROM agencies WHERE current_agency(code) = $code${isProvince ? " AND kind = 'province'" : ""})`;
   const monthly = sql(
     `SELECT to_char(day, '%Y-%m') AS month, sum(received) AS received, sum(received_online) AS online,
             sum(resolved) AS resolved, sum(resolved_early + resolved_on_time) AS in_time

@@ -448,6 +448,42 @@ def auth_checks(binary: str, screenshots: Path | None) -> None:
             chiso.stop()
 
 
+def reorganised_checks(binary: str, screenshots: Path | None) -> None:
+    """The 2025 merger on a short demo history (2025, a hundredth of the volume): Phú Thọ's page
+    names the provinces merged into it and draws their history with its own; Vĩnh Phúc's says
+    when it ceased and links to Phú Thọ."""
+    with tempfile.TemporaryDirectory() as data, tempfile.TemporaryDirectory() as downloads:
+        chiso = Chiso(binary, data, "--demo", "--demo-reorganise-2025", "--demo-from-year", "2025", "--demo-scale", "0.01")
+        driver = None
+        try:
+            chiso.wait(lambda: json.loads(chiso.get("/ready")).get("ready"), 600)
+            chiso.wait(lambda: chiso.sql("SELECT count(DISTINCT month) AS n FROM rankings") == [{"n": 12}], 300)
+            driver = browser(downloads)
+            driver.set_page_load_timeout(60)
+            open_view(driver, f"{chiso.url}/#/agency/25", "agency")
+            lineage = driver.find_element(By.CSS_SELECTOR, ".lineage")
+            links = [a.get_attribute("href").rsplit("/", 1)[-1] for a in lineage.find_elements(By.TAG_NAME, "a")]
+            check(links == ["17", "26"], f"Phú Thọ's page names the provinces merged into it ({links})")
+            points = driver.execute_script("return [...document.querySelectorAll('.chart')].map(c => c.dataset.points || null)")
+            check(points[0] == "12", f"its counts run through 2025, before the merger too ({points[0]} months)")
+            shots(driver, screenshots, "merged-province")
+            open_view(driver, f"{chiso.url}/#/agency/26", "agency")
+            facts = driver.find_element(By.CSS_SELECTOR, "p.muted").text
+            check("2025-07-01" in facts and "Phú Thọ" in facts, f"Vĩnh Phúc's page says it ceased and where it went ({facts})")
+            months = chiso.sql("SELECT count(DISTINCT to_char(day, '%Y-%m')) AS n FROM agency_daily WHERE province = '26'")[0]["n"]
+            points = driver.execute_script("return [...document.querySelectorAll('.chart')].map(c => c.dataset.points || null)")
+            check(points[0] == str(months), f"its counts are its own ({months} months)")
+            shots(driver, screenshots, "ceased-province")
+            driver.execute_script("delete document.documentElement.dataset.rendered")
+            driver.find_element(By.CSS_SELECTOR, "p.muted a[href='#/agency/25']").click()
+            rendered(driver, "agency")
+            check(driver.find_element(By.TAG_NAME, "h1").text == "Tỉnh Phú Thọ", "its link leads to Phú Thọ")
+        finally:
+            if driver:
+                driver.quit()
+            chiso.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chiso", required=True, help="the chiso binary")
@@ -459,6 +495,7 @@ def main() -> int:
     try:
         figures = demo_checks(args.chiso, args.screenshots, args.bench)
         auth_checks(args.chiso, args.screenshots)
+        reorganised_checks(args.chiso, args.screenshots)
     except (AssertionError, TimeoutException) as error:
         FAILURES.append(f"{type(error).__name__}: {error}")
         print(f"FAIL {FAILURES[-1]}", flush=True)
