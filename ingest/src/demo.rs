@@ -230,7 +230,8 @@ fn write_dossiers(
             };
             let agency = pick_agency(&desk.province.agencies, pool, &mut desk.rng);
             if reorganise && successors.is_none() && received >= reorganised_at {
-                successors = Some(write_reorganisation(writer, desks_provinces(desks))?);
+                let provinces = desks.iter().map(|desk| &desk.province).collect();
+                successors = Some(write_reorganisation(writer, provinces)?);
             }
             let desk = &mut desks[*d];
             desk.serial += 1;
@@ -299,11 +300,6 @@ impl Writer<'_> {
         let data = json!({"code": code, "name": name, "kind": kind, "parent": parent, "province": province});
         self.event(&format!("agency-{code}"), "AgencyRegistered", data)
     }
-}
-
-/// The provinces of the desks, for the reorganisation to read.
-fn desks_provinces(desks: &[Desks]) -> Vec<&Province> {
-    desks.iter().map(|desk| &desk.province).collect()
 }
 
 /// The reorganisation of 1 July 2025 as events, in an order the write model takes: the

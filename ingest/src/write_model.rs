@@ -223,21 +223,24 @@ impl IngestModel {
     }
 
     fn agency_exists(&self, code: &str, pointer: &str) -> Result<()> {
-        if self.agencies.contains_key(code) {
-            return Ok(());
-        }
-        Err(IngestError::unprocessable(
-            "unknown_agency",
-            format!("{}: agency {code} is not registered", field_name(pointer)),
-        )
-        .at(pointer))
+        self.agency(code, pointer).map(|_| ())
+    }
+
+    /// The registered agency `code`, named by the field at `pointer`.
+    fn agency(&self, code: &str, pointer: &str) -> Result<&Agency> {
+        self.agencies.get(code).ok_or_else(|| {
+            IngestError::unprocessable(
+                "unknown_agency",
+                format!("{}: agency {code} is not registered", field_name(pointer)),
+            )
+            .at(pointer)
+        })
     }
 
     /// `code` is a registered agency that exists at `at` (seconds; `None`: a time before
     /// the records, so it must never have ceased).
     fn agency_in_force(&self, code: &str, at: Option<i64>, pointer: &str) -> Result<()> {
-        self.agency_exists(code, pointer)?;
-        let agency = &self.agencies[code];
+        let agency = self.agency(code, pointer)?;
         let exists = match at {
             Some(at) => agency.exists_at(at),
             None => agency.closed_at.is_none(),

@@ -149,6 +149,17 @@ struct Twins {
 }
 
 impl Twins {
+    /// Twins with `fixture` (under `tests/`) folded by both, one line at a time.
+    async fn loaded(dir: &Path, fixture: &str) -> Self {
+        let twins = Self::open(dir);
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(fixture);
+        load_fixture(&twins.store, &[&twins.sealed], &fixture).await;
+        load_fixture(&twins.hot_store, &[&twins.hot], &fixture).await;
+        twins
+    }
+
     fn open(dir: &Path) -> Self {
         let (store, hot_store) = (
             open_store(&dir.join("log")),
@@ -325,10 +336,7 @@ async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
         tables,
         sealed,
         hot,
-    } = Twins::open(dir.path());
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/late_events.ndjson");
-    load_fixture(&store, &[&sealed], &fixture).await;
-    load_fixture(&hot_store, &[&hot], &fixture).await;
+    } = Twins::loaded(dir.path(), "late_events.ndjson").await;
     let stored = sealed.dossier_storage();
     assert!(stored.sealed_months >= 5, "{stored:?}");
     // d paid and rated, a rated and paid, i rated: five late events on closed, sealed rows.
@@ -422,10 +430,7 @@ async fn corrections_and_voids_answer_as_if_entered_right() {
         tables,
         sealed,
         hot,
-    } = Twins::open(dir.path());
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corrections.ndjson");
-    load_fixture(&store, &[&sealed], &fixture).await;
-    load_fixture(&hot_store, &[&hot], &fixture).await;
+    } = Twins::loaded(dir.path(), "corrections.ndjson").await;
     let stored = sealed.dossier_storage();
     assert!(stored.sealed_months >= 4, "{stored:?}");
     assert!(
@@ -436,6 +441,7 @@ async fn corrections_and_voids_answer_as_if_entered_right() {
     let right_store = open_store(&dir.path().join("right-log"));
     let right =
         Projections::open_with(&right_store, dir.path().join("right"), SealPolicy::NEVER).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corrections.ndjson");
     append(&right_store, as_if_received_so(&fixture))
         .await
         .unwrap();
@@ -454,10 +460,7 @@ async fn corrections_and_voids_answer_as_if_entered_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorganisation_leaves_history_where_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let twins = Twins::open(dir.path());
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reorganisation.ndjson");
-    load_fixture(&twins.store, &[&twins.sealed], &fixture).await;
-    load_fixture(&twins.hot_store, &[&twins.hot], &fixture).await;
+    let twins = Twins::loaded(dir.path(), "reorganisation.ndjson").await;
     for (store, projections) in [
         (&twins.store, &twins.sealed),
         (&twins.hot_store, &twins.hot),

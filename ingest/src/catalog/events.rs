@@ -423,12 +423,8 @@ impl super::DomainEvent {
                 same_as_stream(&e.code, id, "/data/code")?;
                 code_like(&e.code, "/data/code")?;
                 province_code(&e.province, "/data/province")?;
-                if e.parent.as_deref() == Some(e.code.as_str()) {
-                    return Err(IngestError::unprocessable(
-                        "invalid_parent",
-                        "an agency cannot be its own parent",
-                    )
-                    .at("/data/parent"));
+                if let Some(parent) = &e.parent {
+                    not_itself(parent, &e.code, "parent")?;
                 }
                 if let Some(at) = &e.at {
                     limits.time(at, "/data/at")?;
@@ -441,24 +437,12 @@ impl super::DomainEvent {
             }
             E::AgencyMoved(e) => {
                 code_like(&e.parent, "/data/parent")?;
-                if e.parent == id {
-                    return Err(IngestError::unprocessable(
-                        "invalid_parent",
-                        "an agency cannot be its own parent",
-                    )
-                    .at("/data/parent"));
-                }
+                not_itself(&e.parent, id, "parent")?;
                 limits.time(&e.at, "/data/at")
             }
             E::AgencyMerged(e) => {
                 code_like(&e.into, "/data/into")?;
-                if e.into == id {
-                    return Err(IngestError::unprocessable(
-                        "invalid_successor",
-                        "an agency cannot be merged into itself",
-                    )
-                    .at("/data/into"));
-                }
+                not_itself(&e.into, id, "into")?;
                 limits.time(&e.at, "/data/at")
             }
             E::AgencyDissolved(e) => limits.time(&e.at, "/data/at"),
@@ -709,6 +693,22 @@ fn province_code(code: &str, pointer: &str) -> Result<()> {
         ),
     )
     .at(pointer))
+}
+
+/// An agency named in `data.{field}` (its parent, or the agency it is merged into) is not
+/// the agency `code` itself.
+fn not_itself(other: &str, code: &str, field: &str) -> Result<()> {
+    if other != code {
+        return Ok(());
+    }
+    let (error, message) = match field {
+        "parent" => ("invalid_parent", "an agency cannot be its own parent"),
+        _ => (
+            "invalid_successor",
+            "an agency cannot be merged into itself",
+        ),
+    };
+    Err(IngestError::unprocessable(error, message).at(format!("/data/{field}")))
 }
 
 fn not_blank(text: &str, pointer: &str) -> Result<()> {

@@ -22,6 +22,40 @@ pub struct DayCounts {
 }
 
 impl DayCounts {
+    /// What a receipt counts on its day.
+    pub fn receipt(online: bool) -> Self {
+        Self {
+            received: 1,
+            received_online: i64::from(online),
+            ..Self::default()
+        }
+    }
+
+    /// What a resolution counts on its day: by its timeliness (late when unknown).
+    pub fn resolution(timeliness: Option<super::dossiers::Timeliness>) -> Self {
+        use super::dossiers::Timeliness;
+        let (early, on_time) = match timeliness {
+            Some(Timeliness::Early) => (1, 0),
+            Some(Timeliness::OnTime) => (0, 1),
+            _ => (0, 0),
+        };
+        Self {
+            resolved: 1,
+            resolved_early: early,
+            resolved_on_time: on_time,
+            resolved_late: 1 - early - on_time,
+            ..Self::default()
+        }
+    }
+
+    /// What a withdrawal counts on its day.
+    pub fn withdrawal() -> Self {
+        Self {
+            withdrawn: 1,
+            ..Self::default()
+        }
+    }
+
     /// Adds `other`'s counts.
     pub fn add(&mut self, other: &Self) {
         self.add_times(other, 1);

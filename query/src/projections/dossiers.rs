@@ -171,30 +171,10 @@ impl Dossier {
     /// What the dossier counts in `agency_daily`, by local day: its receipt, and its
     /// resolution (by timeliness) or withdrawal — as the fold counts them event by event.
     pub fn counts(&self) -> impl Iterator<Item = (i32, DayCounts)> {
-        let receipt = DayCounts {
-            received: 1,
-            received_online: i64::from(self.channel == Channel::Online),
-            ..DayCounts::default()
-        };
-        let resolution = self.resolved_at.map(|at| {
-            let mut counts = DayCounts {
-                resolved: 1,
-                ..DayCounts::default()
-            };
-            match self.timeliness() {
-                Some(Timeliness::Early) => counts.resolved_early = 1,
-                Some(Timeliness::OnTime) => counts.resolved_on_time = 1,
-                _ => counts.resolved_late = 1,
-            }
-            (local_day(at), counts)
-        });
-        let withdrawal = self.withdrawn_at.map(|at| {
-            let counts = DayCounts {
-                withdrawn: 1,
-                ..DayCounts::default()
-            };
-            (local_day(at), counts)
-        });
+        let receipt = DayCounts::receipt(self.channel == Channel::Online);
+        let resolution =
+            (self.resolved_at).map(|at| (local_day(at), DayCounts::resolution(self.timeliness())));
+        let withdrawal = (self.withdrawn_at).map(|at| (local_day(at), DayCounts::withdrawal()));
         std::iter::once((local_day(self.received_at), receipt))
             .chain(resolution)
             .chain(withdrawal)
@@ -580,14 +560,12 @@ impl Tables {
     pub fn insert_dossier(&mut self, dossier: Dossier) {
         let month = local_month(dossier.received_at);
         let day = local_day(dossier.received_at);
-        let (agency, online) = (dossier.agency.clone(), dossier.channel == Channel::Online);
+        let agency = dossier.agency.clone();
+        let receipt = DayCounts::receipt(dossier.channel == Channel::Online);
         self.dossiers.horizon = self.dossiers.horizon.max(dossier.received_at);
         self.dossiers.insert(month, dossier);
         self.dirty.insert(Partition::Dossiers(month));
-        self.count_day(day, agency, |counts| {
-            counts.received += 1;
-            counts.received_online += i64::from(online);
-        });
+        self.count_day(day, agency, |counts| counts.add(&receipt));
     }
 
     /// Applies a change to the dossier `id` (read back from the log if its row is sealed), and
@@ -598,11 +576,7 @@ impl Tables {
         change: DossierChange,
         position: u64,
     ) -> Result<(), FoldError> {
-        let slot = match self.dossiers.index.get(id) {
-            Some(slot) => Some(*slot),
-            None => self.recall(id, position)?,
-        };
-        let Some((month, row)) = slot else {
+        let Some((month, row)) = self.find_dossier(id, position)? else {
             return Ok(());
         };
         let Some(partition) = self.dossiers.months.get_mut(&month) else {
@@ -618,22 +592,12 @@ impl Tables {
             partition.closed(row as usize, at);
         }
         self.dirty.insert(Partition::Dossiers(month));
-        match change {
-            DossierChange::Resolved(at, _) => {
-                self.count_day(local_day(at), counted.0, |day| {
-                    day.resolved += 1;
-                    match counted.1 {
-                        Some(Timeliness::Early) => day.resolved_early += 1,
-                        Some(Timeliness::OnTime) => day.resolved_on_time += 1,
-                        _ => day.resolved_late += 1,
-                    }
-                });
-            }
-            DossierChange::Withdrawn(at) => {
-                self.count_day(local_day(at), counted.0, |day| day.withdrawn += 1);
-            }
-            _ => {}
-        }
+        let (day, counts) = match change {
+            DossierChange::Resolved(at, _) => (local_day(at), DayCounts::resolution(counted.1)),
+            DossierChange::Withdrawn(at) => (local_day(at), DayCounts::withdrawal()),
+            _ => return Ok(()),
+        };
+        self.count_day(day, counted.0, |day| day.add(&counts));
         Ok(())
     }
 
@@ -666,13 +630,22 @@ impl Tables {
         Ok(())
     }
 
+    /// Where dossier `id`'s row is in memory: recalled from the log (its events before
+    /// `position`) if its row is sealed.
+    fn find_dossier(
+        &mut self,
+        id: &str,
+        position: u64,
+    ) -> Result<Option<(MonthKey, u32)>, FoldError> {
+        match self.dossiers.index.get(id) {
+            Some(slot) => Ok(Some(*slot)),
+            None => self.recall(id, position),
+        }
+    }
+
     /// Takes dossier `id`'s row out of its month (recalled first if sealed).
     fn take_dossier(&mut self, id: &str, position: u64) -> Result<Option<Dossier>, FoldError> {
-        let slot = match self.dossiers.index.get(id) {
-            Some(slot) => Some(*slot),
-            None => self.recall(id, position)?,
-        };
-        let Some(slot) = slot else {
+        let Some(slot) = self.find_dossier(id, position)? else {
             return Ok(None);
         };
         self.dirty.insert(Partition::Dossiers(slot.0));
@@ -729,11 +702,7 @@ impl Tables {
             ) {
                 continue;
             }
-            let slot = match self.dossiers.index.get(id) {
-                Some(slot) => Some(*slot),
-                None => self.recall(id, start)?,
-            };
-            let Some((month, row)) = slot else {
+            let Some((month, row)) = self.find_dossier(id, start)? else {
                 continue;
             };
             let dossier = &self.dossiers.months[&month].rows[row as usize];
