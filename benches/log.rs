@@ -130,7 +130,7 @@ async fn store_batches(scratch: &str) {
             principal: (),
         };
         let started = Instant::now();
-        store.append(request).await.unwrap();
+        store.append("bench", request).await.unwrap();
         one_stream.push(BATCH as f64 / started.elapsed().as_secs_f64());
 
         let requests: Vec<_> = (0..BATCH)
@@ -145,7 +145,7 @@ async fn store_batches(scratch: &str) {
             })
             .collect();
         let started = Instant::now();
-        store.append_all(requests).await.unwrap();
+        store.append_all("bench", requests).await.unwrap();
         many_streams.push(BATCH as f64 / started.elapsed().as_secs_f64());
     }
     let head = store.head();

@@ -5,7 +5,7 @@
 //! `cargo bench --bench tables -- rebuild visibility report`; figures are medians.
 
 use chiso_api::{router, AppState, Limits};
-use chiso_ingest::{Grant, IngestModel, Ingestor};
+use chiso_ingest::{Author, IngestModel, Ingestor};
 use chiso_query::{Projections, SqlEngine, SqlLimits};
 use chiso_store::{
     AppendRequest, Appender, EventStore, ExpectedRevision, ProposedEvent, StoreMetrics, StreamName,
@@ -173,7 +173,7 @@ async fn history(dir: &std::path::Path, scratch: &str) -> Appender<IngestModel> 
             })
             .collect();
         ingestor
-            .append_envelopes(Grant::All, requests)
+            .append_envelopes(&Author::admin("bench"), requests)
             .await
             .unwrap();
     }

@@ -7,6 +7,7 @@ use crate::rank::{rank, RankArgs};
 use crate::rebuild::{rebuild, RebuildArgs};
 use crate::serve::{serve, ServeArgs};
 use crate::sql::{sql, SqlArgs};
+use crate::verify::{verify, VerifyArgs};
 use chiso_query::SealPolicy;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -90,6 +91,8 @@ pub enum Command {
     Rebuild(RebuildArgs),
     /// Copy a data directory consistently (the log and the tables), also while it is served.
     Backup(BackupArgs),
+    /// Recompute the log's hash chain and name the first chunk that does not match.
+    Verify(VerifyArgs),
 }
 
 impl Command {
@@ -102,6 +105,7 @@ impl Command {
             Self::Rebuild(args) => rebuild(args).await,
             Self::Rank(args) => rank(args).await,
             Self::Backup(args) => backup(args).await,
+            Self::Verify(args) => verify(args).await,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! data directory through the normal append path before serving.
 
 use chiso_ingest::demo::{write_demo, DemoOptions};
-use chiso_ingest::{Grant, Ingestor};
+use chiso_ingest::{Author, Ingestor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -121,7 +121,9 @@ pub async fn load(
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut loaded = 0;
     while let Some((body, lines)) = batches.recv().await {
-        if let Err(error) = chiso_api::append_ndjson(ingestor, Grant::All, body.into()).await {
+        if let Err(error) =
+            chiso_api::append_ndjson(ingestor, &Author::admin("demo"), body.into()).await
+        {
             return Err(format!(
                 "the demo history was refused at event {loaded}: {}",
                 error.body()

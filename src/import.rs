@@ -4,7 +4,7 @@
 //! interrupted import again is safe; the first bad line stops it, named by file and line.
 
 use axum::http::StatusCode;
-use chiso_ingest::{Grant, IngestModel, Ingestor};
+use chiso_ingest::{Author, IngestModel, Ingestor};
 use chiso_store::{EventStore, StoreMetrics};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,7 +62,9 @@ impl Sink {
                 Ok((status, response.json().await.unwrap_or(Value::Null)))
             }
             Self::Local { ingestor } => {
-                match chiso_api::append_ndjson(ingestor, Grant::All, body.into()).await {
+                // Whoever may write the data directory is its admin, recorded as `import`.
+                let author = Author::admin("import");
+                match chiso_api::append_ndjson(ingestor, &author, body.into()).await {
                     Ok(_) => Ok((StatusCode::OK, Value::Null)),
                     Err(error) => Ok((error.status(), error.body())),
                 }

@@ -9,6 +9,7 @@ mod rank;
 mod rebuild;
 mod serve;
 mod sql;
+mod verify;
 
 use clap::Parser;
 use std::process::ExitCode;

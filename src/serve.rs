@@ -35,6 +35,18 @@ pub struct ServeArgs {
         value_name = "TOKEN"
     )]
     admin_token: Option<String>,
+    /// Queries a token may run at once, unless it was created with its own `limits.queries`
+    /// (429 `too_many_queries` past it). Unlimited when absent.
+    #[arg(long, env = "CHISO_TOKEN_QUERIES", value_name = "N")]
+    token_queries: Option<u32>,
+    /// Rows a token's queries may return a minute, unless it has its own limit (429
+    /// `row_quota_exceeded`). Unlimited when absent.
+    #[arg(long, env = "CHISO_TOKEN_ROWS_PER_MINUTE", value_name = "N")]
+    token_rows_per_minute: Option<u64>,
+    /// Events a token may append a second, unless it has its own limit (429
+    /// `append_quota_exceeded`). Unlimited when absent.
+    #[arg(long, env = "CHISO_TOKEN_APPENDS_PER_SECOND", value_name = "N")]
+    token_appends_per_second: Option<u32>,
     /// Memory all running SQL queries may hold together, in MiB (503 past it).
     #[arg(long, env = "CHISO_SQL_MEMORY_MB", default_value_t = 2048)]
     sql_memory_mb: usize,
@@ -238,8 +250,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ..SqlLimits::default()
     };
     let engine = SqlEngine::new(&store, &projections, sql_limits)?;
+    let token_defaults = chiso_ingest::TokenLimits {
+        queries: args.token_queries.filter(|n| *n > 0),
+        rows_per_minute: args.token_rows_per_minute.filter(|n| *n > 0),
+        appends_per_second: args.token_appends_per_second.filter(|n| *n > 0),
+    };
     let auth = match &args.admin_token {
-        Some(token) => Auth::enabled(token, &store)?,
+        Some(token) => Auth::enabled_with(token, &store, token_defaults)?,
         None => Auth::default(),
     };
     let state = AppState::new(Ingestor::new(appender), limits)

@@ -129,8 +129,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = self.details["retry_after_secs"].as_u64();
         let mut response = (status, axum::Json(self.body())).into_response();
         response.extensions_mut().insert(ErrorCode(self.code));
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         response
     }
 }

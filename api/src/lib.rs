@@ -26,10 +26,12 @@ mod listen;
 mod log;
 mod openapi;
 mod ops;
+mod quota;
 mod rankings;
 mod report;
 mod sql;
 mod subscribe;
+mod verify;
 mod wire;
 mod xlsx;
 
@@ -39,6 +41,7 @@ pub use listen::{serve, ServeLimits};
 pub use log::{append_ndjson, Batch};
 pub use ops::{install_panic_hook, HttpMetrics, SqlMetrics, TableMetrics};
 pub use rankings::spawn_scheduler;
+pub use verify::report as verify_report;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -96,6 +99,7 @@ pub struct AppState {
     sql_metrics: SqlMetrics,
     table_metrics: TableMetrics,
     log_memory: ops::LogMemoryMetrics,
+    quota_metrics: quota::QuotaMetrics,
     registry: Arc<Registry>,
 }
 
@@ -115,6 +119,8 @@ impl AppState {
         table_metrics.register(&mut registry);
         let log_memory = ops::LogMemoryMetrics::default();
         log_memory.register(&mut registry);
+        let quota_metrics = quota::QuotaMetrics::default();
+        quota_metrics.register(&mut registry);
         Self {
             store,
             ingestor,
@@ -129,6 +135,7 @@ impl AppState {
             sql_metrics,
             table_metrics,
             log_memory,
+            quota_metrics,
             registry: Arc::new(registry),
         }
     }
@@ -148,6 +155,7 @@ impl AppState {
 
     /// Requires tokens (see [`Auth::enabled`]).
     pub fn with_auth(mut self, auth: Auth) -> Self {
+        auth.count_in(&self.quota_metrics);
         self.auth = auth;
         self
     }
@@ -193,6 +201,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rankings::list))
         .routes(routes!(rankings::publish))
         .routes(routes!(backup::backup))
+        .routes(routes!(verify::verify))
         .routes(routes!(auth::create_token, auth::list_tokens))
         .routes(routes!(auth::revoke_token))
         .routes(routes!(ops::health))

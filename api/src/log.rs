@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
-use chiso_ingest::{Append, Checker, Grant, Ingestor};
+use chiso_ingest::{Append, Author, Checker, Ingestor};
 use chiso_store::{ReadDirection, StreamName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,7 +32,7 @@ pub async fn append_to_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    let grant = principal.append_grant()?;
+    let author = principal.author()?;
     let stream = StreamName::new(stream)?;
     let limit = state.limits.max_body_bytes;
     let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
@@ -43,6 +43,7 @@ pub async fn append_to_stream(
             "`events` is empty: an append carries at least one event",
         ));
     }
+    principal.take_appends(body.events.len())?;
     let (checker, now) = (state.ingestor.checker(), chrono::Utc::now());
     let events = (0..)
         .zip(body.events)
@@ -56,7 +57,7 @@ pub async fn append_to_stream(
     };
     let result = state
         .ingestor
-        .append(grant, request)
+        .append(&author, request)
         .await
         .map_err(|error| {
             let event = error.rejected_event();
@@ -82,10 +83,12 @@ pub async fn append_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    let grant = principal.append_grant()?;
+    let author = principal.author()?;
     let limit = state.limits.max_body_bytes;
     let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
-    let batch = append_ndjson(&state.ingestor, grant, bytes).await?;
+    let lines = bytes.split(|b| *b == b'\n');
+    principal.take_appends(lines.filter(|line| !line.trim_ascii().is_empty()).count())?;
+    let batch = append_ndjson(&state.ingestor, &author, bytes).await?;
     Ok(Json(json!({
         "count": batch.count,
         "first_position": batch.first_position,
@@ -105,9 +108,9 @@ pub struct Batch {
 }
 
 /// Decodes an NDJSON body (one event per line with its `stream`) and appends it, all lines or
-/// none, through `ingestor` with `grant`: the path of `POST /v1/events`, which `chiso import
+/// none, through `ingestor` by `author`: the path of `POST /v1/events`, which `chiso import
 /// --data-dir` and `chiso serve --demo` take in-process. A refusal names the body's line.
-pub async fn append_ndjson(ingestor: &Ingestor, grant: Grant, bytes: Bytes) -> Result<Batch> {
+pub async fn append_ndjson(ingestor: &Ingestor, author: &Author, bytes: Bytes) -> Result<Batch> {
     let checker = ingestor.checker();
     let threads = match bytes.len() >= PARALLEL_PARSE_BYTES {
         true => cores(),
@@ -125,7 +128,7 @@ pub async fn append_ndjson(ingestor: &Ingestor, grant: Grant, bytes: Bytes) -> R
             .map_err(|e| ApiError::internal(&e))??;
     let count = requests.len();
     let results = ingestor
-        .append_all(grant, requests)
+        .append_all(author, requests)
         .await
         .map_err(|error| {
             let line = error.request_index().map(|i| line_numbers[i]);

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query as QueryString, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chiso_ingest::Append;
-use chiso_ingest::Grant;
+use chiso_ingest::Author;
 use chiso_query::local_time::{month_name, parse_month, MonthKey};
 use chiso_store::{ExpectedRevision, ProposedEvent, StreamName};
 use serde_json::{json, Value};
@@ -16,6 +16,14 @@ use std::time::Duration;
 
 /// How long a publication waits for the tables to include the log's head.
 const CATCH_UP: Duration = Duration::from_secs(600);
+/// How long a publication waits for the hash chain to reach what its figures were computed
+/// from (it follows the head within milliseconds, except while an older log is first hashed).
+const CHAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// `POST /v1/rankings/{month}/publish`.
 #[utoipa::path(post, path = "/v1/rankings/{month}/publish", tag = "sql", security(("bearer" = [])),
@@ -33,12 +41,13 @@ pub async fn publish(
             format!("month must be YYYY-MM, not {month:?}"),
         )
     })?;
-    Ok(Json(publish_month(&state, month).await?))
+    let author = Author::admin(principal.token_id.clone());
+    Ok(Json(publish_month(&state, month, &author).await?))
 }
 
 /// Computes `month`'s rankings on tables that include the whole log, and appends those whose
-/// figures changed to `ranking-{YYYY-MM}` (nothing when none did).
-pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
+/// figures changed to `ranking-{YYYY-MM}` (nothing when none did), recorded as `author`'s.
+pub async fn publish_month(state: &AppState, month: MonthKey, author: &Author) -> Result<Value> {
     // One publication at a time: two computed on tables that differ by the other's events
     // would send a mix of stored and new ids (a 409).
     static PUBLISHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -52,6 +61,8 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
     }
     let started = std::time::Instant::now();
     let projections = engine.projections().clone();
+    // The log as far as the tables have folded as the computation begins.
+    let folded = projections.position();
     let computed = tokio::task::spawn_blocking(move || projections.ranking_changes(month)).await;
     let changes = computed
         .map_err(|e| ApiError::internal(&e))?
@@ -61,17 +72,31 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
     if changes.is_empty() {
         return Ok(json!({"month": name, "published": 0, "computed_ms": computed_ms}));
     }
+    // Each carries the chain hash of the log it was computed from (outside its id), when the
+    // chain has reached it (a log from before the chain may still be being hashed).
+    let anchor = match folded {
+        0 => None,
+        folded => state.store.chain_hash_at(folded - 1, CHAIN_WAIT).await?,
+    };
+    let anchor = anchor.map(|(position, hash)| chiso_ingest::ChainAnchor {
+        position,
+        hash: hex(&hash),
+    });
     // The publisher's events take the clients' path: checked by the catalog, then appended
-    // with the admin's grant (the publication is an admin's request or the scheduler's).
+    // as an admin's request or as chiso's own (the scheduler's).
     let stream = StreamName::new(format!("ranking-{name}"))?;
     let (checker, now) = (state.ingestor.checker(), chrono::Utc::now());
     let events = changes
         .iter()
         .map(|change| {
+            let event = chiso_ingest::RankingPublished {
+                chain: anchor.clone(),
+                ..change.event.clone()
+            };
             let envelope = ProposedEvent {
                 id: change.id,
                 event_type: "RankingPublished".into(),
-                data: serde_json::to_string(&change.event).expect("a ranking serializes"),
+                data: serde_json::to_string(&event).expect("a ranking serializes"),
                 metadata: json!({"publisher": "chiso rankings"}).to_string(),
                 decoded: (),
             };
@@ -84,7 +109,7 @@ pub async fn publish_month(state: &AppState, month: MonthKey) -> Result<Value> {
         expected: ExpectedRevision::Any,
         events,
     };
-    let appended = state.ingestor.append(Grant::All, request).await?;
+    let appended = state.ingestor.append(author, request).await?;
     tracing::info!(month = %name, rankings = changes.len(), "rankings published");
     Ok(json!({
         "month": name,
@@ -175,7 +200,7 @@ async fn publish_missed(state: &AppState) {
         if published.contains(&month_name(month)) {
             continue;
         }
-        if let Err(error) = publish_month(state, month).await {
+        if let Err(error) = publish_month(state, month, &Author::chiso()).await {
             tracing::error!(month = %month_name(month), error = %error.message, "rankings not published");
         }
     }

@@ -221,6 +221,9 @@ pub struct EventOut<'a> {
     data: &'a RawValue,
     metadata: &'a RawValue,
     recorded_at: String,
+    /// Who appended it; absent for events written before authors were recorded.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    recorded_by: &'a str,
 }
 
 impl<'a> EventOut<'a> {
@@ -238,6 +241,7 @@ impl<'a> EventOut<'a> {
             data: raw(&event.data)?,
             metadata: raw(&event.metadata)?,
             recorded_at: format_micros(event.recorded_at_micros),
+            recorded_by: &event.recorded_by,
         })
     }
 }

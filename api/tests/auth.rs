@@ -522,6 +522,7 @@ async fn a_log_without_the_catalog_refuses_the_grants_it_cannot_check() {
     let ingestor = Ingestor::without_catalog(store.clone());
     let router = router(AppState::new(ingestor, Limits::default()).with_auth(auth));
     let scoped = new_token(&router, &["append:26"]).await;
+    assert_eq!(store.head(), 1, "the token's creation is on record");
     let event = json!({"id": Uuid::new_v4(), "type": "Noted", "data": {"n": 1}});
     let single = json!({"events": [event]}).to_string();
     let line = json!({"stream": "note-1", "id": Uuid::new_v4(), "type": "Noted", "data": {}});
@@ -533,10 +534,10 @@ async fn a_log_without_the_catalog_refuses_the_grants_it_cannot_check() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
         assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
     }
-    assert_eq!(store.head(), 0, "nothing of a refused append is written");
+    assert_eq!(store.head(), 1, "nothing of a refused append is written");
     let (status, answer) = call(&router, Some(ADMIN), "POST", "/v1/streams/note-1", single).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(store.head(), 1);
+    assert_eq!(store.head(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -693,4 +694,327 @@ async fn admins_list_tokens_by_id_and_revoke_one_by_its_id() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+/// The events of `stream`, as an admin reads them.
+async fn stream_events(router: &Router, stream: &str) -> Vec<Value> {
+    let uri = format!("/v1/streams/{stream}");
+    let (status, answer) = call(router, Some(ADMIN), "GET", &uri, String::new()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn every_event_records_who_appended_it_and_tokens_are_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open_with_sql(dir.path());
+    reference(&router).await;
+    let expires_at = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let request = json!({"name": "Sở Xây dựng — một cửa", "scopes": ["append:26", "query"],
+        "limits": {"queries": 2}, "expires_at": expires_at});
+    let (status, created) = call(
+        &router,
+        Some(ADMIN),
+        "POST",
+        "/v1/tokens",
+        request.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (token, id) = (
+        created["token"].as_str().unwrap(),
+        created["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        (&created["name"], &created["limits"], &created["expires_at"]),
+        (&request["name"], &json!({"queries": 2}), &json!(expires_at))
+    );
+    // Each event records who appended it: the admin, or the token's id.
+    let body = json!({"events": [received(DEPT)]}).to_string();
+    let (status, answer) = call(
+        &router,
+        Some(token),
+        "POST",
+        "/v1/streams/dossier-mine",
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mine = stream_events(&router, "dossier-mine").await;
+    assert_eq!(mine[0]["recorded_by"], json!(id));
+    let theirs = stream_events(&router, "dossier-existing").await;
+    assert_eq!(theirs[0]["recorded_by"], json!("admin"));
+    let sql = "/v1/sql?q=SELECT%20stream,%20recorded_by%20FROM%20events%20WHERE%20stream%20LIKE%20'dossier-%25'%20ORDER%20BY%20position";
+    let (status, rows) = call(&router, Some(ADMIN), "GET", sql, String::new()).await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert_eq!(
+        rows,
+        json!([{"stream": "dossier-existing", "recorded_by": "admin"},
+            {"stream": "dossier-mine", "recorded_by": id}])
+    );
+    // The listing shows its name, limits, expiry and the minute it was last used.
+    let (_, listed) = call(&router, Some(ADMIN), "GET", "/v1/tokens", String::new()).await;
+    let listed = &listed["tokens"][0];
+    assert_eq!(
+        (&listed["id"], &listed["name"], &listed["limits"]["queries"]),
+        (&json!(id), &request["name"], &json!(2))
+    );
+    assert_eq!(listed["expires_at"], json!(expires_at));
+    let last_used = listed["last_used_at"].as_str().expect("used just now");
+    let last_used = chrono::DateTime::parse_from_rfc3339(last_used).unwrap();
+    assert!((chrono::Utc::now() - last_used.to_utc()).num_seconds() < 120);
+    // Creating and revoking it is in the log, by the admin, without the token or its hash.
+    let uri = format!("/v1/tokens/{id}");
+    let (status, _) = call(&router, Some(ADMIN), "DELETE", &uri, String::new()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let records = stream_events(&router, &format!("token-{id}")).await;
+    let types: Vec<_> = records
+        .iter()
+        .map(|e| (&e["type"], &e["recorded_by"]))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            (&json!("TokenCreated"), &json!("admin")),
+            (&json!("TokenRevoked"), &json!("admin"))
+        ]
+    );
+    assert_eq!(
+        (&records[0]["data"]["scopes"], &records[0]["data"]["name"]),
+        (&json!(["append:26", "query"]), &request["name"])
+    );
+    assert!(!records[0].to_string().contains(token));
+    // Nobody else writes such records, not even an admin.
+    let forged = json!({"events": [{"id": Uuid::new_v4(), "type": "TokenCreated",
+        "data": {"id": "0123456789abcdef", "scopes": ["admin"], "at": "2019-03-04T08:00:00+07:00"}}]});
+    let (status, answer) = call(
+        &router,
+        Some(ADMIN),
+        "POST",
+        "/v1/streams/token-0123456789abcdef",
+        forged.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let uri = "/v1/streams/token-0123456789abcdef";
+    let (status, _) = call(&router, Some(ADMIN), "GET", uri, String::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_token_stops_working_when_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open(dir.path());
+    let create = |expires_at: chrono::DateTime<chrono::Utc>, limits: Value| {
+        let body =
+            json!({"scopes": ["query"], "expires_at": expires_at.to_rfc3339(), "limits": limits});
+        let router = router.clone();
+        async move { call(&router, Some(ADMIN), "POST", "/v1/tokens", body.to_string()).await }
+    };
+    let now = chrono::Utc::now();
+    let (status, past) = create(now - chrono::Duration::seconds(1), json!({})).await;
+    assert_eq!(
+        (
+            status,
+            past["error"]["code"].as_str(),
+            &past["error"]["details"]["pointer"]
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_parameter"),
+            &json!("/expires_at")
+        )
+    );
+    let (status, zero) = create(now + chrono::Duration::hours(1), json!({"queries": 0})).await;
+    assert_eq!(
+        (status, &zero["error"]["details"]["pointer"]),
+        (StatusCode::BAD_REQUEST, &json!("/limits/queries"))
+    );
+    let (status, created) = create(now + chrono::Duration::milliseconds(1500), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap();
+    let (status, _) = call(&router, Some(token), "GET", "/v1/events", String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let (status, answer) = call(&router, Some(token), "GET", "/v1/events", String::new()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_expired"))
+    );
+}
+
+/// Calls `uri` with `token` and returns the status, the `Retry-After` header and the body.
+async fn call_with_retry_after(
+    router: &Router,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: String,
+) -> (StatusCode, Option<u64>, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Authorization", format!("Bearer {token}"))
+        .body(Body::from(body))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_answer_429_with_retry_after_and_release_when_the_load_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open_with_sql(dir.path());
+    reference(&router).await;
+    let create = |limits: Value| {
+        let router = router.clone();
+        async move {
+            let body = json!({"scopes": ["query", "append:26"], "limits": limits});
+            let (status, created) =
+                call(&router, Some(ADMIN), "POST", "/v1/tokens", body.to_string()).await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+            let id = created["id"].as_str().unwrap().to_owned();
+            (created["token"].as_str().unwrap().to_owned(), id)
+        }
+    };
+
+    // One query at a time: a second while the first runs is refused, and taken once it ends.
+    let (single, single_id) = create(json!({"queries": 1})).await;
+    let endless = "SELECT sum(v % 7) FROM generate_series(1, 100000000000) AS t(v)";
+    let running = {
+        let (router, single) = (router.clone(), single.clone());
+        let request = Request::post("/v1/sql")
+            .header("Authorization", format!("Bearer {single}"))
+            .header("x-chiso-query-id", "long-1")
+            .body(Body::from(endless))
+            .unwrap();
+        tokio::spawn(async move { router.oneshot(request).await.unwrap() })
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, queries) = call(&router, Some(&single), "GET", "/v1/queries", String::new()).await;
+        if !queries["queries"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let one = "/v1/sql?q=SELECT%201%20AS%20one";
+    let (status, retry_after, answer) =
+        call_with_retry_after(&router, &single, "GET", one, String::new()).await;
+    assert_eq!(
+        (status, retry_after, answer["error"]["code"].as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(1),
+            Some("too_many_queries")
+        )
+    );
+    // Another token is not held back by it.
+    let (other, _) = create(json!({"queries": 1})).await;
+    let (status, _) = call(&router, Some(&other), "GET", one, String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(
+        &router,
+        Some(&single),
+        "DELETE",
+        "/v1/queries/long-1",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    running.await.unwrap();
+    let (status, answer) = call(&router, Some(&single), "GET", one, String::new()).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!([{"one": 1}])));
+
+    // Rows a minute: a query that returns more than the budget goes through, then the token
+    // waits until the debt is paid (60 a minute: one a second).
+    let (reader, _) = create(json!({"rows_per_minute": 60})).await;
+    let hundred = "/v1/sql?q=SELECT%20v%20FROM%20generate_series(1,%20100)%20AS%20t(v)";
+    let (status, rows) = call(&router, Some(&reader), "GET", hundred, String::new()).await;
+    assert_eq!(
+        (status, rows.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(100))
+    );
+    let (status, retry_after, answer) =
+        call_with_retry_after(&router, &reader, "GET", one, String::new()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("row_quota_exceeded"))
+    );
+    assert!((40..=42).contains(&retry_after.unwrap()), "{retry_after:?}");
+
+    // Events a second: a batch may spend the second's budget; the next waits for it.
+    let (writer, writer_id) = create(json!({"appends_per_second": 2})).await;
+    let append = |stream: &str| {
+        let paused = json!({"id": Uuid::new_v4(), "type": "DossierPaused",
+            "data": {"at": "2019-03-05T08:00:00+07:00"}});
+        let body = json!({"events": [received(DEPT), paused]}).to_string();
+        let (router, writer, uri) = (
+            router.clone(),
+            writer.clone(),
+            format!("/v1/streams/{stream}"),
+        );
+        async move { call_with_retry_after(&router, &writer, "POST", &uri, body).await }
+    };
+    let (status, _, answer) = append("dossier-q1").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, retry_after, answer) = append("dossier-q2").await;
+    assert_eq!(
+        (status, retry_after, answer["error"]["code"].as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(1),
+            Some("append_quota_exceeded")
+        )
+    );
+    let (status, _) = call(
+        &router,
+        Some(ADMIN),
+        "GET",
+        "/v1/streams/dossier-q2",
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing of a refused append is written"
+    );
+    // Released when the load stops.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, answer) = append("dossier-q2").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // /metrics counts each token's use and refusals by its id.
+    let request = Request::get("/metrics")
+        .header("Authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let metrics = String::from_utf8(bytes.to_vec()).unwrap();
+    for line in [
+        format!("chiso_token_refusals_total{{token=\"{single_id}\",code=\"too_many_queries\"}} 1"),
+        format!("chiso_token_events_total{{token=\"{writer_id}\"}} 4"),
+        format!(
+            "chiso_token_refusals_total{{token=\"{writer_id}\",code=\"append_quota_exceeded\"}} 1"
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
 }

@@ -974,7 +974,7 @@ async fn queries_have_ids_are_listed_cancelled_and_logged() {
     let listed = until_running(&api, "endless-1").await;
     assert_eq!(
         (&listed["sql"], &listed["protocol"], &listed["token_id"]),
-        (&json!(ENDLESS), &json!("http"), &json!("anonymous"))
+        (&json!(ENDLESS), &json!("http"), &json!("local"))
     );
     let taken = [("x-chiso-query-id", "endless-1")];
     let (status, _, body) = api
@@ -1018,9 +1018,9 @@ async fn queries_have_ids_are_listed_cancelled_and_logged() {
     assert_eq!(
         log,
         json!([
-            {"id": "endless-1", "protocol": "http", "token_id": "anonymous", "rows": 0,
+            {"id": "endless-1", "protocol": "http", "token_id": "local", "rows": 0,
              "bytes": 0, "outcome": "cancelled", "error_code": "query_cancelled"},
-            {"id": "report-2019.q1", "protocol": "http", "token_id": "anonymous", "rows": 8,
+            {"id": "report-2019.q1", "protocol": "http", "token_id": "local", "rows": 8,
              "bytes": sent, "outcome": "finished", "error_code": null},
         ])
     );
@@ -1197,7 +1197,7 @@ async fn the_openapi_document_names_every_route_and_each_is_served() {
         routes_in_architecture(),
         "the document and ARCHITECTURE.md §6"
     );
-    assert_eq!(documented.len(), 23, "{documented:?}");
+    assert_eq!(documented.len(), 24, "{documented:?}");
     // Each documented route reaches its handler: whatever it answers, it is not the router's
     // own 404 or 405.
     for (method, path) in &documented {

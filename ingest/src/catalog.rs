@@ -28,17 +28,20 @@ pub enum Category {
     Ranking,
     /// `calendar-{year}`
     Calendar,
+    /// `token-{id}`: written by chiso as tokens are created and revoked.
+    Token,
 }
 
 impl Category {
     /// Every category, in catalog order.
-    pub const ALL: [Category; 6] = [
+    pub const ALL: [Category; 7] = [
         Self::Agency,
         Self::Service,
         Self::Dossier,
         Self::IctIndex,
         Self::Ranking,
         Self::Calendar,
+        Self::Token,
     ];
 
     /// The category's prefix in stream names.
@@ -50,6 +53,7 @@ impl Category {
             Self::IctIndex => "ictindex",
             Self::Ranking => "ranking",
             Self::Calendar => "calendar",
+            Self::Token => "token",
         }
     }
 
@@ -124,10 +128,14 @@ pub enum DomainEvent {
     HolidayDeclared(HolidayDeclared),
     /// `calendar-{year}`
     WorkdaySwapped(WorkdaySwapped),
+    /// `token-{id}` (chiso's own)
+    TokenCreated(TokenCreated),
+    /// `token-{id}` (chiso's own)
+    TokenRevoked(TokenRevoked),
 }
 
 /// Every event type with its category, in catalog order.
-pub const EVENT_TYPES: [(&str, Category); 21] = [
+pub const EVENT_TYPES: [(&str, Category); 23] = [
     ("AgencyRegistered", Category::Agency),
     ("AgencyRenamed", Category::Agency),
     ("AgencyMoved", Category::Agency),
@@ -149,6 +157,8 @@ pub const EVENT_TYPES: [(&str, Category); 21] = [
     ("RankingPublished", Category::Ranking),
     ("HolidayDeclared", Category::Calendar),
     ("WorkdaySwapped", Category::Calendar),
+    ("TokenCreated", Category::Token),
+    ("TokenRevoked", Category::Token),
 ];
 
 /// The latest version of an event type of the catalog (1 for a type that never changed).
@@ -228,6 +238,20 @@ pub fn decode(
     Ok(event)
 }
 
+/// The point of the log's hash chain an event copied, if any: a `RankingPublished` with
+/// `chain` (its figures' log position and chain hash), for `chiso verify` to check.
+pub fn anchor_of(event_type: &str, data: &str) -> Option<(u64, [u8; 32])> {
+    if event_type != "RankingPublished" || !data.contains("\"chain\"") {
+        return None;
+    }
+    let anchor = serde_json::from_str::<RankingPublished>(data).ok()?.chain?;
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(anchor.hash.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((anchor.position, hash))
+}
+
 /// Decodes a stored event, upcast to its type's latest version, without the checks that
 /// depend on the clock (for replay).
 pub fn decode_stored(event_type: &str, data: &str, metadata: &str) -> Result<DomainEvent> {
@@ -280,6 +304,8 @@ fn parse_data(event_type: &str, version: u32, data: &str) -> Result<DomainEvent>
         ("RankingPublished", _) => typed(data, DomainEvent::RankingPublished),
         ("HolidayDeclared", _) => typed(data, DomainEvent::HolidayDeclared),
         ("WorkdaySwapped", _) => typed(data, DomainEvent::WorkdaySwapped),
+        ("TokenCreated", _) => typed(data, DomainEvent::TokenCreated),
+        ("TokenRevoked", _) => typed(data, DomainEvent::TokenRevoked),
         (other, _) => Err(IngestError::malformed(
             "unknown_event_type",
             format!("{other} is not an event type of the catalog"),
@@ -440,6 +466,8 @@ mod tests {
             "RankingPublished" => ("ranking-2019-12", r#"{"month": "2019-12", "scope": "26/district", "metric": "scorecard", "entries": []}"#.into()),
             "ServiceWithdrawn" => ("service-1.001", format!("{{{at}}}")),
             "HolidayDeclared" => ("calendar-2025", r#"{"holiday": "tet", "name": "Tết Nguyên đán", "dates": ["2025-01-27", "2025-01-31"], "source": "Công văn 8726/VPCP-KGVX"}"#.into()),
+            "TokenCreated" => ("token-0123456789abcdef", format!(r#"{{"id": "0123456789abcdef", "name": "Sở Tư pháp", "scopes": ["append:26.001"], {at}}}"#)),
+            "TokenRevoked" => ("token-0123456789abcdef", format!(r#"{{"id": "0123456789abcdef", {at}}}"#)),
             "WorkdaySwapped" => ("calendar-2025", r#"{"from": "2025-05-02", "to": "2025-04-26", "source": "Công văn 8726/VPCP-KGVX"}"#.into()),
             _ => ("dossier-1", format!("{{{at}}}")),
         }

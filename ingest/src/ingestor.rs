@@ -29,6 +29,35 @@ enum Log {
     Generic(Appender<NoRules>),
 }
 
+/// Who appends: the name the log records with each of their events (`events.recorded_by`),
+/// and what they may append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// 1 to 255 bytes: a token's id, `admin`, `local` (authentication off), `import`,
+    /// `demo`, `chiso` (the server itself).
+    pub id: String,
+    /// What the write model lets them append.
+    pub grant: Grant,
+}
+
+impl Author {
+    /// `id`, with every grant a client may have.
+    pub fn admin(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            grant: Grant::All,
+        }
+    }
+
+    /// chiso itself (rankings, the token registry's records).
+    pub fn chiso() -> Self {
+        Self {
+            id: "chiso".into(),
+            grant: Grant::System,
+        }
+    }
+}
+
 /// How an ingestor checks an event on its own, before the writer: what its parsers need of it
 /// (CPU work without I/O, on any thread).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +143,11 @@ impl Ingestor {
     }
 
     /// Checks each request's events on their own, as of now, then appends the requests as one
-    /// unit with `grant` ([`Ingestor::append_all`]). An event the check refuses is answered as
+    /// unit by `author` ([`Ingestor::append_all`]). An event the check refuses is answered as
     /// the writer answers a broken rule: [`Error::Rejected`], naming its request and event.
     pub async fn append_envelopes(
         &self,
-        grant: Grant,
+        author: &Author,
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<AppendResult>, Error> {
         let (checker, now) = (self.checker(), Utc::now());
@@ -141,20 +170,20 @@ impl Ingestor {
             })
         });
         let checked = checked.collect::<Result<_, Error>>()?;
-        self.append_all(grant, checked).await
+        self.append_all(author, checked).await
     }
 
     /// Appends one request; resolves once fsynced.
-    pub async fn append(&self, grant: Grant, request: Append) -> Result<AppendResult, Error> {
-        let mut results = self.append_all(grant, vec![request]).await?;
+    pub async fn append(&self, author: &Author, request: Append) -> Result<AppendResult, Error> {
+        let mut results = self.append_all(author, vec![request]).await?;
         Ok(results.pop().expect("one result per request"))
     }
 
-    /// Appends the requests as one all-or-nothing unit, each authorised against `grant` by
-    /// the write model; resolves once fsynced.
+    /// Appends the requests as one all-or-nothing unit, each authorised against the author's
+    /// grant by the write model, each event recording the author; resolves once fsynced.
     pub async fn append_all(
         &self,
-        grant: Grant,
+        author: &Author,
         requests: Vec<Append>,
     ) -> Result<Vec<AppendResult>, Error> {
         match &self.log {
@@ -162,13 +191,13 @@ impl Ingestor {
                 let requests = requests
                     .into_iter()
                     .enumerate()
-                    .map(|(index, request)| catalog_request(index, request, &grant))
+                    .map(|(index, request)| catalog_request(index, request, &author.grant))
                     .collect::<Result<_, _>>()?;
-                appender.append_all(requests).await
+                appender.append_all(&author.id, requests).await
             }
             Log::Generic(appender) => {
-                if let Grant::Agencies(granted) = grant {
-                    return Err(ungranted(&granted));
+                if let Grant::Agencies(granted) = &author.grant {
+                    return Err(ungranted(granted));
                 }
                 let requests = requests.into_iter().map(|request| AppendRequest {
                     stream: request.stream,
@@ -176,7 +205,7 @@ impl Ingestor {
                     events: request.events.into_iter().map(|e| e.envelope).collect(),
                     principal: (),
                 });
-                appender.append_all(requests.collect()).await
+                appender.append_all(&author.id, requests.collect()).await
             }
         }
     }

@@ -24,5 +24,5 @@ mod write_model;
 
 pub use catalog::*;
 pub use error::{IngestError, Result};
-pub use ingestor::{Append, Checked, Checker, Ingestor};
+pub use ingestor::{Append, Author, Checked, Checker, Ingestor};
 pub use write_model::{Grant, IngestModel};

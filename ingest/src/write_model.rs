@@ -26,8 +26,10 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// agency below them in the `parent` hierarchy. Attached to an append as its principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
-    /// Every event (the admin scope).
+    /// Every event a client may write (the admin scope).
     All,
+    /// chiso itself: also the events only it writes (`TokenCreated`, `TokenRevoked`).
+    System,
     /// The events of these agencies' subtrees (`append:{code}` scopes).
     Agencies(Vec<String>),
 }
@@ -219,6 +221,8 @@ impl IngestModel {
             // Each declaration stands on its own: a later one for the same holiday and year
             // replaces it, and swapping a day already off changes nothing.
             E::HolidayDeclared(_) | E::WorkdaySwapped(_) => Ok(()),
+            // chiso writes them as its token registry changes (see `authorize`).
+            E::TokenCreated(_) | E::TokenRevoked(_) => Ok(()),
         }
     }
 
@@ -584,7 +588,11 @@ impl IngestModel {
                 let status = DossierStatus::Resolved { rated: true };
                 self.set_status(key, status, e.at.0.timestamp())
             }
-            E::RankingPublished(_) | E::HolidayDeclared(_) | E::WorkdaySwapped(_) => {}
+            E::RankingPublished(_)
+            | E::HolidayDeclared(_)
+            | E::WorkdaySwapped(_)
+            | E::TokenCreated(_)
+            | E::TokenRevoked(_) => {}
             E::IctIndexPublished(e) => {
                 let province: Box<str> = e.province.as_str().into();
                 self.ict.insert((e.year, province.clone()));
@@ -651,10 +659,16 @@ impl IngestModel {
 
     /// Refuses an event outside the grant: its agency must be a granted one or below one.
     fn authorize(&self, grant: &Grant, id: &str, event: &DomainEvent) -> Result<()> {
+        use DomainEvent as E;
+        if matches!(event, E::TokenCreated(_) | E::TokenRevoked(_)) && *grant != Grant::System {
+            return Err(IngestError::forbidden(
+                "token events are written by chiso itself, as tokens are created and revoked \
+                 (POST and DELETE /v1/tokens)",
+            ));
+        }
         let Grant::Agencies(granted) = grant else {
             return Ok(());
         };
-        use DomainEvent as E;
         let agency: Option<&str> = match event {
             // A new agency is covered by its parent; one without a parent needs admin.
             E::AgencyRegistered(e) => e.parent.as_deref(),
@@ -675,7 +689,9 @@ impl IngestModel {
             E::IctIndexPublished(_)
             | E::RankingPublished(_)
             | E::HolidayDeclared(_)
-            | E::WorkdaySwapped(_) => None,
+            | E::WorkdaySwapped(_)
+            | E::TokenCreated(_)
+            | E::TokenRevoked(_) => None,
             // An unknown service or dossier has no agency yet: the state check answers (409).
             E::ServiceLevelChanged(_) | E::ServiceWithdrawn(_) => match self.services.get(id) {
                 Some(service) => Some(&*service.agency),

@@ -1015,6 +1015,7 @@ impl CancelHandler for Service {
         let admin = chiso_query::Caller {
             token_id: "admin".into(),
             admin: true,
+            quota: None,
         };
         if self.shared.engine.queries().cancel(&id, &admin) {
             tracing::info!(query = id, "a PostgreSQL client cancelled its query");

@@ -50,6 +50,8 @@ pub(crate) fn query_error_info(error: &Error) -> ErrorInfo {
         Error::Forbidden(_) => "42501",
         Error::TooManyRows(_) | Error::ValueTooLarge(_) => "54000",
         Error::ResourcesExhausted(_) => "53200",
+        // A token's limit (queries at once, rows a minute): configuration_limit_exceeded.
+        Error::QuotaExceeded { .. } => "53400",
         Error::Behind { .. } => "55000",
         _ => {
             tracing::error!(%error, "a PostgreSQL query failed");

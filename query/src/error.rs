@@ -18,6 +18,16 @@ pub enum Error {
     /// A client gave its query the id of one still running.
     #[error("a query with id {0:?} is running; give each query its own id")]
     QueryIdInUse(String),
+    /// The caller is at one of its limits (see [`crate::Quota`]).
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which limit: `too_many_queries`, `row_quota_exceeded`.
+        code: &'static str,
+        /// What to do about it.
+        message: String,
+        /// When to try again.
+        retry_after_secs: u64,
+    },
     /// The query was cancelled (`DELETE /v1/queries/{id}`).
     #[error("the query was cancelled")]
     Cancelled,
@@ -77,6 +87,7 @@ impl Error {
             Self::ReadOnly(_) | Self::Forbidden(_) => ErrorKind::Forbidden,
             Self::QueryIdInUse(_) | Self::Cancelled => ErrorKind::Conflict,
             Self::Timeout(_) => ErrorKind::Timeout,
+            Self::QuotaExceeded { .. } => ErrorKind::Overloaded,
             Self::TooManyRows(_) | Self::ValueTooLarge(_) => ErrorKind::TooLarge,
             Self::ResourcesExhausted(_) | Self::Behind { .. } => ErrorKind::Unavailable,
             Self::Store(error) => error.kind(),
@@ -94,6 +105,9 @@ impl Error {
             }
             Self::TooManyRows(max) => serde_json::json!({"max_rows": max}),
             Self::Timeout(ms) => serde_json::json!({"timeout_ms": ms}),
+            Self::QuotaExceeded {
+                retry_after_secs, ..
+            } => serde_json::json!({"retry_after_secs": retry_after_secs}),
             Self::Store(error) => error.details(),
             _ => serde_json::json!({}),
         }
@@ -109,6 +123,7 @@ impl Error {
             Self::Cancelled => "query_cancelled",
             Self::Forbidden(_) => "forbidden",
             Self::Timeout(_) => "query_timeout",
+            Self::QuotaExceeded { code, .. } => code,
             Self::TooManyRows(_) => "too_many_rows",
             Self::ValueTooLarge(_) => "value_too_large",
             Self::ResourcesExhausted(_) => "query_memory_exhausted",

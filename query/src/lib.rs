@@ -47,5 +47,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
-pub use queries::{ByteCounter, Caller, Protocol, QueryLog, RunningQuery, Ticket, QUERY_LOG};
+pub use queries::{
+    ByteCounter, Caller, Protocol, QueryLog, Quota, RunningQuery, Ticket, QUERY_LOG,
+};
 pub use report::REPORT;

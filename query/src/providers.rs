@@ -59,13 +59,15 @@ pub static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
             "recorded_at",
             Timestamp(TimeUnit::Microsecond, Some(ZONE.into())),
         ),
+        // Who appended it; NULL for events written before authors were recorded.
+        ("recorded_by", Utf8),
         ("data", Utf8),
         ("metadata", Utf8),
     ];
     Arc::new(Schema::new(
         fields
             .into_iter()
-            .map(|(name, data_type)| Field::new(name, data_type, false))
+            .map(|(name, data_type)| Field::new(name, data_type, name == "recorded_by"))
             .collect::<Vec<_>>(),
     ))
 });
@@ -693,6 +695,9 @@ fn events_batch(events: &[chiso_store::RecordedEvent]) -> RecordBatch {
             )
             .with_timezone(crate::local_time::ZONE),
         ),
+        Arc::new(StringArray::from_iter(events.iter().map(|e| {
+            Some(e.recorded_by.as_str()).filter(|by| !by.is_empty())
+        }))),
         strings(|e| &e.data),
         strings(|e| &e.metadata),
     ];

@@ -26,13 +26,26 @@ pub const QUERY_LOG_TABLE: &str = "queries";
 pub const SYSTEM_SCHEMA: &str = "system";
 
 /// Who runs a query: the id of the token that asked (the first 16 hex digits of its SHA-256;
-/// `admin` for the environment's admin token) and whether it may see every query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `admin` for the environment's admin token), whether it may see every query, and what it may
+/// use of the engine.
+#[derive(Clone)]
 pub struct Caller {
     /// The token's id.
     pub token_id: String,
     /// An admin sees and cancels every query and reads `system.queries`.
     pub admin: bool,
+    /// Its limits, kept across its queries; `None`: unlimited.
+    pub quota: Option<Arc<dyn Quota>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token_id", &self.token_id)
+            .field("admin", &self.admin)
+            .field("limited", &self.quota.is_some())
+            .finish()
+    }
 }
 
 impl Default for Caller {
@@ -42,8 +55,20 @@ impl Default for Caller {
         Self {
             token_id: "chiso".into(),
             admin: false,
+            quota: None,
         }
     }
+}
+
+/// What a caller may use of the engine, whatever the protocol: asked as each of its queries
+/// begins, told of the rows they return and of their end. The API keeps one per token.
+pub trait Quota: Send + Sync {
+    /// A query begins: refused ([`Error::QuotaExceeded`], 429) when the caller is at a limit.
+    fn begin(&self) -> Result<()>;
+    /// A query of the caller returned `rows` more rows.
+    fn rows(&self, rows: u64);
+    /// A query the quota let begin ended.
+    fn end(&self);
 }
 
 /// How a query reached the engine.
@@ -204,6 +229,9 @@ impl QueryLog {
         if running.contains_key(&id) {
             return Err(Error::QueryIdInUse(id));
         }
+        if let Some(quota) = &caller.quota {
+            quota.begin()?;
+        }
         let entry = Arc::new(Running {
             id: id.clone(),
             caller,
@@ -353,6 +381,9 @@ impl Ticket {
 
     pub(crate) fn add_rows(&self, rows: u64) {
         self.entry.rows.fetch_add(rows, Ordering::Relaxed);
+        if let Some(quota) = &self.entry.caller.quota {
+            quota.rows(rows);
+        }
     }
 
     /// Resolves when the query is cancelled.
@@ -402,6 +433,9 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let outcome = self.outcome.unwrap_or(Outcome::Abandoned);
         self.log.end(&self.entry, outcome);
+        if let Some(quota) = &self.entry.caller.quota {
+            quota.end();
+        }
     }
 }
 
@@ -451,6 +485,7 @@ mod tests {
         Caller {
             token_id: token_id.into(),
             admin,
+            quota: None,
         }
     }
 

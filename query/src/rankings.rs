@@ -251,6 +251,8 @@ fn compute(inputs: &Inputs, month: MonthKey) -> Vec<RankingPublished> {
                     scope: scope.clone(),
                     metric,
                     entries,
+                    // The publisher anchors it, after its id is derived.
+                    chain: None,
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! SQL semantics pinned in sqllogictest files (`tests/slt/*.slt`), run against the tables
 //! folded from `tests/slt/fixture.ndjson` (appended through the catalog and write model).
 
-use chiso_ingest::{Grant, IngestModel, Ingestor};
+use chiso_ingest::{Author, IngestModel, Ingestor};
 use chiso_query::datafusion::arrow::array::RecordBatch;
 use chiso_query::datafusion::arrow::datatypes::DataType;
 use chiso_query::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -233,7 +233,9 @@ fn open_store(path: &Path) -> Log {
 /// Appends `requests` as one unit through the catalog, as an admin.
 async fn append(log: &Log, requests: Vec<AppendRequest>) -> chiso_store::Result<()> {
     let ingestor = Ingestor::new(log.clone());
-    ingestor.append_envelopes(Grant::All, requests).await?;
+    ingestor
+        .append_envelopes(&Author::admin("test"), requests)
+        .await?;
     Ok(())
 }
 

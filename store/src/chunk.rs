@@ -2,13 +2,17 @@
 //! RocksDB value, `magic · version · crc32 · count · offsets · records`. One value per chunk
 //! instead of one per event is what lets a group commit write hundreds of thousands of events
 //! a second; the CRC makes a torn or flipped chunk an error instead of garbage.
+//!
+//! A record is `revision · recorded_at · id · stream · type · data · metadata · recorded_by`;
+//! version 1 (before who appended was recorded) has no `recorded_by`, and reads as `""`.
 
 use crate::error::{Error, Result};
 use crate::{EventRef, ProposedEvent, RecordedEvent};
 use uuid::Uuid;
 
 const MAGIC: [u8; 2] = *b"CK";
-const VERSION: u8 = 1;
+/// The version written; version 1 is still read.
+const VERSION: u8 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 4;
 
 /// Most events in one chunk; small enough that reading one event reads little else.
@@ -19,6 +23,8 @@ pub(crate) struct RecordRef<'a, D = ()> {
     pub stream: &'a str,
     pub revision: u64,
     pub event: &'a ProposedEvent<D>,
+    /// Who appended it (at most 255 bytes).
+    pub recorded_by: &'a str,
 }
 
 /// Encodes consecutive events (all recorded at `recorded_at_micros`) into one chunk.
@@ -51,6 +57,10 @@ fn put_record<D>(out: &mut Vec<u8>, record: &RecordRef<'_, D>, recorded_at_micro
     put_bytes_u16(out, event.event_type.as_bytes());
     put_bytes_u32(out, event.data.as_bytes());
     put_bytes_u32(out, event.metadata.as_bytes());
+    let recorded_by = record.recorded_by.as_bytes();
+    let len = u8::try_from(recorded_by.len()).expect("authors are checked to fit in u8");
+    out.push(len);
+    out.extend_from_slice(recorded_by);
 }
 
 fn put_bytes_u16(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -68,6 +78,7 @@ fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
 /// A checked chunk whose records decode on demand.
 pub(crate) struct Chunk<'a> {
     first_position: u64,
+    version: u8,
     offsets: &'a [u8],
     records: &'a [u8],
 }
@@ -79,7 +90,7 @@ impl<'a> Chunk<'a> {
         if bytes.len() < HEADER_LEN + 4 || bytes[..2] != MAGIC {
             return Err(corrupt("bad magic"));
         }
-        if bytes[2] != VERSION {
+        if !(1..=VERSION).contains(&bytes[2]) {
             return Err(corrupt("unknown chunk version"));
         }
         let stored_crc = u32::from_le_bytes(bytes[3..HEADER_LEN].try_into().expect("4 bytes"));
@@ -95,6 +106,7 @@ impl<'a> Chunk<'a> {
         if bytes.len() < HEADER_LEN + 4 {
             return Err(corrupt("truncated chunk"));
         }
+        let version = bytes[2];
         let count_at = HEADER_LEN + 4;
         let count = u32::from_le_bytes(bytes[HEADER_LEN..count_at].try_into().expect("4")) as usize;
         let records_at = count_at + 4 * count;
@@ -103,6 +115,7 @@ impl<'a> Chunk<'a> {
         }
         Ok(Self {
             first_position,
+            version,
             offsets: &bytes[count_at..records_at],
             records: &bytes[records_at..],
         })
@@ -137,7 +150,7 @@ impl<'a> Chunk<'a> {
             bytes: self.records.get(start..).unwrap_or_default(),
         };
         reader
-            .record(position)
+            .record(position, self.version)
             .ok_or_else(|| corrupt(self.first_position, "truncated record"))
     }
 }
@@ -154,7 +167,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn record(&mut self, position: u64) -> Option<EventRef<'a>> {
+    fn record(&mut self, position: u64, version: u8) -> Option<EventRef<'a>> {
         Some(EventRef {
             position,
             revision: u64::from_le_bytes(self.array()?),
@@ -164,7 +177,16 @@ impl<'a> Reader<'a> {
             event_type: self.text_u16()?,
             data: self.text_u32()?,
             metadata: self.text_u32()?,
+            recorded_by: match version {
+                1 => "",
+                _ => self.text_u8()?,
+            },
         })
+    }
+
+    fn text_u8(&mut self) -> Option<&'a str> {
+        let len = self.array::<1>()?[0] as usize;
+        std::str::from_utf8(self.take(len)?).ok()
     }
 
     fn take(&mut self, len: usize) -> Option<&'a [u8]> {
@@ -213,6 +235,7 @@ mod tests {
                 stream: "dossier-1",
                 revision,
                 event,
+                recorded_by: "0123456789abcdef",
             })
             .collect();
         encode(&records, 42)
@@ -230,7 +253,30 @@ mod tests {
         assert_eq!(event.data, sample(2).data);
         assert_eq!(event.id, Uuid::from_u128(2));
         assert_eq!(event.recorded_at_micros, 42);
+        assert_eq!(event.recorded_by, "0123456789abcdef");
         assert!(chunk.contains(12) && !chunk.contains(13) && !chunk.contains(9));
+    }
+
+    /// A chunk written before authors were recorded (version 1) reads with none.
+    #[test]
+    fn version_1_chunks_read_without_author() {
+        let event = sample(7);
+        let record = RecordRef {
+            stream: "dossier-7",
+            revision: 3,
+            event: &event,
+            recorded_by: "",
+        };
+        let mut bytes = encode(&[record], 42);
+        bytes.pop(); // the empty author's length
+        bytes[2] = 1;
+        let crc = crc32fast::hash(&bytes[HEADER_LEN..]);
+        bytes[3..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        let read = Chunk::parse(5, &bytes).unwrap().event(5).unwrap();
+        assert_eq!(
+            (read.revision, read.data, read.recorded_by),
+            (3, event.data, String::new())
+        );
     }
 
     #[test]
@@ -287,6 +333,7 @@ mod tests {
             event_type in "[A-Za-z][A-Za-z0-9_.]{0,60}",
             data in "\\PC{0,200}",
             metadata in "\\PC{0,50}",
+            recorded_by in "\\PC{0,60}",
             revision in proptest::prelude::any::<u64>(),
             id in proptest::prelude::any::<u128>(),
         ) {
@@ -297,13 +344,13 @@ mod tests {
                 metadata,
                 decoded: (),
             };
-            let record = RecordRef { stream: &stream, revision, event: &event };
+            let record = RecordRef { stream: &stream, revision, event: &event, recorded_by: &recorded_by };
             let bytes = encode(&[record], -5);
             let chunk = Chunk::parse(7, &bytes).unwrap();
             let read = chunk.event(7).unwrap();
             proptest::prop_assert_eq!(
-                (read.stream, read.revision, read.id, read.event_type, read.data, read.metadata),
-                (stream.clone(), revision, event.id, event.event_type.clone(), event.data.clone(), event.metadata.clone())
+                (read.stream, read.revision, read.id, read.event_type, read.data, read.metadata, read.recorded_by),
+                (stream.clone(), revision, event.id, event.event_type.clone(), event.data.clone(), event.metadata.clone(), recorded_by.clone())
             );
         }
     }

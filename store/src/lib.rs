@@ -30,7 +30,7 @@
 //!     events: vec![event],
 //!     principal: (),
 //! };
-//! let result = appender.append(request).await?;
+//! let result = appender.append("example", request).await?;
 //! assert_eq!(result.first_revision, 0);
 //! // Reads go through the store, which any number of readers share.
 //! let store: &EventStore = appender.store();
@@ -52,7 +52,7 @@
 //!     events: vec![],
 //!     principal: Grant, // NoRules takes no principal: this does not compile
 //! };
-//! appender.append(request).await?;
+//! appender.append("example", request).await?;
 //! # Ok(()) }
 //! ```
 
@@ -65,7 +65,10 @@ mod stream;
 mod write_model;
 
 pub use error::{Error, ErrorKind, Result};
-pub use log::{Appender, EventStore, LogMemory, LogOptions, ReadDirection, Subscription};
+pub use log::{
+    verify_dir, AnchorMismatch, Appender, ChainHash, ChainHead, EventStore, LogMemory, LogOptions,
+    Mismatch, ReadDirection, Subscription, Verification,
+};
 pub use metrics::StoreMetrics;
 pub use segments::{Manifest, SegmentDir};
 pub use stream::{category_of, ExpectedRevision, StreamName, MAX_STREAM_NAME_LEN};
@@ -148,6 +151,9 @@ pub struct RecordedEvent {
     pub metadata: String,
     /// When the log wrote it, microseconds since the Unix epoch (UTC).
     pub recorded_at_micros: i64,
+    /// Who appended it, as the appender named them ([`Appender::append_all`]); empty for
+    /// events written before authors were recorded.
+    pub recorded_by: String,
 }
 
 impl RecordedEvent {
@@ -162,6 +168,7 @@ impl RecordedEvent {
             data: &self.data,
             metadata: &self.metadata,
             recorded_at_micros: self.recorded_at_micros,
+            recorded_by: &self.recorded_by,
         }
     }
 }
@@ -186,6 +193,8 @@ pub struct EventRef<'a> {
     pub metadata: &'a str,
     /// When the log wrote it, microseconds since the Unix epoch (UTC).
     pub recorded_at_micros: i64,
+    /// Who appended it; empty for events written before authors were recorded.
+    pub recorded_by: &'a str,
 }
 
 impl EventRef<'_> {
@@ -200,6 +209,7 @@ impl EventRef<'_> {
             data: self.data.to_owned(),
             metadata: self.metadata.to_owned(),
             recorded_at_micros: self.recorded_at_micros,
+            recorded_by: self.recorded_by.to_owned(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The event log: opening, appending through the group-commit writer, and reading.
 
+mod chain;
 mod index;
 mod keys;
 mod states;
 mod subscription;
 mod writer;
 
+pub use chain::{AnchorMismatch, ChainHash, ChainHead, Mismatch, Verification};
 pub use subscription::Subscription;
 
 use crate::chunk::Chunk;
@@ -124,6 +126,10 @@ struct Inner {
     /// Events fed to the write model at open (those its stored states did not include).
     replayed: u64,
     disk: writer::DiskReserve,
+    /// How far the hash chain is computed.
+    chained: watch::Receiver<chain::ChainHead>,
+    /// The chain's thread; it ends after the writer (it follows the writer's head).
+    chain_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl EventStore {
@@ -198,6 +204,12 @@ impl EventStore {
             metrics: metrics.clone(),
             disk: disk.clone(),
         };
+        let (chained_tx, chained) = watch::channel(chain::ChainHead {
+            next_position: 0,
+            hash: [0; 32],
+        });
+        let gauge = metrics.chained_position.clone();
+        let chain_thread = chain::start(db.clone(), writer.head.subscribe(), chained_tx, gauge)?;
         let handle = std::thread::Builder::new()
             .name("chiso-log-writer".into())
             .spawn(move || writer.run(commands_rx))?;
@@ -211,6 +223,8 @@ impl EventStore {
                 metrics,
                 replayed,
                 disk,
+                chained,
+                chain_thread: Mutex::new(Some(chain_thread)),
             }),
         };
         Ok(Appender {
@@ -271,6 +285,45 @@ impl EventStore {
     /// indexer had stored (a bounded tail), or the whole log when it had none in its format.
     pub fn replayed_at_open(&self) -> u64 {
         self.inner.replayed
+    }
+
+    /// How far the hash chain is computed (see [`EventStore::verify`]).
+    pub fn chain_head(&self) -> ChainHead {
+        *self.inner.chained.borrow()
+    }
+
+    /// The chain hash of the chunk holding `position` and that chunk's last position: what a
+    /// copy of it pins (every event up to there). Waits up to `wait` for the chain to reach
+    /// `position`; `None` if it does not by then (a log from before the chain still being
+    /// hashed) or `position` is not in the log.
+    pub async fn chain_hash_at(
+        &self,
+        position: u64,
+        wait: std::time::Duration,
+    ) -> Result<Option<(u64, ChainHash)>> {
+        let mut chained = self.inner.chained.clone();
+        let reached = chained.wait_for(|head| head.next_position > position);
+        if tokio::time::timeout(wait, reached).await.is_err() {
+            return Ok(None);
+        }
+        chain::hash_at(&self.inner.db, position)
+    }
+
+    /// Recomputes the hash chain over the chunks holding positions `from..to` (`to` at most
+    /// where the chain is computed) and compares it with the stored hashes: the first chunk
+    /// that does not match is named. Reads every chunk: `progress` hears the position reached.
+    /// `anchor_of` finds the chain hashes events of the range copied (a position and its
+    /// hash): each is compared with the chain there, which finds a log rewritten with its
+    /// chain recomputed.
+    pub fn verify(
+        &self,
+        from: u64,
+        to: u64,
+        progress: impl FnMut(u64),
+        anchor_of: impl FnMut(EventRef<'_>) -> Option<(u64, ChainHash)>,
+    ) -> Result<Verification> {
+        let to = to.min(self.chain_head().next_position);
+        chain::verify(&self.inner.db, from, to, progress, anchor_of)
     }
 
     /// The instruments this store updates.
@@ -571,17 +624,29 @@ impl EventStore {
 }
 
 impl<M: WriteModel> Appender<M> {
-    /// Appends to one stream atomically; resolves once the events are fsynced.
-    pub async fn append(&self, request: RequestOf<M>) -> Result<AppendResult> {
-        let mut results = self.append_all(vec![request]).await?;
+    /// Appends to one stream atomically as `recorded_by`; resolves once the events are
+    /// fsynced.
+    pub async fn append(&self, recorded_by: &str, request: RequestOf<M>) -> Result<AppendResult> {
+        let mut results = self.append_all(recorded_by, vec![request]).await?;
         Ok(results.pop().expect("one result per request"))
     }
 
     /// Appends several requests (to any streams) as one all-or-nothing unit, in order: a later
-    /// request sees the revisions the earlier ones produce. Resolves once fsynced.
-    pub async fn append_all(&self, requests: Vec<RequestOf<M>>) -> Result<Vec<AppendResult>> {
+    /// request sees the revisions the earlier ones produce. Each event records `recorded_by`
+    /// (1 to 255 bytes: who appends, as the caller names them; the store only keeps it).
+    /// Resolves once fsynced.
+    pub async fn append_all(
+        &self,
+        recorded_by: &str,
+        requests: Vec<RequestOf<M>>,
+    ) -> Result<Vec<AppendResult>> {
         let (reply, answer) = oneshot::channel();
-        let job = writer::Job { requests, reply };
+        let recorded_by = recorded_by.into();
+        let job = writer::Job {
+            requests,
+            recorded_by,
+            reply,
+        };
         self.commands
             .send(writer::Command::Append(job))
             .await
@@ -604,6 +669,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.writer_control.take());
         if let Some(handle) = self.writer.get_mut().ok().and_then(Option::take) {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.chain_thread.get_mut().ok().and_then(Option::take) {
             let _ = handle.join();
         }
     }
@@ -705,6 +773,27 @@ fn current_entry<T>(
             key: name.to_owned(),
             reason,
         })
+}
+
+/// Verifies the hash chain of the log in `path` as [`EventStore::verify`] does, the log opened
+/// read-only: also while a server has it open (it checks what was stored when it began).
+pub fn verify_dir(
+    path: &Path,
+    from: u64,
+    to: u64,
+    progress: impl FnMut(u64),
+    anchor_of: impl FnMut(EventRef<'_>) -> Option<(u64, ChainHash)>,
+) -> Result<Verification> {
+    let names = DB::list_cf(&Options::default(), path)?;
+    if !names.iter().any(|name| name == CF_CHAIN) {
+        return Err(Error::Unavailable(
+            "this log has no hash chain yet: start chiso on it once and the chain is computed, \
+             in the background",
+        ));
+    }
+    let db = DB::open_cf_for_read_only(&Options::default(), path, &names, false)?;
+    let head = chain::stored_head(&db)?;
+    chain::verify(&db, from, to.min(head.next_position), progress, anchor_of)
 }
 
 /// The most write-ahead log an open after a crash replays (about a second's worth).

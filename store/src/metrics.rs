@@ -30,6 +30,9 @@ pub struct StoreMetrics {
     pub indexed_position: Gauge<u64, AtomicU64>,
     /// Events the write model replayed at open: the tail its stored states did not include.
     pub replayed_at_open: Gauge<u64, AtomicU64>,
+    /// Position below which every chunk has its chain hash: `head_position` minus it is the
+    /// chain's lag (the whole log, while an older log is first chained).
+    pub chained_position: Gauge<u64, AtomicU64>,
 }
 
 impl Default for StoreMetrics {
@@ -45,6 +48,7 @@ impl Default for StoreMetrics {
             disk_free_bytes: Gauge::default(),
             indexed_position: Gauge::default(),
             replayed_at_open: Gauge::default(),
+            chained_position: Gauge::default(),
         }
     }
 }
@@ -102,6 +106,11 @@ impl StoreMetrics {
             "replayed_at_open",
             "Events the write model replayed at open (those its stored states did not include)",
             self.replayed_at_open.clone(),
+        );
+        sub.register(
+            "chained_position",
+            "Position below which every chunk has its hash in the log's hash chain",
+            self.chained_position.clone(),
         );
     }
 }

@@ -429,7 +429,10 @@ impl Harness {
             _ => return,
         };
         let expected = self.model.apply(&unit);
-        let actual = outcome_of(self.runtime.block_on(self.store().append_all(unit.clone())));
+        let actual = outcome_of(
+            self.runtime
+                .block_on(self.store().append_all("model", unit.clone())),
+        );
         assert_eq!(actual, expected);
         if matches!(expected, Outcome::Ok(_)) {
             self.applied.push(unit);
@@ -621,7 +624,9 @@ fn states_ahead_of_the_indexed_position_are_not_replayed_twice() {
     };
     let store = open(1);
     for stream in ["t-1", "s-1", "t-1", "t-2"] {
-        runtime.block_on(store.append(noted(stream))).unwrap();
+        runtime
+            .block_on(store.append("model", noted(stream)))
+            .unwrap();
     }
     runtime.block_on(store.shutdown());
     drop(store);
@@ -645,7 +650,9 @@ fn states_ahead_of_the_indexed_position_are_not_replayed_twice() {
     // One more event per stream is counted on top of the stored states, not twice.
     for stream in ["t-1", "s-1", "t-2"] {
         let store = open(2);
-        runtime.block_on(store.append(noted(stream))).unwrap();
+        runtime
+            .block_on(store.append("model", noted(stream)))
+            .unwrap();
         runtime.block_on(store.shutdown());
     }
     let expected = HashMap::from([("t-1".into(), 3), ("s-1".into(), 2), ("t-2".into(), 2)]);

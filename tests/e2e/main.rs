@@ -11,3 +11,4 @@ mod import;
 mod serve;
 mod support;
 mod tables;
+mod verify;

@@ -191,6 +191,49 @@ async fn with_an_admin_token_requests_need_tokens() {
 }
 
 #[tokio::test]
+async fn server_wide_token_limits_apply_to_tokens_without_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "e2e-admin-token-0123456789";
+    let env = [
+        ("CHISO_ADMIN_TOKEN", admin),
+        ("CHISO_TOKEN_ROWS_PER_MINUTE", "1"),
+    ];
+    let server = Server::start_with(dir.path(), &env).await;
+    let http = reqwest::Client::new();
+    let plain = crate::support::create_token(&server.url, admin, &["query"]).await;
+    let own: serde_json::Value = http
+        .post(format!("{}/v1/tokens", server.url))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"scopes": ["query"], "limits": {"rows_per_minute": 1000}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let one_row = |token: String| {
+        let request = http
+            .get(format!("{}/v1/sql?q=SELECT%201", server.url))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    let token = |answer: &serde_json::Value| answer["token"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(one_row(token(&own)).await.status(), 200);
+    }
+    assert_eq!(one_row(token(&plain)).await.status(), 200);
+    let refused = one_row(token(&plain)).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "row_quota_exceeded");
+    // The environment's admin token has no limits.
+    for _ in 0..3 {
+        assert_eq!(one_row(admin.to_owned()).await.status(), 200);
+    }
+}
+
+#[tokio::test]
 async fn the_query_log_keeps_the_configured_number_of_queries() {
     let dir = tempfile::tempdir().unwrap();
     let admin = "e2e-admin-token-0123456789";

@@ -343,6 +343,53 @@ pub struct IctIndexPublished {
     pub score: Option<f64>,
 }
 
+/// A token was created (written by chiso, never by a client: the token itself and its hash
+/// are never in the log, only its id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreated {
+    /// The token's id: the first 16 hex digits of its SHA-256; the stream is `token-{id}`.
+    pub id: String,
+    /// What the token is for, as the admin named it, if they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `admin`, `query`, `query:{agency}`, `append:{agency}`.
+    pub scopes: Vec<String>,
+    /// What it may use at most; absent fields are unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TokenLimits>,
+    /// When it stops working, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// When it was created.
+    pub at: Timestamp,
+}
+
+/// A token's quotas: unlimited where absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLimits {
+    /// How many of its queries may run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries: Option<u32>,
+    /// Rows its queries may return in a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_minute: Option<u64>,
+    /// Events it may append in a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appends_per_second: Option<u32>,
+}
+
+/// A token was revoked (written by chiso).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRevoked {
+    /// The token's id; the stream is `token-{id}`.
+    pub id: String,
+    /// When it was revoked.
+    pub at: Timestamp,
+}
+
 /// What a ranking ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -379,6 +426,22 @@ pub struct RankingPublished {
     pub metric: Metric,
     /// The places.
     pub entries: Vec<RankingEntry>,
+    /// Where in the log's hash chain the figures were computed: set by chiso's publisher and
+    /// left out of the event's content-derived id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainAnchor>,
+}
+
+/// A point of the log's hash chain: `hash` pins every event up to `position`, so a copy of it
+/// kept outside the log lets anyone check later that the log up to there is unchanged
+/// (`GET /v1/verify`, `chiso verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainAnchor {
+    /// The last position of the chunk whose chain hash this is.
+    pub position: u64,
+    /// Its chain hash: 64 lowercase hex digits (SHA-256).
+    pub hash: String,
 }
 
 /// The days off a public holiday gets in one year, as the government announces them.
@@ -526,6 +589,14 @@ impl super::DomainEvent {
                 same_as_stream(&e.month, id, "/data/month")?;
                 month(&e.month)?;
                 not_blank(&e.scope, "/data/scope")?;
+                let hex = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+                if e.chain.as_ref().is_some_and(|anchor| !hex(&anchor.hash)) {
+                    return Err(IngestError::malformed(
+                        "invalid_event",
+                        "data.chain.hash must be 64 hex digits (a SHA-256)",
+                    )
+                    .at("/data/chain/hash"));
+                }
                 for (i, entry) in e.entries.iter().enumerate() {
                     in_range(
                         entry.rank.into(),
@@ -542,6 +613,19 @@ impl super::DomainEvent {
                     }
                 }
                 Ok(())
+            }
+            E::TokenCreated(e) => {
+                same_as_stream(&e.id, id, "/data/id")?;
+                token_id(&e.id)?;
+                if let Some(name) = &e.name {
+                    not_blank(name, "/data/name")?;
+                }
+                limits.time(&e.at, "/data/at")
+            }
+            E::TokenRevoked(e) => {
+                same_as_stream(&e.id, id, "/data/id")?;
+                token_id(&e.id)?;
+                limits.time(&e.at, "/data/at")
             }
             E::HolidayDeclared(e) => {
                 let year = calendar_year(id)?;
@@ -720,6 +804,18 @@ fn not_blank(text: &str, pointer: &str) -> Result<()> {
         format!("{} must not be blank", field_name(pointer)),
     )
     .at(pointer))
+}
+
+/// A token id: 16 lowercase hex digits.
+fn token_id(id: &str) -> Result<()> {
+    if id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Ok(());
+    }
+    Err(IngestError::malformed(
+        "invalid_event",
+        "data.id must be a token id: 16 lowercase hex digits",
+    )
+    .at("/data/id"))
 }
 
 fn level(level: u8) -> Result<()> {

@@ -798,7 +798,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), true);
         for stream in ["s-1", "s-1", "s-1", "t-1", "s-1"] {
-            store.append(request(stream, 3)).await.unwrap();
+            store.append("test", request(stream, 3)).await.unwrap();
         }
         store.shutdown().await;
         drop(store);
@@ -832,7 +832,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), false);
         for _ in 0..2 {
-            store.append(request("s-1", 5)).await.unwrap();
+            store.append("test", request("s-1", 5)).await.unwrap();
         }
         store.shutdown().await;
         drop(store);

@@ -26,16 +26,22 @@ pub(crate) const CF_ID_INDEX: &str = "id_index";
 /// the indexer behind the commits, with the runs (the states changed since are in memory).
 pub(crate) const CF_STATES: &str = "states";
 
+/// `first position (u64 BE)` of a chunk → its chain hash (32 bytes): SHA-256 of the previous
+/// chunk's chain hash and the chunk's stored bytes (see `chain.rs`). Written behind the
+/// commits by the chain thread.
+pub(crate) const CF_CHAIN: &str = "chain";
+
 /// Small settings of the crates above (tokens, …): written directly, synced, outside the log.
 pub(crate) const CF_META: &str = "meta";
 
-pub(crate) const ALL_CFS: [&str; 7] = [
+pub(crate) const ALL_CFS: [&str; 8] = [
     CF_CHUNKS,
     CF_STREAMS,
     CF_IDS,
     CF_CATEGORIES,
     CF_ID_INDEX,
     CF_STATES,
+    CF_CHAIN,
     CF_META,
 ];
 

@@ -25,11 +25,15 @@ const MAX_GROUP_EVENTS: usize = 200_000;
 
 /// Longest event type a record can hold.
 const MAX_EVENT_TYPE_LEN: usize = 255;
+/// Longest author a record can hold.
+const MAX_AUTHOR_LEN: usize = 255;
 /// Longest `data` or `metadata` a record can hold.
 const MAX_JSON_LEN: usize = 1 << 30;
 
 pub(crate) struct Job<M: WriteModel> {
     pub requests: Vec<RequestOf<M>>,
+    /// Who appends, recorded with each event.
+    pub recorded_by: Box<str>,
     pub reply: oneshot::Sender<Result<Vec<AppendResult>>>,
 }
 
@@ -214,7 +218,10 @@ impl<M: WriteModel> Writer<M> {
             self.next_position,
         );
         group.reserve(requests, events);
-        let outcomes: Vec<_> = jobs.iter().map(|job| group.stage(&job.requests)).collect();
+        let outcomes: Vec<_> = jobs
+            .iter()
+            .map(|job| group.stage(&job.requests, &job.recorded_by))
+            .collect();
         let written = group.writes.len();
         let next_position = group.next_position;
         let write = if written == 0 {
@@ -278,6 +285,7 @@ struct Staged<'j, D> {
     revision: u64,
     position: u64,
     event: &'j ProposedEvent<D>,
+    recorded_by: &'j str,
 }
 
 /// The writes of one group commit, and an overlay of what they change (stream heads, ids) so
@@ -335,15 +343,19 @@ impl<'j, 'm, M: WriteModel> Group<'j, 'm, M> {
     }
 
     /// Stages one all-or-nothing job: on error nothing of it stays in the group.
-    fn stage(&mut self, requests: &'j [RequestOf<M>]) -> Result<Vec<AppendResult>> {
-        check_shape(requests)?;
+    fn stage(
+        &mut self,
+        requests: &'j [RequestOf<M>],
+        recorded_by: &'j str,
+    ) -> Result<Vec<AppendResult>> {
+        check_shape(requests, recorded_by)?;
         let rollback = (self.next_position, self.writes.len(), self.runs.len());
         self.heads_undo.clear();
         self.model.begin_job();
         let results = requests
             .iter()
             .enumerate()
-            .map(|(index, request)| self.stage_request(index, request))
+            .map(|(index, request)| self.stage_request(index, request, recorded_by))
             .collect::<Result<Vec<_>>>();
         if results.is_err() {
             self.model.abort_job();
@@ -363,7 +375,12 @@ impl<'j, 'm, M: WriteModel> Group<'j, 'm, M> {
         results
     }
 
-    fn stage_request(&mut self, index: usize, request: &'j RequestOf<M>) -> Result<AppendResult> {
+    fn stage_request(
+        &mut self,
+        index: usize,
+        request: &'j RequestOf<M>,
+        recorded_by: &'j str,
+    ) -> Result<AppendResult> {
         if let Some(result) = self.idempotent_result(index, request)? {
             return Ok(result);
         }
@@ -389,6 +406,7 @@ impl<'j, 'm, M: WriteModel> Group<'j, 'm, M> {
                 revision: first_revision + offset,
                 position: self.next_position,
                 event,
+                recorded_by,
             });
             self.next_position += 1;
         }
@@ -477,6 +495,7 @@ impl<'j, 'm, M: WriteModel> Group<'j, 'm, M> {
                 data: staged.event.data.clone(),
                 metadata: staged.event.metadata.clone(),
                 recorded_at_micros: 0,
+                recorded_by: staged.recorded_by.to_owned(),
             }));
         }
         match self.stored_ids.get(id) {
@@ -508,6 +527,7 @@ impl<'j, 'm, M: WriteModel> Group<'j, 'm, M> {
                     stream: staged.stream,
                     revision: staged.revision,
                     event: staged.event,
+                    recorded_by: staged.recorded_by,
                 })
                 .collect();
             let key = position_key(slice[0].position);
@@ -549,8 +569,15 @@ fn stored_positions<M: WriteModel>(db: &DB, recent: &RecentRuns, jobs: &[Job<M>]
     Ok(found)
 }
 
-/// Refuses empty appends and ids used twice in one job, before anything is looked up.
-fn check_shape<P, D>(requests: &[AppendRequest<P, D>]) -> Result<()> {
+/// Refuses empty appends, ids used twice in one job and an author that does not fit, before
+/// anything is looked up.
+fn check_shape<P, D>(requests: &[AppendRequest<P, D>], recorded_by: &str) -> Result<()> {
+    if !(1..=MAX_AUTHOR_LEN).contains(&recorded_by.len()) {
+        return Err(Error::InvalidEvent {
+            index: 0,
+            reason: "the author recorded with events must be 1 to 255 bytes",
+        });
+    }
     let mut seen: HashSet<Uuid, foldhash::fast::RandomState> = HashSet::default();
     for (index, request) in requests.iter().enumerate() {
         if request.events.is_empty() {
