@@ -33,6 +33,9 @@ pub enum Scope {
     Admin,
     /// Reads and SQL.
     Query,
+    /// Reads and SQL of this agency and every agency that is or was below it (merged ones
+    /// included); published tables and streams whole.
+    QueryIn(String),
     /// Appends for this agency and the agencies below it.
     Append(String),
 }
@@ -43,12 +46,16 @@ impl Scope {
             "admin" => Some(Self::Admin),
             "query" => Some(Self::Query),
             _ => {
-                let agency = text.strip_prefix("append:")?;
+                let (kind, agency) = text.split_once(':')?;
                 let valid = (1..=64).contains(&agency.len())
                     && agency
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
-                valid.then(|| Self::Append(agency.to_owned()))
+                match kind {
+                    "append" if valid => Some(Self::Append(agency.to_owned())),
+                    "query" if valid => Some(Self::QueryIn(agency.to_owned())),
+                    _ => None,
+                }
             }
         }
     }
@@ -57,6 +64,7 @@ impl Scope {
         match self {
             Self::Admin => "admin".into(),
             Self::Query => "query".into(),
+            Self::QueryIn(agency) => format!("query:{agency}"),
             Self::Append(agency) => format!("append:{agency}"),
         }
     }
@@ -444,17 +452,40 @@ impl Principal {
                 .quota
                 .clone()
                 .map(|quota| quota as Arc<dyn chiso_query::Quota>),
+            // No reading scope reads nothing (such a caller is refused before it asks).
+            scope: self
+                .read_scope()
+                .unwrap_or(chiso_query::ReadScope::Agencies(Vec::new())),
         }
     }
 
     /// Reads and queries need `query` (or admin).
     pub fn require_query(&self) -> Result<()> {
         match &self.access {
-            Access::Scoped(scopes) if !scopes.contains(&Scope::Query) => {
+            Access::Scoped(_) if self.read_scope().is_none() => {
                 Err(forbidden("this token has no `query` scope"))
             }
             _ => Ok(()),
         }
+    }
+
+    /// What this principal reads: every agency (`admin`, `query`), those below its
+    /// `query:{agency}` scopes, or nothing (`None`: no reading scope).
+    pub fn read_scope(&self) -> Option<chiso_query::ReadScope> {
+        let Access::Scoped(scopes) = &self.access else {
+            return Some(chiso_query::ReadScope::All);
+        };
+        if scopes.contains(&Scope::Query) {
+            return Some(chiso_query::ReadScope::All);
+        }
+        let roots: Vec<String> = scopes
+            .iter()
+            .filter_map(|scope| match scope {
+                Scope::QueryIn(agency) => Some(agency.clone()),
+                _ => None,
+            })
+            .collect();
+        (!roots.is_empty()).then_some(chiso_query::ReadScope::Agencies(roots))
     }
 
     /// Token management and metrics need `admin`.
@@ -525,7 +556,8 @@ impl FromRequestParts<AppState> for Principal {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
-    /// `admin`, `query`, `append:{agency code}` (that agency and those below it).
+    /// `admin`, `query`, `query:{agency code}` (reads of that agency and those that are or
+    /// were below it), `append:{agency code}` (that agency and those below it).
     scopes: Vec<String>,
     /// What the token is for, e.g. `Sở Tư pháp Vĩnh Phúc — one-stop system`.
     #[serde(default)]
@@ -567,7 +599,7 @@ pub async fn create_token(
             Scope::parse(text).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_scope",
-                    format!("{text:?} is not a scope: use admin, query or append:{{agency code}}"),
+                    format!("{text:?} is not a scope: use admin, query, query:{{agency code}} or append:{{agency code}}"),
                 )
             })
         })

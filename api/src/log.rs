@@ -1,7 +1,7 @@
 //! The log endpoints: append to a stream, NDJSON batches, and reads.
 
 use crate::body::parse_json;
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorKind, Result};
 use crate::wire::{events_response, AppendBody, NdjsonLine};
 use crate::{AppState, Principal};
 use axum::body::Body;
@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
 use chiso_ingest::{Append, Author, Checker, Ingestor};
+use chiso_query::{LogScope, ReadScope};
 use chiso_store::{ReadDirection, StreamName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -358,12 +359,37 @@ pub async fn read_stream(
         Direction::Backwards => ReadDirection::Backwards,
     };
     let store = state.store.clone();
+    let mut scope = log_scope(&state, &principal)?;
     let events = tokio::task::spawn_blocking(move || {
+        // A stream outside the caller's scope is as if it did not exist.
+        if let Some(scope) = &mut scope {
+            if !scope.sees_stream(&store, stream.as_str())? {
+                return Err(chiso_store::Error::StreamNotFound(stream.to_string()));
+            }
+        }
         store.read_stream(&stream, query.from, direction, limit)
     })
     .await
     .map_err(|e| ApiError::internal(&e))??;
     events_response(&events)
+}
+
+/// Which of the log's events `principal` reads (`None`: all). A `query:{agency}` scope needs
+/// the tables, which know the agencies below it.
+pub(crate) fn log_scope(state: &AppState, principal: &Principal) -> Result<Option<LogScope>> {
+    match principal.read_scope() {
+        None | Some(ReadScope::All) => Ok(None),
+        Some(scope) => {
+            let engine = state.sql.as_ref().ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::Forbidden,
+                    "forbidden",
+                    "a `query:{agency}` token reads the log only on a server with its tables",
+                )
+            })?;
+            Ok(engine.log_scope(&scope))
+        }
+    }
 }
 
 /// Query of `GET /v1/events`.
@@ -390,9 +416,27 @@ pub async fn read_all(
     let Query(query) = query.map_err(invalid_query)?;
     let limit = read_limit(query.limit)?;
     let store = state.store.clone();
-    let events = tokio::task::spawn_blocking(move || store.read_all(query.from, limit))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
+    let scope = log_scope(&state, &principal)?;
+    let events = tokio::task::spawn_blocking(move || {
+        let Some(mut scope) = scope else {
+            return store.read_all(query.from, limit);
+        };
+        // The caller's events only: read on until `limit` of them, or the head.
+        let (mut seen, mut from, head) = (Vec::new(), query.from, store.head());
+        while seen.len() < limit && from < head {
+            let page = store.read_all(from, MAX_READ_LIMIT)?;
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            for event in page {
+                if seen.len() < limit && scope.sees(&store, &event)? {
+                    seen.push(event);
+                }
+            }
+        }
+        Ok(seen)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
     events_response(&events)
 }
 

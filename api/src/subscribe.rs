@@ -53,6 +53,8 @@ pub async fn subscribe(
     };
     let shutdown = state.shutdown.clone();
     let revoked = state.auth.revocation(&headers).unwrap_or_default();
+    let mut scope = crate::log::log_scope(&state, &principal)?;
+    let store = state.store.clone();
     tokio::spawn(async move {
         loop {
             let batch = tokio::select! {
@@ -61,7 +63,23 @@ pub async fn subscribe(
                 _ = tx.closed() => break,
                 batch = subscription.next_batch(CHUNK) => batch,
             };
-            let Ok(events) = batch else { break };
+            let Ok(mut events) = batch else { break };
+            // Only the caller's events (a stream's first event may have to be read).
+            if let Some(mut within) = scope.take() {
+                let store = store.clone();
+                let kept = tokio::task::spawn_blocking(move || {
+                    let mut kept = Vec::with_capacity(events.len());
+                    for event in events {
+                        if within.sees(&store, &event)? {
+                            kept.push(event);
+                        }
+                    }
+                    Ok::<_, chiso_store::Error>((kept, within))
+                })
+                .await;
+                let Ok(Ok((kept, within))) = kept else { break };
+                (events, scope) = (kept, Some(within));
+            }
             for event in &events {
                 let Some(message) = sse_event(event) else {
                     return;

@@ -1018,3 +1018,142 @@ async fn quotas_answer_429_with_retry_after_and_release_when_the_load_stops() {
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
 }
+
+/// Appends one event to `stream` as the admin; its position.
+async fn admin_append(router: &Router, stream: &str, event: Value) -> u64 {
+    let uri = format!("/v1/streams/{stream}");
+    let body = json!({"events": [event]}).to_string();
+    let (status, answer) = call(router, Some(ADMIN), "POST", &uri, body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["last_position"].as_u64().unwrap()
+}
+
+/// The streams of `/v1/events` as `token` reads them, in order.
+async fn streams_read(router: &Router, token: &str) -> Vec<String> {
+    let (status, answer) = call(
+        router,
+        Some(token),
+        "GET",
+        "/v1/events?limit=10000",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let events = answer["events"].as_array().unwrap();
+    events
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_scope_reads_its_subtree_on_every_endpoint_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _store) = open_with_sql(dir.path());
+    reference(&router).await;
+    // Another province's department, service and dossier.
+    admin_append(&router, "agency-99.A", json!({"id": Uuid::new_v4(), "type": "AgencyRegistered",
+        "data": {"code": "99.A", "name": "Sở khác", "kind": "department", "parent": "99", "province": "99"}})).await;
+    admin_append(&router, "service-9.001", json!({"id": Uuid::new_v4(), "type": "ServiceLaunched",
+        "data": {"code": "9.001", "agency": "99.A", "name": "Khác", "field": "Khác", "level": 2, "at": "2019-01-02T08:00:00+07:00"}})).await;
+    let mut other = received("99.A");
+    other["data"]["service"] = json!("9.001");
+    let last = admin_append(&router, "dossier-other", other).await;
+    let (status, created) = call(
+        &router,
+        Some(ADMIN),
+        "POST",
+        "/v1/tokens",
+        json!({"scopes": ["query:26"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let reader = created["token"].as_str().unwrap().to_owned();
+    // SQL, once the tables hold the log: its province's rows only, published tables whole.
+    let sql = |token: String, sql: &str| {
+        let body = json!({"sql": sql, "min_position": last}).to_string();
+        let request = Request::post("/v1/sql")
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let dossiers = "SELECT id, agency FROM dossiers ORDER BY id";
+    let (status, all) = sql(ADMIN.into(), dossiers).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let (_, mine) = sql(reader.clone(), dossiers).await;
+    assert_eq!(mine, json!([{"id": "existing", "agency": DEPT}]));
+    for (query, expected) in [
+        ("SELECT count(*) AS n FROM services", json!([{"n": 1}])),
+        ("SELECT count(*) AS n FROM agencies", json!([{"n": 4}])),
+        ("SELECT count(*) AS n FROM events WHERE stream IN ('dossier-other', 'service-9.001')", json!([{"n": 0}])),
+        ("SELECT count(*) AS n FROM dossier_report(DATE '2019-01-01', DATE '2019-12-31') WHERE agency = '99.A'", json!([{"n": 0}])),
+    ] {
+        let (status, answer) = sql(reader.clone(), query).await;
+        assert_eq!((status, &answer), (StatusCode::OK, &expected), "{query}");
+    }
+    // The log: another province's streams are as if they did not exist; published ones whole.
+    for (stream, expected) in [
+        ("dossier-other", StatusCode::NOT_FOUND),
+        ("service-9.001", StatusCode::NOT_FOUND),
+        ("dossier-existing", StatusCode::OK),
+        ("agency-99.A", StatusCode::OK),
+    ] {
+        let uri = format!("/v1/streams/{stream}");
+        let (status, answer) = call(&router, Some(&reader), "GET", &uri, String::new()).await;
+        assert_eq!(status, expected, "{stream}: {answer}");
+    }
+    let everything = streams_read(&router, ADMIN).await;
+    let seen = streams_read(&router, &reader).await;
+    let hidden =
+        |s: &String| s == "dossier-other" || s == "service-9.001" || s.starts_with("token-");
+    let expected: Vec<String> = everything.iter().filter(|s| !hidden(s)).cloned().collect();
+    assert!(everything.iter().any(hidden));
+    assert_eq!(seen, expected);
+    // Live: a subscriber from the start sees the same, and new events of its province only.
+    let request = Request::get("/v1/subscribe")
+        .header("Authorization", format!("Bearer {reader}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let streaming =
+        tokio::spawn(async move { response.into_body().collect().await.map(|b| b.to_bytes()) });
+    let mut theirs = received("99.A");
+    theirs["data"]["service"] = json!("9.001");
+    admin_append(&router, "dossier-other-2", theirs).await;
+    admin_append(&router, "dossier-mine-2", received(DEPT)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let uri = format!("/v1/tokens/{}", created["id"].as_str().unwrap());
+    let (status, _) = call(&router, Some(ADMIN), "DELETE", &uri, String::new()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), streaming)
+        .await
+        .expect("the stream ends when its token is revoked")
+        .unwrap()
+        .unwrap();
+    let streamed: Vec<String> = String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| {
+            serde_json::from_str::<Value>(data.trim()).unwrap()["stream"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut expected = expected;
+    expected.push("dossier-mine-2".into());
+    assert_eq!(streamed, expected);
+}

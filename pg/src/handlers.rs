@@ -1016,6 +1016,7 @@ impl CancelHandler for Service {
             token_id: "admin".into(),
             admin: true,
             quota: None,
+            scope: chiso_query::ReadScope::All,
         };
         if self.shared.engine.queries().cancel(&id, &admin) {
             tracing::info!(query = id, "a PostgreSQL client cancelled its query");

@@ -10,6 +10,7 @@ use crate::queries::{
     SYSTEM_SCHEMA,
 };
 use crate::report::DossierReportFunction;
+use crate::scope::{ReadScope, ScopeSet};
 use chiso_store::EventStore;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::cast;
@@ -18,9 +19,10 @@ use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -399,7 +401,39 @@ impl SqlEngine {
     /// `system.queries` to a caller who is not an admin. Protocols describe a statement's
     /// parameters and columns from this plan before they run it.
     pub async fn plan(&self, query: &Query) -> Result<LogicalPlan> {
-        let state = self.context.state();
+        Ok(self.plan_in_scope(query).await?.1)
+    }
+
+    /// The session a query of `caller` plans and runs in: the engine's, with the caller's read
+    /// scope resolved to agency codes for the table providers to narrow their scans to.
+    fn session(&self, caller: &Caller) -> SessionState {
+        let scope = ScopeSet(self.codes(&caller.scope));
+        let mut state = self.context.state();
+        state.config_mut().set_extension(Arc::new(scope));
+        state
+    }
+
+    /// The agencies `scope` reads, as of the agencies folded now (`None`: every agency).
+    fn codes(&self, scope: &ReadScope) -> Option<Arc<std::collections::BTreeSet<String>>> {
+        match scope {
+            ReadScope::All => None,
+            ReadScope::Agencies(roots) => {
+                Some(Arc::new(self.projections.read(|tables| {
+                    crate::scope::resolve(&tables.agencies, roots)
+                })))
+            }
+        }
+    }
+
+    /// Which of the log's events `scope` reads, for the API's reads of the log (`None`:
+    /// all of them).
+    pub fn log_scope(&self, scope: &ReadScope) -> Option<crate::scope::LogScope> {
+        self.codes(scope).map(crate::scope::LogScope::new)
+    }
+
+    /// [`SqlEngine::plan`], with the session it was planned in.
+    async fn plan_in_scope(&self, query: &Query) -> Result<(SessionState, LogicalPlan)> {
+        let state = self.session(&query.caller);
         let plan = match &query.statement {
             Some(statement) => state.statement_to_plan(statement.clone()).await?,
             None => state.create_logical_plan(&query.sql).await?,
@@ -419,12 +453,14 @@ impl SqlEngine {
                 "{SYSTEM_SCHEMA}.{QUERY_LOG_TABLE} is for admins"
             )));
         }
-        Ok(plan)
+        Ok((state, plan))
     }
 
     async fn start(&self, query: &Query) -> Result<SendableRecordBatchStream> {
-        let plan = self.plan(query).await?;
-        let mut frame = self.context.execute_logical_plan(plan).await?;
+        let (state, plan) = self.plan_in_scope(query).await?;
+        // Run in the session it was planned in: its scans see the caller's scope. (The plan is
+        // a read: nothing here for the context's own handling of DDL.)
+        let mut frame = DataFrame::new(state, plan);
         match &query.params {
             Some(Params::Json(params)) => frame = frame.with_param_values(param_values(params)?)?,
             Some(Params::Values(values)) => frame = frame.with_param_values(values.clone())?,

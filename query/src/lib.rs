@@ -39,6 +39,7 @@ mod providers;
 mod queries;
 pub mod rankings;
 mod report;
+mod scope;
 
 pub use chiso_store::ErrorKind;
 pub use datafusion;
@@ -51,3 +52,4 @@ pub use queries::{
     ByteCounter, Caller, Protocol, QueryLog, Quota, RunningQuery, Ticket, QUERY_LOG,
 };
 pub use report::REPORT;
+pub use scope::{LogScope, ReadScope};

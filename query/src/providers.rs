@@ -42,7 +42,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, LazyLock};
 
@@ -115,6 +115,18 @@ impl ProjectionTable {
         .collect()
     }
 
+    /// The column naming the agency a row belongs to, for tables a read scope narrows
+    /// (published ones, `agencies`, `ict_index` and `rankings`, are read by every scope).
+    fn scope_column(&self) -> Option<&'static str> {
+        match self.table {
+            TableName::Dossiers
+            | TableName::AgencyDaily
+            | TableName::Services
+            | TableName::ServiceLevels => Some("agency"),
+            TableName::Agencies | TableName::IctIndex | TableName::Rankings => None,
+        }
+    }
+
     /// The column whose local month names the partition.
     fn partition_column(&self) -> Option<&'static str> {
         match self.table {
@@ -150,14 +162,33 @@ impl TableProvider for ProjectionTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let scope = crate::scope::of(state)?;
+        let Some(column) = self.scope_column() else {
+            return self.scan_all(state, projection, filters);
+        };
+        // The scope's codes also prune sealed files and row groups.
+        let mut filters = filters.to_vec();
+        filters.extend(crate::scope::pruning_filters(&scope, column));
+        crate::scope::narrowed(&scope, &self.schema, column, projection, |projection| {
+            self.scan_all(state, projection, &filters)
+        })
+    }
+}
+
+impl ProjectionTable {
+    /// Every row the filters do not rule out, whatever the caller's scope.
+    fn scan_all(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if self.table == TableName::Dossiers {
             return dossiers_scan(self, state, projection, filters);
         }
         self.stored_scan(state, &self.schema, projection, filters)
     }
-}
 
-impl ProjectionTable {
     /// The rows in memory and in sealed files, with the columns `schema` stores.
     fn stored_scan(
         &self,
@@ -547,11 +578,12 @@ impl TableProvider for EventsTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let scope = crate::scope::of(state)?.0;
         let (mut from, mut to) = (0u64, self.store.head());
         for filter in filters {
             for (low, high) in position_bounds(filter) {
@@ -563,7 +595,9 @@ impl TableProvider for EventsTable {
             store: self.store.clone(),
             from,
             to,
-            limit,
+            // Under a scope the events read are more than the rows kept.
+            limit: limit.filter(|_| scope.is_none()),
+            scope,
         };
         let exec = StreamingTableExec::try_new(
             EVENTS.clone(),
@@ -621,12 +655,13 @@ fn integer(value: &ScalarValue) -> Option<i64> {
     }
 }
 
-/// A range of log positions read as record batches.
+/// A range of log positions read as record batches, narrowed to a read scope's events.
 struct LogRange {
     store: EventStore,
     from: u64,
     to: u64,
     limit: Option<usize>,
+    scope: Option<Arc<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for LogRange {
@@ -645,7 +680,8 @@ impl PartitionStream for LogRange {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (store, to) = (self.store.clone(), self.to);
         let mut remaining = self.limit.unwrap_or(usize::MAX);
-        let batches = futures_util::stream::unfold(self.from, move |next| {
+        let scope = self.scope.clone().map(crate::scope::LogScope::new);
+        let batches = futures_util::stream::unfold((self.from, scope), move |(next, scope)| {
             let store = store.clone();
             let want = (to.saturating_sub(next) as usize)
                 .min(EVENTS_PER_BATCH)
@@ -655,14 +691,29 @@ impl PartitionStream for LogRange {
                 if want == 0 {
                     return None;
                 }
-                let read = tokio::task::spawn_blocking(move || store.read_all(next, want)).await;
-                let events = match read {
-                    Ok(Ok(events)) => events,
-                    Ok(Err(error)) => return Some((Err(external(error)), u64::MAX)),
-                    Err(error) => return Some((Err(external(error)), u64::MAX)),
-                };
-                let after = events.last().map_or(u64::MAX, |e| e.position + 1);
-                Some((Ok(events_batch(&events)), after))
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut events = store.read_all(next, want)?;
+                    let after = events.last().map_or(u64::MAX, |e| e.position + 1);
+                    let mut scope = scope;
+                    if let Some(scope) = &mut scope {
+                        let mut kept = Vec::with_capacity(events.len());
+                        for event in events {
+                            if scope.sees(&store, &event)? {
+                                kept.push(event);
+                            }
+                        }
+                        events = kept;
+                    }
+                    Ok::<_, chiso_store::Error>((events, after, scope))
+                })
+                .await;
+                match read {
+                    Ok(Ok((events, after, scope))) => {
+                        Some((Ok(events_batch(&events)), (after, scope)))
+                    }
+                    Ok(Err(error)) => Some((Err(external(error)), (u64::MAX, None))),
+                    Err(error) => Some((Err(external(error)), (u64::MAX, None))),
+                }
             }
         });
         Box::pin(RecordBatchStreamAdapter::new(EVENTS.clone(), batches))

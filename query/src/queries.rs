@@ -36,6 +36,8 @@ pub struct Caller {
     pub admin: bool,
     /// Its limits, kept across its queries; `None`: unlimited.
     pub quota: Option<Arc<dyn Quota>>,
+    /// Which agencies' rows it may read.
+    pub scope: crate::ReadScope,
 }
 
 impl std::fmt::Debug for Caller {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for Caller {
             .field("token_id", &self.token_id)
             .field("admin", &self.admin)
             .field("limited", &self.quota.is_some())
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -56,6 +59,7 @@ impl Default for Caller {
             token_id: "chiso".into(),
             admin: false,
             quota: None,
+            scope: crate::ReadScope::All,
         }
     }
 }
@@ -486,6 +490,7 @@ mod tests {
             token_id: token_id.into(),
             admin,
             quota: None,
+            scope: crate::ReadScope::All,
         }
     }
 

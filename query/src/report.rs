@@ -442,7 +442,7 @@ impl TableProvider for ReportTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -455,15 +455,21 @@ impl TableProvider for ReportTable {
             provinces: provinces.map(Arc::new),
             ..self.clone()
         };
-        let exec = StreamingTableExec::try_new(
-            REPORT.clone(),
-            vec![Arc::new(table)],
-            projection,
-            Vec::new(),
-            false,
-            limit,
-        )?;
-        Ok(Arc::new(exec))
+        // Rows of agencies outside the caller's scope are left out inside the plan; a limit
+        // then applies after that filter, above this scan.
+        let scope = crate::scope::of(state)?;
+        let limit = limit.filter(|_| scope.0.is_none());
+        crate::scope::narrowed(&scope, &REPORT, "agency", projection, |projection| {
+            let exec = StreamingTableExec::try_new(
+                REPORT.clone(),
+                vec![Arc::new(table)],
+                projection,
+                Vec::new(),
+                false,
+                limit,
+            )?;
+            Ok(Arc::new(exec) as Arc<dyn ExecutionPlan>)
+        })
     }
 }
 

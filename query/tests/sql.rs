@@ -1130,3 +1130,134 @@ async fn both_versions_of_a_receipt_fold_and_keep_their_bytes() {
     reopened.catch_up(|_, _| {}).unwrap();
     assert_eq!(answers(&store, &reopened).await, expected, "rebuilt");
 }
+
+/// A read scope sees its agency and every agency that is or was below it — including those
+/// merged into it — in every table it narrows, hot and sealed alike, and nothing more, however
+/// the SQL around the tables is written: compared with an unscoped answer filtered by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_scope_sees_its_subtree_in_every_table_and_nothing_more() {
+    use chiso_query::{Caller, ReadScope};
+    let dir = tempfile::tempdir().unwrap();
+    let twins = Twins::loaded(dir.path(), "reorganisation.ndjson").await;
+    let scopes: [(&str, &[&str]); 3] = [
+        // Liên Bảo moved to Phú Thọ in July: it was below Vĩnh Yên, so Vĩnh Yên sees it.
+        ("26.243", &["26.243", "26.243.01", "26.243.02"]),
+        // Tích Sơn merged into the new commune: it sees Tích Sơn's history too.
+        ("25.900", &["25.900", "26.243.01"]),
+        ("25.001", &["25.001", "25.001.01"]),
+    ];
+    for (store, projections) in [
+        (&twins.store, &twins.sealed),
+        (&twins.hot_store, &twins.hot),
+    ] {
+        let engine = SqlEngine::new(store, projections, SqlLimits::default()).unwrap();
+        let run = |sql: String, scope: ReadScope| {
+            let engine = engine.clone();
+            async move {
+                let caller = Caller {
+                    scope,
+                    ..Caller::default()
+                };
+                let query = Query {
+                    sql,
+                    caller,
+                    ..Query::default()
+                };
+                match engine.execute(query).await {
+                    Ok(answer) => answer.collect().await.map(|batches| rows(&batches)),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        for (root, visible) in scopes {
+            let scope = ReadScope::Agencies(vec![root.to_owned()]);
+            let within = |agency: &str| visible.contains(&agency);
+            // Every narrowed table, row for row, against the unscoped rows of those agencies.
+            for (table, order) in [
+                ("dossiers", "id"),
+                ("agency_daily", "day, agency"),
+                ("services", "code"),
+                ("service_levels", "code, valid_from"),
+                (
+                    "dossier_report(DATE '2025-01-01', DATE '2025-12-31')",
+                    "agency",
+                ),
+            ] {
+                let sql = format!("SELECT agency AS owner, * FROM {table} ORDER BY {order}");
+                let all = run(sql.clone(), ReadScope::All).await.unwrap();
+                let expected: Vec<_> = all.into_iter().filter(|row| within(&row[0])).collect();
+                let seen = run(sql, scope.clone()).await.unwrap();
+                assert_eq!(seen, expected, "{root}: {table}");
+            }
+            // Ways around the tables give nothing more.
+            let mine: Vec<String> = {
+                let sql = "SELECT agency FROM dossiers ORDER BY agency".to_owned();
+                let all = run(sql, ReadScope::All).await.unwrap();
+                all.into_iter()
+                    .map(|row| row[0].clone())
+                    .filter(|a| within(a))
+                    .collect()
+            };
+            let probes = [
+                // Aggregates, which statistics could otherwise answer.
+                ("SELECT count(*) FROM dossiers", vec![vec![mine.len().to_string()]]),
+                // A join with a published table, and a subquery naming another agency.
+                (
+                    "SELECT count(*) FROM agencies a JOIN dossiers d ON d.agency = a.code",
+                    vec![vec![mine.len().to_string()]],
+                ),
+                (
+                    "SELECT (SELECT count(*) FROM dossiers WHERE agency NOT IN ('26.243', '26.243.01', '26.243.02', '25.900', '25.001', '25.001.01'))",
+                    vec![vec!["0".to_owned()]],
+                ),
+            ];
+            for (sql, expected) in probes {
+                let seen = run(sql.to_owned(), scope.clone()).await.unwrap();
+                assert_eq!(seen, expected, "{root}: {sql}");
+            }
+            let union = "SELECT agency FROM dossiers UNION SELECT agency FROM agency_daily \
+                         UNION SELECT agency FROM services UNION SELECT agency FROM \
+                         dossier_report(DATE '2019-01-01', DATE '2025-12-31')";
+            for row in run(union.to_owned(), scope.clone()).await.unwrap() {
+                assert!(within(&row[0]), "{root}: {} through a UNION", row[0]);
+            }
+            // The log: the published categories whole, a dossier's or service's events when
+            // its agency is in the scope, never chiso's own token records.
+            let sql = "SELECT stream, type, position FROM events ORDER BY position".to_owned();
+            let all = run(sql.clone(), ReadScope::All).await.unwrap();
+            let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reorganisation.ndjson");
+            let mut owners = std::collections::HashMap::new();
+            for line in std::fs::read_to_string(fixture).unwrap().lines() {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(agency) = event["data"]["agency"].as_str() {
+                    let stream = event["stream"].as_str().unwrap().to_owned();
+                    owners.entry(stream).or_insert_with(|| agency.to_owned());
+                }
+            }
+            let expected: Vec<_> = all
+                .into_iter()
+                .filter(|row| match row[0].split_once('-').map(|(c, _)| c) {
+                    Some("agency" | "ictindex" | "ranking" | "calendar") => true,
+                    Some("dossier" | "service") => within(&owners[&row[0]]),
+                    _ => false,
+                })
+                .collect();
+            assert!(expected.iter().any(|row| row[0].starts_with("dossier-")));
+            assert_eq!(
+                run(sql, scope.clone()).await.unwrap(),
+                expected,
+                "{root}: events"
+            );
+            let limited = "SELECT stream FROM events WHERE stream LIKE 'dossier-%' LIMIT 1";
+            let first = run(limited.to_owned(), scope.clone()).await.unwrap();
+            assert!(within(&owners[&first[0][0]]), "{root}: events with a LIMIT");
+        }
+        // Published tables stay whole.
+        let published = "SELECT count(*) FROM agencies";
+        let scoped = ReadScope::Agencies(vec!["25.001".into()]);
+        assert_eq!(
+            run(published.into(), scoped).await.unwrap(),
+            run(published.into(), ReadScope::All).await.unwrap()
+        );
+    }
+}
