@@ -8,7 +8,7 @@ use crate::AppState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use chiso_store::{RecordedEvent, StreamName};
+use chiso_store::{category_of, RecordedEvent, StreamName};
 use futures_util::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -28,6 +28,9 @@ pub struct SubscribeQuery {
     /// Comma-separated categories (`dossier,service`); all when absent.
     category: Option<String>,
 }
+
+/// How long a scoped subscription waits for the tables to fold an agency's change.
+const REFOLD: Duration = Duration::from_secs(10);
 
 /// Streams the log from `from` (or after `Last-Event-ID`) as SSE.
 #[utoipa::path(get, path = "/v1/subscribe", tag = "log", security(("bearer" = [])), params(SubscribeQuery,
@@ -54,6 +57,14 @@ pub async fn subscribe(
     let shutdown = state.shutdown.clone();
     let revoked = state.auth.revocation(&headers).unwrap_or_default();
     let mut scope = crate::log::log_scope(&state, &principal)?;
+    // A scope takes in agencies registered below it while it streams.
+    let refresh = scope
+        .as_ref()
+        .and_then(|_| Some((state.sql.clone()?, principal.read_scope()?)));
+    // The tables' position when the scope was resolved: agencies before it are in it.
+    let mut resolved_at = refresh
+        .as_ref()
+        .map_or(0, |(engine, _)| engine.projections().position());
     let store = state.store.clone();
     tokio::spawn(async move {
         loop {
@@ -66,19 +77,32 @@ pub async fn subscribe(
             let Ok(mut events) = batch else { break };
             // Only the caller's events (a stream's first event may have to be read).
             if let Some(mut within) = scope.take() {
-                let store = store.clone();
+                let (store, refresh) = (store.clone(), refresh.clone());
+                let runtime = tokio::runtime::Handle::current();
                 let kept = tokio::task::spawn_blocking(move || {
                     let mut kept = Vec::with_capacity(events.len());
                     for event in events {
+                        let changed =
+                            category_of(&event.stream) == "agency" && event.position >= resolved_at;
+                        if let Some((engine, read_scope)) = refresh.as_ref().filter(|_| changed) {
+                            // Once the tables know of the change, the scope is resolved
+                            // again: the events after it are judged by it.
+                            let folded = engine.projections().wait_for(event.position, REFOLD);
+                            let _ = runtime.block_on(folded);
+                            resolved_at = engine.projections().position();
+                            within = engine.log_scope(read_scope).unwrap_or(within);
+                        }
                         if within.sees(&store, &event)? {
                             kept.push(event);
                         }
                     }
-                    Ok::<_, chiso_store::Error>((kept, within))
+                    Ok::<_, chiso_store::Error>((kept, within, resolved_at))
                 })
                 .await;
-                let Ok(Ok((kept, within))) = kept else { break };
-                (events, scope) = (kept, Some(within));
+                let Ok(Ok((kept, within, at))) = kept else {
+                    break;
+                };
+                (events, scope, resolved_at) = (kept, Some(within), at);
             }
             for event in &events {
                 let Some(message) = sse_event(event) else {

@@ -1134,6 +1134,10 @@ async fn a_query_scope_reads_its_subtree_on_every_endpoint_and_nothing_more() {
     theirs["data"]["service"] = json!("9.001");
     admin_append(&router, "dossier-other-2", theirs).await;
     admin_append(&router, "dossier-mine-2", received(DEPT)).await;
+    // A unit registered below it while it streams is in its scope from then on.
+    admin_append(&router, "agency-26.NEW", json!({"id": Uuid::new_v4(), "type": "AgencyRegistered",
+        "data": {"code": "26.NEW", "name": "Trung tâm mới", "kind": "center", "parent": "26", "province": "26"}})).await;
+    admin_append(&router, "dossier-new-unit", received("26.NEW")).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let uri = format!("/v1/tokens/{}", created["id"].as_str().unwrap());
     let (status, _) = call(&router, Some(ADMIN), "DELETE", &uri, String::new()).await;
@@ -1154,6 +1158,6 @@ async fn a_query_scope_reads_its_subtree_on_every_endpoint_and_nothing_more() {
         })
         .collect();
     let mut expected = expected;
-    expected.push("dossier-mine-2".into());
+    expected.extend(["dossier-mine-2", "agency-26.NEW", "dossier-new-unit"].map(String::from));
     assert_eq!(streamed, expected);
 }

@@ -294,7 +294,19 @@ def timeout_and_cancel(port, token, url, admin):
     return answers
 
 
+def rows(port, token, sql):
+    """The rows of one query through ADBC, or its error."""
+    try:
+        with connect(port, token) as conn:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return {"rows": table_rows(cur.fetch_arrow_table())}
+    except Exception as error:  # the test compares the refusal
+        return {"error": error_text(error)}
+
+
 COMMANDS = {
+    "rows": rows,
     "adbc": adbc,
     "adbc-basic": adbc_basic,
     "adbc-tls": adbc_tls,

@@ -645,3 +645,46 @@ async fn postgres_protocol_edges() {
         "{stderr}"
     );
 }
+
+/// A `query:{agency}` token reads only that agency's rows over the PostgreSQL and Flight SQL
+/// listeners too: each runs its queries as the token's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_scope_holds_over_postgres_and_flight_sql() {
+    let (_dir, server, _token, _id) = serve_fixture().await;
+    // The agency with the most dossiers among those with none below them.
+    let busiest = "SELECT d.agency, count(*) AS n FROM dossiers d \
+        WHERE d.agency NOT IN (SELECT parent FROM agencies WHERE parent IS NOT NULL) \
+        GROUP BY d.agency ORDER BY n DESC, d.agency LIMIT 1";
+    let found = http_rows(&server.url, ADMIN, busiest, &["agency", "n"]).await;
+    let (agency, n) = (
+        found[0][0].as_str().unwrap().to_owned(),
+        found[0][1].as_i64().unwrap(),
+    );
+    let everyone = http_rows(
+        &server.url,
+        ADMIN,
+        "SELECT count(*) AS n FROM dossiers",
+        &["n"],
+    )
+    .await;
+    assert!(
+        everyone[0][0].as_i64().unwrap() > n,
+        "the fixture has other agencies' dossiers"
+    );
+    let scoped = create_token(&server.url, ADMIN, &[&format!("query:{agency}")]).await;
+    let scoped = scoped["token"].as_str().unwrap();
+    let sql = "SELECT count(*) AS n, count(DISTINCT agency) AS agencies, min(agency) AS agency FROM dossiers";
+    let output = psql(server.pg_port, scoped, &[sql]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("{n}|1|{agency}")
+    );
+    let port = server.flight_port.to_string();
+    let answer = client_script("flight_clients.py", &["rows", &port, scoped, sql]);
+    assert_eq!(answer["rows"], json!([[n, 1, agency]]), "{answer}");
+}
