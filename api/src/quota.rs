@@ -132,7 +132,7 @@ impl TokenQuota {
             running: AtomicU32::new(0),
             rows: rows.map(|rows| Bucket::new(rows, Duration::from_secs(60))),
             appends: appends.map(|n| Bucket::new(n.into(), Duration::from_secs(1))),
-            metrics: metrics.clone(),
+            metrics,
         }
     }
 

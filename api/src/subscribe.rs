@@ -8,7 +8,8 @@ use crate::AppState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use chiso_store::{category_of, RecordedEvent, StreamName};
+use chiso_query::{LogScope, ReadScope, SqlEngine};
+use chiso_store::{category_of, EventStore, RecordedEvent, StreamName};
 use futures_util::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -56,16 +57,14 @@ pub async fn subscribe(
     };
     let shutdown = state.shutdown.clone();
     let revoked = state.auth.revocation(&headers).unwrap_or_default();
-    let mut scope = crate::log::log_scope(&state, &principal)?;
-    // A scope takes in agencies registered below it while it streams.
-    let refresh = scope
-        .as_ref()
-        .and_then(|_| Some((state.sql.clone()?, principal.read_scope()?)));
-    // The tables' position when the scope was resolved: agencies before it are in it.
-    let mut resolved_at = refresh
-        .as_ref()
-        .map_or(0, |(engine, _)| engine.projections().position());
-    let store = state.store.clone();
+    // The tables' position first: the scope resolved after it includes every agency before it.
+    let resolved_at = state.sql.as_ref().map_or(0, |e| e.projections().position());
+    let mut scoped = crate::log::log_scope(&state, &principal)?.map(|scope| ScopedFeed {
+        scope,
+        refresh: state.sql.clone().zip(principal.read_scope()),
+        resolved_at,
+        store: state.store.clone(),
+    });
     tokio::spawn(async move {
         loop {
             let batch = tokio::select! {
@@ -76,33 +75,15 @@ pub async fn subscribe(
             };
             let Ok(mut events) = batch else { break };
             // Only the caller's events (a stream's first event may have to be read).
-            if let Some(mut within) = scope.take() {
-                let (store, refresh) = (store.clone(), refresh.clone());
+            if let Some(mut feed) = scoped.take() {
                 let runtime = tokio::runtime::Handle::current();
                 let kept = tokio::task::spawn_blocking(move || {
-                    let mut kept = Vec::with_capacity(events.len());
-                    for event in events {
-                        let changed =
-                            category_of(&event.stream) == "agency" && event.position >= resolved_at;
-                        if let Some((engine, read_scope)) = refresh.as_ref().filter(|_| changed) {
-                            // Once the tables know of the change, the scope is resolved
-                            // again: the events after it are judged by it.
-                            let folded = engine.projections().wait_for(event.position, REFOLD);
-                            let _ = runtime.block_on(folded);
-                            resolved_at = engine.projections().position();
-                            within = engine.log_scope(read_scope).unwrap_or(within);
-                        }
-                        if within.sees(&store, &event)? {
-                            kept.push(event);
-                        }
-                    }
-                    Ok::<_, chiso_store::Error>((kept, within, resolved_at))
+                    let kept = feed.keep(events, &runtime);
+                    kept.map(|kept| (kept, feed))
                 })
                 .await;
-                let Ok(Ok((kept, within, at))) = kept else {
-                    break;
-                };
-                (events, scope, resolved_at) = (kept, Some(within), at);
+                let Ok(Ok((kept, feed))) = kept else { break };
+                (events, scoped) = (kept, Some(feed));
             }
             for event in &events {
                 let Some(message) = sse_event(event) else {
@@ -116,6 +97,43 @@ pub async fn subscribe(
     });
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(keep_alive))
+}
+
+/// A scoped subscription's filter: its scope, resolved again after each agency change it
+/// streams (once the tables have folded it), so a unit registered below it is in it from then.
+struct ScopedFeed {
+    scope: LogScope,
+    /// What resolves the scope again.
+    refresh: Option<(SqlEngine, ReadScope)>,
+    /// The tables' position when the scope was last resolved: changes before it are in it.
+    resolved_at: u64,
+    store: EventStore,
+}
+
+impl ScopedFeed {
+    /// The events of `events` the scope reads (blocking: it may read streams' first events).
+    fn keep(
+        &mut self,
+        events: Vec<RecordedEvent>,
+        runtime: &tokio::runtime::Handle,
+    ) -> chiso_store::Result<Vec<RecordedEvent>> {
+        let mut kept = Vec::with_capacity(events.len());
+        for event in events {
+            let changed =
+                category_of(&event.stream) == "agency" && event.position >= self.resolved_at;
+            if let Some((engine, read_scope)) = self.refresh.as_ref().filter(|_| changed) {
+                let _ = runtime.block_on(engine.projections().wait_for(event.position, REFOLD));
+                self.resolved_at = engine.projections().position();
+                if let Some(scope) = engine.log_scope(read_scope) {
+                    self.scope = scope;
+                }
+            }
+            if self.scope.sees(&self.store, &event)? {
+                kept.push(event);
+            }
+        }
+        Ok(kept)
+    }
 }
 
 fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
