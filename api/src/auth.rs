@@ -199,7 +199,7 @@ fn digest(token: &str) -> Digest32 {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -496,12 +496,19 @@ impl Principal {
         }
     }
 
-    /// Takes `events` from the token's append rate: 429 `append_quota_exceeded` while it is
-    /// spent.
-    pub fn take_appends(&self, events: usize) -> Result<()> {
+    /// Takes an append's events (counted only if the token has an append rate) from its
+    /// rate: 429 `append_quota_exceeded` while it is spent.
+    pub fn take_appends(&self, events: impl FnOnce() -> usize) -> Result<()> {
         match &self.quota {
             Some(quota) => quota.append(events),
             None => Ok(()),
+        }
+    }
+
+    /// Counts `events` this principal's token appended (`/metrics`).
+    pub fn appended(&self, events: usize) {
+        if let Some(quota) = &self.quota {
+            quota.appended(events);
         }
     }
 

@@ -44,7 +44,8 @@ pub async fn append_to_stream(
             "`events` is empty: an append carries at least one event",
         ));
     }
-    principal.take_appends(body.events.len())?;
+    let events_in_body = body.events.len();
+    principal.take_appends(|| events_in_body)?;
     let (checker, now) = (state.ingestor.checker(), chrono::Utc::now());
     let events = (0..)
         .zip(body.events)
@@ -64,6 +65,7 @@ pub async fn append_to_stream(
             let event = error.rejected_event();
             ApiError::from(error).under_pointer(event.map(|i| format!("/events/{i}")))
         })?;
+    principal.appended(events_in_body);
     Ok(Json(json!({
         "stream": name,
         "first_revision": result.first_revision,
@@ -87,9 +89,12 @@ pub async fn append_batch(
     let author = principal.author()?;
     let limit = state.limits.max_body_bytes;
     let (bytes, _held) = state.bodies.read(&headers, body, limit).await?;
-    let lines = bytes.split(|b| *b == b'\n');
-    principal.take_appends(lines.filter(|line| !line.trim_ascii().is_empty()).count())?;
+    principal.take_appends(|| {
+        let lines = bytes.split(|b| *b == b'\n');
+        lines.filter(|line| !line.trim_ascii().is_empty()).count()
+    })?;
     let batch = append_ndjson(&state.ingestor, &author, bytes).await?;
+    principal.appended(batch.count);
     Ok(Json(json!({
         "count": batch.count,
         "first_position": batch.first_position,

@@ -158,25 +158,30 @@ impl TokenQuota {
         }
     }
 
-    /// Takes `events` appended events from the token's rate, or 429 `append_quota_exceeded`
-    /// while it is spent.
-    pub(crate) fn append(&self, events: usize) -> Result<()> {
-        if let Some(bucket) = &self.appends {
-            if let Err(retry_after_secs) = bucket.check() {
-                self.refused("append_quota_exceeded");
-                let message = format!(
-                    "this token may append {} events a second and has used them: retry in {retry_after_secs} s",
-                    bucket.capacity
-                );
-                return Err(
-                    ApiError::new(ErrorKind::Overloaded, "append_quota_exceeded", message)
-                        .with_details(json!({"retry_after_secs": retry_after_secs})),
-                );
-            }
-            bucket.take(events as u64);
+    /// Takes an append's events (counted only when the token has an append rate) from the
+    /// token's rate, or 429 `append_quota_exceeded` while it is spent.
+    pub(crate) fn append(&self, events: impl FnOnce() -> usize) -> Result<()> {
+        let Some(bucket) = &self.appends else {
+            return Ok(());
+        };
+        if let Err(retry_after_secs) = bucket.check() {
+            self.refused("append_quota_exceeded");
+            let message = format!(
+                "this token may append {} events a second and has used them: retry in {retry_after_secs} s",
+                bucket.capacity
+            );
+            return Err(
+                ApiError::new(ErrorKind::Overloaded, "append_quota_exceeded", message)
+                    .with_details(json!({"retry_after_secs": retry_after_secs})),
+            );
         }
-        self.count(|m| &m.events, events as u64);
+        bucket.take(events() as u64);
         Ok(())
+    }
+
+    /// Counts `events` the token appended.
+    pub(crate) fn appended(&self, events: usize) {
+        self.count(|m| &m.events, events as u64);
     }
 }
 

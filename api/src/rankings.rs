@@ -20,11 +20,6 @@ const CATCH_UP: Duration = Duration::from_secs(600);
 /// from (it follows the head within milliseconds, except while an older log is first hashed).
 const CHAIN_WAIT: Duration = Duration::from_secs(5);
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `POST /v1/rankings/{month}/publish`.
 #[utoipa::path(post, path = "/v1/rankings/{month}/publish", tag = "sql", security(("bearer" = [])),
     params(("month" = String, Path, description = "`YYYY-MM`")),
@@ -80,7 +75,7 @@ pub async fn publish_month(state: &AppState, month: MonthKey, author: &Author) -
     };
     let anchor = anchor.map(|(position, hash)| chiso_ingest::ChainAnchor {
         position,
-        hash: hex(&hash),
+        hash: crate::auth::hex(&hash),
     });
     // The publisher's events take the clients' path: checked by the catalog, then appended
     // as an admin's request or as chiso's own (the scheduler's).

@@ -1,8 +1,8 @@
 //! `GET /v1/verify?from=&to=`: recomputes the log's hash chain over a range and compares it
 //! with the stored hashes and with the hashes published rankings copied (ARCHITECTURE.md §7).
 
+use crate::auth::hex;
 use crate::error::{ApiError, Result};
-use crate::rankings::hex;
 use crate::{AppState, Principal};
 use axum::extract::{Query as QueryString, State};
 use axum::Json;

@@ -76,16 +76,16 @@ async fn call(
 }
 
 async fn new_token(router: &Router, scopes: &[&str]) -> String {
-    let (status, answer) = call(
-        router,
-        Some(ADMIN),
-        "POST",
-        "/v1/tokens",
-        json!({"scopes": scopes}).to_string(),
-    )
-    .await;
+    let created = created_token(router, json!({ "scopes": scopes })).await;
+    created["token"].as_str().unwrap().to_owned()
+}
+
+/// The answer of `POST /v1/tokens` with `request`, made by the admin (201).
+async fn created_token(router: &Router, request: Value) -> Value {
+    let body = request.to_string();
+    let (status, answer) = call(router, Some(ADMIN), "POST", "/v1/tokens", body).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    answer["token"].as_str().unwrap().to_owned()
+    answer
 }
 
 fn received(agency: &str) -> Value {
@@ -713,15 +713,7 @@ async fn every_event_records_who_appended_it_and_tokens_are_on_record() {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let request = json!({"name": "Sở Xây dựng — một cửa", "scopes": ["append:26", "query"],
         "limits": {"queries": 2}, "expires_at": expires_at});
-    let (status, created) = call(
-        &router,
-        Some(ADMIN),
-        "POST",
-        "/v1/tokens",
-        request.to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = created_token(&router, request.clone()).await;
     let (token, id) = (
         created["token"].as_str().unwrap(),
         created["id"].as_str().unwrap().to_owned(),
@@ -881,9 +873,7 @@ async fn quotas_answer_429_with_retry_after_and_release_when_the_load_stops() {
         let router = router.clone();
         async move {
             let body = json!({"scopes": ["query", "append:26"], "limits": limits});
-            let (status, created) =
-                call(&router, Some(ADMIN), "POST", "/v1/tokens", body.to_string()).await;
-            assert_eq!(status, StatusCode::CREATED, "{created}");
+            let created = created_token(&router, body).await;
             let id = created["id"].as_str().unwrap().to_owned();
             (created["token"].as_str().unwrap().to_owned(), id)
         }
@@ -1059,15 +1049,7 @@ async fn a_query_scope_reads_its_subtree_on_every_endpoint_and_nothing_more() {
     let mut other = received("99.A");
     other["data"]["service"] = json!("9.001");
     let last = admin_append(&router, "dossier-other", other).await;
-    let (status, created) = call(
-        &router,
-        Some(ADMIN),
-        "POST",
-        "/v1/tokens",
-        json!({"scopes": ["query:26"]}).to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = created_token(&router, json!({"scopes": ["query:26"]})).await;
     let reader = created["token"].as_str().unwrap().to_owned();
     // SQL, once the tables hold the log: its province's rows only, published tables whole.
     let sql = |token: String, sql: &str| {

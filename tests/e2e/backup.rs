@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn backup(data_dir: &Path, dest: &Path) -> Output {
+pub(crate) fn backup(data_dir: &Path, dest: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_chiso"))
         .arg("backup")
         .arg("--data-dir")

@@ -201,16 +201,8 @@ async fn server_wide_token_limits_apply_to_tokens_without_their_own() {
     let server = Server::start_with(dir.path(), &env).await;
     let http = reqwest::Client::new();
     let plain = crate::support::create_token(&server.url, admin, &["query"]).await;
-    let own: serde_json::Value = http
-        .post(format!("{}/v1/tokens", server.url))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"scopes": ["query"], "limits": {"rows_per_minute": 1000}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let limits = serde_json::json!({"scopes": ["query"], "limits": {"rows_per_minute": 1000}});
+    let own = crate::support::create_token_with(&server.url, admin, limits).await;
     let one_row = |token: String| {
         let request = http
             .get(format!("{}/v1/sql?q=SELECT%201", server.url))

@@ -202,10 +202,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// A new token with `scopes`, made by `admin`: the answer of `POST /v1/tokens` (`token`, `id`).
 pub async fn create_token(url: &str, admin: &str, scopes: &[&str]) -> serde_json::Value {
+    create_token_with(url, admin, serde_json::json!({ "scopes": scopes })).await
+}
+
+/// The answer of `POST /v1/tokens` with `request` (scopes, limits, …), made by `admin`.
+pub async fn create_token_with(
+    url: &str,
+    admin: &str,
+    request: serde_json::Value,
+) -> serde_json::Value {
     reqwest::Client::new()
         .post(format!("{url}/v1/tokens"))
         .bearer_auth(admin)
-        .json(&serde_json::json!({ "scopes": scopes }))
+        .json(&request)
         .send()
         .await
         .unwrap()

@@ -106,12 +106,7 @@ async fn the_chain_verifies_a_clean_log_and_finds_a_changed_byte() {
     assert_eq!(verified["log_head"].as_u64(), Some(head));
     // A backup carries the chain and verifies on its own.
     let copy = dir.path().join("copy");
-    let output = Command::new(env!("CARGO_BIN_EXE_chiso"))
-        .args(["backup", "--data-dir"])
-        .arg(&data)
-        .arg(&copy)
-        .output()
-        .unwrap();
+    let output = crate::backup::backup(&data, &copy);
     assert!(
         output.status.success(),
         "{}",
