@@ -41,10 +41,11 @@ set_phase() { echo "$1" > "$scratch/phase"; }
 serve() {
   CHISO_LOG=warn "$chiso" serve --data-dir "$scratch/data" --listen 127.0.0.1:17881 --sql-max-rows 100000000 &
   pid=$!
-  until curl -sf "$url/health" > /dev/null; do sleep 0.2; done
+  until curl -sf "$url/health" > /dev/null; do sleep 0.05; done
   sample &
 }
-ready() { until curl -sf "$url/ready" > /dev/null; do sleep 0.5; done; }
+# Polled every 50 ms: the restart is timed by it (polling every 0.5 s added up to half a second).
+ready() { until curl -sf "$url/ready" > /dev/null; do sleep 0.05; done; }
 peak() { awk -v p="$1" '$2 == p && $3 > m {m = $3} END {print m + 0}' "$scratch/rss.txt"; }
 
 if [ -z "${REUSE:-}" ]; then
@@ -145,9 +146,12 @@ set_phase append_under_scan
 scan=$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1].split("|")[1]}))' "${queries[0]}")
 ( while :; do curl -sf -o /dev/null "$url/v1/sql" -H 'content-type: application/json' -d "$scan" || sleep 1; done ) &
 scanner=$!
+curl -sf "$url/metrics" > "$scratch/metrics-before.txt"
 result=$(wrk -t2 -c64 -d20s --latency -s bench/append.lua "$url")
+curl -sf "$url/metrics" > "$scratch/metrics-after.txt"
 kill $scanner 2>/dev/null || true; wait $scanner 2>/dev/null || true
 say "64 clients (wrk, 20 s), one validated DossierReceived a request, while the §8 group-by loops: $(echo "$result" | awk '/Requests\/sec/ {print $2}') events/s, p50 $(echo "$result" | awk '$1 == "50%" {print $2}'), p99 $(echo "$result" | awk '$1 == "99%" {print $2}')"
+say "  $(python3 bench/log_state.py "$scratch/metrics-before.txt" "$scratch/metrics-after.txt")"
 set_phase stop
 kill -TERM $pid; wait $pid || true
 

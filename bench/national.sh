@@ -158,8 +158,11 @@ say "restart after SIGKILL under NDJSON batches (head $before when killed): read
 # 4. 64 concurrent single appends on this data.
 set_phase wrk
 export CHISO_AGENCY=$agency CHISO_SERVICE=$service
+curl -sf "$url/metrics" > "$scratch/metrics-before.txt"
 result=$(wrk -t2 -c64 -d20s --latency -s bench/append.lua "$url")
+curl -sf "$url/metrics" > "$scratch/metrics-after.txt"
 say "chiso: 64 clients (wrk, 20 s), one validated DossierReceived a request: $(echo "$result" | awk '/Requests\/sec/ {print $2}') events/s, p50 $(echo "$result" | awk '$1 == "50%" {print $2}'), p99 $(echo "$result" | awk '$1 == "99%" {print $2}')$(echo "$result" | grep -q Non-2xx && echo ' (some refused)')"
+say "  $(python3 bench/log_state.py "$scratch/metrics-before.txt" "$scratch/metrics-after.txt")"
 say "resident set: peak $(peak restart_kill) MiB after the restart, $(peak wrk) MiB under 64 clients"
 set_phase stop
 kill -TERM "$pid"; wait "$pid" || true

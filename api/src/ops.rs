@@ -239,12 +239,16 @@ impl TableMetrics {
     }
 }
 
-/// What the log's RocksDB holds in memory, read when metrics are scraped.
+/// What the log's RocksDB holds in memory and owes in compactions, read when metrics are
+/// scraped.
 #[derive(Clone, Default)]
 pub struct LogMemoryMetrics {
     block_cache: Gauge,
     memtables: Gauge,
     table_readers: Gauge,
+    pending_compaction: Gauge,
+    compactions: Gauge,
+    flushes: Gauge,
 }
 
 impl LogMemoryMetrics {
@@ -266,6 +270,21 @@ impl LogMemoryMetrics {
                 "Bytes the log's open SST files hold outside the block caches (index and filter blocks)",
                 &self.table_readers,
             ),
+            (
+                "chiso_log_compaction_pending_bytes",
+                "Bytes RocksDB estimates its compactions of the log still have to rewrite",
+                &self.pending_compaction,
+            ),
+            (
+                "chiso_log_compactions_running",
+                "Compactions of the log running now",
+                &self.compactions,
+            ),
+            (
+                "chiso_log_flushes_running",
+                "Memtable flushes of the log running now",
+                &self.flushes,
+            ),
         ];
         register_gauges(registry, &gauges);
     }
@@ -275,6 +294,13 @@ impl LogMemoryMetrics {
         set_gauge(&self.block_cache, memory.block_cache);
         set_gauge(&self.memtables, memory.memtables);
         set_gauge(&self.table_readers, memory.table_readers);
+        let background = store.background();
+        set_gauge(
+            &self.pending_compaction,
+            background.pending_compaction_bytes,
+        );
+        set_gauge(&self.compactions, background.running_compactions);
+        set_gauge(&self.flushes, background.running_flushes);
     }
 }
 

@@ -495,6 +495,10 @@ async fn unknown_routes_methods_and_operator_endpoints() {
         "{text}"
     );
     gauge("chiso_log_table_readers_bytes");
+    // What RocksDB owes behind the writes: two events flush nothing and compact nothing.
+    assert_eq!(gauge("chiso_log_compaction_pending_bytes"), 0, "{text}");
+    assert_eq!(gauge("chiso_log_compactions_running"), 0, "{text}");
+    gauge("chiso_log_flushes_running");
 }
 
 #[tokio::test]

@@ -81,6 +81,17 @@ pub struct LogMemory {
     pub table_readers: u64,
 }
 
+/// What RocksDB is doing behind the writes: compactions owed and running, flushes running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogBackground {
+    /// Bytes RocksDB estimates its compactions still have to rewrite, every column family.
+    pub pending_compaction_bytes: u64,
+    /// Compactions running now.
+    pub running_compactions: u64,
+    /// Memtable flushes running now.
+    pub running_flushes: u64,
+}
+
 /// A handle to the event log for reading it: cheap to clone, shared by every reader. Its
 /// writes go through the [`Appender`] it was opened with, typed by the log's [`WriteModel`].
 #[derive(Clone)]
@@ -247,6 +258,28 @@ impl EventStore {
             block_cache: sum("rocksdb.block-cache-usage"),
             memtables: sum("rocksdb.cur-size-all-mem-tables"),
             table_readers: sum("rocksdb.estimate-table-readers-mem"),
+        }
+    }
+
+    /// What RocksDB's background threads owe and are doing now.
+    pub fn background(&self) -> LogBackground {
+        let db = &self.inner.db;
+        let pending = ALL_CFS
+            .iter()
+            .filter_map(|name| {
+                db.property_int_value_cf(
+                    cf_handle(db, name),
+                    "rocksdb.estimate-pending-compaction-bytes",
+                )
+                .ok()
+            })
+            .flatten()
+            .sum();
+        let running = |property: &str| db.property_int_value(property).ok().flatten().unwrap_or(0);
+        LogBackground {
+            pending_compaction_bytes: pending,
+            running_compactions: running("rocksdb.num-running-compactions"),
+            running_flushes: running("rocksdb.num-running-flushes"),
         }
     }
 
