@@ -46,7 +46,9 @@ use crate::local_time::{
 use chiso_ingest::{decode_stored, DomainEvent};
 use chiso_store::{EventStore, Manifest, ReadDirection, SegmentDir, StreamName};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReaderBuilder,
+};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -1789,6 +1791,37 @@ fn load_totals(
     Ok(())
 }
 
+/// The columns of a `dossiers` segment read as dictionaries: their names are interned once per
+/// distinct value rather than once per row (they were a fifth of a national restart).
+const NAME_COLUMNS: [&str; 4] = ["agency", "province", "service", "procedure_code"];
+
+/// `footer` with the [`NAME_COLUMNS`] it holds as strings read as dictionaries.
+fn names_as_dictionaries(
+    footer: ArrowReaderMetadata,
+) -> std::result::Result<ArrowReaderMetadata, datafusion::parquet::errors::ParquetError> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+    let schema = footer.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 if NAME_COLUMNS.contains(&field.name().as_str()) => {
+                field.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                ))
+            }
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    let hint = Schema::new_with_metadata(fields, schema.metadata().clone());
+    ArrowReaderMetadata::try_new(
+        footer.metadata().clone(),
+        ArrowReaderOptions::new().with_schema(Arc::new(hint)),
+    )
+}
+
 /// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not
 /// land where it was saved puts its month in `relayout`.
 fn load_segment(
@@ -1802,9 +1835,14 @@ fn load_segment(
         file: file.to_owned(),
         reason,
     };
-    let bytes = segments.read(file)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+    let bytes = bytes::Bytes::from(segments.read(file)?);
+    let footer = ArrowReaderMetadata::load(&bytes, Default::default())
+        .and_then(|footer| match name.table {
+            "dossiers" => names_as_dictionaries(footer),
+            _ => Ok(footer),
+        })
         .map_err(|e| failed(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, footer);
     let deleted = footer_value(&builder, sealed::DELETED);
     let reader = builder
         .with_batch_size(65_536)

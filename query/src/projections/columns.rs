@@ -2,9 +2,10 @@
 
 use crate::local_time::ZONE;
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
 
 /// Local time: µs since the epoch, shown at +07:00.
@@ -84,6 +85,66 @@ impl Columns<'_> {
 
     pub fn times(&self, name: &str) -> Result<&TimestampMicrosecondArray, String> {
         self.get(name)
+    }
+}
+
+/// A column of names (agencies, services, provinces, procedures) as a segment reader gave it:
+/// plain strings, or a dictionary whose few values are interned once for the whole batch.
+pub enum Names<'a> {
+    Plain(&'a StringArray),
+    Dictionary {
+        keys: &'a Int32Array,
+        names: Vec<Arc<str>>,
+    },
+}
+
+impl<'a> Names<'a> {
+    /// The column `name` of `columns`, its dictionary's values interned by `intern`; `None`
+    /// when a segment written by an older chiso has no such column.
+    pub fn of(
+        columns: &Columns<'a>,
+        name: &str,
+        intern: &mut dyn FnMut(&str) -> Arc<str>,
+    ) -> Result<Option<Self>, String> {
+        let Some(column) = columns.0.column_by_name(name) else {
+            return Ok(None);
+        };
+        if let Some(plain) = column.as_any().downcast_ref::<StringArray>() {
+            return Ok(Some(Self::Plain(plain)));
+        }
+        let dictionary = column
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .ok_or_else(|| format!("column {name} is not text"))?;
+        let values = dictionary
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| format!("column {name} is not text"))?;
+        // A null value is never a key of a valid row; it is kept as "" to keep the indexes.
+        let names = (0..values.len())
+            .map(|i| {
+                intern(if values.is_valid(i) {
+                    values.value(i)
+                } else {
+                    ""
+                })
+            })
+            .collect();
+        Ok(Some(Self::Dictionary {
+            keys: dictionary.keys(),
+            names,
+        }))
+    }
+
+    /// The name at `row` (`None` where it is null), shared.
+    pub fn at(&self, row: usize, intern: &mut dyn FnMut(&str) -> Arc<str>) -> Option<Arc<str>> {
+        match self {
+            Self::Plain(array) => string_at(array, row).map(intern),
+            Self::Dictionary { keys, names } => {
+                optional(*keys, row, |i| names[keys.value(i) as usize].clone())
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use super::agency_daily::DayCounts;
 use super::columns::{
     batch, ints, longs, optional, optional_strings, schema, string_at, strings, times, timestamp,
-    Columns,
+    Columns, Names,
 };
 use super::sealed::{SealedBase, SealedRow};
 use super::tables::{Decoded, Map, Tables};
@@ -499,6 +499,11 @@ impl Dossiers {
         Some(forgotten)
     }
 
+    /// Room for `more` dossiers in the index without rehashing.
+    fn reserve(&mut self, more: usize) {
+        self.index.reserve(more);
+    }
+
     fn insert(&mut self, month: MonthKey, dossier: Dossier) {
         let id = dossier.id.clone();
         let row = self.months.entry(month).or_default().push(dossier);
@@ -919,18 +924,21 @@ pub fn decode_pauses(text: &str) -> Option<Vec<Pause>> {
 }
 
 /// Reads the dossiers of a batch of [`STORED`].
-pub fn stored_dossiers(batch: &RecordBatch) -> Result<Vec<Dossier>, String> {
+pub fn stored_dossiers(
+    batch: &RecordBatch,
+    intern: &mut dyn FnMut(&str) -> Arc<str>,
+) -> Result<Vec<Dossier>, String> {
     let c = Columns(batch);
-    let (id, agency, province) = (
-        c.strings("id")?,
-        c.strings("agency")?,
-        c.strings("province")?,
+    let names = |name: &str, intern: &mut dyn FnMut(&str) -> Arc<str>| {
+        Names::of(&c, name, intern)?.ok_or_else(|| format!("column {name} is missing"))
+    };
+    let id = c.strings("id")?;
+    let (agency, province, service) = (
+        names("agency", intern)?,
+        names("province", intern)?,
+        names("service", intern)?,
     );
-    let (service, level, channel) = (
-        c.strings("service")?,
-        c.int32("service_level")?,
-        c.strings("channel")?,
-    );
+    let (level, channel) = (c.int32("service_level")?, c.strings("channel")?);
     let (received, due) = (c.times("received_at")?, c.times("due_at")?);
     let (resolved, withdrawn) = (c.times("resolved_at")?, c.times("withdrawn_at")?);
     let (outcome, pauses, rating) = (
@@ -941,19 +949,8 @@ pub fn stored_dossiers(batch: &RecordBatch) -> Result<Vec<Dossier>, String> {
     let paid = c.get::<BooleanArray>("paid_online")?;
     // Segments and sealed files written before `DossierReceived` version 2 have no such
     // columns: their rows were all received in version 1.
-    let (procedure_code, applicant) = (
-        c.optional_strings("procedure_code")?,
-        c.optional_strings("applicant")?,
-    );
-    let mut names: Map<String, Arc<str>> = Map::default();
-    let mut shared = |text: &str| -> Arc<str> {
-        if let Some(name) = names.get(text) {
-            return name.clone();
-        }
-        let name: Arc<str> = text.into();
-        names.insert(text.to_owned(), name.clone());
-        name
-    };
+    let procedure_code = Names::of(&c, "procedure_code", intern)?;
+    let applicant = c.optional_strings("applicant")?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let pauses = match string_at(pauses, row) {
@@ -962,13 +959,17 @@ pub fn stored_dossiers(batch: &RecordBatch) -> Result<Vec<Dossier>, String> {
         };
         rows.push(Dossier {
             id: id.value(row).into(),
-            agency: shared(agency.value(row)),
-            province: string_at(province, row).map(&mut shared),
-            service: shared(service.value(row)),
+            agency: agency
+                .at(row, intern)
+                .ok_or("a dossier without an agency")?,
+            province: province.at(row, intern),
+            service: service
+                .at(row, intern)
+                .ok_or("a dossier without a service")?,
             service_level: optional(level, row, |i| level.value(i) as u8),
             procedure_code: procedure_code
-                .and_then(|codes| string_at(codes, row))
-                .map(&mut shared),
+                .as_ref()
+                .and_then(|codes| codes.at(row, intern)),
             applicant: applicant
                 .and_then(|kinds| string_at(kinds, row))
                 .map(str::parse)
@@ -994,11 +995,9 @@ impl Tables {
         month: MonthKey,
         batch: &RecordBatch,
     ) -> Result<(), String> {
-        for mut dossier in stored_dossiers(batch)? {
-            dossier.agency = self.intern(&dossier.agency);
-            dossier.service = self.intern(&dossier.service);
-            dossier.province = dossier.province.map(|p| self.intern(&p));
-            dossier.procedure_code = dossier.procedure_code.map(|p| self.intern(&p));
+        let rows = stored_dossiers(batch, &mut |text| self.intern(text))?;
+        self.dossiers.reserve(rows.len());
+        for dossier in rows {
             self.restore_dossier(month, dossier);
         }
         Ok(())
