@@ -478,13 +478,10 @@ impl Principal {
         if scopes.contains(&Scope::Query) {
             return Some(chiso_query::ReadScope::All);
         }
-        let roots: Vec<String> = scopes
-            .iter()
-            .filter_map(|scope| match scope {
-                Scope::QueryIn(agency) => Some(agency.clone()),
-                _ => None,
-            })
-            .collect();
+        let roots = agencies_in(scopes, |scope| match scope {
+            Scope::QueryIn(agency) => Some(agency),
+            _ => None,
+        });
         (!roots.is_empty()).then_some(chiso_query::ReadScope::Agencies(roots))
     }
 
@@ -526,13 +523,10 @@ impl Principal {
         match &self.access {
             Access::Unrestricted => Ok(Grant::All),
             Access::Scoped(scopes) => {
-                let agencies: Vec<String> = scopes
-                    .iter()
-                    .filter_map(|s| match s {
-                        Scope::Append(agency) => Some(agency.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let agencies = agencies_in(scopes, |scope| match scope {
+                    Scope::Append(agency) => Some(agency),
+                    _ => None,
+                });
                 if agencies.is_empty() {
                     return Err(forbidden("this token has no `append:` scope"));
                 }
@@ -828,4 +822,9 @@ pub async fn revoke_token(
 
 fn token_not_found() -> ApiError {
     ApiError::new(ErrorKind::NotFound, "token_not_found", "no such token")
+}
+
+/// The agencies that `scopes` name through the kind of scope `pick` reads.
+fn agencies_in(scopes: &[Scope], pick: impl Fn(&Scope) -> Option<&String>) -> Vec<String> {
+    scopes.iter().filter_map(pick).cloned().collect()
 }

@@ -482,14 +482,7 @@ async fn revoking_a_token_ends_its_live_subscriptions() {
     let (router, _store) = open(dir.path());
     reference(&router).await;
     let reader = new_token(&router, &["query"]).await;
-    let request = Request::get("/v1/subscribe")
-        .header("Authorization", format!("Bearer {reader}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let streaming =
-        tokio::spawn(async move { response.into_body().collect().await.map(|b| b.to_bytes()) });
+    let streaming = subscribe(&router, &reader).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(!streaming.is_finished(), "a live subscription stays open");
     let (status, _) = call(
@@ -1010,6 +1003,20 @@ async fn quotas_answer_429_with_retry_after_and_release_when_the_load_stops() {
 }
 
 /// Appends one event to `stream` as the admin; its position.
+/// A live subscription to everything `token` may read, collected until it ends.
+async fn subscribe(
+    router: &Router,
+    token: &str,
+) -> tokio::task::JoinHandle<Result<bytes::Bytes, axum::Error>> {
+    let request = Request::get("/v1/subscribe")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::spawn(async move { response.into_body().collect().await.map(|b| b.to_bytes()) })
+}
+
 async fn admin_append(router: &Router, stream: &str, event: Value) -> u64 {
     let uri = format!("/v1/streams/{stream}");
     let body = json!({"events": [event]}).to_string();
@@ -1104,14 +1111,7 @@ async fn a_query_scope_reads_its_subtree_on_every_endpoint_and_nothing_more() {
     assert!(everything.iter().any(hidden));
     assert_eq!(seen, expected);
     // Live: a subscriber from the start sees the same, and new events of its province only.
-    let request = Request::get("/v1/subscribe")
-        .header("Authorization", format!("Bearer {reader}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let streaming =
-        tokio::spawn(async move { response.into_body().collect().await.map(|b| b.to_bytes()) });
+    let streaming = subscribe(&router, &reader).await;
     let mut theirs = received("99.A");
     theirs["data"]["service"] = json!("9.001");
     admin_append(&router, "dossier-other-2", theirs).await;

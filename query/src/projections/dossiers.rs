@@ -499,11 +499,6 @@ impl Dossiers {
         Some(forgotten)
     }
 
-    /// Room for `more` dossiers in the index without rehashing.
-    fn reserve(&mut self, more: usize) {
-        self.index.reserve(more);
-    }
-
     fn insert(&mut self, month: MonthKey, dossier: Dossier) {
         let id = dossier.id.clone();
         let row = self.months.entry(month).or_default().push(dossier);
@@ -995,9 +990,7 @@ impl Tables {
         month: MonthKey,
         batch: &RecordBatch,
     ) -> Result<(), String> {
-        let rows = stored_dossiers(batch, &mut |text| self.intern(text))?;
-        self.dossiers.reserve(rows.len());
-        for dossier in rows {
+        for dossier in stored_dossiers(batch, &mut |text| self.intern(text))? {
             self.restore_dossier(month, dossier);
         }
         Ok(())
