@@ -40,6 +40,7 @@ mod queries;
 pub mod rankings;
 mod report;
 mod scope;
+mod sealed_filter;
 
 pub use chiso_store::ErrorKind;
 pub use datafusion;

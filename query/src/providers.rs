@@ -7,6 +7,7 @@
 use crate::local_parquet::{LocalParquetReaderFactory, LocalPath};
 use crate::local_time::{local_day, month_of_day, MonthKey, DAY_LIMIT, ZONE};
 use crate::projections::{self, Projections, SealedFile, TableName};
+use crate::sealed_filter::{self, DictionaryFilter};
 use async_trait::async_trait;
 use chiso_store::EventStore;
 use datafusion::arrow::array::{
@@ -37,6 +38,7 @@ use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
@@ -151,8 +153,19 @@ impl TableProvider for ProjectionTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Pruning is by whole months: DataFusion still applies every filter to the rows.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Pruning is by whole months: DataFusion still applies every filter to the rows, but
+        // those the scan applies itself, on the sealed files' dictionaries and the rows in
+        // memory (see `stored_scan`).
+        let dictionaries = self.dictionaries();
+        Ok(filters
+            .iter()
+            .map(
+                |filter| match sealed_filter::exact(filter, &self.schema, dictionaries) {
+                    true => TableProviderFilterPushDown::Exact,
+                    false => TableProviderFilterPushDown::Inexact,
+                },
+            )
+            .collect())
     }
 
     async fn scan(
@@ -176,6 +189,15 @@ impl TableProvider for ProjectionTable {
 }
 
 impl ProjectionTable {
+    /// The string columns its sealed files store as dictionaries (sealed `dossiers` store
+    /// their names and codes so).
+    fn dictionaries(&self) -> &'static [&'static str] {
+        match self.table {
+            TableName::Dossiers => &projections::sealed::DICTIONARY_COLUMNS,
+            _ => &[],
+        }
+    }
+
     /// Every row the filters do not rule out, whatever the caller's scope.
     fn scan_all(
         &self,
@@ -207,12 +229,40 @@ impl ProjectionTable {
             TableName::AgencyDaily => self.projections.daily_sources(months),
             table => (self.projections.batches(table, months), Vec::new()),
         };
-        let memory = MemorySourceConfig::try_new_exec(
-            &spread(batches, n),
-            schema.clone(),
-            projection.cloned(),
-        )?;
-        match sealed_scan(state, schema, files, projection, filters, n)? {
+        // The filters taken as exact are applied here, to both parts: their columns are read
+        // even when the query does not select them, and dropped after.
+        let dictionaries = self.dictionaries();
+        let exact: Vec<Expr> = filters
+            .iter()
+            .filter(|f| sealed_filter::exact(f, &self.schema, dictionaries))
+            .cloned()
+            .collect();
+        let read = sealed_filter::widened(projection, schema, &exact)?;
+        let asked = projection.map(Vec::len);
+        let memory =
+            MemorySourceConfig::try_new_exec(&spread(batches, n), schema.clone(), read.clone())?;
+        let memory: Arc<dyn ExecutionPlan> = match conjunction(exact) {
+            Some(filter) => {
+                let columns = DFSchema::try_from(memory.schema().as_ref().clone())?;
+                let predicate = state.create_physical_expr(filter, &columns)?;
+                let kept = asked.map(|asked| (0..asked).collect());
+                Arc::new(
+                    FilterExecBuilder::new(predicate, memory)
+                        .apply_projection(kept)?
+                        .build()?,
+                )
+            }
+            None => memory,
+        };
+        let sealed = Sealed {
+            files,
+            read: read.as_ref(),
+            asked,
+            filters,
+            partitions: n,
+            dictionaries,
+        };
+        match sealed_scan(state, schema, sealed)? {
             Some(sealed) => UnionExec::try_new(vec![memory, sealed]),
             None => Ok(memory),
         }
@@ -287,18 +337,38 @@ fn dossiers_scan(
     Ok(Arc::new(ProjectionExec::try_new(columns, input)?))
 }
 
+/// What a scan of sealed months reads.
+struct Sealed<'a> {
+    files: Vec<SealedFile>,
+    /// The columns read: those asked for, then those only the exact filters need.
+    read: Option<&'a Vec<usize>>,
+    /// How many of `read` the scan returns (`None`: all of the schema's).
+    asked: Option<usize>,
+    filters: &'a [Expr],
+    partitions: usize,
+    /// The string columns the files store as dictionaries.
+    dictionaries: &'a [&'a str],
+}
+
 /// DataFusion's Parquet scan over sealed months: projection, the filters as a pruning
 /// predicate (row groups and pages by their statistics), each file's deletion vector as a
 /// row selection, and its exact row count. Files whose footers show that no row group can
-/// match are left out before the scan is planned (`None` when that leaves none).
+/// match are left out before the scan is planned (`None` when that leaves none). The
+/// dictionaries a filter compares with constants are read and filtered as dictionaries
+/// first ([`DictionaryFilter`]): every filter taken as exact is applied here.
 fn sealed_scan(
     state: &dyn Session,
     schema: &SchemaRef,
-    files: Vec<SealedFile>,
-    projection: Option<&Vec<usize>>,
-    filters: &[Expr],
-    n: usize,
+    sealed: Sealed<'_>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Sealed {
+        files,
+        read,
+        asked,
+        filters,
+        partitions: n,
+        dictionaries,
+    } = sealed;
     // Footers and page indexes parsed once per file, not once per query: the runtime's
     // metadata cache (sealed files never change; a compaction writes a new name).
     let runtime = state.runtime_env();
@@ -311,13 +381,11 @@ fn sealed_scan(
     let mut options = state.table_options().parquet.clone();
     // Sealed files have no Bloom filters: looking for them cost a tenth of a scan.
     options.global.bloom_filter_on_read = false;
-    let mut source = ParquetSource::new(schema.clone())
-        .with_table_parquet_options(options)
-        .with_parquet_file_reader_factory(Arc::new(reader));
-    let predicate = conjunction(filters.iter().cloned()).and_then(|filter| {
+    let physical = |filter: Option<Expr>, schema: &SchemaRef| {
         let columns = DFSchema::try_from(schema.as_ref().clone()).ok()?;
-        state.create_physical_expr(filter, &columns).ok()
-    });
+        state.create_physical_expr(filter?, &columns).ok()
+    };
+    let predicate = physical(conjunction(filters.iter().cloned()), schema);
     let files = match &predicate {
         Some(predicate) => prune_files(files, predicate, schema),
         None => files,
@@ -325,13 +393,25 @@ fn sealed_scan(
     if files.is_empty() {
         return Ok(None);
     }
+    let on_dictionaries = DictionaryFilter::of(filters, schema, dictionaries);
+    let (scan_schema, predicate) = match &on_dictionaries {
+        Some(filter) => {
+            let scan_schema = filter.scan_schema(schema);
+            let predicate = physical(filter.pruning(filters), &scan_schema);
+            (scan_schema, predicate)
+        }
+        None => (schema.clone(), predicate),
+    };
+    let mut source = ParquetSource::new(scan_schema.clone())
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(reader));
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
     let mut groups = vec![Vec::new(); n.clamp(1, files.len())];
     let count = groups.len();
     for (i, file) in files.into_iter().enumerate() {
-        let mut statistics = Statistics::new_unknown(schema);
+        let mut statistics = Statistics::new_unknown(&scan_schema);
         statistics.num_rows = Precision::Exact(file.base.live_rows() as usize);
         statistics.total_byte_size = Precision::Inexact(file.base.bytes as usize);
         let mut partitioned = PartitionedFile::new(file.path.to_string_lossy(), file.base.bytes)
@@ -342,13 +422,20 @@ fn sealed_scan(
         if let Some(selection) = file.base.selection() {
             partitioned = partitioned.with_extension(ParquetRowSelection::new(selection));
         }
+        if let (Some(filter), Some(footer)) = (&on_dictionaries, &file.base.footer) {
+            partitioned = partitioned.with_arrow_schema(filter.file_hint(footer.schema()));
+        }
         groups[i % count].push(partitioned);
     }
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
         .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-        .with_projection_indices(projection.cloned())?
+        .with_projection_indices(read.cloned())?
         .build();
-    Ok(Some(DataSourceExec::from_data_source(config)))
+    let scan = DataSourceExec::from_data_source(config);
+    match on_dictionaries {
+        Some(filter) => filter.apply(state, scan, read, asked, schema).map(Some),
+        None => Ok(Some(scan)),
+    }
 }
 
 /// The files of which some row group may hold a row `predicate` accepts, by the statistics

@@ -42,7 +42,7 @@ const LAST_CLOSED: &str = "chiso.last_closed";
 /// Footer key of the latest receipt in a sealed file (the log's clock, after a restart).
 const NEWEST_RECEIVED: &str = "chiso.newest_received";
 /// The columns of few distinct values, dictionary-encoded.
-const DICTIONARY_COLUMNS: [&str; 10] = [
+pub(crate) const DICTIONARY_COLUMNS: [&str; 10] = [
     "agency",
     "province",
     "service",
