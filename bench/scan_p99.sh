@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The 64-client single-append p99 while the §8 group-by loops, alone on a data directory
+# (DATA, default adhoc.sh's): each argument is name:extra `chiso serve` arguments; BIN the
+# binary; EXPORT=1 exports every dossier as Parquet first. Usage:
+#   bash bench/scan_p99.sh "t2:" "t1:--sql-threads 1"
+mkdir -p /tmp/ab
+cd "$(dirname "$0")/.."
+D=${DATA:-$HOME/.cache/chiso-target/bench-scratch/adhoc/data}; port=17992; url=http://127.0.0.1:$port
+scan='{"sql":"SELECT province, channel, timeliness, count(*) AS dossiers, avg(paused_seconds) AS avg_paused_seconds, sum(CASE WHEN paid_online THEN 1 ELSE 0 END) AS paid_online FROM dossiers GROUP BY province, channel, timeliness ORDER BY province, channel, timeliness"}'
+for pair in "$@"; do
+  name=${pair%%:*}; args=${pair#*:}
+  CHISO_LOG=${CHISO_LOG:-warn} ${BIN:?the chiso binary to run} serve --data-dir $D --listen 127.0.0.1:$port $args 2>>/tmp/ab/scan-server.log & pid=$!
+  until curl -sf $url/ready >/dev/null; do sleep 0.05; done
+  read -r CHISO_AGENCY CHISO_SERVICE < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+  export CHISO_AGENCY CHISO_SERVICE
+  if [ -n "$EXPORT" ]; then curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT * FROM dossiers","format":"parquet"}' -o /dev/null; echo "rss after export $(($(ps -o rss= -p $pid)/1024)) MiB"; fi
+  ( while :; do curl -sf -o /dev/null "$url/v1/sql" -H 'content-type: application/json' -d "$scan" || sleep 1; done ) & scanner=$!
+  sleep 2
+  result=$(wrk -t2 -c64 -d15s --latency -s bench/append.lua "$url")
+  kill $scanner; wait $scanner 2>/dev/null
+  echo "$name: $(echo "$result" | awk '/Requests\/sec/ {print $2}')/s p50 $(echo "$result" | awk '$1 == "50%" {print $2}') p99 $(echo "$result" | awk '$1 == "99%" {print $2}')"
+  kill -TERM $pid; wait $pid
+done
