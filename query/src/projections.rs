@@ -1617,9 +1617,6 @@ struct Loaded {
     damaged: BTreeMap<Partition, String>,
 }
 
-/// Loads every segment of the manifest: sealed files by their footers first, then rows,
-/// services before their level spans. A segment that cannot be read damages its partition
-/// (the partition's other segments are passed over); a name no partition has fails the load.
 /// The segment of a month's `agency_daily` totals by agency, beside its days.
 fn totals_name(month: MonthKey) -> String {
     format!("{}/{TOTALS}", Partition::AgencyDaily(month).name())
@@ -1628,6 +1625,10 @@ fn totals_name(month: MonthKey) -> String {
 /// The part of a month of `agency_daily` holding its totals by agency.
 const TOTALS: &str = "totals";
 
+/// Loads every segment of the manifest: sealed files by their footers first, then rows,
+/// services before their level spans, the rows decoded on a second thread. A segment that
+/// cannot be read damages its partition (the partition's other segments are passed over); a
+/// name no partition has fails the load.
 fn load_segments(
     segments: &SegmentDir,
     manifest: &Manifest,
@@ -1646,6 +1647,7 @@ fn load_segments(
         };
         (order, name.as_str())
     });
+    let mut entries = Vec::with_capacity(names.len());
     for (name, file) in names {
         let parsed = SegmentName::parse(name);
         let partition = parsed.as_ref().and_then(SegmentName::partition);
@@ -1655,49 +1657,134 @@ fn load_segments(
                 reason: format!("no table has a segment named {name}"),
             });
         };
+        entries.push((parsed, partition, file.as_str()));
+    }
+    // Sealed files first, by their footers: the horizon they set decides which months of
+    // `agency_daily` start cold.
+    let (sealed, rest): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(n, p, _)| n.sealed && matches!(p, Partition::Dossiers(_)));
+    for (_, partition, file) in sealed {
+        let Partition::Dossiers(month) = partition else {
+            continue;
+        };
         if loaded.damaged.contains_key(&partition) {
             continue;
         }
-        // A settled month of `agency_daily` saved with its totals starts cold: its totals
-        // are read, its days stay in their file. (The horizon is the sealed months' so far,
-        // loaded first: a month settled by it stays settled.)
-        let cold = |month: MonthKey, tables: &Tables| {
-            manifest.segments.contains_key(&totals_name(month))
-                && (policy.immediately || policy.settled(month, tables.dossiers.horizon))
-        };
-        let result = match (partition, parsed.part) {
-            (Partition::AgencyDaily(month), Some(TOTALS)) if cold(month, tables) => {
-                let days = &manifest.segments[&partition.name()];
-                load_totals(segments, file, days, month, tables)
+        match sealed::open_base(&segments.path().join(file), file) {
+            Ok(base) => {
+                let dossiers = &mut tables.dossiers;
+                dossiers.horizon = dossiers.horizon.max(base.newest_received);
+                dossiers.months.entry(month).or_default().sealed = Some(base);
             }
-            // A month loaded whole counts its totals from its days.
-            (Partition::AgencyDaily(_), Some(TOTALS)) => Ok(()),
-            (Partition::AgencyDaily(month), None) if cold(month, tables) => Ok(()),
-            (Partition::AgencyDaily(month), None) => {
-                if !manifest.segments.contains_key(&totals_name(month)) {
-                    // Saved before months kept their totals: saved again with them.
-                    loaded.relayout.insert(partition);
-                }
-                load_segment(segments, &parsed, file, tables, &mut loaded.relayout)
+            Err(error) => {
+                loaded.damaged.insert(partition, error.to_string());
             }
-            (Partition::Dossiers(month), _) if parsed.sealed => {
-                sealed::open_base(&segments.path().join(file), file).map(|base| {
-                    let dossiers = &mut tables.dossiers;
-                    dossiers.horizon = dossiers.horizon.max(base.newest_received);
-                    dossiers.months.entry(month).or_default().sealed = Some(base);
-                })
-            }
-            _ => load_segment(segments, &parsed, file, tables, &mut loaded.relayout),
-        };
-        if let Err(error) = result {
-            loaded.damaged.insert(partition, error.to_string());
         }
     }
+    // A settled month of `agency_daily` saved with its totals starts cold: its totals are
+    // read, its days stay in their file (a month settled by the sealed files stays settled).
+    let cold = |month: MonthKey| {
+        manifest.segments.contains_key(&totals_name(month))
+            && (policy.immediately || policy.settled(month, tables.dossiers.horizon))
+    };
+    let actions: Vec<(SegmentName<'_>, Partition, &str, Load)> = rest
+        .into_iter()
+        .map(|(parsed, partition, file)| {
+            let load = match (partition, parsed.part) {
+                (Partition::AgencyDaily(month), Some(TOTALS)) if cold(month) => Load::Totals(month),
+                // A month loaded whole counts its totals from its days.
+                (Partition::AgencyDaily(_), Some(TOTALS)) => Load::Nothing,
+                (Partition::AgencyDaily(month), None) if cold(month) => Load::Nothing,
+                (Partition::AgencyDaily(month), None) => {
+                    if !manifest.segments.contains_key(&totals_name(month)) {
+                        // Saved before months kept their totals: saved again with them.
+                        loaded.relayout.insert(partition);
+                    }
+                    Load::Rows
+                }
+                _ => Load::Rows,
+            };
+            (parsed, partition, file, load)
+        })
+        .collect();
+    // The segments whose rows are put back are decoded on a second thread, in order, a few
+    // ahead, while this one puts their rows back (a restart's two halves on two cores).
+    std::thread::scope(|scope| -> Result<()> {
+        let (send, mut decoded) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+        let to_decode: Vec<(SegmentName<'_>, &str)> = actions
+            .iter()
+            .filter(|(_, _, _, load)| matches!(load, Load::Rows))
+            .map(|(parsed, _, file, _)| (*parsed, *file))
+            .collect();
+        std::thread::Builder::new()
+            .name("chiso-load".into())
+            .spawn_scoped(scope, move || {
+                for (parsed, file) in to_decode {
+                    if send.send(decode_segment(segments, &parsed, file)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|error| Error::Fold(format!("cannot start the loader: {error}")))?;
+        for (parsed, partition, file, load) in &actions {
+            // Every decoded segment is taken, in order, even one of a damaged partition.
+            let segment = match load {
+                Load::Rows => Some(next_decoded(&mut decoded, file)?),
+                _ => None,
+            };
+            // A partition a segment of which could not be read is passed over.
+            if loaded.damaged.contains_key(partition) {
+                continue;
+            }
+            let result = match (load, segment) {
+                (Load::Totals(month), _) => {
+                    let days = &manifest.segments[&partition.name()];
+                    load_totals(segments, file, days, *month, tables)
+                }
+                (Load::Rows, Some(segment)) => segment.and_then(|segment| {
+                    restore_segment(segment, parsed, file, tables, &mut loaded.relayout)
+                }),
+                _ => Ok(()),
+            };
+            if let Err(error) = result {
+                loaded
+                    .damaged
+                    .entry(*partition)
+                    .or_insert(error.to_string());
+            }
+        }
+        Ok(())
+    })?;
     for partition in loaded.damaged.keys() {
         tables.forget(*partition);
         loaded.relayout.remove(partition);
     }
     Ok(loaded)
+}
+
+/// What a restart does with a segment (sealed files aside).
+enum Load {
+    /// Its rows are put back.
+    Rows,
+    /// A cold month's totals are put back, its days left in their file.
+    Totals(MonthKey),
+    /// Nothing: the month is cold, or counts its totals from its days.
+    Nothing,
+}
+
+/// Segments decoded ahead of the rows being put back (each up to a chunk of rows).
+const DECODED_AHEAD: usize = 4;
+
+/// The next segment the loader decoded (that of `file`).
+fn next_decoded(
+    decoded: &mut std::sync::mpsc::Receiver<Result<DecodedSegment>>,
+    file: &str,
+) -> Result<Result<DecodedSegment>> {
+    decoded.recv().map_err(|_| Error::Segment {
+        file: file.to_owned(),
+        reason: "the loader thread stopped".into(),
+    })
 }
 
 /// A segment's manifest name, parsed: `dossiers/2019-03/00001`, `dossiers/2019-03@sealed`,
@@ -1822,15 +1909,18 @@ fn names_as_dictionaries(
     )
 }
 
-/// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not
-/// land where it was saved puts its month in `relayout`.
-fn load_segment(
+/// A segment's rows, decoded, and its deletion vector when it has one.
+struct DecodedSegment {
+    batches: Vec<RecordBatch>,
+    deleted: Option<String>,
+}
+
+/// Reads and decodes the segment `name` (in `file`).
+fn decode_segment(
     segments: &SegmentDir,
     name: &SegmentName<'_>,
     file: &str,
-    tables: &mut Tables,
-    relayout: &mut BTreeSet<Partition>,
-) -> Result<()> {
+) -> Result<DecodedSegment> {
     let failed = |reason: String| Error::Segment {
         file: file.to_owned(),
         reason,
@@ -1848,6 +1938,25 @@ fn load_segment(
         .with_batch_size(65_536)
         .build()
         .map_err(|e| failed(e.to_string()))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(DecodedSegment { batches, deleted })
+}
+
+/// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not
+/// land where it was saved puts its month in `relayout`.
+fn restore_segment(
+    segment: DecodedSegment,
+    name: &SegmentName<'_>,
+    file: &str,
+    tables: &mut Tables,
+    relayout: &mut BTreeSet<Partition>,
+) -> Result<()> {
+    let failed = |reason: String| Error::Segment {
+        file: file.to_owned(),
+        reason,
+    };
     let SegmentName {
         table, month, part, ..
     } = *name;
@@ -1857,9 +1966,8 @@ fn load_segment(
             .map_or(0, |m| m.rows().len())
     };
     let before = in_memory(tables);
-    for batch in reader {
-        let batch = batch.map_err(|e| failed(e.to_string()))?;
-        tables.restore(table, month, &batch).map_err(failed)?;
+    for batch in &segment.batches {
+        tables.restore(table, month, batch).map_err(failed)?;
     }
     if let (Some(month), "dossiers") = (month, table) {
         // A chunk lands where it was saved only if every chunk before it is whole.
@@ -1872,7 +1980,7 @@ fn load_segment(
             relayout.insert(Partition::Dossiers(month));
         }
     }
-    if let (Some(deleted), Some(month)) = (deleted, month) {
+    if let (Some(deleted), Some(month)) = (segment.deleted, month) {
         let base = tables
             .dossiers
             .months
