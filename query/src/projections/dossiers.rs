@@ -390,6 +390,13 @@ impl DossierMonth {
         self.stamps[chunk] = next_stamp();
     }
 
+    /// Makes room for `more` rows.
+    fn reserve(&mut self, more: usize) {
+        self.rows.reserve(more);
+        self.closes.reserve(more);
+        self.agency_keys.reserve(more);
+    }
+
     fn push(&mut self, dossier: Dossier) -> u32 {
         match dossier.closed_at() {
             Some(at) => self.last_closed = self.last_closed.max(Some(at)),
@@ -497,6 +504,26 @@ impl Dossiers {
         }
         forgotten.sealed = None;
         Some(forgotten)
+    }
+
+    /// Puts back rows loaded from a segment of `month`, in order: the month looked up and the
+    /// room made once for all of them (a restart puts back millions).
+    fn extend(&mut self, month: MonthKey, rows: Vec<Dossier>) {
+        let Self {
+            months,
+            index,
+            horizon,
+            ..
+        } = self;
+        let partition = months.entry(month).or_default();
+        partition.reserve(rows.len());
+        index.reserve(rows.len());
+        for dossier in rows {
+            *horizon = (*horizon).max(dossier.received_at);
+            let id = dossier.id.clone();
+            let row = partition.push(dossier);
+            index.insert(id, (month, row));
+        }
     }
 
     fn insert(&mut self, month: MonthKey, dossier: Dossier) {
@@ -990,9 +1017,8 @@ impl Tables {
         month: MonthKey,
         batch: &RecordBatch,
     ) -> Result<(), String> {
-        for dossier in stored_dossiers(batch, &mut |text| self.intern(text))? {
-            self.restore_dossier(month, dossier);
-        }
+        let rows = stored_dossiers(batch, &mut |text| self.intern(text))?;
+        self.dossiers.extend(month, rows);
         Ok(())
     }
 }
