@@ -1711,7 +1711,7 @@ fn load_segments(
     // The segments whose rows are put back are decoded on a second thread, in order, a few
     // ahead, while this one puts their rows back (a restart's two halves on two cores).
     std::thread::scope(|scope| -> Result<()> {
-        let (send, mut decoded) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+        let (send, decoded) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
         let to_decode: Vec<(SegmentName<'_>, &str)> = actions
             .iter()
             .filter(|(_, _, _, load)| matches!(load, Load::Rows))
@@ -1730,7 +1730,7 @@ fn load_segments(
         for (parsed, partition, file, load) in &actions {
             // Every decoded segment is taken, in order, even one of a damaged partition.
             let segment = match load {
-                Load::Rows => Some(next_decoded(&mut decoded, file)?),
+                Load::Rows => Some(next_decoded(&decoded, file)?),
                 _ => None,
             };
             // A partition a segment of which could not be read is passed over.
@@ -1773,12 +1773,13 @@ enum Load {
     Nothing,
 }
 
-/// Segments decoded ahead of the rows being put back (each up to a chunk of rows).
+/// Segments decoded ahead of the rows being put back (each a chunk of `dossiers` or a month of
+/// `agency_daily`).
 const DECODED_AHEAD: usize = 4;
 
 /// The next segment the loader decoded (that of `file`).
 fn next_decoded(
-    decoded: &mut std::sync::mpsc::Receiver<Result<DecodedSegment>>,
+    decoded: &std::sync::mpsc::Receiver<Result<DecodedSegment>>,
     file: &str,
 ) -> Result<Result<DecodedSegment>> {
     decoded.recv().map_err(|_| Error::Segment {
