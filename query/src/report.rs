@@ -518,16 +518,6 @@ pub(crate) fn date_argument(expr: &Expr, name: &str, function: &str) -> Result<N
 /// The provinces a filter allows, when it is `province = '…'`, `province IN (…)` or an `OR`
 /// of those.
 fn provinces_of(filter: &Expr) -> Option<BTreeSet<String>> {
-    use datafusion::logical_expr::{BinaryExpr, Operator};
-    let text = |expr: &Expr| match expr {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(text))
-            | ScalarValue::Utf8View(Some(text))
-            | ScalarValue::LargeUtf8(Some(text)),
-            _,
-        ) => Some(text.clone()),
-        _ => None,
-    };
     // SQL literals are string views: the planner may compare `CAST(province AS Utf8View)`.
     fn is_province(expr: &Expr) -> bool {
         match expr {
@@ -536,22 +526,9 @@ fn provinces_of(filter: &Expr) -> Option<BTreeSet<String>> {
             _ => false,
         }
     }
-    match filter {
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::Eq if is_province(left) => text(right).map(|p| BTreeSet::from([p])),
-            Operator::Eq if is_province(right) => text(left).map(|p| BTreeSet::from([p])),
-            Operator::Or => {
-                let mut both = provinces_of(left)?;
-                both.extend(provinces_of(right)?);
-                Some(both)
-            }
-            _ => None,
-        },
-        Expr::InList(list) if !list.negated && is_province(&list.expr) => {
-            list.list.iter().map(text).collect()
-        }
-        _ => None,
-    }
+    let province = |expr: &Expr| is_province(expr).then_some(());
+    crate::sealed_filter::equalities(filter, &province)
+        .map(|((), provinces)| provinces.into_iter().collect())
 }
 
 #[cfg(test)]

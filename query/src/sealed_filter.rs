@@ -218,15 +218,7 @@ fn on_dictionary(
         }
         _ => None,
     };
-    let text = |expr: &Expr| match expr {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::Utf8View(Some(s))
-            | ScalarValue::LargeUtf8(Some(s)),
-            _,
-        ) => Some(s.clone()),
-        _ => None,
-    };
+    let text = string_literal;
     let constant = |expr: &Expr| text(expr).map(|s| dictionary_literal(&s));
     let compare = |c: &datafusion::common::Column, op: Operator, value: Expr| {
         Expr::BinaryExpr(BinaryExpr::new(
@@ -278,7 +270,7 @@ fn on_dictionary(
         }
         // DataFusion writes a short IN list as `=` … OR `=` ….
         Expr::BinaryExpr(BinaryExpr { op: Or, .. }) => {
-            let (c, values) = equalities(filter, &column, &text)?;
+            let (c, values) = equalities(filter, &column)?;
             let e = disjunction(
                 values
                     .iter()
@@ -310,30 +302,51 @@ fn dictionary_literal(text: &str) -> Expr {
     )
 }
 
-/// The column and constants of `filter` when it is an OR of `column = constant` (either side)
-/// over one column.
-fn equalities(
+/// The text of a string constant (SQL's are string views; a plan may hold any string type).
+pub(crate) fn string_literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The column (as `column` recognises it) and the constants of `filter` when it is
+/// `column = constant` (either side), `column IN (constants)`, or an OR of those over one
+/// column — the shapes DataFusion gives a set of values.
+pub(crate) fn equalities<C: PartialEq>(
     filter: &Expr,
-    column: &impl Fn(&Expr) -> Option<datafusion::common::Column>,
-    text: &impl Fn(&Expr) -> Option<String>,
-) -> Option<(datafusion::common::Column, Vec<String>)> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
-        return None;
-    };
-    match op {
-        Operator::Or => {
-            let (c, mut values) = equalities(left, column, text)?;
-            let (other, more) = equalities(right, column, text)?;
-            (c == other).then(|| {
-                values.extend(more);
-                (c, values)
-            })
-        }
-        Operator::Eq => match (column(left), column(right)) {
-            (Some(c), _) => Some((c, vec![text(right)?])),
-            (None, Some(c)) => Some((c, vec![text(left)?])),
+    column: &impl Fn(&Expr) -> Option<C>,
+) -> Option<(C, Vec<String>)> {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::Or => {
+                let (c, mut values) = equalities(left, column)?;
+                let (other, more) = equalities(right, column)?;
+                (c == other).then(|| {
+                    values.extend(more);
+                    (c, values)
+                })
+            }
+            Operator::Eq => match (column(left), column(right)) {
+                (Some(c), _) => Some((c, vec![string_literal(right)?])),
+                (None, Some(c)) => Some((c, vec![string_literal(left)?])),
+                _ => None,
+            },
             _ => None,
         },
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) => Some((
+            column(expr)?,
+            list.iter().map(string_literal).collect::<Option<_>>()?,
+        )),
         _ => None,
     }
 }
