@@ -6,7 +6,8 @@
 //! A month of `dossiers` is *sealed* once the log's own clock (the latest `received_at`
 //! folded) is [`SealPolicy::after_days`] past its end, or earlier when the rows in memory pass
 //! [`SealPolicy::hot_bytes`]: its closed rows then leave memory for an immutable Parquet file
-//! that SQL reads with DataFusion's own Parquet scan ([`sealed`]). A restart loads the
+//! that SQL reads with DataFusion's own Parquet scan ([`sealed`]) — and its open rows too
+//! when the closed ones are not enough to get back under the budget. A restart loads the
 //! segments, reads only the footers of sealed files, and folds what the log holds past the
 //! checkpoint.
 
@@ -52,7 +53,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use dossiers::{dossiers_batch, Dossier, FoldError, SealedRows, ToSeal, CHUNK_ROWS};
+use dossiers::{dossiers_batch, Dossier, FoldError, SealedRows, Sealing, ToSeal, CHUNK_ROWS};
 use sealed::SealedBase;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -97,10 +98,11 @@ pub struct SealPolicy {
     /// 45 days: the national report closes a month by the 15th of the next but one, and
     /// almost every dossier is resolved within its deadline of at most 30 days.
     pub after_days: u32,
-    /// The most memory the dossier rows kept in memory may take; past it the oldest hot
-    /// months are sealed early.
+    /// The most memory the dossier rows kept in memory may take; past it the oldest months
+    /// but the newest are sealed early, open rows too if need be.
     pub hot_bytes: usize,
-    /// Seal every month after every fold (tests: everything read from sealed files).
+    /// Seal every month after every fold, open rows too but the paused (tests: everything
+    /// read from sealed files).
     pub immediately: bool,
 }
 
@@ -201,9 +203,7 @@ impl CachedChunk {
         Self {
             stamp,
             built: now,
-            open_pauses: rows
-                .iter()
-                .any(|d| d.is_paused() && d.closed_at().is_none()),
+            open_pauses: rows.iter().any(Dossier::moves_with_clock),
             batch: dossiers_batch(rows, now, false),
         }
     }
@@ -589,7 +589,14 @@ impl Projections {
                         break;
                     }
                 },
-                _ = timer.tick() => self.checkpoint_when_changed(),
+                _ = timer.tick() => {
+                    // A sealing the busy sealer thread put off is not left for the next
+                    // append: the rows in memory get back under their budget meanwhile.
+                    if let Err(error) = self.seal_when_due() {
+                        tracing::error!(%error, "sealing failed; will retry");
+                    }
+                    self.checkpoint_when_changed();
+                }
                 () = shutdown.cancelled() => break,
             }
         }
@@ -651,13 +658,22 @@ impl Projections {
             state.cache.remove(partition);
         }
         state.unsaved.extend(changed);
-        let due = !state.tables.months_to_seal(&self.shared.policy).is_empty();
         let position = state.tables.next_position;
         drop(state);
         self.shared.position.send_replace(position);
         if let Some(FoldError(reason)) = failed {
             return Err(Error::Fold(reason));
         }
+        self.seal_when_due()
+    }
+
+    /// Seals the months that are due, if any.
+    fn seal_when_due(&self) -> Result<()> {
+        let due = !self
+            .state()
+            .tables
+            .months_to_seal(&self.shared.policy)
+            .is_empty();
         if due {
             self.seal()?;
         }
@@ -706,12 +722,12 @@ impl Projections {
         let mut state = self.state();
         let months = state.tables.months_to_seal(&self.shared.policy);
         let mut first = Vec::new();
-        for month in months {
+        for (month, sealing) in months {
             let unsealed = state.tables.dossiers.months[&month].sealed.is_none();
             if unsealed && !self.shared.policy.immediately {
-                first.push(month);
+                first.push((month, sealing));
             } else {
-                self.seal_month(&mut state, month)?;
+                self.seal_month(&mut state, month, sealing)?;
             }
         }
         if !first.is_empty() {
@@ -721,14 +737,14 @@ impl Projections {
     }
 
     /// Starts the sealer thread on `months` unless it is still busy (the months stay due).
-    fn seal_elsewhere(&self, state: &mut State, months: Vec<MonthKey>) {
+    fn seal_elsewhere(&self, state: &mut State, months: Vec<(MonthKey, Sealing)>) {
         let mut sealer = lock(&self.shared.sealer);
         if sealer.as_ref().is_some_and(|thread| !thread.is_finished()) {
             return;
         }
         let position = state.tables.next_position;
         let mut jobs = Vec::new();
-        for month in months {
+        for (month, sealing) in months {
             let Some(partition) = state.tables.dossiers.months.get_mut(&month) else {
                 continue;
             };
@@ -738,7 +754,7 @@ impl Projections {
                 unique_suffix()
             );
             lock(&self.shared.sealing).insert(file.clone());
-            jobs.push((month, partition.begin_sealing(), file));
+            jobs.push((month, partition.begin_sealing(sealing), file));
         }
         let generation = state.generation;
         let projections = self.clone();
@@ -827,9 +843,9 @@ impl Projections {
         }
     }
 
-    /// Writes the closed rows of `month` (and those of its earlier file) as its sealed file;
-    /// its open rows stay in memory.
-    fn seal_month(&self, state: &mut State, month: MonthKey) -> Result<()> {
+    /// Writes the rows of `month` that `sealing` takes (and those of its earlier file) as its
+    /// sealed file; the rest stay in memory.
+    fn seal_month(&self, state: &mut State, month: MonthKey, sealing: Sealing) -> Result<()> {
         let position = state.tables.next_position;
         let dossiers = &mut state.tables.dossiers;
         let Some(partition) = dossiers.months.get_mut(&month) else {
@@ -839,10 +855,10 @@ impl Projections {
             Some(base) => sealed::read_base(&self.segment_path(&base.file), base, None)?,
             None => Vec::new(),
         };
-        let (mut closed, open): (Vec<_>, Vec<_>) = partition
+        let (mut taken, kept): (Vec<_>, Vec<_>) = partition
             .take_rows()
             .into_iter()
-            .partition(|d| d.closed_at().is_some());
+            .partition(|d| sealing.takes(d));
         let file = format!(
             "dossiers_{}.sealed.{position}.{}.parquet",
             month_name(month),
@@ -850,7 +866,7 @@ impl Projections {
         );
         let late_from = day_start(month_first_day(month + 1)).saturating_add(sealed::LATE_AFTER);
         let written =
-            sealed::encode_sealed(&mut closed, earlier, late_from, &file).and_then(|encoded| {
+            sealed::encode_sealed(&mut taken, earlier, late_from, &file).and_then(|encoded| {
                 let Some(bytes) = encoded else {
                     return Ok(None);
                 };
@@ -860,7 +876,7 @@ impl Projections {
         let base = match written {
             Ok(Some(base)) => base,
             other => {
-                partition.set_rows(closed.into_iter().chain(open).collect());
+                partition.set_rows(taken.into_iter().chain(kept).collect());
                 dossiers.reindex(month, &[]);
                 return other.map(|_| ());
             }
@@ -870,8 +886,8 @@ impl Projections {
         if let Some(old) = replaced {
             lock(&self.shared.retired).push(old.file);
         }
-        partition.set_rows(open);
-        dossiers.reindex(month, &closed);
+        partition.set_rows(kept);
+        dossiers.reindex(month, &taken);
         state.chunks.retain(|(m, _), _| *m != month);
         state.unsaved.insert(Partition::Dossiers(month));
         tracing::debug!(month = %month_name(month), rows, "month sealed");
@@ -1308,19 +1324,25 @@ fn cool_daily(
 }
 
 impl Tables {
-    /// The months of `dossiers` to seal now (or, sealed already, to compact).
-    fn months_to_seal(&self, policy: &SealPolicy) -> Vec<MonthKey> {
+    /// The months of `dossiers` to seal now (or, sealed already, to compact), and which of
+    /// their rows.
+    ///
+    /// Past the memory budget the oldest months but the newest are sealed until the rows in
+    /// memory are back under three quarters of it: first their closed rows, then their open
+    /// ones (all but the paused). The quarter left keeps a sealed month that keeps receiving
+    /// from being compacted again at every fold.
+    fn months_to_seal(&self, policy: &SealPolicy) -> BTreeMap<MonthKey, Sealing> {
         let dossiers = &self.dossiers;
         let closed = dossiers::DossierMonth::closed_rows;
         if policy.immediately {
             return dossiers
                 .months
                 .iter()
-                .filter(|(_, m)| closed(m) > 0)
-                .map(|(month, _)| *month)
+                .filter(|(_, m)| m.sealable_rows(Sealing::AllButPaused) > 0)
+                .map(|(month, _)| (*month, Sealing::AllButPaused))
                 .collect();
         }
-        let mut due = Vec::new();
+        let mut due = BTreeMap::new();
         let mut freed = 0usize;
         let months = || dossiers.months.iter().filter(|(_, m)| !m.is_sealing());
         for (month, m) in months() {
@@ -1331,20 +1353,33 @@ impl Tables {
             let ripe =
                 m.sealed.is_none() && closed(m) > 0 && policy.settled(*month, dossiers.horizon);
             if compact || ripe {
-                due.push(*month);
+                due.insert(*month, Sealing::Closed);
                 freed += closed(m);
             }
         }
-        // Over the memory budget: seal the oldest hot months, never the newest.
         let newest = local_month(dossiers.horizon);
         let mut in_memory = dossiers.in_memory().saturating_sub(freed) * ROW_BYTES;
+        if in_memory <= policy.hot_bytes {
+            return due;
+        }
+        let target = policy.hot_bytes / 4 * 3;
         for (month, m) in months() {
-            if in_memory <= policy.hot_bytes || *month >= newest {
+            if in_memory <= target || *month >= newest {
                 break;
             }
-            if m.sealed.is_none() && closed(m) > 0 && !due.contains(month) {
-                due.push(*month);
+            if m.sealed.is_none() && closed(m) > 0 && !due.contains_key(month) {
+                due.insert(*month, Sealing::Closed);
                 in_memory = in_memory.saturating_sub(closed(m) * ROW_BYTES);
+            }
+        }
+        for (month, m) in months() {
+            let open = m.sealable_rows(Sealing::AllButPaused) - closed(m);
+            if in_memory <= target || *month >= newest {
+                break;
+            }
+            if open > 0 {
+                due.insert(*month, Sealing::AllButPaused);
+                in_memory = in_memory.saturating_sub(open * ROW_BYTES);
             }
         }
         due

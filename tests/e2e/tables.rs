@@ -232,3 +232,101 @@ async fn tables_after_restarts_equal_tables_after_a_rebuild() {
     assert_eq!(tables(&server.url, last).await, after_kill_expected);
     assert_eq!(sql(&server.url, rankings, last).await, ranked);
 }
+
+/// Rows of `dossiers` in memory, as `/metrics` says.
+async fn dossiers_in_memory(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("chiso_tables_dossiers_in_memory "))
+        .unwrap_or_else(|| panic!("{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// [`tables`], and the report of three months whose ends find open rows in sealed files.
+async fn tables_and_reports(url: &str, position: u64) -> Vec<Value> {
+    let mut all = tables(url, position).await;
+    for month in ["01", "02", "06"] {
+        let report = format!(
+            "SELECT * FROM dossier_report(DATE '2019-{month}-01', DATE '2019-{month}-28') ORDER BY agency"
+        );
+        all.push(sql(url, &report, position).await);
+    }
+    all
+}
+
+/// Past `--hot-memory-mb` the oldest months leave memory, their open dossiers too but the
+/// paused ones: the rows in memory come back under the budget, a paused row's clock columns
+/// still move, events on sealed open dossiers (resolved a year later, withdrawn, paused and
+/// resumed, rated) bring them back, and every table and report answers as a rebuild does —
+/// after a SIGKILL too.
+#[tokio::test]
+async fn past_the_memory_budget_open_rows_leave_memory_and_answer_as_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // 1 MiB: about 2 600 rows at 400 bytes a row.
+    let budget = ["--hot-memory-mb", "1"];
+    let mut server = Server::start_with_options(data, &[], &budget).await;
+    let mut events = history("x", 400);
+    // 4 000 dossiers never closed, received over January to November.
+    for n in 0..4000 {
+        let (month, day) = (1 + n % 11, 1 + n % 28);
+        events.push(json!({"stream": format!("dossier-o{n}"), "type": "DossierReceived", "data": {"agency": "26.SXD", "service": "1.001", "channel": "online", "received_at": format!("2019-{month:02}-{day:02}T08:00:00+07:00"), "due_at": format!("2019-{month:02}-{day:02}T17:00:00+07:00")}}));
+    }
+    // Received in January and paused since: it stays in memory.
+    events.push(json!({"stream": "dossier-o0", "type": "DossierPaused", "data": {"at": "2019-01-01T09:00:00+07:00"}}));
+    let mut last = append(&server.url, &events).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dossiers_in_memory(&server.url).await > 2_621 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still over the budget"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let clock = "SELECT paused_seconds FROM dossiers WHERE id = 'o0'";
+    let paused = sql(&server.url, clock, last).await[0]["paused_seconds"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let later = sql(&server.url, clock, last).await[0]["paused_seconds"].clone();
+    assert!(later.as_i64() > paused.as_i64(), "{paused} then {later}");
+    let open = "SELECT count(*) AS n FROM dossiers WHERE status = 'open'";
+    assert_eq!(sql(&server.url, open, last).await, json!([{"n": 4100}]));
+
+    // Events on open dossiers of the sealed months (January's and February's).
+    let resolved = |id: &str, at: &str| json!({"stream": format!("dossier-{id}"), "type": "DossierResolved", "data": {"at": at, "outcome": "approved"}});
+    let later_events = [
+        resolved("o11", "2020-01-20T10:00:00+07:00"),
+        json!({"stream": "dossier-o22", "type": "DossierWithdrawn", "data": {"at": "2019-03-02T10:00:00+07:00"}}),
+        json!({"stream": "dossier-o33", "type": "DossierPaused", "data": {"at": "2019-01-10T09:00:00+07:00"}}),
+        json!({"stream": "dossier-o33", "type": "DossierResumed", "data": {"at": "2019-02-10T09:00:00+07:00"}}),
+        resolved("o33", "2019-02-11T10:00:00+07:00"),
+        json!({"stream": "dossier-o33", "type": "DossierRated", "data": {"at": "2019-02-12T10:00:00+07:00", "score": 4}}),
+        json!({"stream": "dossier-o1", "type": "DossierPaid", "data": {"at": "2019-02-20T10:00:00+07:00", "online": true, "amount": 50000}}),
+        json!({"stream": "dossier-o0", "type": "DossierResumed", "data": {"at": "2019-01-05T09:00:00+07:00"}}),
+    ];
+    last = append(&server.url, &later_events).await;
+    let reports = tables_and_reports(&server.url, last).await;
+    let o11 = "SELECT status, CAST(date_part('year', resolved_at) AS INT) AS year, timeliness FROM dossiers WHERE id = 'o11'";
+    assert_eq!(
+        sql(&server.url, o11, last).await,
+        json!([{"status": "resolved", "year": 2020, "timeliness": "late"}])
+    );
+    assert!(dossiers_in_memory(&server.url).await <= 2_621);
+
+    // After a SIGKILL, and after a rebuild by replay with every month in memory: the same.
+    server.kill();
+    let server = Server::start_with_options(data, &[], &budget).await;
+    let again = tables_and_reports(&server.url, last).await;
+    assert_eq!(again, reports);
+    drop(server);
+    let rebuilt = chiso(&["rebuild", "--data-dir", data.to_str().unwrap()]);
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    let server = Server::start(data).await;
+    let rebuilt = tables_and_reports(&server.url, last).await;
+    assert_eq!(rebuilt, reports);
+}

@@ -2,9 +2,11 @@
 //!
 //! A month is *hot* while its rows live in memory. Once sealed ([`super::sealed`]) its closed
 //! rows are an immutable Parquet file with every SQL column computed, and only its open rows
-//! stay in memory, beside the rows that late events changed (whose sealed copies a deletion
-//! vector hides) until the month is compacted. The fold reaches a sealed row again through the
-//! log: it replays the dossier's own stream ([`SealedRows`]).
+//! stay in memory — until the rows in memory pass their budget, when the open rows go to the
+//! file too, all but the paused ones ([`Sealing`]) — beside the rows that late events changed
+//! (whose sealed copies a deletion vector hides) until the month is compacted. The fold
+//! reaches a sealed row again through the log: it replays the dossier's own stream
+//! ([`SealedRows`]).
 
 use super::agency_daily::DayCounts;
 use super::columns::{
@@ -131,6 +133,12 @@ impl Dossier {
         self.pauses.last().is_some_and(|(_, end)| end.is_none())
     }
 
+    /// Whether its row changes with the clock alone: an open dossier paused, whose
+    /// `paused_seconds` and `effective_due_at` grow until the pause ends.
+    pub fn moves_with_clock(&self) -> bool {
+        self.closed_at().is_none() && self.is_paused()
+    }
+
     pub fn status(&self) -> &'static str {
         if self.resolved_at.is_some() {
             "resolved"
@@ -207,6 +215,8 @@ pub struct DossierMonth {
     rows: Vec<Dossier>,
     /// Rows still open.
     open: u32,
+    /// Rows open and paused: their clock columns move with time, so they stay in memory.
+    paused: u32,
     /// The latest time a row in `rows` closed.
     last_closed: Option<i64>,
     /// When each row closed (`i64::MAX` while open), beside the rows: what a report scans
@@ -225,7 +235,28 @@ pub struct DossierMonth {
     sealing: Option<Vec<u32>>,
 }
 
-/// The closed rows of a month copied to be sealed: where they are in the month, and the copies.
+/// Which rows of a month a sealing writes to its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    /// The closed rows: only a late event changes them.
+    Closed,
+    /// Every row but the open and paused ones (whose `paused_seconds` and `effective_due_at`
+    /// grow with the clock): past the memory budget open rows leave memory too, and an event
+    /// on one brings it back from the log as it does a late event.
+    AllButPaused,
+}
+
+impl Sealing {
+    /// Whether the sealing writes `dossier`.
+    pub fn takes(self, dossier: &Dossier) -> bool {
+        match self {
+            Self::Closed => dossier.closed_at().is_some(),
+            Self::AllButPaused => !dossier.moves_with_clock(),
+        }
+    }
+}
+
+/// The rows of a month copied to be sealed: where they are in the month, and the copies.
 #[derive(Debug)]
 pub struct ToSeal {
     pub taken: Vec<u32>,
@@ -278,6 +309,14 @@ impl DossierMonth {
         self.rows.len() - self.open as usize
     }
 
+    /// Rows in memory that `sealing` would move to the file.
+    pub fn sealable_rows(&self, sealing: Sealing) -> usize {
+        match sealing {
+            Sealing::Closed => self.closed_rows(),
+            Sealing::AllButPaused => self.rows.len() - self.paused as usize,
+        }
+    }
+
     /// The chunks of rows in memory: index, stamp of the latest change, rows.
     pub fn chunks(&self) -> impl Iterator<Item = (usize, u64, &[Dossier])> {
         self.rows
@@ -303,13 +342,13 @@ impl DossierMonth {
         self.rows.len() as u64 + sealed
     }
 
-    /// Copies the closed rows to seal them while the fold goes on; until
+    /// Copies the rows `sealing` takes to seal them while the fold goes on; until
     /// [`DossierMonth::finish_sealing`] (or [`DossierMonth::abandon_sealing`]) the rows
     /// changed are remembered.
-    pub fn begin_sealing(&mut self) -> ToSeal {
+    pub fn begin_sealing(&mut self, sealing: Sealing) -> ToSeal {
         self.sealing = Some(Vec::new());
         let taken: Vec<u32> = (0..self.rows.len() as u32)
-            .filter(|&row| self.closes[row as usize] != i64::MAX)
+            .filter(|&row| sealing.takes(&self.rows[row as usize]))
             .collect();
         let rows = taken
             .iter()
@@ -375,6 +414,9 @@ impl DossierMonth {
         if dossier.closed_at().is_none() {
             self.open -= 1;
         }
+        if dossier.moves_with_clock() {
+            self.paused -= 1;
+        }
         self.stamps.truncate(self.rows.len().div_ceil(CHUNK_ROWS));
         dossier
     }
@@ -402,6 +444,9 @@ impl DossierMonth {
             Some(at) => self.last_closed = self.last_closed.max(Some(at)),
             None => self.open += 1,
         }
+        if dossier.moves_with_clock() {
+            self.paused += 1;
+        }
         self.closes.push(dossier.closed_at().unwrap_or(i64::MAX));
         self.agency_keys.push(agency_key(&dossier.agency));
         self.rows.push(dossier);
@@ -423,7 +468,7 @@ impl DossierMonth {
         self.stamps.clear();
         self.closes.clear();
         self.agency_keys.clear();
-        (self.open, self.last_closed) = (0, None);
+        (self.open, self.paused, self.last_closed) = (0, 0, None);
         for row in rows {
             self.push(row);
         }
@@ -611,13 +656,14 @@ impl Tables {
         };
         partition.touch(row as usize);
         let dossier = &mut partition.rows[row as usize];
-        let was_open = dossier.closed_at().is_none();
+        let (was_open, was_paused) = (dossier.closed_at().is_none(), dossier.moves_with_clock());
         dossier.change(change);
-        let closed = dossier.closed_at();
+        let (closed, paused) = (dossier.closed_at(), dossier.moves_with_clock());
         let counted = (dossier.agency.clone(), dossier.timeliness());
         if let (true, Some(at)) = (was_open, closed) {
             partition.closed(row as usize, at);
         }
+        partition.paused = partition.paused + u32::from(paused) - u32::from(was_paused);
         self.dirty.insert(Partition::Dossiers(month));
         let (day, counts) = match change {
             DossierChange::Resolved(at, _) => (local_day(at), DayCounts::resolution(counted.1)),
@@ -1024,7 +1070,7 @@ impl Tables {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -1033,7 +1079,8 @@ mod tests {
         assert_eq!(decode_pauses(&encode_pauses(&pauses)), Some(pauses));
     }
 
-    fn dossier(n: usize, resolved_at: Option<i64>) -> Dossier {
+    /// Dossier `n`, received at 0 and due at 10, of one of two agencies.
+    pub(in crate::projections) fn dossier(n: usize, resolved_at: Option<i64>) -> Dossier {
         let name: Arc<str> = "26.S01".into();
         Dossier {
             id: n.to_string().into(),
@@ -1066,7 +1113,7 @@ mod tests {
         for n in 0..40 {
             month.push(dossier(n, (n % 2 == 0).then_some(100)));
         }
-        let to_seal = month.begin_sealing();
+        let to_seal = month.begin_sealing(Sealing::Closed);
         assert!(month.is_sealing());
         assert_eq!(to_seal.taken, (0..40).step_by(2).collect::<Vec<u32>>());
         assert!(to_seal.rows.iter().all(|d| d.closed_at() == Some(100)));
@@ -1095,6 +1142,31 @@ mod tests {
         assert_eq!(month.rows()[2].rating, Some(5));
         // What is open is recounted from the rows kept: 19 of the odd ones.
         assert_eq!(month.closed_rows(), 3);
+    }
+
+    #[test]
+    fn past_the_budget_a_sealing_takes_open_rows_too_but_not_the_paused() {
+        let mut month = DossierMonth::default();
+        // 12 rows: every third closed; two open ones paused.
+        for n in 0..12 {
+            let mut row = dossier(n, (n % 3 == 0).then_some(100));
+            if n == 1 || n == 5 {
+                row.change(DossierChange::Paused(50));
+            }
+            month.push(row);
+        }
+        assert_eq!(month.sealable_rows(Sealing::Closed), 4);
+        assert_eq!(month.sealable_rows(Sealing::AllButPaused), 10);
+        // A pause ends: that row may leave memory now.
+        month.rows[1].change(DossierChange::Resumed(60));
+        month.paused -= 1;
+        let to_seal = month.begin_sealing(Sealing::AllButPaused);
+        assert_eq!(to_seal.taken, vec![0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]);
+        let sealed = month.finish_sealing(&to_seal.taken);
+        assert_eq!(sealed.moved.len(), 11);
+        let kept: Vec<String> = month.rows().iter().map(|d| d.id.to_string()).collect();
+        assert_eq!(kept, ["5"]);
+        assert_eq!(month.sealable_rows(Sealing::AllButPaused), 0);
     }
 
     #[test]

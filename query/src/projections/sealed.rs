@@ -3,18 +3,21 @@
 //! statistics prune, strings dictionary-encoded. Rows that later events changed are hidden by
 //! a deletion vector (row numbers in the file) until the month is compacted into a new file.
 //!
-//! The rows closed more than [`LATE_AFTER`] after their month's end come last, in row groups of
-//! their own (sorted the same way): a report whose period ends later than that reads only
-//! those, since every other row group closed before its end (the close times' statistics).
+//! The rows closed more than [`LATE_AFTER`] after their month's end come after the others, in
+//! row groups of their own (sorted the same way), and the rows still open (sealed past the
+//! memory budget) last, in row groups of their own too: a report whose period ends later than
+//! that reads only those, since every other row group closed before its end (the close times'
+//! statistics; the open rows are the last `chiso.open_rows` of the file).
 //!
 //! Files are named in the manifest as `dossiers/YYYY-MM@sealed`; their footer carries the
-//! latest close time (`chiso.last_closed`), so a restart needs no scan. The footer is parsed
-//! once, when the file is opened or written, and kept with the file's [`SealedBase`].
+//! latest close time (`chiso.last_closed`, the greatest time when a row is open), so a restart
+//! needs no scan. The footer is parsed once, when the file is opened or written, and kept with
+//! the file's [`SealedBase`].
 
 use super::dossiers::{dossiers_batch, Dossier, STORED};
 use crate::error::{Error, Result};
 use datafusion::arrow::array::{
-    Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt8Array,
 };
 use datafusion::arrow::compute::{
     concat_batches, lexsort_to_indices, max, take_record_batch, SortColumn,
@@ -41,6 +44,8 @@ const LATE_ROW_GROUP_ROWS: usize = 4_096;
 const LAST_CLOSED: &str = "chiso.last_closed";
 /// Footer key of the latest receipt in a sealed file (the log's clock, after a restart).
 const NEWEST_RECEIVED: &str = "chiso.newest_received";
+/// Footer key of the number of open rows, the last of the file (absent: none).
+const OPEN_ROWS: &str = "chiso.open_rows";
 /// The columns of few distinct values, dictionary-encoded.
 pub(crate) const DICTIONARY_COLUMNS: [&str; 10] = [
     "agency",
@@ -69,7 +74,7 @@ pub struct SealedBase {
     pub bytes: u64,
     /// Rows of the file that later rows replace, ascending.
     pub deleted: Arc<Vec<u32>>,
-    /// The latest time a row of the file closed.
+    /// The latest time a row of the file closed (`i64::MAX` when one is open).
     pub last_closed: i64,
     /// The latest time a row of the file was received.
     pub newest_received: i64,
@@ -116,9 +121,18 @@ pub fn selection(total: u64, deleted: &[u32]) -> Option<RowSelection> {
     (!deleted.is_empty()).then(|| selection_of_groups(&[(0, 0, total)], deleted))
 }
 
-/// The bytes of a sealed file of `rows` (closed dossiers, sorted here) and `more` (rows of an
-/// earlier file), sorted for pruning, the rows closed at or after `late_from` last; `None`
-/// when there is nothing to seal.
+/// Where a row goes in a sealed file: closed in time, closed late, or open.
+fn place(closed: Option<i64>, late_from: i64) -> u8 {
+    match closed {
+        Some(at) if at < late_from => 0,
+        Some(_) => 1,
+        None => 2,
+    }
+}
+
+/// The bytes of a sealed file of `rows` (dossiers, sorted here) and `more` (rows of an
+/// earlier file), sorted for pruning, the rows closed at or after `late_from` after the
+/// others and the open rows last; `None` when there is nothing to seal.
 pub fn encode_sealed(
     rows: &mut [Dossier],
     more: Vec<RecordBatch>,
@@ -128,10 +142,10 @@ pub fn encode_sealed(
     // A first sealing sorts the rows themselves (interned names compare by address first);
     // a compaction sorts them with the earlier file's rows.
     let sorted = if more.is_empty() {
-        let is_late = |d: &Dossier| d.closed_at().is_some_and(|at| at >= late_from);
+        let placed = |d: &Dossier| place(d.closed_at(), late_from);
         rows.sort_unstable_by(|a, b| {
-            is_late(a)
-                .cmp(&is_late(b))
+            placed(a)
+                .cmp(&placed(b))
                 .then_with(|| compare_names(a.province.as_ref(), b.province.as_ref()))
                 .then_with(|| compare_names(Some(&a.agency), Some(&b.agency)))
                 .then(a.received_at.cmp(&b.received_at))
@@ -150,11 +164,14 @@ pub fn encode_sealed(
         return Ok(None);
     }
     let closed = first_set(&sorted, &["resolved_at", "withdrawn_at"]);
-    let on_time = closed
-        .iter()
-        .filter(|at| at.is_none_or(|at| at < late_from))
-        .count();
-    let last_closed = closed.iter().flatten().copied().max().unwrap_or(i64::MIN);
+    let places: Vec<u8> = closed.iter().map(|at| place(*at, late_from)).collect();
+    let on_time = places.partition_point(|place| *place == 0);
+    let open_from = places.partition_point(|place| *place < 2);
+    let open_rows = sorted.num_rows() - open_from;
+    let last_closed = match open_rows {
+        0 => closed.iter().flatten().copied().max().unwrap_or(i64::MIN),
+        _ => i64::MAX,
+    };
     let newest_received = sorted
         .column_by_name("received_at")
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
@@ -182,15 +199,19 @@ pub fn encode_sealed(
         .set_key_value_metadata(Some(vec![
             KeyValue::new(LAST_CLOSED.into(), last_closed.to_string()),
             KeyValue::new(NEWEST_RECEIVED.into(), newest_received.to_string()),
+            KeyValue::new(OPEN_ROWS.into(), open_rows.to_string()),
         ]))
         .build();
-    // The rows closed in time, then the late ones in small row groups of their own.
+    // The rows closed in time, then the late ones and the open ones in small row groups of
+    // their own.
     let mut parts = vec![sorted.slice(0, on_time)];
-    let mut at = on_time;
-    while at < sorted.num_rows() {
-        let rows = LATE_ROW_GROUP_ROWS.min(sorted.num_rows() - at);
-        parts.push(sorted.slice(at, rows));
-        at += rows;
+    for (from, to) in [(on_time, open_from), (open_from, sorted.num_rows())] {
+        let mut at = from;
+        while at < to {
+            let rows = LATE_ROW_GROUP_ROWS.min(to - at);
+            parts.push(sorted.slice(at, rows));
+            at += rows;
+        }
     }
     encode_parts(&parts, properties, file).map(Some)
 }
@@ -209,20 +230,20 @@ fn sort_for_sealing(
     all: &RecordBatch,
     late_from: i64,
 ) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    let late: BooleanArray = first_set(all, &["resolved_at", "withdrawn_at"])
+    let places: UInt8Array = first_set(all, &["resolved_at", "withdrawn_at"])
         .iter()
-        .map(|at| Some(at.is_some_and(|at| at >= late_from)))
+        .map(|at| Some(place(*at, late_from)))
         .collect();
     let key = |name: &str| SortColumn {
         values: all.column_by_name(name).expect("a stored column").clone(),
         options: None,
     };
-    let late = SortColumn {
-        values: Arc::new(late),
+    let places = SortColumn {
+        values: Arc::new(places),
         options: None,
     };
     let order = lexsort_to_indices(
-        &[late, key("province"), key("agency"), key("received_at")],
+        &[places, key("province"), key("agency"), key("received_at")],
         None,
     )?;
     take_record_batch(all, &order)
@@ -288,11 +309,7 @@ pub fn open_base(path: &Path, file: &str) -> Result<SealedBase> {
         ArrowReaderMetadata::load(&opened, Default::default()).map_err(|e| failed(file, e))?;
     let metadata = footer_of_file.metadata().file_metadata();
     let footer = |key: &str| -> Result<i64> {
-        metadata
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|kv| kv.key == key))
-            .and_then(|kv| kv.value.as_deref()?.parse().ok())
-            .ok_or_else(|| failed(file, format!("no {key} in its footer")))
+        footer_value(metadata, key).ok_or_else(|| failed(file, format!("no {key} in its footer")))
     };
     Ok(SealedBase {
         file: file.into(),
@@ -303,6 +320,21 @@ pub fn open_base(path: &Path, file: &str) -> Result<SealedBase> {
         newest_received: footer(NEWEST_RECEIVED)?,
         footer: Some(footer_of_file.clone()),
     })
+}
+
+/// The number a key of a file's footer holds.
+fn footer_value<T: std::str::FromStr>(
+    metadata: &datafusion::parquet::file::metadata::FileMetaData,
+    key: &str,
+) -> Option<T> {
+    metadata
+        .key_value_metadata()?
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_deref()?
+        .parse()
+        .ok()
 }
 
 /// A reader of a sealed file, from the footer kept with it when there is one.
@@ -349,8 +381,9 @@ pub fn read_base(
 
 /// Reads `columns` of the visible rows of a sealed file in the row groups whose `agency`
 /// statistics (min, max) pass `agencies` and where a row may have closed at or after
-/// `closed_since` (by the statistics of the close times): a report for some provinces reads
-/// their rows only, and of a month well before its end only the late row groups.
+/// `closed_since` (by the statistics of the close times) or be open: a report for some
+/// provinces reads their rows only, and of a month well before its end only the late and
+/// open row groups.
 pub fn read_base_where(
     path: &Path,
     base: &SealedBase,
@@ -377,10 +410,14 @@ pub fn read_base_where(
         })
     };
     let mask = ProjectionMask::leaves(schema, columns.iter().filter_map(|name| index(name)));
+    let metadata = builder.metadata().file_metadata();
+    let open_rows: u64 = footer_value(metadata, OPEN_ROWS).unwrap_or(0);
+    let open_from = (metadata.num_rows() as u64).saturating_sub(open_rows);
     let mut groups = Vec::new();
     let mut start = 0u64;
     for (i, group) in builder.metadata().row_groups().iter().enumerate() {
         let rows = group.num_rows() as u64;
+        let holds_open = start + rows > open_from;
         let range = match group.column(agency).statistics() {
             Some(Statistics::ByteArray(s)) => s
                 .min_opt()
@@ -388,7 +425,8 @@ pub fn read_base_where(
                 .and_then(|(min, max)| Some((min.as_utf8().ok()?, max.as_utf8().ok()?))),
             _ => None,
         };
-        if range.is_none_or(|(min, max)| agencies(min, max)) && closes_since(group) {
+        if range.is_none_or(|(min, max)| agencies(min, max)) && (holds_open || closes_since(group))
+        {
             groups.push((i, start, rows));
         }
         start += rows;
@@ -478,7 +516,82 @@ pub fn sealed_rows(
 
 #[cfg(test)]
 mod tests {
+    use super::super::dossiers::tests::dossier;
     use super::*;
+
+    /// The close times of the rows a file holds, in its order.
+    fn closes(batches: &[RecordBatch]) -> Vec<Option<i64>> {
+        batches
+            .iter()
+            .flat_map(|batch| first_set(batch, &["resolved_at", "withdrawn_at"]))
+            .collect()
+    }
+
+    #[test]
+    fn open_rows_come_last_and_a_report_reads_them_whatever_its_end() {
+        const LATE: i64 = 1_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // 10 000 rows mixed: a fifth open, a fifth closed late, the rest closed in time.
+        let rows = || -> Vec<Dossier> {
+            (0..10_000)
+                .map(|n| match n % 5 {
+                    0 => dossier(n, None),
+                    1 => dossier(n, Some(LATE + n as i64)),
+                    _ => dossier(n, Some(100 + n as i64)),
+                })
+                .collect()
+        };
+        let mut first = rows();
+        let bytes = encode_sealed(&mut first, Vec::new(), LATE, "f")
+            .unwrap()
+            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let base = open_base(&path, "f").unwrap();
+        assert_eq!(
+            base.last_closed,
+            i64::MAX,
+            "a file with open rows is never settled"
+        );
+        let all = read_base(&path, &base, None).unwrap();
+        let order = closes(&all);
+        assert!(
+            order[8_000..].iter().all(Option::is_none),
+            "the open rows last"
+        );
+        assert!(order[6_000..8_000].iter().all(|at| at.unwrap() >= LATE));
+        // A period that ends after every close reads the open rows' row groups alone.
+        let columns = ["id", "resolved_at", "withdrawn_at"];
+        let read = read_base_where(&path, &base, &columns, |_, _| true, 2 * LATE).unwrap();
+        assert_eq!(closes(&read), vec![None; 2_000]);
+        // A compaction with rows of its own keeps them last, and the file's count follows.
+        let mut more = vec![dossier(20_000, None), dossier(20_001, Some(5))];
+        let bytes = encode_sealed(&mut more, all, LATE, "g").unwrap().unwrap();
+        let compacted = dir.path().join("g");
+        std::fs::write(&compacted, bytes).unwrap();
+        let base = open_base(&compacted, "g").unwrap();
+        let read = read_base_where(&compacted, &base, &columns, |_, _| true, 2 * LATE).unwrap();
+        assert_eq!(closes(&read), vec![None; 2_001]);
+        // Without open rows the latest close is the file's.
+        let mut closed: Vec<Dossier> = rows()
+            .into_iter()
+            .filter(|d| d.closed_at().is_some())
+            .collect();
+        let bytes = encode_sealed(&mut closed, Vec::new(), LATE, "h")
+            .unwrap()
+            .unwrap();
+        std::fs::write(dir.path().join("h"), bytes).unwrap();
+        let base = open_base(&dir.path().join("h"), "h").unwrap();
+        assert_eq!(base.last_closed, LATE + 9_996);
+        let read = read_base_where(
+            &dir.path().join("h"),
+            &base,
+            &columns,
+            |_, _| true,
+            2 * LATE,
+        );
+        assert!(read.unwrap().is_empty());
+    }
 
     #[test]
     fn a_selection_skips_exactly_the_deleted_rows() {
