@@ -20,8 +20,9 @@ use datafusion::arrow::array::{
     Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt8Array,
 };
 use datafusion::arrow::compute::{
-    concat_batches, lexsort_to_indices, max, take_record_batch, SortColumn,
+    concat, interleave_record_batch, lexsort_to_indices, max, SortColumn,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
@@ -30,6 +31,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::{KeyValue, SortingColumn};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -130,6 +132,10 @@ fn place(closed: Option<i64>, late_from: i64) -> u8 {
     }
 }
 
+/// Rows encoded at a time: a sealing or compaction holds the rows it writes once, not again
+/// as one batch of every column and again sorted (1.5 GB more at a national month).
+const WRITE_ROWS: usize = 8_192;
+
 /// The bytes of a sealed file of `rows` (dossiers, sorted here) and `more` (rows of an
 /// earlier file), sorted for pruning, the rows closed at or after `late_from` after the
 /// others and the open rows last; `None` when there is nothing to seal.
@@ -139,9 +145,34 @@ pub fn encode_sealed(
     late_from: i64,
     file: &str,
 ) -> Result<Option<Vec<u8>>> {
-    // A first sealing sorts the rows themselves (interned names compare by address first);
-    // a compaction sorts them with the earlier file's rows.
-    let sorted = if more.is_empty() {
+    // What the footer says and where the parts start, from the rows in any order.
+    let mut closes: Vec<Option<i64>> = rows.iter().map(Dossier::closed_at).collect();
+    let mut newest_received = rows.iter().map(|d| d.received_at).max();
+    for batch in &more {
+        closes.extend(first_set(batch, &["resolved_at", "withdrawn_at"]));
+        let received = batch
+            .column_by_name("received_at")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .and_then(max);
+        newest_received = newest_received.max(received);
+    }
+    if closes.is_empty() {
+        return Ok(None);
+    }
+    let mut counts = [0usize; 3];
+    for at in &closes {
+        counts[usize::from(place(*at, late_from))] += 1;
+    }
+    let (on_time, open_from) = (counts[0], counts[0] + counts[1]);
+    let last_closed = match counts[2] {
+        0 => closes.iter().flatten().copied().max().unwrap_or(i64::MIN),
+        _ => i64::MAX,
+    };
+    drop(closes);
+    // Rows `range` of the file, in its order. A first sealing sorts the rows themselves
+    // (interned names compare by address first); a compaction sorts the earlier file's rows
+    // and the new ones by their keys, and takes each chunk from them.
+    let chunk: Box<dyn Fn(Range<usize>) -> Result<RecordBatch> + '_> = if more.is_empty() {
         let placed = |d: &Dossier| place(d.closed_at(), late_from);
         rows.sort_unstable_by(|a, b| {
             placed(a)
@@ -150,33 +181,20 @@ pub fn encode_sealed(
                 .then_with(|| compare_names(Some(&a.agency), Some(&b.agency)))
                 .then(a.received_at.cmp(&b.received_at))
         });
-        dossiers_batch(rows, i64::MAX, true)
+        let rows = &*rows;
+        Box::new(move |range| Ok(dossiers_batch(&rows[range], i64::MAX, true)))
     } else {
         let mut batches = more;
         batches.push(dossiers_batch(rows, i64::MAX, true));
-        sort_for_sealing(
-            &concat_batches(&STORED, &batches).map_err(|e| failed(file, e))?,
-            late_from,
-        )
-        .map_err(|e| failed(file, e))?
+        let order = sealing_order(&batches, late_from).map_err(|e| failed(file, e))?;
+        Box::new(move |range: Range<usize>| {
+            let sources: Vec<&RecordBatch> = batches.iter().collect();
+            let taken =
+                interleave_record_batch(&sources, &order[range]).map_err(|e| failed(file, e))?;
+            RecordBatch::try_new(STORED.clone(), taken.columns().to_vec())
+                .map_err(|e| failed(file, e))
+        })
     };
-    if sorted.num_rows() == 0 {
-        return Ok(None);
-    }
-    let closed = first_set(&sorted, &["resolved_at", "withdrawn_at"]);
-    let places: Vec<u8> = closed.iter().map(|at| place(*at, late_from)).collect();
-    let on_time = places.partition_point(|place| *place == 0);
-    let open_from = places.partition_point(|place| *place < 2);
-    let open_rows = sorted.num_rows() - open_from;
-    let last_closed = match open_rows {
-        0 => closed.iter().flatten().copied().max().unwrap_or(i64::MIN),
-        _ => i64::MAX,
-    };
-    let newest_received = sorted
-        .column_by_name("received_at")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .and_then(max)
-        .unwrap_or(i64::MIN);
     // Dictionaries for the names and codes only: ids and times are nearly all distinct, and
     // trying a dictionary first was a third of the encoding.
     let mut properties = WriterProperties::builder().set_dictionary_enabled(false);
@@ -198,22 +216,96 @@ pub fn encode_sealed(
         ))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(LAST_CLOSED.into(), last_closed.to_string()),
-            KeyValue::new(NEWEST_RECEIVED.into(), newest_received.to_string()),
-            KeyValue::new(OPEN_ROWS.into(), open_rows.to_string()),
+            KeyValue::new(
+                NEWEST_RECEIVED.into(),
+                newest_received.unwrap_or(i64::MIN).to_string(),
+            ),
+            KeyValue::new(OPEN_ROWS.into(), counts[2].to_string()),
         ]))
         .build();
-    // The rows closed in time, then the late ones and the open ones in small row groups of
-    // their own.
-    let mut parts = vec![sorted.slice(0, on_time)];
-    for (from, to) in [(on_time, open_from), (open_from, sorted.num_rows())] {
+    // The rows closed in time (row groups of ROW_GROUP_ROWS, as the writer cuts them), then
+    // the late ones and the open ones in small row groups of their own.
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, STORED.clone(), Some(properties))
+        .map_err(|e| failed(file, e))?;
+    let total = open_from + counts[2];
+    let parts = [
+        (0, on_time, on_time.max(1)),
+        (on_time, open_from, LATE_ROW_GROUP_ROWS),
+        (open_from, total, LATE_ROW_GROUP_ROWS),
+    ];
+    for (from, to, group_rows) in parts {
         let mut at = from;
         while at < to {
-            let rows = LATE_ROW_GROUP_ROWS.min(to - at);
-            parts.push(sorted.slice(at, rows));
-            at += rows;
+            let group_end = (at + group_rows).min(to);
+            while at < group_end {
+                let end = (at + WRITE_ROWS).min(group_end);
+                writer
+                    .write(&chunk(at..end)?)
+                    .map_err(|e| failed(file, e))?;
+                at = end;
+            }
+            writer.flush().map_err(|e| failed(file, e))?;
         }
     }
-    encode_parts(&parts, properties, file).map(Some)
+    writer.close().map_err(|e| failed(file, e))?;
+    Ok(Some(bytes))
+}
+
+/// The order [`encode_sealed`] writes the rows of `batches` in — closed in time, closed late,
+/// open; then by `(province, agency, received_at)` — as `(batch, row)` pairs.
+fn sealing_order(
+    batches: &[RecordBatch],
+    late_from: i64,
+) -> std::result::Result<Vec<(usize, usize)>, ArrowError> {
+    let places: UInt8Array = batches
+        .iter()
+        .flat_map(|batch| first_set(batch, &["resolved_at", "withdrawn_at"]))
+        .map(|at| Some(place(at, late_from)))
+        .collect();
+    let key = |name: &str| -> std::result::Result<SortColumn, ArrowError> {
+        let columns: Vec<&dyn Array> = batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .column_by_name(name)
+                    .expect("a stored column")
+                    .as_ref()
+            })
+            .collect();
+        Ok(SortColumn {
+            values: concat(&columns)?,
+            options: None,
+        })
+    };
+    let places = SortColumn {
+        values: Arc::new(places),
+        options: None,
+    };
+    let order = lexsort_to_indices(
+        &[
+            places,
+            key("province")?,
+            key("agency")?,
+            key("received_at")?,
+        ],
+        None,
+    )?;
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut start = 0;
+    for batch in batches {
+        starts.push(start);
+        start += batch.num_rows();
+    }
+    Ok(order
+        .values()
+        .iter()
+        .map(|&row| {
+            let row = row as usize;
+            let batch = starts.partition_point(|&start| start <= row) - 1;
+            (batch, row - starts[batch])
+        })
+        .collect())
 }
 
 /// `a` against `b`, names interned once: equal when they are the same allocation, and a
@@ -223,30 +315,6 @@ fn compare_names(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> std::cmp::Orderi
         (Some(a), Some(b)) if Arc::ptr_eq(a, b) => std::cmp::Ordering::Equal,
         _ => a.cmp(&b),
     }
-}
-
-/// Rows of a sealed file and more, in the order [`encode_sealed`] writes them.
-fn sort_for_sealing(
-    all: &RecordBatch,
-    late_from: i64,
-) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    let places: UInt8Array = first_set(all, &["resolved_at", "withdrawn_at"])
-        .iter()
-        .map(|at| Some(place(*at, late_from)))
-        .collect();
-    let key = |name: &str| SortColumn {
-        values: all.column_by_name(name).expect("a stored column").clone(),
-        options: None,
-    };
-    let places = SortColumn {
-        values: Arc::new(places),
-        options: None,
-    };
-    let order = lexsort_to_indices(
-        &[places, key("province"), key("agency"), key("received_at")],
-        None,
-    )?;
-    take_record_batch(all, &order)
 }
 
 /// Of each row, the first of the time `columns` that is set.
