@@ -145,33 +145,42 @@ pub fn encode_sealed(
     late_from: i64,
     file: &str,
 ) -> Result<Option<Vec<u8>>> {
-    // What the footer says and where the parts start, from the rows in any order.
-    let mut closes: Vec<Option<i64>> = rows.iter().map(Dossier::closed_at).collect();
-    let mut newest_received = rows.iter().map(|d| d.received_at).max();
+    // What the footer says and where the parts start, from each row's place (in the order of
+    // the earlier file's rows, then the new ones: the order a compaction sorts them from).
+    let mut places = Vec::with_capacity(rows.len());
+    let (mut last_closed, mut newest_received) = (None, None);
+    let mut closes = more
+        .iter()
+        .flat_map(|batch| first_set(batch, &["resolved_at", "withdrawn_at"]))
+        .chain(rows.iter().map(Dossier::closed_at));
+    for closed in &mut closes {
+        places.push(place(closed, late_from));
+        last_closed = last_closed.max(closed);
+    }
     for batch in &more {
-        closes.extend(first_set(batch, &["resolved_at", "withdrawn_at"]));
         let received = batch
             .column_by_name("received_at")
             .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
             .and_then(max);
         newest_received = newest_received.max(received);
     }
-    if closes.is_empty() {
+    newest_received = newest_received.max(rows.iter().map(|d| d.received_at).max());
+    if places.is_empty() {
         return Ok(None);
     }
     let mut counts = [0usize; 3];
-    for at in &closes {
-        counts[usize::from(place(*at, late_from))] += 1;
+    for place in &places {
+        counts[usize::from(*place)] += 1;
     }
     let (on_time, open_from) = (counts[0], counts[0] + counts[1]);
     let last_closed = match counts[2] {
-        0 => closes.iter().flatten().copied().max().unwrap_or(i64::MIN),
+        0 => last_closed.unwrap_or(i64::MIN),
         _ => i64::MAX,
     };
-    drop(closes);
     // Rows `range` of the file, in its order. A first sealing sorts the rows themselves
     // (interned names compare by address first); a compaction sorts the earlier file's rows
     // and the new ones by their keys, and takes each chunk from them.
+    let compacted: Vec<RecordBatch>;
     let chunk: Box<dyn Fn(Range<usize>) -> Result<RecordBatch> + '_> = if more.is_empty() {
         let placed = |d: &Dossier| place(d.closed_at(), late_from);
         rows.sort_unstable_by(|a, b| {
@@ -186,9 +195,10 @@ pub fn encode_sealed(
     } else {
         let mut batches = more;
         batches.push(dossiers_batch(rows, i64::MAX, true));
-        let order = sealing_order(&batches, late_from).map_err(|e| failed(file, e))?;
+        compacted = batches;
+        let order = sealing_order(&compacted, places).map_err(|e| failed(file, e))?;
+        let sources: Vec<&RecordBatch> = compacted.iter().collect();
         Box::new(move |range: Range<usize>| {
-            let sources: Vec<&RecordBatch> = batches.iter().collect();
             let taken =
                 interleave_record_batch(&sources, &order[range]).map_err(|e| failed(file, e))?;
             RecordBatch::try_new(STORED.clone(), taken.columns().to_vec())
@@ -252,17 +262,14 @@ pub fn encode_sealed(
     Ok(Some(bytes))
 }
 
-/// The order [`encode_sealed`] writes the rows of `batches` in — closed in time, closed late,
-/// open; then by `(province, agency, received_at)` — as `(batch, row)` pairs.
+/// The order [`encode_sealed`] writes the rows of `batches` in — by their `places` (closed in
+/// time, closed late, open), then by `(province, agency, received_at)` — as `(batch, row)`
+/// pairs.
 fn sealing_order(
     batches: &[RecordBatch],
-    late_from: i64,
+    places: Vec<u8>,
 ) -> std::result::Result<Vec<(usize, usize)>, ArrowError> {
-    let places: UInt8Array = batches
-        .iter()
-        .flat_map(|batch| first_set(batch, &["resolved_at", "withdrawn_at"]))
-        .map(|at| Some(place(at, late_from)))
-        .collect();
+    let places = UInt8Array::from(places);
     let key = |name: &str| -> std::result::Result<SortColumn, ArrowError> {
         let columns: Vec<&dyn Array> = batches
             .iter()
@@ -339,24 +346,11 @@ fn first_set(batch: &RecordBatch, columns: &[&str]) -> Vec<Option<i64>> {
 
 /// A batch as Parquet bytes with `properties`.
 pub fn encode(batch: &RecordBatch, properties: WriterProperties, file: &str) -> Result<Vec<u8>> {
-    encode_parts(std::slice::from_ref(batch), properties, file)
-}
-
-/// Batches of one schema as Parquet bytes with `properties`, each part starting a row group.
-fn encode_parts(
-    parts: &[RecordBatch],
-    properties: WriterProperties,
-    file: &str,
-) -> Result<Vec<u8>> {
-    let schema = parts
-        .first()
-        .map_or_else(|| STORED.clone(), RecordBatch::schema);
     let mut bytes = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, schema, Some(properties)).map_err(|e| failed(file, e))?;
-    for part in parts.iter().filter(|part| part.num_rows() > 0) {
-        writer.write(part).map_err(|e| failed(file, e))?;
-        writer.flush().map_err(|e| failed(file, e))?;
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties))
+        .map_err(|e| failed(file, e))?;
+    if batch.num_rows() > 0 {
+        writer.write(batch).map_err(|e| failed(file, e))?;
     }
     writer.close().map_err(|e| failed(file, e))?;
     Ok(bytes)
