@@ -59,10 +59,24 @@ sample() {
     sleep "$SAMPLE_SECONDS"
   done
 }
+# Every GAUGE_SECONDS (20): the components of the server's memory from its own gauges, to
+# say where the resident set goes (summed up after the load).
+GAUGES="chiso_log_block_cache_bytes chiso_log_block_cache_pinned_bytes chiso_log_memtable_bytes chiso_log_table_readers_bytes chiso_tables_memory_bytes"
+gauges() {
+  while kill -0 "$pid" 2>/dev/null; do
+    values=$(curl -s --max-time 2 "$url/metrics" | awk -v names="$GAUGES" '
+      BEGIN {n = split(names, want, " ")} {v[$1] = $2}
+      END {for (i = 1; i <= n; i++) printf " %d", v[want[i]] / 1048576}' || true)
+    [ -n "$values" ] && echo "$(date +%s.%N) $(cat "$scratch/phase") $(($(ps -o rss= -p "$pid" 2>/dev/null || echo 0) / 1024))$values" >> "$scratch/gauges.txt"
+    sleep "${GAUGE_SECONDS:-20}"
+  done
+}
 serve() {
-  CHISO_LOG=warn "$chiso" serve --data-dir "$scratch/data" --listen "127.0.0.1:$port" &
+  echo "# $(date -u +%FT%TZ) $(cat "$scratch/phase")" >> "$scratch/server.log"
+  CHISO_LOG=info "$chiso" serve --data-dir "$scratch/data" --listen "127.0.0.1:$port" 2>> "$scratch/server.log" &
   pid=$!
   sample &
+  gauges &
 }
 peak() { awk -v p="$1" '$2 == p && $3 > m {m = $3} END {print m + 0}' "$scratch/samples.txt"; }
 ready() { until curl -sf "$url/ready" > /dev/null; do sleep 0.05; done; }
@@ -70,7 +84,7 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 
 # 1. The load, timed; the generator's and the client's CPU time from their own `time`.
 if [ -z "${REUSE:-}" ]; then
-  : > "$scratch/samples.txt"
+  : > "$scratch/samples.txt"; : > "$scratch/gauges.txt"; : > "$scratch/server.log"
   set_phase load
   serve
   until curl -sf "$url/health" > /dev/null; do sleep 0.1; done
@@ -119,6 +133,19 @@ for name in sys.argv[5:7]:
     print(f"  {who}: {float(user) + float(system):.0f} s of CPU over {wall:.0f} s ({(float(user) + float(system)) / wall * 100:.0f} % of one core)")
 PY
 say "resident set: peak $(peak load) MiB while loading, $(peak fold) MiB while the tables caught up"
+python3 - "$scratch/gauges.txt" $GAUGES <<'PY' | tee -a "$out"
+import sys
+names = [n.removeprefix("chiso_").removesuffix("_bytes") for n in sys.argv[2:]]
+rows = [l.split() for l in open(sys.argv[1])]
+rows = [(r[1], int(r[2]), [int(x) for x in r[3:]]) for r in rows if len(r) == 3 + len(names)]
+load = [r for r in rows if r[0] == "load"]
+if load:
+    print("memory while loading, MiB (the server's gauges every 20 s): " + ", ".join(
+        f"{n} max {max(r[2][i] for r in load)}" for i, n in enumerate(names)))
+    rss, _, values = max((r[1], i, r[2]) for i, r in enumerate(load))
+    print(f"  at the sampled peak of {rss} MiB resident: " + ", ".join(
+        f"{n} {v}" for n, v in zip(names, values)) + f"; the rest {rss - sum(values[i] for i, n in enumerate(names) if n != 'log_block_cache_pinned')}")
+PY
 du -sh "$scratch/data/log" "$scratch/data/tables" | tee -a "$out"
 log_bytes=$(du -sb "$scratch/data/log" | cut -f1)
 

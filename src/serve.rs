@@ -48,7 +48,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CHISO_TOKEN_APPENDS_PER_SECOND", value_name = "N")]
     token_appends_per_second: Option<u32>,
     /// Memory all running SQL queries may hold together, in MiB (503 past it).
-    #[arg(long, env = "CHISO_SQL_MEMORY_MB", default_value_t = 2048)]
+    #[arg(long, env = "CHISO_SQL_MEMORY_MB", default_value_t = 1024)]
     sql_memory_mb: usize,
     /// Threads SQL queries run on (and partitions a scan is split into), at a lower CPU
     /// priority than appends and the fold.
@@ -75,6 +75,13 @@ pub struct ServeArgs {
     /// `disk_full` (nothing written) until space is freed. 0 turns the check off.
     #[arg(long, env = "CHISO_DISK_RESERVE_MB", default_value_t = LogOptions::default().disk_reserve_bytes >> 20)]
     disk_reserve_mb: u64,
+    /// The log's block cache, in MiB: data blocks read, and the index and filter blocks of
+    /// every file of the log's indexes (what an append's id and state checks probe).
+    #[arg(long, env = "CHISO_LOG_CACHE_MB", default_value_t = LogOptions::default().cache_bytes >> 20)]
+    log_cache_mb: usize,
+    /// The most the log's memtables (writes not yet flushed) hold together, in MiB.
+    #[arg(long, env = "CHISO_LOG_MEMTABLE_MB", default_value_t = LogOptions::default().memtable_bytes >> 20)]
+    log_memtable_mb: usize,
     /// Load the demo history (Vĩnh Phúc 2010–2019) first, if the data directory is empty.
     #[arg(long)]
     demo: bool,
@@ -225,6 +232,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let options = LogOptions {
         index_batch_runs: args.index_batch_runs,
         disk_reserve_bytes: args.disk_reserve_mb << 20,
+        cache_bytes: args.log_cache_mb << 20,
+        memtable_bytes: args.log_memtable_mb << 20,
         ..LogOptions::default()
     };
     let appender =

@@ -70,7 +70,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 64 << 20,
             max_sql_body_bytes: 1 << 20,
-            max_inflight_body_bytes: 1 << 30,
+            max_inflight_body_bytes: 256 << 20,
         }
     }
 }

@@ -143,8 +143,8 @@ fn extend(
     target: u64,
     mut progress: impl FnMut(ChainHead),
 ) -> Result<ChainHead> {
-    let (chunks, hashes) = (cf_handle(db, CF_CHUNKS), cf_handle(db, CF_CHAIN));
-    let mut iter = db.raw_iterator_cf(chunks);
+    let hashes = cf_handle(db, CF_CHAIN);
+    let mut iter = super::scan_iterator(db, CF_CHUNKS);
     iter.seek(position_key(from.next_position));
     let mut head = from;
     let mut batch = WriteBatch::default();
@@ -241,8 +241,8 @@ pub(crate) fn verify(
     mut progress: impl FnMut(u64),
     mut anchor_of: impl FnMut(EventRef<'_>) -> Option<(u64, ChainHash)>,
 ) -> Result<Verification> {
-    let (chunks, hashes) = (cf_handle(db, CF_CHUNKS), cf_handle(db, CF_CHAIN));
-    let mut iter = db.raw_iterator_cf(chunks);
+    let hashes = cf_handle(db, CF_CHAIN);
+    let mut iter = super::scan_iterator(db, CF_CHUNKS);
     // The chunk holding `from`: the last one starting at or before it.
     iter.seek_for_prev(position_key(from));
     if !iter.valid() {
@@ -399,7 +399,9 @@ mod tests {
     /// Rewrites the stored chunk that starts at `position` with `change` applied, its CRC
     /// fixed up when `fix_crc` (as a tamperer would).
     fn tamper(dir: &std::path::Path, position: u64, fix_crc: bool, change: impl Fn(&mut Vec<u8>)) {
-        let db = super::super::open_db(dir).unwrap();
+        let db = super::super::open_db(dir, &crate::LogOptions::default())
+            .unwrap()
+            .0;
         let chunks = cf_handle(&db, CF_CHUNKS);
         let mut bytes = db.get_cf(chunks, position_key(position)).unwrap().unwrap();
         change(&mut bytes);
@@ -462,7 +464,9 @@ mod tests {
         written(dir.path());
         let before = verify_all(dir.path());
         {
-            let mut db = super::super::open_db(dir.path()).unwrap();
+            let mut db = super::super::open_db(dir.path(), &crate::LogOptions::default())
+                .unwrap()
+                .0;
             db.drop_cf(CF_CHAIN).unwrap();
         }
         // No chain at all: nothing to verify yet.

@@ -515,7 +515,7 @@ fn each_id(
     range: std::ops::Range<u64>,
     mut each: impl FnMut(Uuid, u64) -> Result<()>,
 ) -> Result<()> {
-    let mut lists = db.raw_iterator_cf(cf_handle(db, CF_IDS));
+    let mut lists = super::scan_iterator(db, CF_IDS);
     lists.seek_for_prev(position_key(range.start));
     if !lists.valid() {
         lists.seek_to_first();
@@ -803,7 +803,9 @@ mod tests {
         store.shutdown().await;
         drop(store);
         {
-            let db = super::super::open_db(dir.path()).unwrap();
+            let db = super::super::open_db(dir.path(), &crate::LogOptions::default())
+                .unwrap()
+                .0;
             let streams = cf_handle(&db, CF_STREAMS);
             let keys: Vec<Vec<u8>> = db
                 .iterator_cf(streams, rocksdb::IteratorMode::Start)
@@ -838,7 +840,9 @@ mod tests {
         drop(store);
         {
             // The second append's run, as a partly written batch would have left it.
-            let db = super::super::open_db(dir.path()).unwrap();
+            let db = super::super::open_db(dir.path(), &crate::LogOptions::default())
+                .unwrap()
+                .0;
             let run = Run {
                 first_revision: 5,
                 first_position: 5,
