@@ -61,7 +61,7 @@ sample() {
 }
 # Every GAUGE_SECONDS (20): the components of the server's memory from its own gauges, to
 # say where the resident set goes (summed up after the load).
-GAUGES="chiso_log_block_cache_bytes chiso_log_block_cache_pinned_bytes chiso_log_memtable_bytes chiso_log_table_readers_bytes chiso_tables_memory_bytes"
+GAUGES="chiso_log_block_cache_bytes chiso_log_memtable_bytes chiso_log_table_readers_bytes chiso_tables_memory_bytes"
 gauges() {
   while kill -0 "$pid" 2>/dev/null; do
     values=$(curl -s --max-time 2 "$url/metrics" | awk -v names="$GAUGES" '
@@ -144,7 +144,7 @@ if load:
         f"{n} max {max(r[2][i] for r in load)}" for i, n in enumerate(names)))
     rss, _, values = max((r[1], i, r[2]) for i, r in enumerate(load))
     print(f"  at the sampled peak of {rss} MiB resident: " + ", ".join(
-        f"{n} {v}" for n, v in zip(names, values)) + f"; the rest {rss - sum(values[i] for i, n in enumerate(names) if n != 'log_block_cache_pinned')}")
+        f"{n} {v}" for n, v in zip(names, values)) + f"; the rest {rss - sum(values[i] for i, n in enumerate(names))}")
 PY
 du -sh "$scratch/data/log" "$scratch/data/tables" | tee -a "$out"
 log_bytes=$(du -sb "$scratch/data/log" | cut -f1)

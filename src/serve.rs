@@ -75,10 +75,6 @@ pub struct ServeArgs {
     /// `disk_full` (nothing written) until space is freed. 0 turns the check off.
     #[arg(long, env = "CHISO_DISK_RESERVE_MB", default_value_t = LogOptions::default().disk_reserve_bytes >> 20)]
     disk_reserve_mb: u64,
-    /// The log's block cache, in MiB: data blocks read, and the index and filter blocks of
-    /// every file of the log's indexes (what an append's id and state checks probe).
-    #[arg(long, env = "CHISO_LOG_CACHE_MB", default_value_t = LogOptions::default().cache_bytes >> 20)]
-    log_cache_mb: usize,
     /// The most the log's memtables (writes not yet flushed) hold together, in MiB.
     #[arg(long, env = "CHISO_LOG_MEMTABLE_MB", default_value_t = LogOptions::default().memtable_bytes >> 20)]
     log_memtable_mb: usize,
@@ -232,7 +228,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let options = LogOptions {
         index_batch_runs: args.index_batch_runs,
         disk_reserve_bytes: args.disk_reserve_mb << 20,
-        cache_bytes: args.log_cache_mb << 20,
         memtable_bytes: args.log_memtable_mb << 20,
         ..LogOptions::default()
     };

@@ -244,7 +244,6 @@ impl TableMetrics {
 #[derive(Clone, Default)]
 pub struct LogMemoryMetrics {
     block_cache: Gauge,
-    block_cache_pinned: Gauge,
     memtables: Gauge,
     table_readers: Gauge,
     pending_compaction: Gauge,
@@ -258,13 +257,8 @@ impl LogMemoryMetrics {
         let gauges = [
             (
                 "chiso_log_block_cache_bytes",
-                "Bytes in the log's block cache: data, index and filter blocks",
+                "Bytes in the block caches of the log's column families",
                 &self.block_cache,
-            ),
-            (
-                "chiso_log_block_cache_pinned_bytes",
-                "Bytes of the log's block cache pinned: top-level index and filter partitions, first-level files' blocks",
-                &self.block_cache_pinned,
             ),
             (
                 "chiso_log_memtable_bytes",
@@ -273,7 +267,7 @@ impl LogMemoryMetrics {
             ),
             (
                 "chiso_log_table_readers_bytes",
-                "Bytes the log's open SST files' readers hold outside the block cache",
+                "Bytes the log's open SST files hold outside the block cache (index and filter blocks)",
                 &self.table_readers,
             ),
             (
@@ -298,7 +292,6 @@ impl LogMemoryMetrics {
     fn update(&self, store: &chiso_store::EventStore) {
         let memory = store.memory();
         set_gauge(&self.block_cache, memory.block_cache);
-        set_gauge(&self.block_cache_pinned, memory.block_cache_pinned);
         set_gauge(&self.memtables, memory.memtables);
         set_gauge(&self.table_readers, memory.table_readers);
         let background = store.background();

@@ -17,8 +17,7 @@ use crate::write_model::{NoRules, RequestOf, WriteModel};
 use crate::{AppendResult, EventRef, RecordedEvent, StreamName};
 use keys::*;
 use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBRawIterator, Options,
-    SliceTransform, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, DBRawIterator, Options, SliceTransform, DB,
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -52,10 +51,6 @@ pub struct LogOptions {
     /// append that met a full disk would leave the log unwritable until a restart. Below it,
     /// appends are refused whole with [`Error::DiskFull`] (507) and resume once space is freed.
     pub disk_reserve_bytes: u64,
-    /// RocksDB's one block cache, shared by every column family: the data blocks read, and
-    /// the index and filter blocks of every SST file, in partitions, so that what the log
-    /// keeps in memory for its indexes is bounded however long the log grows (see `open_db`).
-    pub cache_bytes: usize,
     /// The most the memtables of every column family may hold together before RocksDB
     /// flushes one: writes not yet in SST files.
     pub memtable_bytes: usize,
@@ -64,11 +59,6 @@ pub struct LogOptions {
 /// The default reserve: room for every memtable to flush (≈ 330 MiB: see `open_db`) and for
 /// a compaction of the first levels, with a margin for the tables' checkpoints.
 pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 1 << 30;
-
-/// The default block cache. At the national decade (240 M events, 93 M dossiers) the filters
-/// a group commit probes — every event id's, every dossier's state — take about 350 MiB with
-/// the ribbon filters of the last level; the rest holds index partitions and data blocks.
-pub const DEFAULT_CACHE_BYTES: usize = 512 << 20;
 
 /// The default memtable budget: above the ≈ 330 MiB the column families' write buffers reach
 /// together in a steady import (see `open_db`), so that it bounds a burst without forcing
@@ -81,7 +71,6 @@ impl Default for LogOptions {
             index_batch_runs: index::DEFAULT_BATCH_RUNS,
             index_at_shutdown: true,
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
-            cache_bytes: DEFAULT_CACHE_BYTES,
             memtable_bytes: DEFAULT_MEMTABLE_BYTES,
         }
     }
@@ -91,16 +80,13 @@ impl Default for LogOptions {
 /// column families.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogMemory {
-    /// The block cache: data blocks read, and index and filter blocks
-    /// ([`LogOptions::cache_bytes`]).
+    /// The block caches: data blocks read (each column family has RocksDB's own default
+    /// cache of 8 MiB).
     pub block_cache: u64,
-    /// The part of the block cache pinned: the top level of each file's partitioned index
-    /// and filter, and the index and filter blocks of the files in the first level.
-    pub block_cache_pinned: u64,
     /// The memtables: writes not yet flushed to SST files.
     pub memtables: u64,
-    /// What the open SST files hold outside the cache: their readers' own structures (the
-    /// index and filter blocks are in the cache).
+    /// What the open SST files hold beside them, outside the cache: their index and filter
+    /// blocks, which grow with the log (about 2 bytes an event).
     pub table_readers: u64,
 }
 
@@ -150,8 +136,6 @@ impl<M: WriteModel> Clone for Appender<M> {
 
 struct Inner {
     db: Arc<DB>,
-    /// The block cache every column family shares (for its usage).
-    cache: Cache,
     /// Stream runs not yet in the streams column family.
     recent: Arc<index::RecentRuns>,
     /// Stops the writer, whatever its model (`None` once the store is dropped).
@@ -202,8 +186,7 @@ impl EventStore {
     ) -> Result<Appender<M>> {
         let path = path.as_ref();
         std::fs::create_dir_all(path)?;
-        let (db, cache) = open_db(path, &options)?;
-        let db = Arc::new(db);
+        let db = Arc::new(open_db(path, &options)?);
         let next_position = recover_head(&db)?;
         let (recent, unindexed) =
             index::RecentRuns::recover(&db, next_position, options.index_batch_runs.max(1))?;
@@ -253,7 +236,6 @@ impl EventStore {
         let store = Self {
             inner: Arc::new(Inner {
                 db,
-                cache,
                 recent,
                 writer_control: Some(Box::new(commands_tx.clone())),
                 head: head_rx,
@@ -282,8 +264,7 @@ impl EventStore {
                 .sum()
         };
         LogMemory {
-            block_cache: self.inner.cache.get_usage() as u64,
-            block_cache_pinned: self.inner.cache.get_pinned_usage() as u64,
+            block_cache: sum("rocksdb.block-cache-usage"),
             memtables: sum("rocksdb.cur-size-all-mem-tables"),
             table_readers: sum("rocksdb.estimate-table-readers-mem"),
         }
@@ -869,12 +850,7 @@ pub fn verify_dir(
 /// The most write-ahead log an open after a crash replays (about a second's worth).
 const MAX_WAL_BYTES: u64 = 128 << 20;
 
-/// The level the largest column families' data ends in (RocksDB's default of seven levels,
-/// sized from the last one): its filters are ribbon filters.
-const LAST_LEVEL: i32 = 6;
-
-fn open_db(path: &Path, log: &LogOptions) -> Result<(DB, Cache)> {
-    let cache = Cache::new_lru_cache(log.cache_bytes)?;
+fn open_db(path: &Path, log: &LogOptions) -> Result<DB> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -894,32 +870,24 @@ fn open_db(path: &Path, log: &LogOptions) -> Result<(DB, Cache)> {
             _ => 64 << 20,
         });
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Every file's index and filter blocks live in the one cache, partitioned so that
-        // only the partitions lookups touch are read into it: kept beside each open file
-        // instead, they grew with the log (608 MB at 205 M events of the national decade).
-        // The partitions' top level, and the blocks of the first level's files (every lookup
-        // probes each of them), stay pinned; the rest is cached at high priority.
+        // Index and filter blocks stay beside each open file, and data blocks in RocksDB's
+        // default cache of 8 MiB per family. Tried and not kept (BENCHMARKS.md, 2026-12-07):
+        // one shared cache holding the index and filters too, partitioned — memory bounded
+        // whatever the log's length, but every probe of a group's ids and states became a
+        // cache lookup and the import ran at 0.85× at 15 M events, about 0.6× past 30 M; and
+        // one shared data cache with ribbon filters in the last level (0.90× in one run).
         let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        table.set_pin_top_level_index_and_filter(true);
-        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
         if *name == CF_CHUNKS {
             table.set_block_size(64 << 10);
         } else {
-            // Ten bits a key (1 % false positives); in the last level, nine tenths of the
-            // keys, ribbon filters of the same accuracy in 30 % less memory, for more CPU
-            // when a compaction builds them.
-            table.set_hybrid_ribbon_filter(10.0, LAST_LEVEL);
-            table.set_partition_filters(true);
+            table.set_bloom_filter(10.0, false);
         }
         if *name == CF_ID_INDEX || *name == CF_STATES {
             // Random keys (event ids; dossier streams), looked up mostly for ones that are
-            // new: the whole-key filters (about 1.2 bytes a key, their partitions in the
-            // cache) answer those without reading a data block, the memtable's own filter
-            // spares its skiplist, and dynamic level sizes keep the write amplification of
-            // random keys near 10.
+            // new: the whole-key bloom filters (kept in memory with each file's index, ~1.3
+            // bytes a key) answer those without reading a data block, the memtable's own filter spares its
+            // skiplist, and dynamic level sizes keep the write amplification of random keys
+            // near 10.
             cf_options.set_memtable_whole_key_filtering(true);
             cf_options.set_memtable_prefix_bloom_ratio(0.1);
             cf_options.set_level_compaction_dynamic_level_bytes(true);
@@ -946,8 +914,7 @@ fn open_db(path: &Path, log: &LogOptions) -> Result<(DB, Cache)> {
         cf_options.set_block_based_table_factory(&table);
         ColumnFamilyDescriptor::new(*name, cf_options)
     });
-    let db = DB::open_cf_descriptors(&options, path, descriptors)?;
-    Ok((db, cache))
+    Ok(DB::open_cf_descriptors(&options, path, descriptors)?)
 }
 
 /// The next position is one past the last event of the last chunk; writes are atomic

@@ -399,9 +399,7 @@ mod tests {
     /// Rewrites the stored chunk that starts at `position` with `change` applied, its CRC
     /// fixed up when `fix_crc` (as a tamperer would).
     fn tamper(dir: &std::path::Path, position: u64, fix_crc: bool, change: impl Fn(&mut Vec<u8>)) {
-        let db = super::super::open_db(dir, &crate::LogOptions::default())
-            .unwrap()
-            .0;
+        let db = super::super::open_db(dir, &crate::LogOptions::default()).unwrap();
         let chunks = cf_handle(&db, CF_CHUNKS);
         let mut bytes = db.get_cf(chunks, position_key(position)).unwrap().unwrap();
         change(&mut bytes);
@@ -464,9 +462,7 @@ mod tests {
         written(dir.path());
         let before = verify_all(dir.path());
         {
-            let mut db = super::super::open_db(dir.path(), &crate::LogOptions::default())
-                .unwrap()
-                .0;
+            let mut db = super::super::open_db(dir.path(), &crate::LogOptions::default()).unwrap();
             db.drop_cf(CF_CHAIN).unwrap();
         }
         // No chain at all: nothing to verify yet.

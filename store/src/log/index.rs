@@ -803,9 +803,7 @@ mod tests {
         store.shutdown().await;
         drop(store);
         {
-            let db = super::super::open_db(dir.path(), &crate::LogOptions::default())
-                .unwrap()
-                .0;
+            let db = super::super::open_db(dir.path(), &crate::LogOptions::default()).unwrap();
             let streams = cf_handle(&db, CF_STREAMS);
             let keys: Vec<Vec<u8>> = db
                 .iterator_cf(streams, rocksdb::IteratorMode::Start)
@@ -840,9 +838,7 @@ mod tests {
         drop(store);
         {
             // The second append's run, as a partly written batch would have left it.
-            let db = super::super::open_db(dir.path(), &crate::LogOptions::default())
-                .unwrap()
-                .0;
+            let db = super::super::open_db(dir.path(), &crate::LogOptions::default()).unwrap();
             let run = Run {
                 first_revision: 5,
                 first_position: 5,
