@@ -85,8 +85,8 @@ pub struct LogMemory {
     pub block_cache: u64,
     /// The memtables: writes not yet flushed to SST files.
     pub memtables: u64,
-    /// What the open SST files hold beside them, outside the cache: their index and filter
-    /// blocks, which grow with the log (about 2 bytes an event).
+    /// What the open SST files hold beside them, outside the caches: their index and filter
+    /// blocks, which grow with the log (about 2.5 bytes an event).
     pub table_readers: u64,
 }
 
@@ -725,8 +725,8 @@ fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
 }
 
 /// An iterator for a pass over a column family in key order (a replay, the chain, a rebuild of
-/// an index): it reads each block once, so its blocks are not put in the block cache, where
-/// they would push out the index and filter blocks the appends' lookups need.
+/// an index): it reads each block once, so its blocks are not put in the block caches, where
+/// they would push out the blocks the appends' lookups need.
 fn scan_iterator<'a>(db: &'a DB, name: &str) -> DBRawIterator<'a> {
     let mut options = rocksdb::ReadOptions::default();
     options.fill_cache(false);
@@ -885,7 +885,7 @@ fn open_db(path: &Path, log: &LogOptions) -> Result<DB> {
         if *name == CF_ID_INDEX || *name == CF_STATES {
             // Random keys (event ids; dossier streams), looked up mostly for ones that are
             // new: the whole-key bloom filters (kept in memory with each file's index, ~1.3
-            // bytes a key) answer those without reading a data block, the memtable's own filter spares its
+            // bytes a key) answer those without a read, the memtable's own filter spares its
             // skiplist, and dynamic level sizes keep the write amplification of random keys
             // near 10.
             cf_options.set_memtable_whole_key_filtering(true);
