@@ -267,7 +267,7 @@ impl LogMemoryMetrics {
             ),
             (
                 "chiso_log_table_readers_bytes",
-                "Bytes the log's open SST files hold outside the block cache (index and filter blocks)",
+                "Bytes the log's open SST files hold outside the block caches (index and filter blocks)",
                 &self.table_readers,
             ),
             (

@@ -68,7 +68,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use log::{
     verify_dir, AnchorMismatch, Appender, ChainHash, ChainHead, EventStore, LogBackground,
     LogMemory, LogOptions, Mismatch, ReadDirection, Subscription, Verification,
-    DEFAULT_MEMTABLE_BYTES,
 };
 pub use metrics::StoreMetrics;
 pub use segments::{Manifest, SegmentDir};

@@ -472,7 +472,7 @@ impl EventStore {
     /// many it read.
     pub fn scan(&self, from: u64, limit: usize, mut each: impl FnMut(EventRef<'_>)) -> Result<u64> {
         let end = self.head().min(from.saturating_add(limit as u64));
-        let mut chunks = scan_iterator(&self.inner.db, CF_CHUNKS);
+        let mut chunks = self.inner.db.raw_iterator_cf(self.cf(CF_CHUNKS));
         chunks.seek_for_prev(position_key(from));
         let mut position = from;
         while position < end {
@@ -724,9 +724,10 @@ fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .expect("every column family is created at open")
 }
 
-/// An iterator for a pass over a column family in key order (a replay, the chain, a rebuild of
-/// an index): it reads each block once, so its blocks are not put in the block caches, where
-/// they would push out the blocks the appends' lookups need.
+/// An iterator for a one-off pass over a whole column family in key order (a verification, a
+/// rebuild of an index): it reads each block once, so its blocks are not put in the block
+/// caches, where they would push out the blocks the appends' lookups need. The fold and the
+/// chain, which follow the head in small steps, read through the caches.
 fn scan_iterator<'a>(db: &'a DB, name: &str) -> DBRawIterator<'a> {
     let mut options = rocksdb::ReadOptions::default();
     options.fill_cache(false);

@@ -143,8 +143,8 @@ fn extend(
     target: u64,
     mut progress: impl FnMut(ChainHead),
 ) -> Result<ChainHead> {
-    let hashes = cf_handle(db, CF_CHAIN);
-    let mut iter = super::scan_iterator(db, CF_CHUNKS);
+    let (chunks, hashes) = (cf_handle(db, CF_CHUNKS), cf_handle(db, CF_CHAIN));
+    let mut iter = db.raw_iterator_cf(chunks);
     iter.seek(position_key(from.next_position));
     let mut head = from;
     let mut batch = WriteBatch::default();
