@@ -137,7 +137,9 @@ python3 - "$scratch/gauges.txt" $GAUGES <<'PY' | tee -a "$out"
 import sys
 names = [n.removeprefix("chiso_").removesuffix("_bytes") for n in sys.argv[2:]]
 rows = [l.split() for l in open(sys.argv[1])]
+# A sample whose /metrics timed out reads as zeros: left out.
 rows = [(r[1], int(r[2]), [int(x) for x in r[3:]]) for r in rows if len(r) == 3 + len(names)]
+rows = [r for r in rows if any(r[2])]
 load = [r for r in rows if r[0] == "load"]
 if load:
     print("memory while loading, MiB (the server's gauges every 20 s): " + ", ".join(
