@@ -146,7 +146,7 @@ if load:
         f"{n} max {max(r[2][i] for r in load)}" for i, n in enumerate(names)))
     rss, _, values = max((r[1], i, r[2]) for i, r in enumerate(load))
     print(f"  at the sampled peak of {rss} MiB resident: " + ", ".join(
-        f"{n} {v}" for n, v in zip(names, values)) + f"; the rest {rss - sum(values[i] for i, n in enumerate(names))}")
+        f"{n} {v}" for n, v in zip(names, values)) + f"; the rest {rss - sum(values)}")
 PY
 du -sh "$scratch/data/log" "$scratch/data/tables" | tee -a "$out"
 log_bytes=$(du -sb "$scratch/data/log" | cut -f1)
