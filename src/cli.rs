@@ -62,6 +62,7 @@ impl TableArgs {
             after_days: self.seal_after_days,
             hot_bytes: self.hot_memory_mb << 20,
             immediately: self.seal_immediately,
+            ..SealPolicy::default()
         }
     }
 }

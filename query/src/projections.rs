@@ -104,6 +104,9 @@ pub struct SealPolicy {
     /// Seal every month after every fold, open rows too but the paused (tests: everything
     /// read from sealed files).
     pub immediately: bool,
+    /// With `immediately`, install each file only after the next fold: every sealing meets
+    /// rows that changed while its file was written, as one on the sealer thread may (tests).
+    pub overlapped: bool,
 }
 
 impl SealPolicy {
@@ -112,6 +115,7 @@ impl SealPolicy {
         after_days: u32::MAX,
         hot_bytes: usize::MAX,
         immediately: false,
+        overlapped: false,
     };
 
     /// Every month is sealed after every fold.
@@ -120,10 +124,17 @@ impl SealPolicy {
         ..Self::DEFAULT
     };
 
+    /// As [`SealPolicy::AT_ONCE`], each file installed after the next fold.
+    pub const OVERLAPPED: Self = Self {
+        overlapped: true,
+        ..Self::AT_ONCE
+    };
+
     const DEFAULT: Self = Self {
         after_days: 45,
         hot_bytes: 1 << 30,
         immediately: false,
+        overlapped: false,
     };
 }
 
@@ -163,6 +174,9 @@ struct Shared {
     sealer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The files it is writing (a checkpoint keeps them, and their temporary files).
     sealing: Mutex<BTreeSet<String>>,
+    /// Under [`SealPolicy::overlapped`], the files written at the last sealing, installed at
+    /// the next.
+    overlapped: Mutex<Vec<Written>>,
     /// Partitions whose damaged or missing segments were rebuilt from the log at open.
     repaired: usize,
     /// The SQL engines' caches of sealed files' footers (DataFusion's file metadata cache):
@@ -362,6 +376,7 @@ impl Projections {
                 retired: Mutex::new(Vec::new()),
                 sealer: Mutex::new(None),
                 sealing: Mutex::new(BTreeSet::new()),
+                overlapped: Mutex::new(Vec::new()),
                 repaired,
                 footers: Mutex::new(Vec::new()),
                 calendar: CalendarSource::default(),
@@ -713,56 +728,58 @@ impl Projections {
     /// Seals (or compacts) the months that are due. The next checkpoint names their files;
     /// until then a restart folds their rows again from the log.
     ///
-    /// A month's first sealing copies its closed rows and writes the file on a thread of its
-    /// own (one at a time), so the fold goes on meanwhile; compactions, and every sealing
-    /// under [`SealPolicy::immediately`], are done here.
+    /// The rows to seal are copied, and the file written on a thread of its own (one at a
+    /// time) while the fold goes on: a compaction reads, merges and rewrites a whole month,
+    /// ≈ 775 000 rows nationally. Under [`SealPolicy::immediately`] it is done here.
     fn seal(&self) -> Result<()> {
-        // Not while a checkpoint commits: it removes the files its manifest does not name.
-        let _serial = lock(&self.shared.checkpointing);
-        let mut state = self.state();
-        let months = state.tables.months_to_seal(&self.shared.policy);
-        let mut first = Vec::new();
-        for (month, sealing) in months {
-            let unsealed = state.tables.dossiers.months[&month].sealed.is_none();
-            if unsealed && !self.shared.policy.immediately {
-                first.push((month, sealing));
-            } else {
-                self.seal_month(&mut state, month, sealing)?;
+        let policy = self.shared.policy;
+        if !policy.immediately {
+            let _serial = lock(&self.shared.checkpointing);
+            let mut state = self.state();
+            let months = state.tables.months_to_seal(&policy);
+            if !months.is_empty() {
+                self.seal_elsewhere(&mut state, months);
             }
+            return Ok(());
         }
-        if !first.is_empty() {
-            self.seal_elsewhere(&mut state, first);
+        let overlapped = std::mem::take(&mut *lock(&self.shared.overlapped));
+        for written in overlapped {
+            self.install(written)?;
+        }
+        let jobs = {
+            // Not while a checkpoint commits: it removes the files its manifest does not name.
+            let _serial = lock(&self.shared.checkpointing);
+            let mut state = self.state();
+            let months = state.tables.months_to_seal(&policy);
+            self.begin_sealing(&mut state, months)
+        };
+        for job in jobs {
+            let written = self.write_sealed(job);
+            if policy.overlapped {
+                lock(&self.shared.overlapped).push(written);
+            } else {
+                self.install(written)?;
+            }
         }
         Ok(())
     }
 
     /// Starts the sealer thread on `months` unless it is still busy (the months stay due).
-    fn seal_elsewhere(&self, state: &mut State, months: Vec<(MonthKey, Sealing)>) {
+    fn seal_elsewhere(&self, state: &mut State, months: BTreeMap<MonthKey, Sealing>) {
         let mut sealer = lock(&self.shared.sealer);
         if sealer.as_ref().is_some_and(|thread| !thread.is_finished()) {
             return;
         }
-        let position = state.tables.next_position;
-        let mut jobs = Vec::new();
-        for (month, sealing) in months {
-            let Some(partition) = state.tables.dossiers.months.get_mut(&month) else {
-                continue;
-            };
-            let file = format!(
-                "dossiers_{}.sealed.{position}.{}.parquet",
-                month_name(month),
-                unique_suffix()
-            );
-            lock(&self.shared.sealing).insert(file.clone());
-            jobs.push((month, partition.begin_sealing(sealing), file));
-        }
-        let generation = state.generation;
+        let jobs = self.begin_sealing(state, months);
         let projections = self.clone();
         let started = std::thread::Builder::new()
             .name("chiso-seal".into())
             .spawn(move || {
-                for (month, to_seal, file) in jobs {
-                    projections.seal_first(generation, month, to_seal, &file);
+                for job in jobs {
+                    let month = month_name(job.month);
+                    if let Err(error) = projections.install(projections.write_sealed(job)) {
+                        tracing::error!(%error, %month, "sealing failed; will retry");
+                    }
                 }
             });
         match started {
@@ -777,26 +794,78 @@ impl Projections {
         }
     }
 
-    /// On the sealer thread: writes a month's first sealed file from the rows copied, then
-    /// installs it; the rows that changed meanwhile stay in memory, their copies in the file
-    /// deleted.
-    fn seal_first(&self, generation: u64, month: MonthKey, to_seal: ToSeal, file: &str) {
-        let ToSeal { taken, mut rows } = to_seal;
-        let late_from = day_start(month_first_day(month + 1)).saturating_add(sealed::LATE_AFTER);
-        // The rows are left in the file's order.
-        let written =
-            sealed::encode_sealed(&mut rows, Vec::new(), late_from, file).and_then(|encoded| {
-                match encoded {
-                    Some(bytes) => {
-                        self.shared.segments.write(file, &bytes)?;
-                        sealed::open_base(&self.segment_path(file), file).map(Some)
-                    }
-                    None => Ok(None),
-                }
+    /// Copies the rows of `months` that their sealing takes (each month remembers the rows
+    /// that change until its file is installed) and names their files, which checkpoints
+    /// keep meanwhile.
+    fn begin_sealing(
+        &self,
+        state: &mut State,
+        months: BTreeMap<MonthKey, Sealing>,
+    ) -> Vec<SealJob> {
+        let (position, generation) = (state.tables.next_position, state.generation);
+        let mut jobs = Vec::new();
+        for (month, sealing) in months {
+            let Some(partition) = state.tables.dossiers.months.get_mut(&month) else {
+                continue;
+            };
+            let file = format!(
+                "dossiers_{}.sealed.{position}.{}.parquet",
+                month_name(month),
+                unique_suffix()
+            );
+            lock(&self.shared.sealing).insert(file.clone());
+            jobs.push(SealJob {
+                generation,
+                month,
+                earlier: partition.sealed.clone(),
+                to_seal: partition.begin_sealing(sealing),
+                file,
             });
+        }
+        jobs
+    }
+
+    /// Writes a month's new sealed file (no lock held): the rows copied and, when the month
+    /// has a file already, the rows of that file visible when they were copied.
+    fn write_sealed(&self, mut job: SealJob) -> Written {
+        let started = std::time::Instant::now();
+        let late_from =
+            day_start(month_first_day(job.month + 1)).saturating_add(sealed::LATE_AFTER);
+        let outcome = (|| {
+            let earlier = match &job.earlier {
+                Some(base) => sealed::read_base(&self.segment_path(&base.file), base, None)?,
+                None => Vec::new(),
+            };
+            let rows = &mut job.to_seal.rows;
+            let Some(encoded) = sealed::encode_sealed(rows, earlier, late_from, &job.file)? else {
+                return Ok(None);
+            };
+            self.shared.segments.write(&job.file, &encoded.bytes)?;
+            let base = sealed::open_base(&self.segment_path(&job.file), &job.file)?;
+            Ok(Some((base, encoded.placed)))
+        })();
+        Written {
+            job,
+            outcome,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Installs a month's new sealed file: the rows copied that did not change since leave
+    /// memory, and the file's copies of rows that changed since — in memory, or recalled from
+    /// the month's earlier file — are deleted in it.
+    fn install(&self, written: Written) -> Result<()> {
+        let Written { job, outcome, took } = written;
+        let SealJob {
+            generation,
+            month,
+            earlier,
+            to_seal: ToSeal { taken, rows },
+            file,
+        } = job;
         let _serial = lock(&self.shared.checkpointing);
         let mut state = self.state();
-        lock(&self.shared.sealing).remove(file);
+        lock(&self.shared.sealing).remove(&file);
         let current = state.generation == generation;
         // A month that lost rows meanwhile (a correction moved one, a void) gave up this
         // sealing: its file is not installed, and the next checkpoint removes it.
@@ -807,30 +876,49 @@ impl Projections {
             .get_mut(&month)
             .filter(|partition| current && partition.is_sealing())
         else {
-            return;
+            return Ok(());
         };
-        let mut base = match written {
-            Ok(Some(base)) => base,
-            Ok(None) => return partition.abandon_sealing(),
-            Err(error) => {
-                tracing::error!(%error, month = %month_name(month), "sealing failed; will retry");
-                return partition.abandon_sealing();
-            }
+        let written = outcome.inspect_err(|_| partition.abandon_sealing())?;
+        // Nothing else replaces the month's file while it seals: were it replaced, this one
+        // would be left.
+        let file_of = |base: &Option<SealedBase>| base.as_ref().map(|b| b.file.clone());
+        let unchanged = file_of(&earlier) == file_of(&partition.sealed);
+        let Some((mut base, placed)) = written.filter(|_| unchanged) else {
+            partition.abandon_sealing();
+            return Ok(());
+        };
+        let mut deleted: Vec<u32> = match (&earlier, &partition.sealed) {
+            (Some(then), Some(now)) => hidden_since(then, now).map(|given| placed[given]).collect(),
+            _ => Vec::new(),
         };
         let sealed = partition.finish_sealing(&taken);
         if !sealed.changed.is_empty() {
             let changed: HashSet<&str> = sealed.changed.iter().map(|id| &**id).collect();
-            let in_file = rows.iter().enumerate();
-            for (row, _) in in_file.filter(|(_, d)| changed.contains(&*d.id)) {
-                base.delete(row as u32);
-            }
+            let from = earlier.as_ref().map_or(0, SealedBase::live_rows) as usize;
+            let given = rows.iter().enumerate();
+            deleted.extend(
+                given
+                    .filter(|(_, d)| changed.contains(&*d.id))
+                    .map(|(row, _)| placed[from + row]),
+            );
         }
-        let count = base.rows;
-        partition.sealed = Some(base);
+        deleted.sort_unstable();
+        base.deleted = Arc::new(deleted);
+        let count = base.live_rows();
+        if let Some(old) = partition.sealed.replace(base) {
+            lock(&self.shared.retired).push(old.file);
+        }
         state.tables.dossiers.reindex(month, &sealed.moved);
         state.chunks.retain(|(m, _), _| *m != month);
         state.unsaved.insert(Partition::Dossiers(month));
-        tracing::debug!(month = %month_name(month), rows = count, "month sealed");
+        tracing::info!(
+            month = %month_name(month),
+            rows = count,
+            compacted = earlier.is_some(),
+            seconds = took.as_secs_f64(),
+            "month sealed"
+        );
+        Ok(())
     }
 
     /// Waits until the sealer thread, if one runs, has installed what it was writing.
@@ -841,57 +929,6 @@ impl Projections {
                 tracing::error!("the sealer thread panicked");
             }
         }
-    }
-
-    /// Writes the rows of `month` that `sealing` takes (and those of its earlier file) as its
-    /// sealed file; the rest stay in memory.
-    fn seal_month(&self, state: &mut State, month: MonthKey, sealing: Sealing) -> Result<()> {
-        let position = state.tables.next_position;
-        let dossiers = &mut state.tables.dossiers;
-        let Some(partition) = dossiers.months.get_mut(&month) else {
-            return Ok(());
-        };
-        let earlier = match &partition.sealed {
-            Some(base) => sealed::read_base(&self.segment_path(&base.file), base, None)?,
-            None => Vec::new(),
-        };
-        let (mut taken, kept): (Vec<_>, Vec<_>) = partition
-            .take_rows()
-            .into_iter()
-            .partition(|d| sealing.takes(d));
-        let file = format!(
-            "dossiers_{}.sealed.{position}.{}.parquet",
-            month_name(month),
-            unique_suffix()
-        );
-        let late_from = day_start(month_first_day(month + 1)).saturating_add(sealed::LATE_AFTER);
-        let written =
-            sealed::encode_sealed(&mut taken, earlier, late_from, &file).and_then(|encoded| {
-                let Some(bytes) = encoded else {
-                    return Ok(None);
-                };
-                self.shared.segments.write(&file, &bytes)?;
-                sealed::open_base(&self.segment_path(&file), &file).map(Some)
-            });
-        let base = match written {
-            Ok(Some(base)) => base,
-            other => {
-                partition.set_rows(taken.into_iter().chain(kept).collect());
-                dossiers.reindex(month, &[]);
-                return other.map(|_| ());
-            }
-        };
-        let rows = base.rows;
-        let replaced = partition.sealed.replace(base);
-        if let Some(old) = replaced {
-            lock(&self.shared.retired).push(old.file);
-        }
-        partition.set_rows(kept);
-        dossiers.reindex(month, &taken);
-        state.chunks.retain(|(m, _), _| *m != month);
-        state.unsaved.insert(Partition::Dossiers(month));
-        tracing::debug!(month = %month_name(month), rows, "month sealed");
-        Ok(())
     }
 
     /// Writes every partition changed since the last checkpoint as a new segment, then commits
@@ -1389,6 +1426,33 @@ impl Tables {
 /// Threads a large checkpoint encodes its segments on (a replay's last checkpoint: every hot
 /// month and every changed day), so it takes both cores instead of one.
 const CHECKPOINT_THREADS: usize = 2;
+
+/// A month's sealing under way: the rows copied, the month's file when they were (a
+/// compaction merges its visible rows), and the new file's name.
+struct SealJob {
+    generation: u64,
+    month: MonthKey,
+    earlier: Option<SealedBase>,
+    to_seal: ToSeal,
+    file: String,
+}
+
+/// A sealing's file written, or why not, with where each row given went in it.
+struct Written {
+    job: SealJob,
+    outcome: Result<Option<(SealedBase, Vec<u32>)>>,
+    took: Duration,
+}
+
+/// The rows of a sealed file hidden since `then` (it is `now`, later), each as its place among
+/// the rows `then` showed.
+fn hidden_since<'a>(then: &'a SealedBase, now: &'a SealedBase) -> impl Iterator<Item = usize> + 'a {
+    let before = &then.deleted;
+    now.deleted
+        .iter()
+        .filter(|row| before.binary_search(row).is_err())
+        .map(|&row| row as usize - before.partition_point(|&hidden| hidden < row))
+}
 
 /// The manifest name of a month's sealed file.
 fn sealed_name(month: MonthKey) -> String {

@@ -151,7 +151,12 @@ struct Twins {
 impl Twins {
     /// Twins with `fixture` (under `tests/`) folded by both, one line at a time.
     async fn loaded(dir: &Path, fixture: &str) -> Self {
-        let twins = Self::open(dir);
+        Self::loaded_with(dir, fixture, SealPolicy::AT_ONCE).await
+    }
+
+    /// [`Twins::loaded`], the sealed twin sealing under `policy`.
+    async fn loaded_with(dir: &Path, fixture: &str, policy: SealPolicy) -> Self {
+        let twins = Self::open_with(dir, policy);
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests")
             .join(fixture);
@@ -161,12 +166,16 @@ impl Twins {
     }
 
     fn open(dir: &Path) -> Self {
+        Self::open_with(dir, SealPolicy::AT_ONCE)
+    }
+
+    fn open_with(dir: &Path, policy: SealPolicy) -> Self {
         let (store, hot_store) = (
             open_store(&dir.join("log")),
             open_store(&dir.join("hot-log")),
         );
         let tables = dir.join("tables");
-        let sealed = Projections::open_with(&store, &tables, SealPolicy::AT_ONCE).unwrap();
+        let sealed = Projections::open_with(&store, &tables, policy).unwrap();
         let hot = Projections::open_with(&hot_store, dir.join("hot"), SealPolicy::NEVER).unwrap();
         Self {
             store,
@@ -263,6 +272,16 @@ async fn sqllogictest_files_on_sealed_months() {
             stored.recalled >= 2,
             "late events found sealed rows: {stored:?}"
         );
+    })
+    .await;
+}
+
+/// Every month sealed after every event, each file installed after the next: the events
+/// land on rows being sealed and on files being compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files_on_months_sealed_while_they_change() {
+    run_slt_files(SealPolicy::OVERLAPPED, |stored| {
+        assert!(stored.sealed_months >= 2, "{stored:?}")
     })
     .await;
 }
@@ -366,6 +385,17 @@ async fn late_answers(
 /// and go on doing so after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
+    late_events_answer_as_a_rebuild_does(SealPolicy::AT_ONCE).await;
+}
+
+/// The same, each sealed file installed one event late: late events land on rows being
+/// sealed, and recall rows of the file being compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_on_months_being_sealed_answer_as_a_rebuild_does() {
+    late_events_answer_as_a_rebuild_does(SealPolicy::OVERLAPPED).await;
+}
+
+async fn late_events_answer_as_a_rebuild_does(policy: SealPolicy) {
     let dir = tempfile::tempdir().unwrap();
     let Twins {
         store,
@@ -373,7 +403,7 @@ async fn late_events_on_sealed_rows_answer_as_a_rebuild_does() {
         tables,
         sealed,
         hot,
-    } = Twins::loaded(dir.path(), "late_events.ndjson").await;
+    } = Twins::loaded_with(dir.path(), "late_events.ndjson", policy).await;
     let stored = sealed.dossier_storage();
     assert!(stored.sealed_months >= 5, "{stored:?}");
     // d paid and rated, a rated and paid, i rated: five late events on closed, sealed rows.
@@ -460,6 +490,17 @@ fn as_if_received_so(fixture: &Path) -> Vec<AppendRequest> {
 /// as it went, kept hot, reopened and rebuilt from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrections_and_voids_answer_as_if_entered_right() {
+    corrections_and_voids_answer_so(SealPolicy::AT_ONCE).await;
+}
+
+/// The same, each sealed file installed one event late: corrections and voids land on
+/// months being sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_and_voids_of_months_being_sealed_answer_as_if_entered_right() {
+    corrections_and_voids_answer_so(SealPolicy::OVERLAPPED).await;
+}
+
+async fn corrections_and_voids_answer_so(policy: SealPolicy) {
     let dir = tempfile::tempdir().unwrap();
     let Twins {
         store,
@@ -467,7 +508,7 @@ async fn corrections_and_voids_answer_as_if_entered_right() {
         tables,
         sealed,
         hot,
-    } = Twins::loaded(dir.path(), "corrections.ndjson").await;
+    } = Twins::loaded_with(dir.path(), "corrections.ndjson", policy).await;
     let stored = sealed.dossier_storage();
     assert!(stored.sealed_months >= 4, "{stored:?}");
     assert!(

@@ -136,15 +136,25 @@ fn place(closed: Option<i64>, late_from: i64) -> u8 {
 /// as one batch of every column and again sorted (1.5 GB more at a national month).
 const WRITE_ROWS: usize = 8_192;
 
-/// The bytes of a sealed file of `rows` (dossiers, sorted here) and `more` (rows of an
-/// earlier file), sorted for pruning, the rows closed at or after `late_from` after the
-/// others and the open rows last; `None` when there is nothing to seal.
+/// A sealed file's bytes, and the row of the file each row given went to.
+#[derive(Debug)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// By the rows given — the earlier file's, then `rows` in the order [`encode_sealed`]
+    /// leaves them — their row in the file.
+    pub placed: Vec<u32>,
+}
+
+/// A sealed file of `rows` (dossiers, sorted here when they are all the file holds) and
+/// `more` (rows of an earlier file), sorted for pruning, the rows closed at or after
+/// `late_from` after the others and the open rows last; `None` when there is nothing to
+/// seal.
 pub fn encode_sealed(
     rows: &mut [Dossier],
     more: Vec<RecordBatch>,
     late_from: i64,
     file: &str,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<Encoded>> {
     // What the footer says and where the parts start, from each row's place (in the order of
     // the earlier file's rows, then the new ones: the order a compaction sorts them from).
     let mut places = Vec::with_capacity(rows.len());
@@ -181,6 +191,7 @@ pub fn encode_sealed(
     // (interned names compare by address first); a compaction sorts the earlier file's rows
     // and the new ones by their keys, and takes each chunk from them.
     let compacted: Vec<RecordBatch>;
+    let in_file: Vec<u32>;
     let chunk: Box<dyn Fn(Range<usize>) -> Result<RecordBatch> + '_> = if more.is_empty() {
         let placed = |d: &Dossier| place(d.closed_at(), late_from);
         rows.sort_unstable_by(|a, b| {
@@ -190,13 +201,15 @@ pub fn encode_sealed(
                 .then_with(|| compare_names(Some(&a.agency), Some(&b.agency)))
                 .then(a.received_at.cmp(&b.received_at))
         });
+        in_file = (0..rows.len() as u32).collect();
         let rows = &*rows;
         Box::new(move |range| Ok(dossiers_batch(&rows[range], i64::MAX, true)))
     } else {
         let mut batches = more;
         batches.push(dossiers_batch(rows, i64::MAX, true));
         compacted = batches;
-        let order = sealing_order(&compacted, places).map_err(|e| failed(file, e))?;
+        let order;
+        (order, in_file) = sealing_order(&compacted, places).map_err(|e| failed(file, e))?;
         let sources: Vec<&RecordBatch> = compacted.iter().collect();
         Box::new(move |range: Range<usize>| {
             let taken =
@@ -259,16 +272,19 @@ pub fn encode_sealed(
         }
     }
     writer.close().map_err(|e| failed(file, e))?;
-    Ok(Some(bytes))
+    Ok(Some(Encoded {
+        bytes,
+        placed: in_file,
+    }))
 }
 
 /// The order [`encode_sealed`] writes the rows of `batches` in — by their `places` (closed in
 /// time, closed late, open), then by `(province, agency, received_at)` — as `(batch, row)`
-/// pairs.
+/// pairs; and by the rows of `batches` one after the other, their row in that order.
 fn sealing_order(
     batches: &[RecordBatch],
     places: Vec<u8>,
-) -> std::result::Result<Vec<(usize, usize)>, ArrowError> {
+) -> std::result::Result<(Vec<BatchRow>, Vec<u32>), ArrowError> {
     let places = UInt8Array::from(places);
     let key = |name: &str| -> std::result::Result<SortColumn, ArrowError> {
         let columns: Vec<&dyn Array> = batches
@@ -304,7 +320,11 @@ fn sealing_order(
         starts.push(start);
         start += batch.num_rows();
     }
-    Ok(order
+    let mut placed = vec![0u32; start];
+    for (at, &row) in order.values().iter().enumerate() {
+        placed[row as usize] = at as u32;
+    }
+    let order = order
         .values()
         .iter()
         .map(|&row| {
@@ -312,8 +332,12 @@ fn sealing_order(
             let batch = starts.partition_point(|&start| start <= row) - 1;
             (batch, row - starts[batch])
         })
-        .collect())
+        .collect();
+    Ok((order, placed))
 }
+
+/// A row of a list of batches: the batch, the row in it.
+type BatchRow = (usize, usize);
 
 /// `a` against `b`, names interned once: equal when they are the same allocation, and a
 /// missing name first.
@@ -605,10 +629,10 @@ mod tests {
                 .collect()
         };
         let mut first = rows();
-        let bytes = encode_sealed(&mut first, Vec::new(), LATE, "f")
+        let encoded = encode_sealed(&mut first, Vec::new(), LATE, "f")
             .unwrap()
             .unwrap();
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, encoded.bytes).unwrap();
         let base = open_base(&path, "f").unwrap();
         assert_eq!(
             base.last_closed,
@@ -628,21 +652,41 @@ mod tests {
         assert_eq!(closes(&read), vec![None; 2_000]);
         // A compaction with rows of its own keeps them last, and the file's count follows.
         let mut more = vec![dossier(20_000, None), dossier(20_001, Some(5))];
-        let bytes = encode_sealed(&mut more, all, LATE, "g").unwrap().unwrap();
+        let ids_of = |batches: &[RecordBatch]| -> Vec<String> {
+            let ids = batches.iter().flat_map(|batch| {
+                let ids = batch.column_by_name("id").unwrap();
+                let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+                (0..ids.len())
+                    .map(|i| ids.value(i).to_owned())
+                    .collect::<Vec<_>>()
+            });
+            ids.collect()
+        };
+        let given: Vec<String> = ids_of(&all)
+            .into_iter()
+            .chain(["20000", "20001"].map(String::from))
+            .collect();
+        let encoded = encode_sealed(&mut more, all, LATE, "g").unwrap().unwrap();
         let compacted = dir.path().join("g");
-        std::fs::write(&compacted, bytes).unwrap();
+        std::fs::write(&compacted, encoded.bytes).unwrap();
         let base = open_base(&compacted, "g").unwrap();
         let read = read_base_where(&compacted, &base, &columns, |_, _| true, 2 * LATE).unwrap();
         assert_eq!(closes(&read), vec![None; 2_001]);
+        // Each row given is where `placed` says, the earlier file's and the new ones.
+        let in_file = ids_of(&read_base(&compacted, &base, None).unwrap());
+        assert_eq!(encoded.placed.len(), given.len());
+        for (id, row) in given.iter().zip(&encoded.placed) {
+            assert_eq!(&in_file[*row as usize], id);
+        }
         // Without open rows the latest close is the file's.
         let mut closed: Vec<Dossier> = rows()
             .into_iter()
             .filter(|d| d.closed_at().is_some())
             .collect();
-        let bytes = encode_sealed(&mut closed, Vec::new(), LATE, "h")
+        let encoded = encode_sealed(&mut closed, Vec::new(), LATE, "h")
             .unwrap()
             .unwrap();
-        std::fs::write(dir.path().join("h"), bytes).unwrap();
+        std::fs::write(dir.path().join("h"), encoded.bytes).unwrap();
         let base = open_base(&dir.path().join("h"), "h").unwrap();
         assert_eq!(base.last_closed, LATE + 9_996);
         let read = read_base_where(
