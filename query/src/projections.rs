@@ -105,7 +105,9 @@ pub struct SealPolicy {
     /// read from sealed files).
     pub immediately: bool,
     /// With `immediately`, install each file only after the next fold: every sealing meets
-    /// rows that changed while its file was written, as one on the sealer thread may (tests).
+    /// rows that changed while its file was written, as one on the sealer thread may (tests;
+    /// the files written at the last fold are installed by the next, not by a catch-up's end
+    /// nor a checkpoint).
     pub overlapped: bool,
 }
 
@@ -170,7 +172,8 @@ struct Shared {
     position: watch::Sender<u64>,
     /// Sealed files replaced by compaction, kept while a scan still holds them.
     retired: Mutex<Vec<Arc<str>>>,
-    /// The thread writing months' first sealed files, while it runs.
+    /// The thread writing months' sealed files (first sealings and compactions), while it
+    /// runs.
     sealer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The files it is writing (a checkpoint keeps them, and their temporary files).
     sealing: Mutex<BTreeSet<String>>,
@@ -734,6 +737,10 @@ impl Projections {
     fn seal(&self) -> Result<()> {
         let policy = self.shared.policy;
         if !policy.immediately {
+            // Busy: not waiting on a checkpoint for a sealing that would not start.
+            if self.sealer_busy() {
+                return Ok(());
+            }
             let _serial = lock(&self.shared.checkpointing);
             let mut state = self.state();
             let months = state.tables.months_to_seal(&policy);
@@ -742,9 +749,16 @@ impl Projections {
             }
             return Ok(());
         }
+        // A failed install gives its month up; the others are installed all the same.
+        let mut failed = Ok(());
+        let mut installed = |outcome: Result<()>| {
+            if failed.is_ok() {
+                failed = outcome;
+            }
+        };
         let overlapped = std::mem::take(&mut *lock(&self.shared.overlapped));
         for written in overlapped {
-            self.install(written)?;
+            installed(self.install(written));
         }
         let jobs = {
             // Not while a checkpoint commits: it removes the files its manifest does not name.
@@ -758,10 +772,15 @@ impl Projections {
             if policy.overlapped {
                 lock(&self.shared.overlapped).push(written);
             } else {
-                self.install(written)?;
+                installed(self.install(written));
             }
         }
-        Ok(())
+        failed
+    }
+
+    fn sealer_busy(&self) -> bool {
+        let sealer = lock(&self.shared.sealer);
+        sealer.as_ref().is_some_and(|thread| !thread.is_finished())
     }
 
     /// Starts the sealer thread on `months` unless it is still busy (the months stay due).
@@ -776,10 +795,21 @@ impl Projections {
             .name("chiso-seal".into())
             .spawn(move || {
                 for job in jobs {
-                    let month = month_name(job.month);
-                    if let Err(error) = projections.install(projections.write_sealed(job)) {
-                        tracing::error!(%error, %month, "sealing failed; will retry");
-                    }
+                    let (month, file) = (job.month, job.file.clone());
+                    let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        projections.install(projections.write_sealed(job))
+                    }));
+                    let error = match sealed {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(error)) => error.to_string(),
+                        // A bug, not the data: the month is sealed again later.
+                        Err(_) => {
+                            projections.give_up(month, &file);
+                            "the sealing panicked".to_owned()
+                        }
+                    };
+                    let month = month_name(month);
+                    tracing::error!(%error, %month, "sealing failed; will retry");
                 }
             });
         match started {
@@ -823,6 +853,15 @@ impl Projections {
             });
         }
         jobs
+    }
+
+    /// Gives up the sealing of `month` into `file` (the next checkpoint removes the file).
+    fn give_up(&self, month: MonthKey, file: &str) {
+        let mut state = self.state();
+        if let Some(partition) = state.tables.dossiers.months.get_mut(&month) {
+            partition.abandon_sealing();
+        }
+        lock(&self.shared.sealing).remove(file);
     }
 
     /// Writes a month's new sealed file (no lock held): the rows copied and, when the month

@@ -230,8 +230,9 @@ pub struct DossierMonth {
     stamps: Vec<u64>,
     /// The sealed file, once the month is sealed.
     pub sealed: Option<SealedBase>,
-    /// While its first sealed file is written off the fold's thread: the rows changed since
-    /// the rows to seal were copied (they stay in memory, and the file's copy is deleted).
+    /// While a sealed file of the month is written off the fold's thread (a first sealing or
+    /// a compaction): the rows changed since the rows to seal were copied (they stay in
+    /// memory, and the file's copy is deleted).
     sealing: Option<Vec<u32>>,
 }
 
@@ -400,7 +401,7 @@ impl DossierMonth {
         sealed
     }
 
-    /// Takes row `row` out of memory (the last row takes its place) and returns it. A first
+    /// Takes row `row` out of memory (the last row takes its place) and returns it. A
     /// sealing under way is abandoned: the rows it copied no longer match the month's (the
     /// month is sealed again later, and the file written meanwhile is not installed).
     fn remove(&mut self, row: usize) -> Dossier {
@@ -454,8 +455,7 @@ impl DossierMonth {
         self.rows.len() as u32 - 1
     }
 
-    /// Takes every row out (to seal or compact them; [`DossierMonth::set_rows`] puts back
-    /// what stays).
+    /// Takes every row out ([`DossierMonth::set_rows`] puts back what stays).
     pub fn take_rows(&mut self) -> Vec<Dossier> {
         // Freed, not cleared: a national month's columns beside the rows hold 16 bytes for
         // each of its ≈ 750 000 rows at its peak, and a sealed month keeps a few thousand.
@@ -464,7 +464,7 @@ impl DossierMonth {
         std::mem::take(&mut self.rows)
     }
 
-    /// Replaces the rows (after sealing or compaction), recounting what is open.
+    /// Replaces the rows (after a sealing), recounting what is open.
     pub fn set_rows(&mut self, rows: Vec<Dossier>) {
         self.rows = Vec::with_capacity(rows.len());
         self.stamps = Vec::with_capacity(rows.len().div_ceil(CHUNK_ROWS));
