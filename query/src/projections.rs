@@ -844,12 +844,15 @@ impl Projections {
                 unique_suffix()
             );
             lock(&self.shared.sealing).insert(file.clone());
+            let started = std::time::Instant::now();
+            let to_seal = partition.begin_sealing(sealing);
             jobs.push(SealJob {
                 generation,
                 month,
                 earlier: partition.sealed.clone(),
-                to_seal: partition.begin_sealing(sealing),
+                to_seal,
                 file,
+                copied: started.elapsed(),
             });
         }
         jobs
@@ -901,9 +904,11 @@ impl Projections {
             earlier,
             to_seal: ToSeal { taken, rows },
             file,
+            copied,
         } = job;
         let _serial = lock(&self.shared.checkpointing);
         let mut state = self.state();
+        let installing = std::time::Instant::now();
         lock(&self.shared.sealing).remove(&file);
         let current = state.generation == generation;
         // A month that lost rows meanwhile (a correction moved one, a void) gave up this
@@ -950,11 +955,20 @@ impl Projections {
         state.tables.dossiers.reindex(month, &sealed.moved);
         state.chunks.retain(|(m, _), _| *m != month);
         state.unsaved.insert(Partition::Dossiers(month));
+        let installed = installing.elapsed();
+        // The rows that left memory (a national month's million) are freed after the lock.
+        drop(state);
+        drop(_serial);
+        drop(sealed);
+        // The copy and the install hold the tables' lock (the fold and queries wait); the
+        // writing does not.
         tracing::info!(
             month = %month_name(month),
             rows = count,
             compacted = earlier.is_some(),
-            seconds = took.as_secs_f64(),
+            written_s = took.as_secs_f64(),
+            copied_s = copied.as_secs_f64(),
+            installed_s = installed.as_secs_f64(),
             "month sealed"
         );
         Ok(())
@@ -1474,6 +1488,8 @@ struct SealJob {
     earlier: Option<SealedBase>,
     to_seal: ToSeal,
     file: String,
+    /// How long copying the rows held the tables' lock.
+    copied: Duration,
 }
 
 /// A sealing's file written, or why not, with where each row given went in it.
