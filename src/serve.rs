@@ -229,6 +229,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         index_batch_runs: args.index_batch_runs,
         disk_reserve_bytes: args.disk_reserve_mb << 20,
         memtable_bytes: args.log_memtable_mb << 20,
+        // The tables are put back first, on both cores; compactions run once they are.
+        defer_compactions: true,
         ..LogOptions::default()
     };
     let appender =
@@ -240,6 +242,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         max_inflight_body_bytes: args.max_inflight_body_mb << 20,
     };
     let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
+    store.resume_compactions()?;
     tracing::info!(
         checkpoint = projections.position(),
         log_head = store.head(),

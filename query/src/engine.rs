@@ -123,7 +123,7 @@ impl QueryRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("chiso-sql")
-            .on_thread_start(lower_priority)
+            .on_thread_start(|| crate::priority::lower(QUERY_NICENESS))
             .enable_all()
             .build()
             .map_err(|error| Error::Engine(format!("cannot start the query runtime: {error}")))?;
@@ -144,19 +144,6 @@ impl Drop for QueryRuntime {
         // for a runtime's threads is not allowed.
         if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
-        }
-    }
-}
-
-/// Lowers the calling thread's CPU priority by [`QUERY_NICENESS`] (on Linux a priority
-/// belongs to one thread). Failing to is harmless: the thread keeps the server's priority.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::process::{getpriority_process, setpriority_process};
-        let thread = Some(rustix::thread::gettid());
-        if let Ok(current) = getpriority_process(thread) {
-            let _ = setpriority_process(thread, current + QUERY_NICENESS);
         }
     }
 }

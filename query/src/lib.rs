@@ -34,6 +34,7 @@ mod information_schema;
 mod local_parquet;
 pub mod local_time;
 pub mod postgres;
+mod priority;
 mod projections;
 mod providers;
 mod queries;

@@ -53,14 +53,16 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use dossiers::{dossiers_batch, Dossier, FoldError, SealedRows, Sealing, ToSeal, CHUNK_ROWS};
+use dossiers::{
+    dossiers_batch, stored_dossiers, Dossier, FoldError, SealedRows, Sealing, ToSeal, CHUNK_ROWS,
+};
 use sealed::SealedBase;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tables::ColdMonth;
+use tables::{ColdMonth, Interner};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -1780,7 +1782,8 @@ fn totals_name(month: MonthKey) -> String {
 const TOTALS: &str = "totals";
 
 /// Loads every segment of the manifest: sealed files by their footers first, then rows,
-/// services before their level spans, the rows decoded on a second thread. A segment that
+/// services before their level spans, decoded and put back by loader threads, one per core
+/// (a chunk's rows put in place and the other tables moved in on this one). A segment that
 /// cannot be read damages its partition (the partition's other segments are passed over); a
 /// name no partition has fails the load.
 fn load_segments(
@@ -1862,45 +1865,68 @@ fn load_segments(
             (parsed, partition, file, load)
         })
         .collect();
-    // The segments whose rows are put back are decoded on a second thread, in order, a few
-    // ahead, while this one puts their rows back (a restart's two halves on two cores).
-    std::thread::scope(|scope| -> Result<()> {
-        let (send, decoded) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
-        let to_decode: Vec<(SegmentName<'_>, &str)> = actions
-            .iter()
-            .filter(|(_, _, _, load)| matches!(load, Load::Rows))
-            .map(|(parsed, _, file, _)| (*parsed, *file))
-            .collect();
-        std::thread::Builder::new()
-            .name("chiso-load".into())
-            .spawn_scoped(scope, move || {
-                for (parsed, file) in to_decode {
-                    if send.send(decode_segment(segments, &parsed, file)).is_err() {
-                        return;
+    let mut chunks = BTreeMap::new();
+    for (parsed, _, _, _) in &actions {
+        if let ("dossiers", Some(month), Some(_)) = (parsed.table, parsed.month, parsed.chunk()) {
+            *chunks.entry(month).or_default() += CHUNK_ROWS;
+        }
+    }
+    tables.dossiers.make_room(&chunks);
+    // Every segment whose rows are put back is read and decoded by loader threads, one per
+    // core, each taking every n-th segment a few ahead: a chunk of `dossiers` is made rows
+    // there, a segment of another table put back into tables of its own. This thread puts
+    // the chunks' rows in place, in order, and moves the other tables in: what is left of a
+    // restart for one thread alone.
+    let to_prepare: Vec<(SegmentName<'_>, Partition, &str, &Load)> = actions
+        .iter()
+        .filter(|(_, _, _, load)| !matches!(load, Load::Nothing))
+        .map(|(parsed, partition, file, load)| (*parsed, *partition, *file, load))
+        .collect();
+    let loaders = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LOADERS));
+    let names = std::thread::scope(|scope| -> Result<Vec<Interner>> {
+        let mut prepared = Vec::with_capacity(loaders);
+        let mut threads = Vec::with_capacity(loaders);
+        for first in 0..loaders {
+            let (send, receive) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+            let mine: Vec<_> = to_prepare.iter().skip(first).step_by(loaders).collect();
+            let thread = std::thread::Builder::new()
+                .name("chiso-load".into())
+                .spawn_scoped(scope, move || {
+                    // The thread putting the rows back in order runs before the loaders:
+                    // when it waits for them, they have every core.
+                    crate::priority::lower(LOADER_NICENESS);
+                    let mut names = Interner::default();
+                    for (parsed, partition, file, load) in mine {
+                        let segment = match load {
+                            Load::Totals(month) => {
+                                let days = &manifest.segments[&partition.name()];
+                                read_totals(segments, file, days, *month, &mut names)
+                            }
+                            _ => decode_segment(segments, parsed, file, &mut names),
+                        };
+                        if send.send(segment).is_err() {
+                            break;
+                        }
                     }
-                }
-            })
-            .map_err(|error| Error::Fold(format!("cannot start the loader: {error}")))?;
-        for (parsed, partition, file, load) in &actions {
-            // Every decoded segment is taken, in order, even one of a damaged partition.
-            let segment = match load {
-                Load::Rows => Some(next_decoded(&decoded, file)?),
-                _ => None,
-            };
+                    names
+                })
+                .map_err(|error| Error::Fold(format!("cannot start a loader: {error}")))?;
+            prepared.push(receive);
+            threads.push(thread);
+        }
+        for (i, (parsed, partition, file, _)) in to_prepare.iter().enumerate() {
+            // Every prepared segment is taken, in order, even one of a damaged partition.
+            let segment = prepared[i % loaders].recv().map_err(|_| Error::Segment {
+                file: (*file).to_owned(),
+                reason: "a loader thread stopped".into(),
+            })?;
             // A partition a segment of which could not be read is passed over.
             if loaded.damaged.contains_key(partition) {
                 continue;
             }
-            let result = match (load, segment) {
-                (Load::Totals(month), _) => {
-                    let days = &manifest.segments[&partition.name()];
-                    load_totals(segments, file, days, *month, tables)
-                }
-                (Load::Rows, Some(segment)) => segment.and_then(|segment| {
-                    restore_segment(segment, parsed, file, tables, &mut loaded.relayout)
-                }),
-                _ => Ok(()),
-            };
+            let result = segment.and_then(|segment| {
+                restore_segment(segment, parsed, file, tables, &mut loaded.relayout)
+            });
             if let Err(error) = result {
                 loaded
                     .damaged
@@ -1908,8 +1934,19 @@ fn load_segments(
                     .or_insert(error.to_string());
             }
         }
-        Ok(())
+        drop(prepared);
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .map_err(|_| Error::Fold("a loader thread panicked".into()))
+            })
+            .collect()
     })?;
+    for names in names {
+        tables.adopt_names(names);
+    }
     for partition in loaded.damaged.keys() {
         tables.forget(*partition);
         loaded.relayout.remove(partition);
@@ -1927,20 +1964,15 @@ enum Load {
     Nothing,
 }
 
-/// Segments decoded ahead of the rows being put back (each a chunk of `dossiers` or a month of
-/// `agency_daily`).
+/// Segments each loader thread prepares ahead of the rows being put back (each a chunk of
+/// `dossiers`, a month of `agency_daily` or its totals).
 const DECODED_AHEAD: usize = 4;
 
-/// The next segment the loader decoded (that of `file`).
-fn next_decoded(
-    decoded: &std::sync::mpsc::Receiver<Result<DecodedSegment>>,
-    file: &str,
-) -> Result<Result<DecodedSegment>> {
-    decoded.recv().map_err(|_| Error::Segment {
-        file: file.to_owned(),
-        reason: "the loader thread stopped".into(),
-    })
-}
+/// The most loader threads a restart starts (one per core up to it).
+const MAX_LOADERS: usize = 4;
+
+/// How much less CPU priority (`nice`) the loader threads have than the one they feed.
+const LOADER_NICENESS: i32 = 10;
 
 /// A segment's manifest name, parsed: `dossiers/2019-03/00001`, `dossiers/2019-03@sealed`,
 /// `agency_daily/2019-03`, `services`, …
@@ -1977,6 +2009,11 @@ impl<'a> SegmentName<'a> {
         })
     }
 
+    /// The number of a chunk of a month's rows in memory.
+    fn chunk(&self) -> Option<usize> {
+        self.part?.parse().ok()
+    }
+
     /// The partition it belongs to.
     fn partition(&self) -> Option<Partition> {
         Some(match (self.table, self.month) {
@@ -1992,16 +2029,16 @@ impl<'a> SegmentName<'a> {
     }
 }
 
-/// Puts back a settled month's totals of `agency_daily` from their segment `file`, the month
-/// cold: its days stay in their segment `days`, of which only the footer is read (its rows,
-/// and that it is whole).
-fn load_totals(
+/// Puts back a settled month's totals of `agency_daily` from their segment `file` into tables
+/// of their own, the month cold: its days stay in their segment `days`, of which only the
+/// footer is read (its rows, and that it is whole).
+fn read_totals(
     segments: &SegmentDir,
     file: &str,
     days: &str,
     month: MonthKey,
-    tables: &mut Tables,
-) -> Result<()> {
+    names: &mut Interner,
+) -> Result<DecodedSegment> {
     let failed = |file: &str, reason: String| Error::Segment {
         file: file.to_owned(),
         reason,
@@ -2019,22 +2056,46 @@ fn load_totals(
             })
         })
         .map_err(|reason| failed(days, reason))?;
-    let bytes = segments.read(file)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .and_then(|builder| builder.build())
+    let bytes = bytes::Bytes::from(segments.read(file)?);
+    let batches = ArrowReaderMetadata::load(&bytes, Default::default())
+        .and_then(names_as_dictionaries)
+        .and_then(|footer| {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, footer).build()
+        })
+        .map_err(|e| failed(file, e.to_string()))?
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| failed(file, e.to_string()))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| failed(file, e.to_string()))?;
-        tables
-            .restore_monthly(month, &batch)
-            .map_err(|reason| failed(file, reason))?;
-    }
-    tables.cold_daily.insert(month, cold);
-    Ok(())
+    let part = put_apart(names, |part| {
+        for batch in &batches {
+            part.restore_monthly(month, batch)?;
+        }
+        part.cold_daily.insert(month, cold);
+        Ok(())
+    })
+    .map_err(|reason| failed(file, reason))?;
+    Ok(DecodedSegment {
+        rows: SegmentRows::Tables(part),
+        deleted: None,
+    })
 }
 
-/// The columns of a `dossiers` segment read as dictionaries: their names are interned once per
-/// distinct value rather than once per row (they were a fifth of a national restart).
+/// Tables of their own, filled by `restore` with the names of `names`.
+fn put_apart(
+    names: &mut Interner,
+    restore: impl FnOnce(&mut Tables) -> std::result::Result<(), String>,
+) -> std::result::Result<Box<Tables>, String> {
+    let mut part = Box::new(Tables {
+        names: std::mem::take(names),
+        ..Tables::default()
+    });
+    let restored = restore(&mut part);
+    *names = std::mem::take(&mut part.names);
+    restored.map(|()| part)
+}
+
+/// The columns of a `dossiers` or `agency_daily` segment read as dictionaries: their names are
+/// interned once per distinct value rather than once per row (they were a fifth of a national
+/// restart).
 const NAME_COLUMNS: [&str; 4] = ["agency", "province", "service", "procedure_code"];
 
 /// `footer` with the [`NAME_COLUMNS`] it holds as strings read as dictionaries.
@@ -2066,15 +2127,28 @@ fn names_as_dictionaries(
 
 /// A segment's rows, decoded, and its deletion vector when it has one.
 struct DecodedSegment {
-    batches: Vec<RecordBatch>,
+    rows: SegmentRows,
     deleted: Option<String>,
 }
 
-/// Reads and decodes the segment `name` (in `file`).
+/// What a loader thread made of a segment's rows.
+enum SegmentRows {
+    /// A chunk of `dossiers`, made rows.
+    Dossiers(Vec<Dossier>),
+    /// A segment of another table, put back into tables of its own to move in.
+    Tables(Box<Tables>),
+    /// The level spans of `services`: put back into the services loaded before them.
+    Batches(Vec<RecordBatch>),
+}
+
+/// Reads and decodes the segment `name` (in `file`); a chunk of `dossiers` is made rows, a
+/// segment of another table (but the level spans) put back into tables of its own, the names
+/// of either interned by `names`.
 fn decode_segment(
     segments: &SegmentDir,
     name: &SegmentName<'_>,
     file: &str,
+    names: &mut Interner,
 ) -> Result<DecodedSegment> {
     let failed = |reason: String| Error::Segment {
         file: file.to_owned(),
@@ -2083,7 +2157,7 @@ fn decode_segment(
     let bytes = bytes::Bytes::from(segments.read(file)?);
     let footer = ArrowReaderMetadata::load(&bytes, Default::default())
         .and_then(|footer| match name.table {
-            "dossiers" => names_as_dictionaries(footer),
+            "dossiers" | "agency_daily" => names_as_dictionaries(footer),
             _ => Ok(footer),
         })
         .map_err(|e| failed(e.to_string()))?;
@@ -2096,7 +2170,28 @@ fn decode_segment(
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| failed(e.to_string()))?;
-    Ok(DecodedSegment { batches, deleted })
+    let rows = match name.table {
+        "dossiers" => {
+            let mut rows = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+            for batch in &batches {
+                rows.extend(
+                    stored_dossiers(batch, &mut |text| names.intern(text)).map_err(failed)?,
+                );
+            }
+            SegmentRows::Dossiers(rows)
+        }
+        "service_levels" => SegmentRows::Batches(batches),
+        table => SegmentRows::Tables(
+            put_apart(names, |part| {
+                for batch in &batches {
+                    part.restore(table, name.month, batch)?;
+                }
+                Ok(())
+            })
+            .map_err(failed)?,
+        ),
+    };
+    Ok(DecodedSegment { rows, deleted })
 }
 
 /// Puts back the rows of the segment `name` (in `file`); a chunk of `dossiers` that does not
@@ -2121,8 +2216,15 @@ fn restore_segment(
             .map_or(0, |m| m.rows().len())
     };
     let before = in_memory(tables);
-    for batch in &segment.batches {
-        tables.restore(table, month, batch).map_err(failed)?;
+    match (segment.rows, month) {
+        (SegmentRows::Dossiers(rows), Some(month)) => tables.restore_dossier_rows(month, rows),
+        (SegmentRows::Dossiers(_), None) => return Err(failed("dossiers without a month".into())),
+        (SegmentRows::Tables(part), _) => tables.absorb(*part),
+        (SegmentRows::Batches(batches), _) => {
+            for batch in &batches {
+                tables.restore(table, month, batch).map_err(failed)?;
+            }
+        }
     }
     if let (Some(month), "dossiers") = (month, table) {
         // A chunk lands where it was saved only if every chunk before it is whole.

@@ -54,6 +54,10 @@ pub struct LogOptions {
     /// The most the memtables of every column family may hold together before RocksDB
     /// flushes one: writes not yet in SST files.
     pub memtable_bytes: usize,
+    /// Whether RocksDB's compactions wait for [`EventStore::resume_compactions`]. A server
+    /// restarting after a long import puts its tables back on both cores first: a
+    /// compaction owed from before the stop took about one of them while it did.
+    pub defer_compactions: bool,
 }
 
 /// The default reserve: room for every memtable to flush (≈ 330 MiB: see `open_db`) and for
@@ -72,6 +76,7 @@ impl Default for LogOptions {
             index_at_shutdown: true,
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             memtable_bytes: DEFAULT_MEMTABLE_BYTES,
+            defer_compactions: false,
         }
     }
 }
@@ -251,6 +256,19 @@ impl EventStore {
             commands: commands_tx,
             store,
         })
+    }
+
+    /// Lets RocksDB's compactions run, those owed first, when the log was opened with
+    /// [`LogOptions::defer_compactions`] (nothing otherwise).
+    pub fn resume_compactions(&self) -> Result<()> {
+        let db = &self.inner.db;
+        for name in ALL_CFS {
+            db.set_options_cf(
+                cf_handle(db, name),
+                &[("disable_auto_compactions", "false")],
+            )?;
+        }
+        Ok(())
     }
 
     /// What RocksDB holds in memory now, by kind.
@@ -871,6 +889,7 @@ fn open_db(path: &Path, log: &LogOptions) -> Result<DB> {
             _ => 64 << 20,
         });
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_options.set_disable_auto_compactions(log.defer_compactions);
         // Index and filter blocks stay beside each open file, and data blocks in RocksDB's
         // default cache of 8 MiB per family. Tried and not kept (BENCHMARKS.md, 2026-12-07):
         // one shared cache holding the index and filters too, partitioned — memory bounded

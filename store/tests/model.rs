@@ -589,17 +589,21 @@ proptest! {
     }
 }
 
+fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// States on disk ahead of the indexed position (a rebuild of every state, or a crash between
 /// the indexer's writes of states and of its position) are not replayed into again: each
 /// stored state's stamp says which events it includes.
 #[test]
 fn states_ahead_of_the_indexed_position_are_not_replayed_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = one_worker_runtime();
     let counts = Counts::default();
     let open = |format| {
         let options = LogOptions {
@@ -657,4 +661,64 @@ fn states_ahead_of_the_indexed_position_are_not_replayed_twice() {
     }
     let expected = HashMap::from([("t-1".into(), 3), ("s-1".into(), 2), ("t-2".into(), 2)]);
     assert_eq!(*counts.lock().unwrap(), expected);
+}
+
+/// A log opened with its compactions deferred owes them until it resumes them: the files its
+/// reopenings flushed wait (a server puts its tables back first), then are compacted.
+#[test]
+fn deferred_compactions_run_once_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = one_worker_runtime();
+    let counts = Counts::default();
+    let open = || {
+        let options = LogOptions {
+            defer_compactions: true,
+            ..LogOptions::default()
+        };
+        let model = Tally::new(1, counts.clone());
+        EventStore::open_with_options(dir.path(), StoreMetrics::default(), model, options).unwrap()
+    };
+    // Each opening flushes the writes the one before left in its write-ahead log: a file of
+    // the first level each, past the 4 that call for a compaction.
+    for round in 0..6 {
+        let store = open();
+        let events = (0..200)
+            .map(|n| ProposedEvent {
+                id: Uuid::new_v4(),
+                event_type: "Noted".into(),
+                data: format!("{{\"round\":{round},\"n\":{n}}}"),
+                metadata: "{}".into(),
+                decoded: (),
+            })
+            .collect();
+        let request = AppendRequest {
+            stream: StreamName::new(format!("t-{round}")).unwrap(),
+            expected: ExpectedRevision::Any,
+            events,
+            principal: (),
+        };
+        runtime.block_on(store.append("model", request)).unwrap();
+        runtime.block_on(store.shutdown());
+    }
+    let store = open();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let owed = store.background().pending_compaction_bytes;
+    assert!(owed > 0, "six flushed files owe a compaction");
+    assert_eq!(store.background().running_compactions, 0);
+    assert_eq!(
+        store.background().pending_compaction_bytes,
+        owed,
+        "nothing compacted while deferred"
+    );
+    store.resume_compactions().unwrap();
+    let started = std::time::Instant::now();
+    while store.background().pending_compaction_bytes > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the owed compaction ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(store.head(), 1_200);
+    runtime.block_on(store.shutdown());
 }

@@ -1,6 +1,6 @@
 //! `agency_daily`: counters of one agency on one local day, partitioned by local month.
 
-use super::columns::{batch, longs, optional_strings, schema, strings, Columns};
+use super::columns::{batch, longs, optional_strings, schema, strings, Columns, Names};
 use super::tables::{ColdMonth, Decoded, Tables};
 use super::Partition;
 use crate::local_time::{day_start, local_month, micros, month_first_day, month_of_day, MonthKey};
@@ -268,12 +268,13 @@ impl Tables {
         batch: &RecordBatch,
     ) -> Result<(), String> {
         let c = Columns(batch);
-        let agency = c.strings("agency")?;
+        let agencies = self.agencies_of(&c)?;
         let counters = c.counters()?;
+        let total = self.monthly.entry(month).or_default();
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
-            let agency = self.intern(agency.value(row));
-            let total = self.monthly.entry(month).or_default();
+            let agency = agencies.at(row, &mut |text| self.names.intern(text));
+            let agency = agency.ok_or("a row without an agency")?;
             total.entry(agency).or_default().add(&counts);
         }
         Ok(())
@@ -288,21 +289,29 @@ impl Tables {
         totals: bool,
     ) -> Result<(), String> {
         let c = Columns(batch);
-        let (day, agency) = (c.get::<Date32Array>("day")?, c.strings("agency")?);
+        let day = c.get::<Date32Array>("day")?;
+        let agencies = self.agencies_of(&c)?;
         let counters = c.counters()?;
+        let daily = self.daily.entry(month).or_default();
+        daily.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
-            let agency = self.intern(agency.value(row));
+            let agency = agencies.at(row, &mut |text| self.names.intern(text));
+            let agency = agency.ok_or("a row without an agency")?;
             if totals {
                 let total = self.monthly.entry(month).or_default();
                 total.entry(agency.clone()).or_default().add(&counts);
             }
-            self.daily
-                .entry(month)
-                .or_default()
-                .insert((day.value(row), agency), counts);
+            daily.insert((day.value(row), agency), counts);
         }
         Ok(())
+    }
+
+    /// The `agency` column of a segment of `agency_daily`: read as a dictionary at a restart,
+    /// each agency is interned once, not once a row.
+    fn agencies_of<'a>(&mut self, c: &Columns<'a>) -> Result<Names<'a>, String> {
+        Names::of(c, "agency", &mut |text| self.intern(text))?
+            .ok_or_else(|| "column agency is missing".to_owned())
     }
 }
 

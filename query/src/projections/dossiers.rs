@@ -559,6 +559,15 @@ impl Dossiers {
         Some(forgotten)
     }
 
+    /// Makes room at once for the rows a restart is to put back in each month, and for their
+    /// ids in the index (grown chunk by chunk, a month's rows were copied about once more).
+    pub(super) fn make_room(&mut self, rows: &BTreeMap<MonthKey, usize>) {
+        self.index.reserve(rows.values().sum());
+        for (month, rows) in rows {
+            self.months.entry(*month).or_default().reserve(*rows);
+        }
+    }
+
     /// Puts back rows loaded from a segment of `month`, in order: the month looked up and the
     /// room made once for all of them (a restart puts back millions).
     fn extend(&mut self, month: MonthKey, rows: Vec<Dossier>) {
@@ -1065,15 +1074,10 @@ pub fn stored_dossiers(
 }
 
 impl Tables {
-    /// Restores the rows of a month's segment, sharing agency and service names.
-    pub(super) fn restore_dossiers(
-        &mut self,
-        month: MonthKey,
-        batch: &RecordBatch,
-    ) -> Result<(), String> {
-        let rows = stored_dossiers(batch, &mut |text| self.intern(text))?;
+    /// Restores rows of a month's segment made from its batches apart from the tables (their
+    /// names interned by an [`Interner`](super::tables::Interner) the tables then adopt).
+    pub(super) fn restore_dossier_rows(&mut self, month: MonthKey, rows: Vec<Dossier>) {
         self.dossiers.extend(month, rows);
-        Ok(())
     }
 }
 

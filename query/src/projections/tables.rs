@@ -34,7 +34,7 @@ pub struct Tables {
     pub rankings: BTreeMap<(String, String, String), Ranking>,
     /// The calendar's announcements with their stream's year, in log order.
     pub declarations: Vec<(i32, DomainEvent)>,
-    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    pub(super) names: Interner,
     /// Partitions changed since the last checkpoint (and whose cached batches are stale).
     pub dirty: BTreeSet<Partition>,
     /// Events that could not be decoded (folded as nothing, counted).
@@ -44,12 +44,54 @@ pub struct Tables {
 impl Tables {
     /// Shares one allocation per distinct agency, service or province code.
     pub fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(found) = self.names.get(text) {
-            return found.clone();
+        self.names.intern(text)
+    }
+
+    /// Moves in what `part` holds: tables put back apart, on a loader thread, from segments
+    /// of partitions this one does not hold yet (rows of a partition it holds are added).
+    pub fn absorb(&mut self, part: Tables) {
+        let Tables {
+            next_position: _,
+            agencies,
+            services,
+            dossiers,
+            daily,
+            monthly,
+            cold_daily,
+            ict_index,
+            rankings,
+            declarations,
+            names,
+            dirty: _,
+            skipped: _,
+        } = part;
+        debug_assert_eq!(dossiers.in_memory(), 0, "dossiers are put back by chunk");
+        absorb_map(&mut self.agencies, agencies);
+        absorb_map(&mut self.services, services);
+        for (month, days) in daily {
+            absorb_map(self.daily.entry(month).or_default(), days);
         }
-        let name: Arc<str> = text.into();
-        self.names.insert(name.clone());
-        name
+        for (month, totals) in monthly {
+            let into = self.monthly.entry(month).or_default();
+            if into.is_empty() {
+                *into = totals;
+            } else {
+                for (agency, counts) in totals {
+                    into.entry(agency).or_default().add(&counts);
+                }
+            }
+        }
+        self.cold_daily.extend(cold_daily);
+        self.ict_index.extend(ict_index);
+        self.rankings.extend(rankings);
+        self.declarations.extend(declarations);
+        self.names.adopt(names);
+    }
+
+    /// Shares from now on the names `other` interned (rows made apart from the tables, on
+    /// another thread, keep theirs).
+    pub fn adopt_names(&mut self, other: Interner) {
+        self.names.adopt(other);
     }
 
     /// Folds a decoded batch, whose first event must be at the next position. Events the
@@ -117,7 +159,8 @@ impl Tables {
         self.dossiers.count()
     }
 
-    /// Restores the rows of a segment of `table` (`month` for time-series tables).
+    /// Restores the rows of a segment of `table` (`month` for `agency_daily`; a chunk of
+    /// `dossiers` is made rows apart, [`Tables::restore_dossier_rows`]).
     pub fn restore(
         &mut self,
         table: &str,
@@ -131,10 +174,38 @@ impl Tables {
             ("ict_index", _) => self.restore_ict(batch),
             ("rankings", _) => self.restore_rankings(batch),
             ("calendar", _) => self.restore_declarations(batch),
-            ("dossiers", Some(month)) => self.restore_dossiers(month, batch),
             ("agency_daily", Some(month)) => self.restore_daily(month, batch, true),
             _ => Err(format!("no table {table} to restore")),
         }
+    }
+}
+
+/// `from`'s entries into `into`: moved whole when `into` is empty.
+fn absorb_map<K: std::hash::Hash + Eq, V>(into: &mut Map<K, V>, from: Map<K, V>) {
+    if into.is_empty() {
+        *into = from;
+    } else {
+        into.extend(from);
+    }
+}
+
+/// One allocation per distinct name (agency, service, province code) shared by every row.
+#[derive(Debug, Default)]
+pub struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
+
+impl Interner {
+    pub fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(found) = self.0.get(text) {
+            return found.clone();
+        }
+        let name: Arc<str> = text.into();
+        self.0.insert(name.clone());
+        name
+    }
+
+    /// Takes in the names of `other` this one lacks (a name it has keeps its allocation).
+    fn adopt(&mut self, other: Interner) {
+        self.0.extend(other.0);
     }
 }
 
