@@ -2,7 +2,9 @@
 # A/B of restarts: binaries take turns restarting on one data directory (SIGTERM between
 # turns), ROUNDS turns each (default 7). Each turn: the time from the process's start to
 # `/ready` (polled every 20 ms), and from its own log the time to the log opened and from
-# there to the tables loaded. Medians per binary at the end. Usage:
+# there to the tables loaded. Medians per binary at the end. With SNAPSHOT, each turn starts
+# from a fresh copy of that data directory (say one stopped right after an import, its
+# compactions still owed) instead of the one the previous turn left. Usage:
 #   DATA=$CARGO_TARGET_DIR/bench-scratch/prof/data bash bench/restart_ab.sh /tmp/chiso-a /tmp/chiso-b
 set -euo pipefail
 data=${DATA:?the data directory to restart on}
@@ -11,6 +13,9 @@ out=$(mktemp -d)
 for round in $(seq "${ROUNDS:-7}"); do
   for bin in "$@"; do
     name=$(basename "$bin")
+    if [ -n "${SNAPSHOT:-}" ]; then
+      rm -rf "$data"; cp -a "$SNAPSHOT" "$data"; sync
+    fi
     s=$(date +%s.%N)
     CHISO_LOG=info "$bin" serve --data-dir "$data" --listen 127.0.0.1:$port \
       --pg-listen off --flight-listen off 2> "$out/log" & pid=$!
