@@ -1865,13 +1865,6 @@ fn load_segments(
             (parsed, partition, file, load)
         })
         .collect();
-    let mut chunks = BTreeMap::new();
-    for (parsed, _, _, _) in &actions {
-        if let ("dossiers", Some(month), Some(_)) = (parsed.table, parsed.month, parsed.chunk()) {
-            *chunks.entry(month).or_default() += CHUNK_ROWS;
-        }
-    }
-    tables.dossiers.make_room(&chunks);
     // Every segment whose rows are put back is read and decoded by loader threads, one per
     // core, each taking every n-th segment a few ahead: a chunk of `dossiers` is made rows
     // there, a segment of another table put back into tables of its own. This thread puts
@@ -1964,8 +1957,8 @@ enum Load {
     Nothing,
 }
 
-/// Segments each loader thread prepares ahead of the rows being put back (each a chunk of
-/// `dossiers`, a month of `agency_daily` or its totals).
+/// Segments each loader thread prepares ahead of the rows being put back (a chunk of
+/// `dossiers`, a month of `agency_daily` or its totals, another table).
 const DECODED_AHEAD: usize = 4;
 
 /// The most loader threads a restart starts (one per core up to it).
@@ -2007,11 +2000,6 @@ impl<'a> SegmentName<'a> {
             part,
             sealed: name.ends_with(SEALED),
         })
-    }
-
-    /// The number of a chunk of a month's rows in memory.
-    fn chunk(&self) -> Option<usize> {
-        self.part?.parse().ok()
     }
 
     /// The partition it belongs to.

@@ -559,15 +559,6 @@ impl Dossiers {
         Some(forgotten)
     }
 
-    /// Makes room at once for the rows a restart is to put back in each month, and for their
-    /// ids in the index (grown chunk by chunk, a month's rows were copied about once more).
-    pub(super) fn make_room(&mut self, rows: &BTreeMap<MonthKey, usize>) {
-        self.index.reserve(rows.values().sum());
-        for (month, rows) in rows {
-            self.months.entry(*month).or_default().reserve(*rows);
-        }
-    }
-
     /// Puts back rows loaded from a segment of `month`, in order: the month looked up and the
     /// room made once for all of them (a restart puts back millions).
     fn extend(&mut self, month: MonthKey, rows: Vec<Dossier>) {

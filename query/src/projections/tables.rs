@@ -48,7 +48,8 @@ impl Tables {
     }
 
     /// Moves in what `part` holds: tables put back apart, on a loader thread, from segments
-    /// of partitions this one does not hold yet (rows of a partition it holds are added).
+    /// of partitions this one does not hold yet (a month's totals it holds are added to; an
+    /// entry of another table under a key it holds replaces it; announcements follow).
     pub fn absorb(&mut self, part: Tables) {
         let Tables {
             next_position: _,
