@@ -294,12 +294,12 @@ impl Tables {
         let counters = c.counters()?;
         let daily = self.daily.entry(month).or_default();
         daily.reserve(batch.num_rows());
+        let mut total = totals.then(|| self.monthly.entry(month).or_default());
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
             let agency = agencies.at(row, &mut |text| self.names.intern(text));
             let agency = agency.ok_or("a row without an agency")?;
-            if totals {
-                let total = self.monthly.entry(month).or_default();
+            if let Some(total) = total.as_mut() {
                 total.entry(agency.clone()).or_default().add(&counts);
             }
             daily.insert((day.value(row), agency), counts);
