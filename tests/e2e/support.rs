@@ -13,6 +13,8 @@ pub struct Server {
     pub pg_port: u16,
     /// The port of its Flight SQL service.
     pub flight_port: u16,
+    /// What it writes to stderr (warnings and errors), shown when it does not start.
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Server {
@@ -37,7 +39,26 @@ impl Server {
         Self::launch(data_dir, env, args, Duration::from_secs(30)).await
     }
 
+    /// Starts the server on free ports. A port found free can be taken before the server binds
+    /// it (by another test's server, or as a client connection's local port): a server that
+    /// exits because its address is in use is started again on other ports.
     async fn launch(data_dir: &Path, env: &[(&str, &str)], args: &[&str], wait: Duration) -> Self {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut server = Self::spawn(data_dir, env, args);
+            match server.wait_healthy(wait).await {
+                Ok(()) => return server,
+                Err(failure) if failure.address_in_use && attempt < ATTEMPTS => continue,
+                Err(failure) => panic!(
+                    "chiso did not become healthy at {}: {}; its stderr ended with:\n{}",
+                    server.url, failure.state, failure.stderr
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let port = free_port();
         let pg_port = free_port();
         let pg_listen = format!("127.0.0.1:{pg_port}");
@@ -51,6 +72,7 @@ impl Server {
             true => vec![],
             false => vec!["--flight-listen", flight_listen.as_str()],
         };
+        let stderr = tempfile::NamedTempFile::new().expect("a file for the server's stderr");
         let child = Command::new(env!("CARGO_BIN_EXE_chiso"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -61,30 +83,44 @@ impl Server {
             .env("CHISO_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr.reopen().expect("the stderr file reopens"))
             .spawn()
             .expect("chiso starts");
-        let server = Self {
+        Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
             pg_port,
             flight_port,
-        };
-        server.wait_healthy(wait).await;
-        server
+            stderr,
+        }
     }
 
-    async fn wait_healthy(&self, wait: Duration) {
+    /// Waits until `/health` answers, or says whether the server exited (and how) or was still
+    /// starting after `wait`, with the end of what it wrote to stderr.
+    async fn wait_healthy(&mut self, wait: Duration) -> Result<(), StartFailure> {
         let deadline = Instant::now() + wait;
         let client = reqwest::Client::new();
-        while Instant::now() < deadline {
+        let state = loop {
             let health = client.get(format!("{}/health", self.url)).send().await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return;
+            // Only while it runs: a server that lost its port to another exits.
+            let exited = self.child.try_wait().expect("the server's status");
+            match exited {
+                None if health.is_ok_and(|r| r.status().is_success()) => return Ok(()),
+                Some(status) => break format!("exited ({status})"),
+                None if Instant::now() >= deadline => {
+                    break format!("still starting after {wait:?}")
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("chiso did not become healthy at {}", self.url);
+        };
+        let printed = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+        let tail: Vec<&str> = printed.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(StartFailure {
+            address_in_use: printed.contains("Address already in use"),
+            state,
+            stderr: tail.join("\n"),
+        })
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -109,6 +145,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Why a server did not become healthy.
+struct StartFailure {
+    /// Whether it exited because a port it was given had been taken.
+    address_in_use: bool,
+    /// How it ended: exited (with its status), or still starting.
+    state: String,
+    /// The end of its stderr.
+    stderr: String,
 }
 
 fn free_port() -> u16 {
