@@ -1891,10 +1891,16 @@ fn load_segments(
                     let mut names = Interner::default();
                     for (parsed, partition, file, load) in mine {
                         let segment = match load {
-                            Load::Totals(month) => {
-                                let days = &manifest.segments[&partition.name()];
-                                read_totals(segments, file, days, *month, &mut names)
-                            }
+                            // A cold month's totals name the file of its days (the month
+                            // without it is damaged and rebuilt from the log, not a panic).
+                            Load::Totals(month) => match manifest.segments.get(&partition.name()) {
+                                Some(days) => read_totals(segments, file, days, *month, &mut names),
+                                None => Err(Error::Segment {
+                                    file: (*file).to_owned(),
+                                    reason: "the manifest has the month's totals, not its days"
+                                        .into(),
+                                }),
+                            },
                             _ => decode_segment(segments, parsed, file, &mut names),
                         };
                         if send.send(segment).is_err() {

@@ -496,6 +496,7 @@ type Damage = (&'static str, fn(&Path), &'static [&'static str]);
 /// only that segment's partition from the log — a month of `dossiers` (hot, or sealed with
 /// `--seal-immediately`), a month of `agency_daily` that resolutions of earlier months count
 /// on (its days, or its totals by agency), a small table — and answers as before; no other partition's file is written again.
+/// A manifest that names a cold month's totals but not its days rebuilds that month too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_or_missing_segment_is_rebuilt_alone_from_the_log() {
     let tear: fn(&Path) = |file| {
@@ -551,7 +552,32 @@ async fn a_torn_or_missing_segment_is_rebuilt_alone_from_the_log() {
                 "{prefix} {args:?}: {changed:?}"
             );
         }
+        // A manifest that names a cold month's totals but not its days: that month is
+        // rebuilt too (a loader once panicked on it, and the server with it).
+        forget_in_manifest(data, "agency_daily/2019-07");
+        let mut server = Server::start_with_options(data, &[], args).await;
+        assert_eq!(tables(&server.url, last).await, before, "{args:?}");
+        let text = metrics(&server.url).await;
+        assert!(text.contains("chiso_tables_repaired_at_open 1\n"), "{text}");
+        assert!(server.terminate().success());
     }
+}
+
+/// Takes `partition` out of the tables' manifest, which the log keeps in its `meta` column
+/// family (the server stopped).
+fn forget_in_manifest(data: &Path, partition: &str) {
+    let db = crate::verify::open_log(data);
+    let meta = db.cf_handle("meta").unwrap();
+    let key = b"chiso/projection/tables/manifest";
+    let mut manifest: Value =
+        serde_json::from_slice(&db.get_cf(meta, key).unwrap().unwrap()).unwrap();
+    let segments = manifest["segments"].as_object_mut().unwrap();
+    assert!(
+        segments.remove(partition).is_some(),
+        "{partition} not in {segments:?}"
+    );
+    db.put_cf(meta, key, serde_json::to_vec(&manifest).unwrap())
+        .unwrap();
 }
 
 /// Past `--max-connections` a new connection is answered 503 `too_many_connections` at once;

@@ -20,7 +20,7 @@ fn chiso_verify(data_dir: &Path) -> Output {
 }
 
 /// The log's RocksDB, opened as a tamperer would (every column family as it is).
-fn open_log(data_dir: &Path) -> rocksdb::DB {
+pub(crate) fn open_log(data_dir: &Path) -> rocksdb::DB {
     let path = data_dir.join("log");
     let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap();
     rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, names).unwrap()
