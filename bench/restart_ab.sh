@@ -4,7 +4,10 @@
 # `/ready` (polled every 20 ms), and from its own log the time to the log opened and from
 # there to the tables loaded. Medians per binary at the end. With SNAPSHOT, each turn starts
 # from a fresh copy of that data directory (say one stopped right after an import, its
-# compactions still owed) instead of the one the previous turn left. Usage:
+# compactions still owed) instead of the one the previous turn left. With KILL=1 each turn
+# restarts after a SIGKILL instead: the binary is started, NDJSON batches of new dossiers are
+# appended for 2 s (`chiso import`), and the server is killed (as bench/national.sh's step 3
+# does); the turn's line then says how many events the write model replayed. Usage:
 #   DATA=$CARGO_TARGET_DIR/bench-scratch/prof/data bash bench/restart_ab.sh /tmp/chiso-a /tmp/chiso-b
 set -euo pipefail
 data=${DATA:?the data directory to restart on}
@@ -16,17 +19,37 @@ for round in $(seq "${ROUNDS:-7}"); do
     if [ -n "${SNAPSHOT:-}" ]; then
       rm -rf "$data"; cp -a "$SNAPSHOT" "$data"; sync
     fi
+    if [ -n "${KILL:-}" ]; then
+      "$bin" serve --data-dir "$data" --listen 127.0.0.1:$port --pg-listen off \
+        --flight-listen off 2> /dev/null & pid=$!
+      until curl -sf $url/ready > /dev/null; do sleep 0.05; done
+      read -r agency service < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
+        -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+      python3 - "$agency" "$service" 2> /dev/null <<'PY' | CHISO_LOG=warn "$bin" import --url "$url" - > /dev/null 2>&1 &
+import json, sys, uuid
+agency, service = sys.argv[1:3]
+for n in range(300_000):
+    print(json.dumps({"stream": f"dossier-kill-{uuid.uuid4()}", "id": str(uuid.uuid4()), "type": "DossierReceived",
+        "data": {"agency": agency, "service": service, "channel": "online",
+                 "received_at": "2019-12-30T08:00:00+07:00", "due_at": "2020-01-06T17:00:00+07:00"}}))
+PY
+      importer=$!
+      sleep 2
+      kill -KILL $pid; wait $pid 2> /dev/null || true
+      wait $importer 2> /dev/null || true
+    fi
     s=$(date +%s.%N)
     CHISO_LOG=info "$bin" serve --data-dir "$data" --listen 127.0.0.1:$port \
       --pg-listen off --flight-listen off 2> "$out/log" & pid=$!
     until curl -sf $url/ready > /dev/null; do sleep 0.02; done
     ready=$(echo "$(date +%s.%N) - $s" | bc)
+    replayed=$(curl -s $url/metrics | awk '/^chiso_log_replayed_at_open /{print $2}')
     kill -TERM $pid; wait $pid || true
     # RFC 3339 timestamps of the two lines, in seconds since the process started.
     at() { grep -m1 "$1" "$out/log" | cut -d' ' -f1 | xargs -I{} date -d {} +%s.%N; }
     log=$(echo "$(at 'event log opened') - $s" | bc)
     tables=$(echo "$(at 'tables loaded') - $(at 'event log opened')" | bc)
-    echo "round $round $name: ready $ready s (log opened at $log s, tables $tables s)"
+    echo "round $round $name: ready $ready s (log opened at $log s, tables $tables s; $replayed events replayed into the write model)"
     echo "$ready $log $tables" >> "$out/$name"
   done
 done

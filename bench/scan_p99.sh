@@ -6,6 +6,7 @@
 # samples the resident set and /ready every 2 s meanwhile. Usage:
 #   bash bench/scan_p99.sh "t2:" "t1:--sql-threads 1"
 mkdir -p /tmp/ab
+command -v wrk > /dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 cd "$(dirname "$0")/.."
 D=${DATA:-$HOME/.cache/chiso-target/bench-scratch/adhoc/data}; port=17992; url=http://127.0.0.1:$port
 scan='{"sql":"SELECT province, channel, timeliness, count(*) AS dossiers, avg(paused_seconds) AS avg_paused_seconds, sum(CASE WHEN paid_online THEN 1 ELSE 0 END) AS paid_online FROM dossiers GROUP BY province, channel, timeliness ORDER BY province, channel, timeliness"}'
@@ -28,8 +29,11 @@ for pair in "$@"; do
   fi
   if [ -n "$SAMPLE" ]; then ( while :; do ps -o rss= -p $pid > /dev/null; curl -s --max-time 1 $url/ready > /dev/null; sleep 2; done ) & sampler=$!; fi
   sleep 2
+  curl -sf "$url/metrics" > /tmp/ab/metrics-before.txt
   result=$(wrk -t2 -c64 -d15s --latency -s bench/append.lua "$url")
+  curl -sf "$url/metrics" > /tmp/ab/metrics-after.txt
   kill $scanner ${sampler:-}; wait $scanner ${sampler:-} 2>/dev/null
-  echo "$name: $(echo "$result" | awk '/Requests\/sec/ {print $2}')/s p50 $(echo "$result" | awk '$1 == "50%" {print $2}') p99 $(echo "$result" | awk '$1 == "99%" {print $2}')"
+  echo "$name: $(echo "$result" | awk '/Requests\/sec/ {print $2}')/s p50 $(echo "$result" | awk '$1 == "50%" {print $2}') p99 $(echo "$result" | awk '$1 == "99%" {print $2}') max $(echo "$result" | awk '$1 == "Latency" {print $4; exit}')"
+  echo "  $(python3 bench/log_state.py /tmp/ab/metrics-before.txt /tmp/ab/metrics-after.txt)"
   kill -TERM $pid; wait $pid
 done
