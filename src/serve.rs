@@ -233,10 +233,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         defer_compactions: true,
         ..LogOptions::default()
     };
-    // The tables' segments are decoded while the log opens (for a national history more than a
-    // second after a crash), the tables' manifest read from the log first.
-    let policy = args.tables.policy();
-    let prepared = Projections::prepare(&args.data_dir.log(), &args.data_dir.tables(), policy);
     let appender =
         EventStore::open_with_options(args.data_dir.log(), metrics, IngestModel::new(), options)?;
     let store = appender.store().clone();
@@ -245,7 +241,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         max_sql_body_bytes: args.max_sql_body_bytes,
         max_inflight_body_bytes: args.max_inflight_body_mb << 20,
     };
-    let projections = Projections::open_prepared(&store, args.data_dir.tables(), policy, prepared)?;
+    let projections = Projections::open_with(&store, args.data_dir.tables(), args.tables.policy())?;
     store.resume_compactions()?;
     tracing::info!(
         checkpoint = projections.position(),

@@ -49,9 +49,7 @@ pub use engine::{
     answer_schema, Params, Query, QueryStream, SqlEngine, SqlLimits, TableEntry, CATALOG,
 };
 pub use error::{Error, Result};
-pub use projections::{
-    Backup, DossierStorage, Prepared, Projections, SealPolicy, SealedFile, TableName,
-};
+pub use projections::{Backup, DossierStorage, Projections, SealPolicy, SealedFile, TableName};
 pub use queries::{
     ByteCounter, Caller, Protocol, QueryLog, Quota, RunningQuery, Ticket, QUERY_LOG,
 };

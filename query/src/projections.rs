@@ -299,54 +299,7 @@ impl Projections {
         dir: impl AsRef<Path>,
         policy: SealPolicy,
     ) -> Result<Self> {
-        Self::open_prepared(store, dir, policy, None)
-    }
-
-    /// Starts putting back the tables in `dir` of the log in `log_dir` before that log is
-    /// opened, on a thread of its own: their manifest read first (see [`Manifest::peek`]),
-    /// the segments it names loaded while the log opens, for [`Projections::open_prepared`].
-    /// A restart of a national history then opens the log (half a second, more than a second
-    /// after a crash: its write-ahead log replayed) and decodes the tables' segments at once. `None` when there is nothing to put back, or the
-    /// manifest cannot be read that way (the tables then load after the log, as they would).
-    /// Call it before the log is opened, not while.
-    pub fn prepare(log_dir: &Path, dir: &Path, policy: SealPolicy) -> Option<Prepared> {
-        let manifest = match Manifest::peek(log_dir, SEGMENTS_NAME, OLDEST_FORMAT..=FORMAT) {
-            Ok(manifest) => manifest?,
-            Err(error) => {
-                tracing::info!(%error, "the tables' manifest is read once the log is open");
-                return None;
-            }
-        };
-        let dir = std::fs::canonicalize(dir).ok()?;
-        let thread = std::thread::Builder::new()
-            .name("chiso-prepare".into())
-            .spawn(move || {
-                let mut tables = Tables::default();
-                let loaded = load_segments(&dir, &manifest, &policy, &mut tables);
-                PreparedTables {
-                    manifest,
-                    tables,
-                    loaded,
-                }
-            });
-        match thread {
-            Ok(thread) => Some(Prepared(thread)),
-            Err(error) => {
-                tracing::info!(%error, "the tables load once the log is open");
-                None
-            }
-        }
-    }
-
-    /// [`Projections::open_with`], taking the segments `prepared` put back if they are those
-    /// of the manifest the log holds (loading them again otherwise).
-    pub fn open_prepared(
-        store: &EventStore,
-        dir: impl AsRef<Path>,
-        policy: SealPolicy,
-        prepared: Option<Prepared>,
-    ) -> Result<Self> {
-        let segments = SegmentDir::open(store, dir, SEGMENTS_NAME)?;
+        let segments = SegmentDir::open(store, dir, "tables")?;
         let stored = segments.stored_format()?;
         let manifest = segments.load(OLDEST_FORMAT..=FORMAT)?.unwrap_or(Manifest {
             format: FORMAT,
@@ -359,28 +312,8 @@ impl Projections {
                 "the tables were saved in another format: rebuilding them from the log"
             );
         }
-        let prepared = prepared.and_then(|prepared| match prepared.0.join() {
-            Ok(done) if done.manifest == manifest => Some(done),
-            Ok(_) => {
-                tracing::warn!("the tables' manifest changed while the log opened: loaded again");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "putting back the tables before the log opened failed: loaded again"
-                );
-                None
-            }
-        });
-        let (mut tables, loaded) = match prepared {
-            Some(done) => (done.tables, done.loaded),
-            None => {
-                let mut tables = Tables::default();
-                let loaded = load_segments(segments.path(), &manifest, &policy, &mut tables);
-                (tables, loaded)
-            }
-        };
-        let loaded = loaded.and_then(|loaded| {
+        let mut tables = Tables::default();
+        let loaded = load_segments(&segments, &manifest, &policy, &mut tables).and_then(|loaded| {
             if !loaded.damaged.is_empty() {
                 for (partition, reason) in &loaded.damaged {
                     tracing::warn!(
@@ -1829,19 +1762,6 @@ impl Segment {
     }
 }
 
-/// The name of the tables' segments and manifest in the log.
-const SEGMENTS_NAME: &str = "tables";
-
-/// Tables being put back from their segments while the log opens ([`Projections::prepare`]).
-pub struct Prepared(std::thread::JoinHandle<PreparedTables>);
-
-/// What [`Projections::prepare`]'s thread put back, and from which manifest.
-struct PreparedTables {
-    manifest: Manifest,
-    tables: Tables,
-    loaded: Result<Loaded>,
-}
-
 /// What [`load_segments`] put back.
 #[derive(Debug, Default)]
 struct Loaded {
@@ -1867,7 +1787,7 @@ const TOTALS: &str = "totals";
 /// cannot be read damages its partition (the partition's other segments are passed over); a
 /// name no partition has fails the load.
 fn load_segments(
-    segments: &Path,
+    segments: &SegmentDir,
     manifest: &Manifest,
     policy: &SealPolicy,
     tables: &mut Tables,
@@ -1908,7 +1828,7 @@ fn load_segments(
         if loaded.damaged.contains_key(&partition) {
             continue;
         }
-        match sealed::open_base(&segments.join(file), file) {
+        match sealed::open_base(&segments.path().join(file), file) {
             Ok(base) => {
                 let dossiers = &mut tables.dossiers;
                 dossiers.horizon = dossiers.horizon.max(base.newest_received);
@@ -2103,16 +2023,11 @@ impl<'a> SegmentName<'a> {
     }
 }
 
-/// Reads the segment file `file` of the directory `segments`.
-fn read_segment(segments: &Path, file: &str) -> Result<Vec<u8>> {
-    Ok(std::fs::read(segments.join(file)).map_err(chiso_store::Error::from)?)
-}
-
 /// Puts back a settled month's totals of `agency_daily` from their segment `file` into tables
 /// of their own, the month cold: its days stay in their segment `days`, of which only the
 /// footer is read (its rows, and that it is whole).
 fn read_totals(
-    segments: &Path,
+    segments: &SegmentDir,
     file: &str,
     days: &str,
     month: MonthKey,
@@ -2122,7 +2037,7 @@ fn read_totals(
         file: file.to_owned(),
         reason,
     };
-    let cold = std::fs::File::open(segments.join(days))
+    let cold = std::fs::File::open(segments.path().join(days))
         .map_err(|e| e.to_string())
         .and_then(|f| {
             let bytes = f.metadata().map_err(|e| e.to_string())?.len();
@@ -2135,7 +2050,7 @@ fn read_totals(
             })
         })
         .map_err(|reason| failed(days, reason))?;
-    let bytes = bytes::Bytes::from(read_segment(segments, file)?);
+    let bytes = bytes::Bytes::from(segments.read(file)?);
     let batches = ArrowReaderMetadata::load(&bytes, Default::default())
         .and_then(names_as_dictionaries)
         .and_then(|footer| {
@@ -2224,7 +2139,7 @@ enum SegmentRows {
 /// segment of another table (but the level spans) put back into tables of its own, the names
 /// of either interned by `names`.
 fn decode_segment(
-    segments: &Path,
+    segments: &SegmentDir,
     name: &SegmentName<'_>,
     file: &str,
     names: &mut Interner,
@@ -2233,7 +2148,7 @@ fn decode_segment(
         file: file.to_owned(),
         reason,
     };
-    let bytes = bytes::Bytes::from(read_segment(segments, file)?);
+    let bytes = bytes::Bytes::from(segments.read(file)?);
     let footer = ArrowReaderMetadata::load(&bytes, Default::default())
         .and_then(|footer| match name.table {
             "dossiers" | "agency_daily" => names_as_dictionaries(footer),

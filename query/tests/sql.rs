@@ -747,8 +747,7 @@ async fn footers_of_removed_sealed_files_leave_the_engines_cache() {
 
 /// A month of three chunks in memory: a late resolution of a dossier in the middle one
 /// rewrites that chunk's segment only, and the tables reopened from the segments answer as
-/// before it was saved; so do they put back while the log opens (as a restart does), and
-/// loaded again when the manifest changed after it was read.
+/// before it was saved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_event_rewrites_one_chunk_of_its_month() {
     let dir = tempfile::tempdir().unwrap();
@@ -818,48 +817,6 @@ async fn a_late_event_rewrites_one_chunk_of_its_month() {
     let reopened = Projections::open_with(&store, &tables, SealPolicy::NEVER).unwrap();
     assert_eq!(reopened.position(), store.head());
     assert_eq!(answer(reopened).await, expected, "reopened from the chunks");
-
-    // As `chiso serve` restarts: the segments put back while the log opens, from the manifest
-    // read first (the log is open already here, which that read allows).
-    let log = dir.path().join("log");
-    let prepared = Projections::prepare(&log, &tables, SealPolicy::NEVER);
-    assert!(
-        prepared.is_some(),
-        "the manifest is read before the log opens"
-    );
-    let reopened =
-        Projections::open_prepared(&store, &tables, SealPolicy::NEVER, prepared).unwrap();
-    assert_eq!(reopened.position(), store.head());
-    assert_eq!(
-        answer(reopened).await,
-        expected,
-        "put back while the log opened"
-    );
-    // A manifest committed after the prepared one was read: the segments are loaded again.
-    let prepared = Projections::prepare(&log, &tables, SealPolicy::NEVER);
-    let other = Projections::open_with(&store, &tables, SealPolicy::NEVER).unwrap();
-    let later = request(
-        "dossier-c30000",
-        "DossierResolved",
-        serde_json::json!({"at": "2019-05-03T09:00:00+07:00", "outcome": "approved"}),
-    );
-    append(&store, vec![later]).await.unwrap();
-    other.catch_up(|_, _| {}).unwrap();
-    other.checkpoint().unwrap();
-    drop(other);
-    let reopened =
-        Projections::open_prepared(&store, &tables, SealPolicy::NEVER, prepared).unwrap();
-    assert_eq!(reopened.position(), store.head());
-    let expected = vec![vec![
-        DOSSIERS.to_string(),
-        "2".to_owned(),
-        "resolved".to_owned(),
-    ]];
-    assert_eq!(
-        answer(reopened).await,
-        expected,
-        "loaded from the newer manifest"
-    );
 }
 
 /// A sealed month keeps the dossiers that closed more than 45 days after its end in row

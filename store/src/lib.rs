@@ -66,8 +66,8 @@ mod write_model;
 
 pub use error::{Error, ErrorKind, Result};
 pub use log::{
-    peek_setting, verify_dir, AnchorMismatch, Appender, ChainHash, ChainHead, EventStore,
-    LogBackground, LogMemory, LogOptions, Mismatch, ReadDirection, Subscription, Verification,
+    verify_dir, AnchorMismatch, Appender, ChainHash, ChainHead, EventStore, LogBackground,
+    LogMemory, LogOptions, Mismatch, ReadDirection, Subscription, Verification,
 };
 pub use metrics::StoreMetrics;
 pub use segments::{Manifest, SegmentDir};

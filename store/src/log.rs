@@ -866,20 +866,6 @@ pub fn verify_dir(
     chain::verify(&db, from, to.min(head.next_position), progress, anchor_of)
 }
 
-/// The setting `key` of the log in `path` as it stands, read without opening the log for
-/// writing: its `meta` family alone is opened, read-only (the write-ahead log replayed into
-/// it; none of the other families' files opened, whose index and filter blocks a long log
-/// reads at open). `None` when there is no log in `path` yet or no such setting. Not while the
-/// log is being opened for writing: its recovery may remove the write-ahead log files this
-/// reads (a log already open is read as it stands).
-pub fn peek_setting(path: &Path, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    if !path.join("CURRENT").exists() {
-        return Ok(None);
-    }
-    let db = DB::open_cf_for_read_only(&Options::default(), path, [CF_META], false)?;
-    Ok(db.get_cf(cf_handle(&db, CF_META), key)?)
-}
-
 /// The most write-ahead log an open after a crash replays (about a second's worth).
 const MAX_WAL_BYTES: u64 = 128 << 20;
 

@@ -30,29 +30,6 @@ pub struct Manifest {
     pub segments: BTreeMap<String, String>,
 }
 
-impl Manifest {
-    /// The manifest of the projection `name` committed in the log in `log_path`, if any and of
-    /// a format in `formats`, read before the log is opened (see [`crate::peek_setting`]): what
-    /// [`SegmentDir::load`] will find once it is, so the segments can be read meanwhile. Removes
-    /// nothing. Not while the log is being opened for writing: its recovery may remove the
-    /// write-ahead log files this reads.
-    pub fn peek(log_path: &Path, name: &str, formats: RangeInclusive<u32>) -> Result<Option<Self>> {
-        let stored = crate::peek_setting(log_path, &manifest_key(name))?;
-        Ok(stored.and_then(|value| Self::parse(&value, &formats)))
-    }
-
-    fn parse(value: &[u8], formats: &RangeInclusive<u32>) -> Option<Self> {
-        serde_json::from_slice::<Self>(value)
-            .ok()
-            .filter(|m| m.version == MANIFEST_VERSION && formats.contains(&m.format))
-    }
-}
-
-/// The key of the projection `name`'s manifest in the log's metadata.
-fn manifest_key(name: &str) -> Vec<u8> {
-    format!("chiso/projection/{name}/manifest").into_bytes()
-}
-
 /// A directory of segment files whose manifest lives in the log's metadata.
 #[derive(Clone)]
 pub struct SegmentDir {
@@ -70,7 +47,7 @@ impl SegmentDir {
         Ok(Self {
             dir,
             store: store.clone(),
-            key: manifest_key(name),
+            key: format!("chiso/projection/{name}/manifest").into_bytes(),
         })
     }
 
@@ -87,7 +64,9 @@ impl SegmentDir {
             .settings(&self.key)?
             .into_iter()
             .find(|(key, _)| *key == self.key);
-        let manifest = stored.and_then(|(_, value)| Manifest::parse(&value, &formats));
+        let manifest = stored
+            .and_then(|(_, value)| serde_json::from_slice::<Manifest>(&value).ok())
+            .filter(|m| m.version == MANIFEST_VERSION && formats.contains(&m.format));
         self.remove_files(manifest.as_ref(), &BTreeSet::new())?;
         Ok(manifest)
     }
@@ -232,18 +211,6 @@ mod tests {
         );
         let loaded = segments.load(1..=1).unwrap().unwrap();
         assert_eq!(loaded.checkpoint, 7);
-        let log = dir.path().join("log");
-        assert_eq!(
-            Manifest::peek(&log, "t", 1..=1).unwrap().as_ref(),
-            Some(&loaded),
-            "read before the log is opened, as it will be loaded"
-        );
-        assert_eq!(Manifest::peek(&log, "t", 2..=3).unwrap(), None);
-        assert_eq!(Manifest::peek(&log, "other", 1..=1).unwrap(), None);
-        assert_eq!(
-            Manifest::peek(&dir.path().join("nothing"), "t", 1..=1).unwrap(),
-            None
-        );
         assert_eq!(segments.read("a.1").unwrap(), b"one");
         assert_eq!(segments.load(0..=2).unwrap().unwrap().checkpoint, 7);
         assert_eq!(
