@@ -1,7 +1,6 @@
 """What the log did during a phase, from two scrapes of chiso's /metrics (before, after): the
 group commits' fsync time (p50, p99 and the slowest, from the histogram's buckets between the
-scrapes)
-and what RocksDB owed and was running at each end. Used by bench/adhoc.sh and
+scrapes) and what RocksDB owed and was running at each end. Used by bench/adhoc.sh and
 bench/national.sh to tell a slow append from a slow disk or a busy compaction.
 
     python3 bench/log_state.py BEFORE.txt AFTER.txt

@@ -163,14 +163,7 @@ ready
 # 3. Restart after a SIGKILL taken while NDJSON batches of new dossiers were being appended.
 read -r agency service < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
   -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
-python3 - "$agency" "$service" > "$scratch/extra.ndjson" <<'PY'
-import json, sys, uuid
-agency, service = sys.argv[1:3]
-for n in range(1_000_000):
-    print(json.dumps({"stream": f"dossier-kill-{uuid.uuid4()}", "id": str(uuid.uuid4()), "type": "DossierReceived",
-        "data": {"agency": agency, "service": service, "channel": "online",
-                 "received_at": "2019-12-30T08:00:00+07:00", "due_at": "2020-01-06T17:00:00+07:00"}}))
-PY
+python3 bench/kill_batches.py "$agency" "$service" 1000000 > "$scratch/extra.ndjson"
 set_phase kill
 CHISO_LOG=warn "$chiso" import --url "$url" "$scratch/extra.ndjson" > /dev/null 2>&1 &
 importer=$!

@@ -25,14 +25,8 @@ for round in $(seq "${ROUNDS:-7}"); do
       until curl -sf $url/ready > /dev/null; do sleep 0.05; done
       read -r agency service < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
         -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
-      python3 - "$agency" "$service" 2> /dev/null <<'PY' | CHISO_LOG=warn "$bin" import --url "$url" - > /dev/null 2>&1 &
-import json, sys, uuid
-agency, service = sys.argv[1:3]
-for n in range(300_000):
-    print(json.dumps({"stream": f"dossier-kill-{uuid.uuid4()}", "id": str(uuid.uuid4()), "type": "DossierReceived",
-        "data": {"agency": agency, "service": service, "channel": "online",
-                 "received_at": "2019-12-30T08:00:00+07:00", "due_at": "2020-01-06T17:00:00+07:00"}}))
-PY
+      python3 "$(dirname "$0")/kill_batches.py" "$agency" "$service" 300000 \
+        | CHISO_LOG=warn "$bin" import --url "$url" - > /dev/null 2>&1 &
       importer=$!
       sleep 2
       kill -KILL $pid; wait $pid 2> /dev/null || true
