@@ -50,11 +50,13 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ParquetRecordBatchReaderBuilder,
 };
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use dossiers::{
     dossiers_batch, stored_dossiers, Dossier, FoldError, SealedRows, Sealing, ToSeal, CHUNK_ROWS,
+    COMPUTED_COLUMNS,
 };
 use sealed::SealedBase;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -1875,6 +1877,7 @@ fn load_segments(
         .filter(|(_, _, _, load)| !matches!(load, Load::Nothing))
         .map(|(parsed, partition, file, load)| (*parsed, *partition, *file, load))
         .collect();
+    reserve_dossiers(&to_prepare, &mut tables.dossiers);
     let loaders = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LOADERS));
     let names = std::thread::scope(|scope| -> Result<Vec<Interner>> {
         let mut prepared = Vec::with_capacity(loaders);
@@ -1951,6 +1954,29 @@ fn load_segments(
         loaded.relayout.remove(partition);
     }
     Ok(loaded)
+}
+
+/// Makes room in `dossiers` for the chunks of `segments` before they are put back: a month of
+/// several chunks, for that many full chunks (its last has fewer rows, up to a chunk fewer); a
+/// month of one chunk makes room when its rows arrive.
+fn reserve_dossiers(
+    segments: &[(SegmentName<'_>, Partition, &str, &Load)],
+    dossiers: &mut dossiers::Dossiers,
+) {
+    let mut chunks: BTreeMap<MonthKey, usize> = BTreeMap::new();
+    for (name, partition, _, _) in segments {
+        if let (Partition::Dossiers(month), Some(Ok(_))) =
+            (partition, name.part.map(str::parse::<usize>))
+        {
+            *chunks.entry(*month).or_default() += 1;
+        }
+    }
+    let months: Vec<(MonthKey, usize)> = chunks
+        .into_iter()
+        .filter(|(_, chunks)| *chunks > 1)
+        .map(|(month, chunks)| (month, chunks * CHUNK_ROWS))
+        .collect();
+    dossiers.reserve(months.iter().map(|(_, rows)| rows).sum(), months);
 }
 
 /// What a restart does with a segment (sealed files aside).
@@ -2088,11 +2114,19 @@ fn put_apart(
 }
 
 /// The columns of a `dossiers` or `agency_daily` segment read as dictionaries: their names are
-/// interned once per distinct value rather than once per row (they were a fifth of a national
-/// restart).
-const NAME_COLUMNS: [&str; 4] = ["agency", "province", "service", "procedure_code"];
+/// interned, their channels and outcomes parsed, once per distinct value rather than once per
+/// row (the names were a fifth of a national restart).
+const CODED_COLUMNS: [&str; 7] = [
+    "agency",
+    "province",
+    "service",
+    "procedure_code",
+    "channel",
+    "outcome",
+    "applicant",
+];
 
-/// `footer` with the [`NAME_COLUMNS`] it holds as strings read as dictionaries.
+/// `footer` with the [`CODED_COLUMNS`] it holds as strings read as dictionaries.
 fn names_as_dictionaries(
     footer: ArrowReaderMetadata,
 ) -> std::result::Result<ArrowReaderMetadata, datafusion::parquet::errors::ParquetError> {
@@ -2103,7 +2137,7 @@ fn names_as_dictionaries(
         .fields()
         .iter()
         .map(|field| match field.data_type() {
-            DataType::Utf8 if NAME_COLUMNS.contains(&field.name().as_str()) => {
+            DataType::Utf8 if CODED_COLUMNS.contains(&field.name().as_str()) => {
                 field.as_ref().clone().with_data_type(DataType::Dictionary(
                     Box::new(DataType::Int32),
                     Box::new(DataType::Utf8),
@@ -2155,7 +2189,15 @@ fn decode_segment(
             _ => Ok(footer),
         })
         .map_err(|e| failed(e.to_string()))?;
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, footer);
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, footer);
+    if name.table == "dossiers" {
+        // A query's columns computed from the others are not decoded (a fifth of a chunk).
+        let parquet = builder.parquet_schema();
+        let stored = (0..parquet.num_columns())
+            .filter(|&i| !COMPUTED_COLUMNS.contains(&parquet.column(i).name()));
+        let mask = ProjectionMask::leaves(parquet, stored);
+        builder = builder.with_projection(mask);
+    }
     let deleted = footer_value(&builder, sealed::DELETED);
     let reader = builder
         .with_batch_size(65_536)

@@ -273,7 +273,7 @@ impl Tables {
         let total = self.monthly.entry(month).or_default();
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
-            let agency = agencies.at(row, &mut |text| self.names.intern(text));
+            let agency = agencies.at(row, &mut |text| Ok(self.names.intern(text)))?;
             let agency = agency.ok_or("a row without an agency")?;
             total.entry(agency).or_default().add(&counts);
         }
@@ -297,7 +297,7 @@ impl Tables {
         let mut total = totals.then(|| self.monthly.entry(month).or_default());
         for row in 0..batch.num_rows() {
             let counts = DayCounts::of_row(&counters, row);
-            let agency = agencies.at(row, &mut |text| self.names.intern(text));
+            let agency = agencies.at(row, &mut |text| Ok(self.names.intern(text)))?;
             let agency = agency.ok_or("a row without an agency")?;
             if let Some(total) = total.as_mut() {
                 total.entry(agency.clone()).or_default().add(&counts);
@@ -310,7 +310,7 @@ impl Tables {
     /// The `agency` column of a segment of `agency_daily`: read as a dictionary at a restart,
     /// each agency is interned once, not once a row.
     fn agencies_of<'a>(&mut self, c: &Columns<'a>) -> Result<Names<'a>, String> {
-        Names::of(c, "agency", &mut |text| self.intern(text))?
+        Names::of(c, "agency", &mut |text| Ok(self.intern(text)))?
             .ok_or_else(|| "column agency is missing".to_owned())
     }
 }

@@ -88,23 +88,28 @@ impl Columns<'_> {
     }
 }
 
-/// A column of names (agencies, services, provinces, procedures) as a segment reader gave it:
-/// plain strings, or a dictionary whose few values are interned once for the whole batch.
-pub enum Names<'a> {
+/// A column of few distinct values (names of agencies, services, provinces, procedures; a
+/// channel, an outcome) as a segment reader gave it: plain strings, each read at its row, or
+/// a dictionary whose values are read once for the whole batch.
+pub enum Coded<'a, T> {
     Plain(&'a StringArray),
     Dictionary {
         keys: &'a Int32Array,
-        names: Vec<Arc<str>>,
+        /// Each value of the dictionary, read (`None`: a null value).
+        values: Vec<Result<Option<T>, String>>,
     },
 }
 
-impl<'a> Names<'a> {
-    /// The column `name` of `columns`, its dictionary's values interned by `intern`; `None`
-    /// when a segment written by an older chiso has no such column.
+/// A column of names, shared: [`Coded`] with each name interned.
+pub type Names<'a> = Coded<'a, Arc<str>>;
+
+impl<'a, T: Clone> Coded<'a, T> {
+    /// The column `name` of `columns`, its dictionary's values read by `read`; `None` when a
+    /// segment written by an older chiso has no such column.
     pub fn of(
         columns: &Columns<'a>,
         name: &str,
-        intern: &mut dyn FnMut(&str) -> Arc<str>,
+        read: &mut dyn FnMut(&str) -> Result<T, String>,
     ) -> Result<Option<Self>, String> {
         let Some(column) = columns.0.column_by_name(name) else {
             return Ok(None);
@@ -121,29 +126,28 @@ impl<'a> Names<'a> {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or_else(|| format!("column {name} is not text"))?;
-        // A null value is never a key of a valid row; it is kept as "" to keep the indexes.
-        let names = (0..values.len())
-            .map(|i| {
-                intern(if values.is_valid(i) {
-                    values.value(i)
-                } else {
-                    ""
-                })
-            })
+        // A value no row uses that cannot be read is no error: a row that uses it is.
+        let values = (0..values.len())
+            .map(|i| string_at(values, i).map(&mut *read).transpose())
             .collect();
         Ok(Some(Self::Dictionary {
             keys: dictionary.keys(),
-            names,
+            values,
         }))
     }
 
-    /// The name at `row` (`None` where it is null), shared.
-    pub fn at(&self, row: usize, intern: &mut dyn FnMut(&str) -> Arc<str>) -> Option<Arc<str>> {
+    /// The value at `row` (`None` where it is null).
+    pub fn at(
+        &self,
+        row: usize,
+        read: &mut dyn FnMut(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
         match self {
-            Self::Plain(array) => string_at(array, row).map(intern),
-            Self::Dictionary { keys, names } => {
-                optional(*keys, row, |i| names[keys.value(i) as usize].clone())
-            }
+            Self::Plain(array) => string_at(array, row).map(read).transpose(),
+            Self::Dictionary { keys, values } => match keys.is_valid(row) {
+                true => values[keys.value(row) as usize].clone(),
+                false => Ok(None),
+            },
         }
     }
 }
@@ -155,4 +159,35 @@ pub fn optional<A: Array, T>(array: &A, row: usize, value: impl Fn(usize) -> T) 
 
 pub fn string_at(array: &StringArray, row: usize) -> Option<&str> {
     optional(array, row, |i| array.value(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::DictionaryArray;
+
+    #[test]
+    fn a_dictionary_value_is_read_once_and_fails_only_the_rows_that_use_it() {
+        let values = StringArray::from(vec![Some("1"), Some("two"), None]);
+        let keys = Int32Array::from(vec![Some(0), None, Some(0), Some(2), Some(1)]);
+        let column = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+        let schema = Schema::new(vec![Field::new("n", column.data_type().clone(), true)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(column)]).unwrap();
+        let mut reads = 0;
+        let mut read = |text: &str| {
+            reads += 1;
+            text.parse::<i32>().map_err(|e| e.to_string())
+        };
+        let coded = Coded::of(&Columns(&batch), "n", &mut read)
+            .unwrap()
+            .unwrap();
+        let at: Vec<_> = (0..5).map(|row| coded.at(row, &mut read)).collect();
+        assert_eq!(at[..4], [Ok(Some(1)), Ok(None), Ok(Some(1)), Ok(None)]);
+        assert!(at[4].is_err(), "{:?}", at[4]);
+        assert!(Coded::of(&Columns(&batch), "missing", &mut read)
+            .unwrap()
+            .is_none());
+        // Each value of the dictionary once, the null value not at all.
+        assert_eq!(reads, 2);
+    }
 }

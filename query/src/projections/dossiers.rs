@@ -11,7 +11,7 @@
 use super::agency_daily::DayCounts;
 use super::columns::{
     batch, ints, longs, optional, optional_strings, schema, string_at, strings, times, timestamp,
-    Columns, Names,
+    Coded, Columns, Names,
 };
 use super::sealed::{SealedBase, SealedRow};
 use super::tables::{Decoded, Map, Tables};
@@ -423,14 +423,24 @@ impl DossierMonth {
     }
 
     fn touch(&mut self, row: usize) {
+        self.touch_rows(row..row + 1);
+    }
+
+    /// Marks `rows` changed: each chunk they are in stamped once.
+    fn touch_rows(&mut self, rows: std::ops::Range<usize>) {
+        if rows.is_empty() {
+            return;
+        }
         if let Some(changed) = &mut self.sealing {
-            changed.push(row as u32);
+            changed.extend(rows.clone().map(|row| row as u32));
         }
-        let chunk = row / CHUNK_ROWS;
-        if chunk >= self.stamps.len() {
-            self.stamps.resize(chunk + 1, 0);
+        let chunks = rows.start / CHUNK_ROWS..=(rows.end - 1) / CHUNK_ROWS;
+        if *chunks.end() >= self.stamps.len() {
+            self.stamps.resize(chunks.end() + 1, 0);
         }
-        self.stamps[chunk] = next_stamp();
+        for chunk in chunks {
+            self.stamps[chunk] = next_stamp();
+        }
     }
 
     /// Makes room for `more` rows.
@@ -441,6 +451,13 @@ impl DossierMonth {
     }
 
     fn push(&mut self, dossier: Dossier) -> u32 {
+        let row = self.push_untouched(dossier);
+        self.touch(row as usize);
+        row
+    }
+
+    /// [`DossierMonth::push`] whose chunk is stamped later, with others ([`DossierMonth::touch_rows`]).
+    fn push_untouched(&mut self, dossier: Dossier) -> u32 {
         match dossier.closed_at() {
             Some(at) => self.last_closed = self.last_closed.max(Some(at)),
             None => self.open += 1,
@@ -451,7 +468,6 @@ impl DossierMonth {
         self.closes.push(dossier.closed_at().unwrap_or(i64::MAX));
         self.agency_keys.push(agency_key(&dossier.agency));
         self.rows.push(dossier);
-        self.touch(self.rows.len() - 1);
         self.rows.len() as u32 - 1
     }
 
@@ -571,11 +587,27 @@ impl Dossiers {
         let partition = months.entry(month).or_default();
         partition.reserve(rows.len());
         index.reserve(rows.len());
+        let first = partition.rows.len();
         for dossier in rows {
             *horizon = (*horizon).max(dossier.received_at);
             let id = dossier.id.clone();
-            let row = partition.push(dossier);
+            let row = partition.push_untouched(dossier);
             index.insert(id, (month, row));
+        }
+        partition.touch_rows(first..partition.rows.len());
+    }
+
+    /// Makes room at once for what a restart puts back: `rows` in all, `month_rows` of them
+    /// in each month that has that many (the rows of a month arrive a chunk at a time, and
+    /// growing to millions by doubling copies them all again, and rehashes the index).
+    pub(super) fn reserve(
+        &mut self,
+        rows: usize,
+        month_rows: impl IntoIterator<Item = (MonthKey, usize)>,
+    ) {
+        self.index.reserve(rows);
+        for (month, rows) in month_rows {
+            self.months.entry(month).or_default().reserve(rows);
         }
     }
 
@@ -1005,28 +1037,28 @@ pub fn stored_dossiers(
     intern: &mut dyn FnMut(&str) -> Arc<str>,
 ) -> Result<Vec<Dossier>, String> {
     let c = Columns(batch);
-    let names = |name: &str, intern: &mut dyn FnMut(&str) -> Arc<str>| {
-        Names::of(&c, name, intern)?.ok_or_else(|| format!("column {name} is missing"))
+    let mut name = |text: &str| Ok(intern(text));
+    let mut names = |column: &str| {
+        Names::of(&c, column, &mut name)?.ok_or_else(|| format!("column {column} is missing"))
     };
     let id = c.strings("id")?;
-    let (agency, province, service) = (
-        names("agency", intern)?,
-        names("province", intern)?,
-        names("service", intern)?,
-    );
-    let (level, channel) = (c.int32("service_level")?, c.strings("channel")?);
-    let (received, due) = (c.times("received_at")?, c.times("due_at")?);
-    let (resolved, withdrawn) = (c.times("resolved_at")?, c.times("withdrawn_at")?);
-    let (outcome, pauses, rating) = (
-        c.strings("outcome")?,
-        c.strings("pauses")?,
-        c.int32("rating")?,
-    );
-    let paid = c.get::<BooleanArray>("paid_online")?;
+    let (agency, province, service) = (names("agency")?, names("province")?, names("service")?);
     // Segments and sealed files written before `DossierReceived` version 2 have no such
     // columns: their rows were all received in version 1.
-    let procedure_code = Names::of(&c, "procedure_code", intern)?;
-    let applicant = c.optional_strings("applicant")?;
+    let procedure_code = Names::of(&c, "procedure_code", &mut name)?;
+    let (mut channel_of, mut outcome_of, mut applicant_of) = (
+        |text: &str| text.parse::<Channel>(),
+        |text: &str| text.parse::<Outcome>(),
+        |text: &str| text.parse::<Applicant>(),
+    );
+    let channel = Coded::of(&c, "channel", &mut channel_of)?.ok_or("column channel is missing")?;
+    let outcome = Coded::of(&c, "outcome", &mut outcome_of)?.ok_or("column outcome is missing")?;
+    let applicant = Coded::of(&c, "applicant", &mut applicant_of)?;
+    let level = c.int32("service_level")?;
+    let (received, due) = (c.times("received_at")?, c.times("due_at")?);
+    let (resolved, withdrawn) = (c.times("resolved_at")?, c.times("withdrawn_at")?);
+    let (pauses, rating) = (c.strings("pauses")?, c.int32("rating")?);
+    let paid = c.get::<BooleanArray>("paid_online")?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let pauses = match string_at(pauses, row) {
@@ -1036,26 +1068,29 @@ pub fn stored_dossiers(
         rows.push(Dossier {
             id: id.value(row).into(),
             agency: agency
-                .at(row, intern)
+                .at(row, &mut name)?
                 .ok_or("a dossier without an agency")?,
-            province: province.at(row, intern),
+            province: province.at(row, &mut name)?,
             service: service
-                .at(row, intern)
+                .at(row, &mut name)?
                 .ok_or("a dossier without a service")?,
             service_level: optional(level, row, |i| level.value(i) as u8),
-            procedure_code: procedure_code
-                .as_ref()
-                .and_then(|codes| codes.at(row, intern)),
-            applicant: applicant
-                .and_then(|kinds| string_at(kinds, row))
-                .map(str::parse)
-                .transpose()?,
-            channel: channel.value(row).parse()?,
+            procedure_code: match &procedure_code {
+                Some(codes) => codes.at(row, &mut name)?,
+                None => None,
+            },
+            applicant: match &applicant {
+                Some(kinds) => kinds.at(row, &mut applicant_of)?,
+                None => None,
+            },
+            channel: channel
+                .at(row, &mut channel_of)?
+                .ok_or("a dossier without a channel")?,
             received_at: received.value(row),
             due_at: due.value(row),
             resolved_at: optional(resolved, row, |i| resolved.value(i)),
             withdrawn_at: optional(withdrawn, row, |i| withdrawn.value(i)),
-            outcome: string_at(outcome, row).map(str::parse).transpose()?,
+            outcome: outcome.at(row, &mut outcome_of)?,
             pauses,
             paid_online: optional(paid, row, |i| paid.value(i)),
             rating: optional(rating, row, |i| rating.value(i) as u8),
@@ -1063,6 +1098,11 @@ pub fn stored_dossiers(
     }
     Ok(rows)
 }
+
+/// The columns of a stored chunk that [`stored_dossiers`] does not read: a query's, computed
+/// from the others (a restart does not decode them).
+pub const COMPUTED_COLUMNS: [&str; 4] =
+    ["effective_due_at", "status", "timeliness", "paused_seconds"];
 
 impl Tables {
     /// Restores rows of a month's segment made from its batches apart from the tables (their

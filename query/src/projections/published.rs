@@ -69,21 +69,28 @@ impl Tables {
         );
         let (agency, value) = (c.strings("agency")?, c.get::<Float64Array>("value")?);
         let (rank, position) = (c.int32("rank")?, c.int64("position")?);
-        for row in 0..batch.num_rows() {
-            let key = (
-                month.value(row).to_owned(),
-                scope.value(row).to_owned(),
-                metric.value(row).to_owned(),
-            );
-            let ranking = self.rankings.entry(key).or_insert_with(|| Ranking {
+        // A segment lists the entries of each ranking one after another (the map's order):
+        // each ranking is looked up once, not once an entry (a national decade has millions).
+        let key_at = |row: usize| (month.value(row), scope.value(row), metric.value(row));
+        let mut row = 0;
+        while row < batch.num_rows() {
+            let key = key_at(row);
+            let end = (row + 1..batch.num_rows())
+                .find(|&next| key_at(next) != key)
+                .unwrap_or(batch.num_rows());
+            let owned = (key.0.to_owned(), key.1.to_owned(), key.2.to_owned());
+            let ranking = self.rankings.entry(owned).or_insert_with(|| Ranking {
                 position: position.value(row) as u64,
-                entries: Vec::new(),
+                entries: Vec::with_capacity(end - row),
             });
-            ranking.entries.push((
-                agency.value(row).to_owned(),
-                value.value(row),
-                rank.value(row) as u32,
-            ));
+            ranking.entries.extend((row..end).map(|entry| {
+                (
+                    agency.value(entry).to_owned(),
+                    value.value(entry),
+                    rank.value(entry) as u32,
+                )
+            }));
+            row = end;
         }
         Ok(())
     }
