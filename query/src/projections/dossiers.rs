@@ -456,7 +456,8 @@ impl DossierMonth {
         row
     }
 
-    /// [`DossierMonth::push`] whose chunk is stamped later, with others ([`DossierMonth::touch_rows`]).
+    /// [`DossierMonth::push`] without stamping the row's chunk: the caller stamps the chunks
+    /// of all the rows it pushed at once ([`DossierMonth::touch_rows`]).
     fn push_untouched(&mut self, dossier: Dossier) -> u32 {
         match dossier.closed_at() {
             Some(at) => self.last_closed = self.last_closed.max(Some(at)),

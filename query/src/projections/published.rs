@@ -70,7 +70,7 @@ impl Tables {
         let (agency, value) = (c.strings("agency")?, c.get::<Float64Array>("value")?);
         let (rank, position) = (c.int32("rank")?, c.int64("position")?);
         // A segment lists the entries of each ranking one after another (the map's order):
-        // each ranking is looked up once, not once an entry (a national decade has millions).
+        // each ranking is looked up once, not once an entry.
         let key_at = |row: usize| (month.value(row), scope.value(row), metric.value(row));
         let mut row = 0;
         while row < batch.num_rows() {
