@@ -23,9 +23,7 @@ for round in $(seq "${ROUNDS:-7}"); do
       "$bin" serve --data-dir "$data" --listen 127.0.0.1:$port --pg-listen off \
         --flight-listen off 2> /dev/null & pid=$!
       until curl -sf $url/ready > /dev/null; do sleep 0.05; done
-      read -r agency service < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
-        -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
-      python3 "$(dirname "$0")/kill_batches.py" "$agency" "$service" 300000 \
+      python3 "$(dirname "$0")/kill_batches.py" "$url" 300000 \
         | CHISO_LOG=warn "$bin" import --url "$url" - > /dev/null 2>&1 &
       importer=$!
       sleep 2

@@ -1976,7 +1976,7 @@ fn reserve_dossiers(
         .filter(|(_, chunks)| *chunks > 1)
         .map(|(month, chunks)| (month, chunks * CHUNK_ROWS))
         .collect();
-    dossiers.reserve(months.iter().map(|(_, rows)| rows).sum(), months);
+    dossiers.reserve(&months);
 }
 
 /// What a restart does with a segment (sealed files aside).

@@ -144,10 +144,9 @@ impl<'a, T: Clone> Coded<'a, T> {
     ) -> Result<Option<T>, String> {
         match self {
             Self::Plain(array) => string_at(array, row).map(read).transpose(),
-            Self::Dictionary { keys, values } => match keys.is_valid(row) {
-                true => values[keys.value(row) as usize].clone(),
-                false => Ok(None),
-            },
+            Self::Dictionary { keys, values } => {
+                optional(*keys, row, |i| values[keys.value(i) as usize].clone()).unwrap_or(Ok(None))
+            }
         }
     }
 }

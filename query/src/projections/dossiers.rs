@@ -598,16 +598,13 @@ impl Dossiers {
         partition.touch_rows(first..partition.rows.len());
     }
 
-    /// Makes room at once for what a restart puts back: `rows` in all, `month_rows` of them
-    /// in each month that has that many (the rows of a month arrive a chunk at a time, and
-    /// growing to millions by doubling copies them all again, and rehashes the index).
-    pub(super) fn reserve(
-        &mut self,
-        rows: usize,
-        month_rows: impl IntoIterator<Item = (MonthKey, usize)>,
-    ) {
-        self.index.reserve(rows);
-        for (month, rows) in month_rows {
+    /// Makes room at once for what a restart puts back: `rows` in each of those months, and
+    /// in the index for all of them (the rows of a month arrive a chunk at a time, and growing
+    /// to millions by doubling copies them all again, and rehashes the index).
+    pub(super) fn reserve(&mut self, months: &[(MonthKey, usize)]) {
+        self.index
+            .reserve(months.iter().map(|(_, rows)| rows).sum());
+        for &(month, rows) in months {
             self.months.entry(month).or_default().reserve(rows);
         }
     }
