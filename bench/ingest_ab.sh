@@ -9,7 +9,9 @@
 # before it (the last binary given also generates and imports the history):
 #   cp $CARGO_TARGET_DIR/release/chiso /tmp/chiso-old   # before the change
 #   bash bench/ingest_ab.sh /tmp/chiso-old $CARGO_TARGET_DIR/release/chiso
-# KEEP_ROCKSDB_LOGS=dir keeps each run's RocksDB LOG files there.
+# KEEP_ROCKSDB_LOGS=dir keeps each run's RocksDB LOG files there. PIPE=1 times the import as
+# `bench/national.sh` does, from the generator through a pipe (`chiso demo | chiso import -`),
+# so that the generator shares the cores with the server as it does there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chiso-target}"
@@ -83,7 +85,13 @@ for run in $(seq "$RUNS"); do
     CHISO_LOG=warn "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" &
     pid=$!
     until curl -sf "$url/health" > /dev/null; do sleep 0.1; done
-    s=$(now); "$new" import --url "$url" "$first" 2>/dev/null; e=$(now)
+    s=$(now)
+    if [ -n "${PIPE:-}" ]; then
+      { "$new" demo ${DEMO_ARGS:-} 2> /dev/null || true; } | head -n "$events" | "$new" import --url "$url" - 2> /dev/null
+    else
+      "$new" import --url "$url" "$first" 2> /dev/null
+    fi
+    e=$(now)
     rate=$(echo "$events / ($e - $s)" | bc)
     curl -sf -o /dev/null "$url/v1/streams/$live" -d "{\"events\":[{\"id\":\"$(python3 -c 'import uuid; print(uuid.uuid4())')\",\"type\":\"ServiceLevelChanged\",\"data\":{\"level\":4,\"at\":\"2019-12-31T08:00:00+07:00\"}}]}"
     sub=$(catch_up)

@@ -177,7 +177,9 @@ say "restart after SIGKILL under NDJSON batches (head $before when killed): read
 
 # 4. 64 concurrent single appends on this data.
 set_phase wrk
-export CHISO_AGENCY=$agency CHISO_SERVICE=$service
+read -r CHISO_AGENCY CHISO_SERVICE < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
+  -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+export CHISO_AGENCY CHISO_SERVICE
 curl -sf "$url/metrics" > "$scratch/metrics-before.txt"
 result=$(wrk -t2 -c64 -d20s --latency -s bench/append.lua "$url")
 curl -sf "$url/metrics" > "$scratch/metrics-after.txt"
