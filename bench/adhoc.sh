@@ -118,8 +118,7 @@ say "dossier_report of one province-year over HTTP: p50 $(printf '%s\n' "${times
 
 # Append → visible in SQL: one DossierReceived, then the query that waits for its position,
 # to an agency and service of the history.
-read -r CHISO_AGENCY CHISO_SERVICE < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
-  -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+read -r CHISO_AGENCY CHISO_SERVICE < <(bash bench/agency_service.sh "$url")
 export CHISO_AGENCY CHISO_SERVICE
 set_phase visible
 python3 - "$url" <<'PY' | tee -a "$out"

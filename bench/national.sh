@@ -177,8 +177,7 @@ say "restart after SIGKILL under NDJSON batches (head $before when killed): read
 
 # 4. 64 concurrent single appends on this data.
 set_phase wrk
-read -r CHISO_AGENCY CHISO_SERVICE < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' \
-  -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+read -r CHISO_AGENCY CHISO_SERVICE < <(bash bench/agency_service.sh "$url")
 export CHISO_AGENCY CHISO_SERVICE
 curl -sf "$url/metrics" > "$scratch/metrics-before.txt"
 result=$(wrk -t2 -c64 -d20s --latency -s bench/append.lua "$url")

@@ -14,7 +14,7 @@ for pair in "$@"; do
   name=${pair%%:*}; args=${pair#*:}
   CHISO_LOG=${CHISO_LOG:-warn} ${BIN:?the chiso binary to run} serve --data-dir $D --listen 127.0.0.1:$port $args 2>>/tmp/ab/scan-server.log & pid=$!
   until curl -sf $url/ready >/dev/null; do sleep 0.05; done
-  read -r CHISO_AGENCY CHISO_SERVICE < <(curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT agency, service FROM dossiers WHERE province = '"'"'26'"'"' LIMIT 1","format":"csv"}' | tail -1 | tr ',' ' ')
+  read -r CHISO_AGENCY CHISO_SERVICE < <(bash bench/agency_service.sh "$url")
   export CHISO_AGENCY CHISO_SERVICE
   if [ -n "$EXPORT" ]; then curl -sf "$url/v1/sql" -H 'content-type: application/json' -d '{"sql":"SELECT * FROM dossiers","format":"parquet"}' -o /dev/null; echo "rss after export $(($(ps -o rss= -p $pid)/1024)) MiB"; fi
   ( while :; do curl -sf -o /dev/null "$url/v1/sql" -H 'content-type: application/json' -d "$scan" || sleep 1; done ) & scanner=$!
